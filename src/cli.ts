@@ -1,0 +1,137 @@
+/**
+ * `pgbell <command>`: parses flags, loads config, calls one function per command.
+ * Returns the exit code; bin/pgbell.js turns a thrown error into one line on stderr.
+ */
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { parseTtl, secretKey, signSessionToken } from './auth.js';
+import { ENV_HELP, loadConfig, need, type Config } from './config.js';
+import { startDaemon, untilSignal } from './daemon.js';
+import { migrate } from './db/migrate.js';
+import { runDev } from './dev.js';
+import { createLogger } from './log.js';
+
+export const HELP = `pgbell — live notifications from a Postgres "Alert" table to WebSocket clients
+
+Usage: pgbell <command> [options]
+
+Commands:
+  start                      run the daemon: LISTEN on Postgres, serve WebSocket + /health on PORT
+  migrate                    create or update the schema and trigger (safe to run concurrently, idempotent)
+  token <userId> [--email E] [--ttl 1h]
+                             print a session token for userId, signed with SESSION_SECRET
+  send <email>               insert 3 test alerts for the user with that email (plain SQL, like any writer)
+  dev                        zero-setup: embedded Postgres in ./.pgbell (unless DATABASE_URL is set),
+                             migrate, a demo user, the daemon; prints a token and a psql command
+  help                       this text
+
+Options:
+  --email <email>            (token) email claim to include
+  --ttl <duration>           (token) lifetime: 90s, 15m, 1h, 7d (default 1h)
+  -h, --help                 this text
+
+Environment:
+${ENV_HELP.map(([k, v]) => `  ${k.padEnd(17)} ${v}`).join('\n')}
+
+Examples:
+  npm start                                   # same as: pgbell dev
+  DATABASE_URL=postgres://localhost/app pgbell migrate
+  DATABASE_URL=postgres://localhost/app SESSION_SECRET=... pgbell start
+  SESSION_SECRET=... pgbell token user-1 --email ada@example.com --ttl 8h
+  psql "$DATABASE_URL" -c "INSERT INTO \\"Alert\\" (\\"userId\\", title) VALUES ('user-1', 'Hello')"
+`;
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      email: { type: 'string' },
+      ttl: { type: 'string', default: '1h' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, ...rest] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  switch (command) {
+    case 'start':
+      return cmdStart(loadConfig(env));
+    case 'migrate':
+      return cmdMigrate(loadConfig(env));
+    case 'token':
+      return cmdToken(loadConfig(env), rest[0], values.email, values.ttl);
+    case 'send':
+      return cmdSend(loadConfig(env), rest[0]);
+    case 'dev':
+      return runDev(loadConfig(env), { cwd: process.cwd() });
+    default:
+      throw new Error(`unknown command "${command}"; run \`pgbell --help\` for the list`);
+  }
+}
+
+async function cmdStart(config: Config): Promise<number> {
+  const log = createLogger(config.LOG_LEVEL);
+  const daemon = await startDaemon({
+    databaseUrl: need(config, 'DATABASE_URL', 'start'),
+    sessionSecret: need(config, 'SESSION_SECRET', 'start'),
+    port: config.PORT,
+    host: config.HOST,
+    heartbeatMs: config.HEARTBEAT_MS,
+    authTimeoutMs: config.AUTH_TIMEOUT_MS,
+    channel: config.PGBELL_CHANNEL,
+    log,
+  });
+  await untilSignal(daemon, log);
+  return 0;
+}
+
+async function cmdMigrate(config: Config): Promise<number> {
+  const result = await migrate(need(config, 'DATABASE_URL', 'migrate'), {
+    channel: config.PGBELL_CHANNEL,
+    log: (m) => console.log(m),
+  });
+  console.log(result.applied.length ? `migrated: ${result.applied.length} applied, ${result.skipped.length} already applied` : `up to date (${result.skipped.length} migrations already applied)`);
+  return 0;
+}
+
+async function cmdToken(config: Config, userId: string | undefined, email: string | undefined, ttl: string): Promise<number> {
+  if (!userId) throw new Error('usage: pgbell token <userId> [--email E] [--ttl 1h]');
+  const token = await signSessionToken(secretKey(need(config, 'SESSION_SECRET', 'token')), {
+    userId,
+    email: email ?? null,
+    ttlSeconds: parseTtl(ttl),
+  });
+  console.log(token);
+  return 0;
+}
+
+/** Inserts three sample alerts with plain SQL, exactly as any other writer would. */
+async function cmdSend(config: Config, email: string | undefined): Promise<number> {
+  if (!email) throw new Error('usage: pgbell send <email>');
+  const client = new pg.Client({ connectionString: need(config, 'DATABASE_URL', 'send'), application_name: 'pgbell-send' });
+  await client.connect();
+  try {
+    const user = await client.query<{ id: string }>('SELECT id FROM "User" WHERE email = $1', [email]);
+    if (user.rows.length === 0) {
+      console.error(`pgbell: no user with email ${email} in "User"`);
+      return 1;
+    }
+    const userId = user.rows[0]!.id;
+    const { rows } = await client.query<{ id: string }>(
+      `INSERT INTO "Alert" ("userId", type, title, message, link) VALUES
+         ($1, 'info', 'Welcome to pgbell', 'This notification came from a plain INSERT.', NULL),
+         ($1, 'success', 'Deployment finished', 'Your app is live.', '/deployments'),
+         ($1, 'warning', 'Storage almost full', 'You have used 90% of your quota.', '/settings/storage')
+       RETURNING id`,
+      [userId],
+    );
+    console.log(`inserted ${rows.length} alerts for ${email} (user ${userId}): ${rows.map((r) => r.id).join(', ')}`);
+    return 0;
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * The only module that reads process.env. Every setting is validated here, once, and the
+ * result is frozen; a bad value fails with one line naming the variable.
+ */
+import { z } from 'zod';
+
+/** Default NOTIFY channel. sql/000002_alert_notify.sql installs the trigger with the same name. */
+export const DEFAULT_CHANNEL = 'pgbell';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, `must be a whole number between ${min} and ${max}`)
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+
+const postgresUrl = z
+  .string()
+  .trim()
+  .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// or postgresql:// URL');
+
+const schema = z.object({
+  DATABASE_URL: postgresUrl.optional(),
+  SESSION_SECRET: z
+    .string()
+    .min(32, 'must be at least 32 characters (it is the HS256 key that signs session tokens)')
+    .optional(),
+  PORT: int(0, 65535).default(8080),
+  HOST: z.string().trim().min(1).optional(),
+  HEARTBEAT_MS: int(100, 3_600_000).default(30_000),
+  AUTH_TIMEOUT_MS: int(50, 600_000).default(5_000),
+  PGBELL_CHANNEL: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lowercase Postgres identifier ([a-z_][a-z0-9_]*, at most 63 characters)')
+    .default(DEFAULT_CHANNEL),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Config = Readonly<z.infer<typeof schema>>;
+
+/** The variables pgbell reads, for `pgbell --help` and the README. */
+export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
+  ['DATABASE_URL', 'Postgres connection URL (required for start/migrate/send; `dev` starts embedded Postgres without it)'],
+  ['SESSION_SECRET', 'HS256 key for session tokens, >= 32 chars (required for start/token; `dev` generates one)'],
+  ['PORT', 'HTTP + WebSocket port (default 8080)'],
+  ['HOST', 'interface to bind (default: all)'],
+  ['HEARTBEAT_MS', 'ping interval; a socket that misses a pong is dropped (default 30000)'],
+  ['AUTH_TIMEOUT_MS', 'time allowed for the first {"type":"auth"} message (default 5000)'],
+  ['PGBELL_CHANNEL', 'NOTIFY channel used by the trigger and the listener (default pgbell)'],
+  ['LOG_LEVEL', 'fatal|error|warn|info|debug|trace|silent (default info)'],
+];
+
+/**
+ * Parse settings from an environment (process.env by default). Empty strings count as unset,
+ * so `PORT= pgbell start` means the default rather than an error.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const picked: Record<string, string> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') picked[key] = value;
+  }
+  const parsed = schema.safeParse(picked);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const name = String(issue.path[0] ?? 'environment');
+    const got = picked[name];
+    const shown = got === undefined ? '' : ` (got ${JSON.stringify(name === 'SESSION_SECRET' || name === 'DATABASE_URL' ? redact(got) : got)})`;
+    throw new ConfigError(`${name} ${issue.message}${shown}`);
+  }
+  return Object.freeze(parsed.data);
+}
+
+/** Returns a required setting or fails naming it and the command that needs it. */
+export function need<K extends keyof Config>(config: Config, key: K, command: string): NonNullable<Config[K]> {
+  const value = config[key];
+  if (value === undefined || value === null) {
+    throw new ConfigError(`${key} is required for \`pgbell ${command}\` (see \`pgbell --help\`)`);
+  }
+  return value as NonNullable<Config[K]>;
+}
+
+function redact(value: string): string {
+  return value.length <= 4 ? '***' : `${value.slice(0, 2)}***(${value.length} chars)`;
+}

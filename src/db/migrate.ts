@@ -1,0 +1,94 @@
+/**
+ * Applies sql/NNNNNN_*.sql in order. Each file runs once, in its own transaction, with its
+ * record written in the same transaction; a session advisory lock serializes concurrent
+ * migrators (two daemons starting at once), and whoever waits then finds nothing to do.
+ */
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+
+/** src/db/ and dist/db/ are both two levels below the package root. */
+export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
+
+/** Advisory lock key: the bytes of "pgbell" read as a number. Advisory locks are per database. */
+const LOCK_KEY = 0x706762656c6cn;
+
+export interface MigrateResult {
+  applied: string[];
+  skipped: string[];
+  /** Set when the trigger's channel was changed to match the configured one. */
+  channelChanged: boolean;
+}
+
+export async function migrate(
+  connectionString: string,
+  opts: { channel: string; log?: (msg: string) => void } ,
+): Promise<MigrateResult> {
+  const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
+  const client = new pg.Client({ connectionString, application_name: 'pgbell-migrate' });
+  await client.connect();
+  const result: MigrateResult = { applied: [], skipped: [], channelChanged: false };
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY.toString()]);
+    await client.query(`CREATE TABLE IF NOT EXISTS pgbell_migrations (
+      name text PRIMARY KEY,
+      sha256 text NOT NULL,
+      "appliedAt" timestamptz NOT NULL DEFAULT now()
+    )`);
+    const done = new Map<string, string>(
+      (await client.query<{ name: string; sha256: string }>('SELECT name, sha256 FROM pgbell_migrations')).rows.map((r) => [r.name, r.sha256]),
+    );
+    for (const file of files) {
+      const text = await readFile(SQL_DIR + file, 'utf8');
+      const sha = createHash('sha256').update(text).digest('hex');
+      const recorded = done.get(file);
+      if (recorded !== undefined) {
+        if (recorded !== sha) opts.log?.(`warning: ${file} changed after it was applied; shipped migrations must not be edited`);
+        result.skipped.push(file);
+        continue;
+      }
+      await client.query('BEGIN');
+      try {
+        await client.query('INSERT INTO pgbell_migrations (name, sha256) VALUES ($1, $2)', [file, sha]);
+        await client.query(text);
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw new Error(`migration ${file} failed: ${(err as Error).message}`);
+      }
+      result.applied.push(file);
+      opts.log?.(`applied ${file}`);
+    }
+    result.channelChanged = await syncTriggerChannel(client, opts.channel);
+    if (result.channelChanged) opts.log?.(`trigger now notifies channel ${opts.channel}`);
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1)', [LOCK_KEY.toString()]).catch(() => {});
+    await client.end();
+  }
+  return result;
+}
+
+/** The channel the "Alert" trigger notifies on, or null if the trigger is missing. */
+export async function triggerChannel(run: (text: string) => Promise<{ rows: unknown[] }>): Promise<string | null> {
+  const { rows } = await run(
+    `SELECT t.tgargs AS args FROM pg_trigger t
+      WHERE t.tgrelid = to_regclass('"Alert"') AND t.tgname = '_900_notify'`,
+  );
+  if (rows.length === 0) return null;
+  // tgargs is bytea: NUL-terminated arguments.
+  const raw = (rows[0] as { args: Buffer | string }).args;
+  const text = Buffer.isBuffer(raw) ? raw.toString('utf8') : raw;
+  return text.split('\0')[0] ?? '';
+}
+
+async function syncTriggerChannel(client: pg.Client, channel: string): Promise<boolean> {
+  const current = await triggerChannel((text) => client.query(text));
+  if (current === channel) return false;
+  // CREATE OR REPLACE TRIGGER (Postgres 14+) swaps the argument atomically.
+  await client.query(
+    `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT ON "Alert"
+       FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__notify(${client.escapeLiteral(channel)})`,
+  );
+  return true;
+}

@@ -1,0 +1,26 @@
+/**
+ * Every error code and close code a client can see, in one table. They are part of the
+ * protocol: never renumber or rename one, only add.
+ */
+
+/** WebSocket close codes. 1000-2999 are RFC 6455's; 4000-4999 are pgbell's. */
+export const CloseCode = {
+  /** Server shutting down; reconnect (to another node) and resume. */
+  GoingAway: 1001,
+  /** Frame larger than the server's maxPayload. Sent by ws itself. */
+  MessageTooBig: 1009,
+  /** Token missing, malformed, expired or not signed by us. Get a new token before reconnecting. */
+  InvalidToken: 4401,
+  /** No auth message within AUTH_TIMEOUT_MS. */
+  AuthTimeout: 4408,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+/** `code` of an `{"type":"error"}` message, with the close code that follows it (if any). */
+export const ErrorCodes = {
+  invalid_token: { close: CloseCode.InvalidToken, message: 'Invalid session token' },
+  auth_timeout: { close: CloseCode.AuthTimeout, message: 'No auth message received in time' },
+  auth_required: { close: CloseCode.InvalidToken, message: 'The first message must be {"type":"auth","token":"..."}' },
+  bad_message: { close: null, message: 'Malformed message' },
+} as const satisfies Record<string, { close: CloseCode | null; message: string }>;
+export type ErrorCode = keyof typeof ErrorCodes;

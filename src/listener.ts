@@ -1,0 +1,135 @@
+/**
+ * The dedicated LISTEN connection. pg-listen owns the socket; this module adds what pgbell
+ * needs on top: it never stops reconnecting (pg-listen's default gives up after 3 s), it is
+ * findable in pg_stat_activity as `pgbell-listener`, it reports its state for /health, and
+ * it turns raw payloads into transaction ids (garbage is logged and dropped).
+ */
+import { EventEmitter } from 'node:events';
+import pgListen, { type Subscriber } from 'pg-listen';
+import { z } from 'zod';
+import type { Logger } from './log.js';
+
+// pg-listen is CommonJS with an `exports.default`; Node's ESM interop hands us the exports object.
+const createSubscriber = pgListen.default;
+
+export const LISTENER_APPLICATION_NAME = 'pgbell-listener';
+
+export type ListenerState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+/** What the trigger sends: the writer's transaction id as a decimal string. */
+const Payload = z.object({ txid: z.string().regex(/^\d{1,20}$/) });
+
+export interface ListenerEvents {
+  /** A transaction that wrote alerts committed. */
+  txid: [txid: string];
+  /** (Re)connected and LISTENing. */
+  connected: [];
+  state: [state: ListenerState];
+}
+
+export interface ListenerOptions {
+  connectionString: string;
+  channel: string;
+  log: Logger;
+  /** How often the connection is checked with a trivial query (pg-listen's paranoid check). */
+  checkIntervalMs: number;
+}
+
+/** Reconnect delay: exponential with full jitter, 100 ms base, 5 s cap. */
+export function retryDelay(attempt: number): number {
+  return Math.random() * Math.min(5000, 100 * 2 ** Math.min(attempt, 10));
+}
+
+export class Listener extends EventEmitter<ListenerEvents> {
+  #state: ListenerState = 'connecting';
+  #since = new Date();
+  #reconnects = 0;
+  #listening = false;
+  readonly #sub: Subscriber;
+  readonly #opts: ListenerOptions;
+
+  constructor(opts: ListenerOptions) {
+    super();
+    this.#opts = opts;
+    this.#sub = createSubscriber(
+      {
+        connectionString: opts.connectionString,
+        application_name: LISTENER_APPLICATION_NAME,
+        keepAlive: true,
+      },
+      {
+        retryLimit: Infinity,
+        retryTimeout: Infinity,
+        retryInterval: retryDelay,
+        paranoidChecking: opts.checkIntervalMs,
+        // Payloads are validated here, not JSON.parse'd by pg-listen (which would turn garbage
+        // into an 'error' event with no channel or payload to log).
+        parse: (s: string) => s,
+      },
+    );
+    const { events } = this.#sub;
+    events.on('notification', ({ channel, payload }) => {
+      if (channel === opts.channel) this.#onPayload(payload as string | undefined);
+    });
+    events.on('reconnect', (attempt) => {
+      if (attempt === 1) {
+        this.#reconnects++;
+        opts.log.warn('listener lost its Postgres connection; reconnecting');
+      }
+      this.#setState('reconnecting');
+    });
+    events.on('connected', () => {
+      // The first connect is reported by start() once LISTEN has run; pg-listen emits
+      // 'connected' before that. Reconnects re-LISTEN before emitting.
+      if (!this.#listening) return;
+      if (this.#state === 'reconnecting') opts.log.info({ reconnects: this.#reconnects }, 'listener reconnected');
+      this.#setState('connected');
+      this.emit('connected');
+    });
+    events.on('error', (err) => opts.log.error({ err }, 'listener error'));
+  }
+
+  get state(): ListenerState {
+    return this.#state;
+  }
+
+  /** For /health: state, since when, and how many times the connection was lost. */
+  status(): { state: ListenerState; since: string; reconnects: number; channel: string } {
+    return { state: this.#state, since: this.#since.toISOString(), reconnects: this.#reconnects, channel: this.#opts.channel };
+  }
+
+  async start(): Promise<void> {
+    await this.#sub.connect();
+    await this.#sub.listenTo(this.#opts.channel);
+    this.#listening = true;
+    this.#setState('connected');
+    this.emit('connected');
+  }
+
+  async close(): Promise<void> {
+    this.#setState('closed');
+    await this.#sub.close().catch(() => {});
+  }
+
+  #setState(state: ListenerState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#since = new Date();
+    this.emit('state', state);
+  }
+
+  #onPayload(raw: string | undefined): void {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw ?? '');
+    } catch {
+      parsed = undefined;
+    }
+    const ok = Payload.safeParse(parsed);
+    if (!ok.success) {
+      this.#opts.log.warn({ payload: (raw ?? '').slice(0, 200) }, 'dropped a notification whose payload is not {"txid":"<digits>"}');
+      return;
+    }
+    this.emit('txid', ok.data.txid);
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * The HTTP + WebSocket edge: /health, the auth handshake, heartbeats, inbound validation.
+ * It knows nothing about Postgres; the daemon hands it a Hub to register sockets with and a
+ * function reporting the listener's state.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import { verifySessionToken, type Session } from './auth.js';
+import { CloseCode, ErrorCodes, type ErrorCode } from './errors.js';
+import type { Hub } from './hub.js';
+import type { Logger } from './log.js';
+import { parseClientMessage, type ClientMessage, type ServerMessage } from './protocol.js';
+
+export const WS_PATHS = new Set(['/', '/ws']);
+/** Largest inbound frame. An auth message is the biggest thing a client sends. */
+export const MAX_PAYLOAD = 64 * 1024;
+
+export interface ServerOptions {
+  port: number;
+  host?: string | undefined;
+  heartbeatMs: number;
+  authTimeoutMs: number;
+  key: Uint8Array;
+  hub: Hub;
+  log: Logger;
+  /** Listener status for /health; `connected` is what makes the daemon healthy. */
+  listenerStatus: () => { state: string } & Record<string, unknown>;
+}
+
+interface Conn {
+  session: Session | null;
+  alive: boolean;
+  authTimer: NodeJS.Timeout | undefined;
+  /** Messages of one socket are handled one after another (auth verification is async). */
+  queue: Promise<void>;
+}
+
+export class Server {
+  readonly http: http.Server;
+  readonly #wss: WebSocketServer;
+  readonly #conns = new Map<WebSocket, Conn>();
+  readonly #opts: ServerOptions;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #closing = false;
+
+  constructor(opts: ServerOptions) {
+    this.#opts = opts;
+    this.http = http.createServer((req, res) => this.#onRequest(req, res));
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
+    this.http.on('upgrade', (req, socket, head) => {
+      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      if (this.#closing || !WS_PATHS.has(path)) {
+        const status = this.#closing ? '503 Service Unavailable' : '404 Not Found';
+        socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+        return;
+      }
+      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req));
+    });
+  }
+
+  async listen(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'EADDRINUSE' ? new Error(`PORT ${this.#opts.port} is already in use; set PORT to a free port`) : err),
+      );
+      this.http.listen(this.#opts.port, this.#opts.host, () => {
+        this.http.removeAllListeners('error');
+        resolve();
+      });
+    });
+    this.#heartbeat = setInterval(() => this.#beat(), this.#opts.heartbeatMs);
+    return this.http.address() as AddressInfo;
+  }
+
+  /** Stops accepting, closes every socket with 1001, waits (bounded) for them to go. */
+  async close(timeoutMs = 3000): Promise<void> {
+    this.#closing = true;
+    clearInterval(this.#heartbeat);
+    const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+    for (const ws of this.#conns.keys()) ws.close(CloseCode.GoingAway, 'server shutting down');
+    const deadline = Date.now() + timeoutMs;
+    while (this.#conns.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const ws of this.#conns.keys()) ws.terminate();
+    this.http.closeAllConnections();
+    await httpClosed;
+  }
+
+  #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/health') {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method_not_allowed', message: 'use GET /health' });
+      const listener = this.#opts.listenerStatus();
+      const ok = listener.state === 'connected' && !this.#closing;
+      return json(res, ok ? 200 : 503, {
+        status: ok ? 'ok' : 'degraded',
+        connections: this.#opts.hub.connections,
+        timestamp: new Date().toISOString(),
+        listener,
+        pendingAuth: this.#conns.size - this.#opts.hub.connections,
+        uptimeSeconds: Math.round(process.uptime()),
+      });
+    }
+    json(res, 404, { error: 'not_found', message: `no route for ${req.method} ${path}; try GET /health or a WebSocket on /` });
+  }
+
+  #onConnection(ws: WebSocket, req: http.IncomingMessage): void {
+    const { log, authTimeoutMs } = this.#opts;
+    const remote = req.socket.remoteAddress;
+    log.info({ remote }, 'New WebSocket connection attempt');
+    const conn: Conn = { session: null, alive: true, authTimer: undefined, queue: Promise.resolve() };
+    this.#conns.set(ws, conn);
+    conn.authTimer = setTimeout(() => {
+      if (!conn.session) {
+        log.warn({ remote, reason: 'auth_timeout' }, `WebSocket authentication failed: no auth message within ${authTimeoutMs} ms`);
+        this.#fail(ws, 'auth_timeout');
+      }
+    }, authTimeoutMs);
+    ws.on('pong', () => {
+      conn.alive = true;
+    });
+    ws.on('message', (data, isBinary) => {
+      conn.queue = conn.queue.then(() => this.#onMessage(ws, conn, data, isBinary)).catch((err) => {
+        log.error({ err }, 'error while handling a WebSocket message');
+      });
+    });
+    ws.on('close', () => {
+      clearTimeout(conn.authTimer);
+      this.#conns.delete(ws);
+      if (conn.session) this.#opts.hub.remove(conn.session.userId, ws);
+    });
+    // ws reports protocol violations (oversized frame, bad UTF-8) here, then closes the
+    // socket with the matching code (1009, 1007...). Nothing else to do but note it.
+    ws.on('error', (err) => log.info({ remote, err: err.message }, 'WebSocket error'));
+  }
+
+  async #onMessage(ws: WebSocket, conn: Conn, data: RawData, isBinary: boolean): Promise<void> {
+    if (ws.readyState !== ws.OPEN) return;
+    if (isBinary) return this.#send(ws, { type: 'error', code: 'bad_message', message: 'binary frames are not supported; send JSON text' });
+    const parsed = parseClientMessage(rawToString(data));
+    if (!parsed.ok) return this.#send(ws, { type: 'error', code: 'bad_message', message: parsed.reason });
+    const msg: ClientMessage = parsed.message;
+    if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token);
+    if (!conn.session) {
+      this.#opts.log.warn({ reason: 'auth_required', got: msg.type }, 'WebSocket authentication failed: first message was not auth');
+      return this.#fail(ws, 'auth_required');
+    }
+    if (msg.type === 'ping') return this.#send(ws, { type: 'pong' });
+  }
+
+  async #authenticate(ws: WebSocket, conn: Conn, token: string): Promise<void> {
+    const { log, hub, key } = this.#opts;
+    const result = await verifySessionToken(token, key);
+    if (ws.readyState !== ws.OPEN) return;
+    if (!result.ok) {
+      log.warn({ reason: result.reason }, `WebSocket authentication failed: ${result.reason}`);
+      return this.#fail(ws, 'invalid_token');
+    }
+    const session = result.session;
+    if (conn.session && conn.session.userId !== session.userId) {
+      log.warn({ reason: 'user_changed', userId: conn.session.userId }, 'WebSocket authentication failed: token is for another user');
+      return this.#fail(ws, 'invalid_token');
+    }
+    const first = conn.session === null;
+    conn.session = session;
+    clearTimeout(conn.authTimer);
+    if (first) {
+      hub.add(session.userId, ws);
+      log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
+    }
+    this.#send(ws, { type: 'ready', userId: session.userId, email: session.email });
+  }
+
+  #send(ws: WebSocket, msg: ServerMessage): void {
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+  }
+
+  /** Error message, then the close code the error table assigns. */
+  #fail(ws: WebSocket, code: ErrorCode): void {
+    const entry = ErrorCodes[code];
+    this.#send(ws, { type: 'error', code, message: entry.message });
+    if (entry.close !== null) ws.close(entry.close, code);
+  }
+
+  /** Ping everyone; whoever did not answer the previous ping is gone. */
+  #beat(): void {
+    for (const [ws, conn] of this.#conns) {
+      if (!conn.alive) {
+        this.#opts.log.info({ userId: conn.session?.userId }, 'terminated a WebSocket that missed its pong');
+        ws.terminate();
+        continue;
+      }
+      conn.alive = false;
+      ws.ping();
+    }
+  }
+}
+
+function rawToString(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
