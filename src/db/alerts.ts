@@ -8,7 +8,7 @@ type Q = Kysely<Database>;
 const wireColumns = ['id', 'userId', 'type', 'title', 'message', 'link', 'data', 'read', 'createdAt'] as const;
 
 /**
- * Alerts written by the given transactions (as committed now), oldest first. NOTIFY only says
+ * Alerts written by the given transactions (as committed now), in the order of `txids`. NOTIFY only says
  * "transaction X wrote alerts"; this is where the rows themselves are read.
  * `userIds` limits the read to users someone is listening for.
  */
@@ -20,7 +20,9 @@ export async function alertsByTxids(db: Q, txids: readonly string[], userIds?: r
     .where(sql<boolean>`"txid" = ANY(${[...txids]}::xid8[])`);
   // One array parameter, not one parameter per user: 10k users stay one short statement.
   if (userIds) q = q.where(sql<boolean>`"userId" = ANY(${[...userIds]}::text[])`);
-  const rows = await q.orderBy('txid').orderBy('createdAt').orderBy('id').execute();
+  // Commit order is the order the notifications arrived in (= the order of `txids`), not the
+  // numeric order of transaction ids, which are handed out at a transaction's first write.
+  const rows = await q.orderBy(sql`array_position(${[...txids]}::xid8[], "txid")`).orderBy('seq').execute();
   return rows.map(toWire);
 }
 

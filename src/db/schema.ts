@@ -20,6 +20,8 @@ export interface AlertTable {
   createdAt: ColumnType<Date, Date | string | undefined, never>;
   /** Writer's transaction id (xid8, read as a decimal string); set by its column default. */
   txid: ColumnType<string, never, never>;
+  /** Insertion order within a transaction (bigint, read as a string). */
+  seq: ColumnType<string, never, never>;
 }
 
 export interface Database {

@@ -1,0 +1,60 @@
+/** Per-file databases copied from the run's migrated template (see test/setup/global.ts). */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { inject } from 'vitest';
+
+export function databaseUrl(serverUrl: string, database: string): string {
+  const u = new URL(serverUrl);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+let counter = 0;
+
+/** A new, migrated, empty database of its own. */
+export async function freshDatabase(): Promise<string> {
+  const { adminUrl, template, prefix } = inject('pg');
+  const name = `${prefix}${process.pid}_${++counter}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    // Two files copying the template at the same instant can collide ("source database is
+    // being accessed by other users"); retry briefly.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await admin.query(`CREATE DATABASE ${name} TEMPLATE ${template}`);
+        break;
+      } catch (err) {
+        if (attempt >= 20 || !/being accessed by other users/.test((err as Error).message)) throw err;
+        await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+      }
+    }
+  } finally {
+    await admin.end();
+  }
+  return databaseUrl(adminUrl, name);
+}
+
+/** Runs SQL on a short-lived connection. */
+export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(text, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+export async function createUser(url: string, id: string, email = `${id}@example.test`): Promise<void> {
+  await query(url, 'INSERT INTO "User" (id, email) VALUES ($1, $2)', [id, email]);
+}
+
+const execFileP = promisify(execFile);
+
+/** Runs the real `psql` binary, as an operator would. */
+export async function psql(url: string, sqlText: string): Promise<string> {
+  const { stdout } = await execFileP('psql', [url, '-v', 'ON_ERROR_STOP=1', '-X', '-q', '-c', sqlText], { env: { ...process.env, PGCONNECT_TIMEOUT: '5' } });
+  return stdout;
+}
