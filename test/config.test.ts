@@ -1,0 +1,50 @@
+/** Config: defaults, and one clear line naming the variable for every bad value. */
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, need } from '../src/config.js';
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    expect(loadConfig({})).toEqual({ PORT: 8080, HEARTBEAT_MS: 30000, AUTH_TIMEOUT_MS: 5000, PGBELL_CHANNEL: 'pgbell', LOG_LEVEL: 'info' });
+  });
+
+  it('parses every variable', () => {
+    const c = loadConfig({
+      DATABASE_URL: 'postgres://u@h:5432/db',
+      SESSION_SECRET: 's'.repeat(32),
+      PORT: '9000',
+      HOST: '127.0.0.1',
+      HEARTBEAT_MS: '1000',
+      AUTH_TIMEOUT_MS: '2000',
+      PGBELL_CHANNEL: 'alerts_v2',
+      LOG_LEVEL: 'warn',
+    });
+    expect(c).toMatchObject({ PORT: 9000, HEARTBEAT_MS: 1000, AUTH_TIMEOUT_MS: 2000, PGBELL_CHANNEL: 'alerts_v2', LOG_LEVEL: 'warn', HOST: '127.0.0.1' });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('treats empty strings as unset', () => {
+    expect(loadConfig({ PORT: '', DATABASE_URL: '' }).PORT).toBe(8080);
+  });
+
+  it.each([
+    [{ PORT: 'abc' }, /^PORT must be a whole number between 0 and 65535 \(got "abc"\)$/],
+    [{ PORT: '70000' }, /^PORT must be at most 65535/],
+    [{ HEARTBEAT_MS: '5' }, /^HEARTBEAT_MS must be at least 100/],
+    [{ AUTH_TIMEOUT_MS: '1.5' }, /^AUTH_TIMEOUT_MS must be a whole number/],
+    [{ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL must be a postgres:\/\/ or postgresql:\/\/ URL/],
+    [{ SESSION_SECRET: 'short' }, /^SESSION_SECRET must be at least 32 characters/],
+    [{ PGBELL_CHANNEL: 'Bad-Name' }, /^PGBELL_CHANNEL must be a lowercase Postgres identifier/],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL /],
+  ])('%o → ConfigError naming the variable', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('never echoes a secret back', () => {
+    expect(() => loadConfig({ SESSION_SECRET: 'hunter2hunter2' })).toThrow(/got "hu\*\*\*\(14 chars\)"/);
+  });
+
+  it('need() names the variable and the command', () => {
+    expect(() => need(loadConfig({}), 'DATABASE_URL', 'start')).toThrow('DATABASE_URL is required for `pgbell start`');
+  });
+});

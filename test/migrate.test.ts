@@ -1,0 +1,64 @@
+/** Migrations: the schema they build, idempotence, and two migrators racing. */
+import { describe, expect, inject, it } from 'vitest';
+import { migrate, triggerChannel } from '../src/db/migrate.js';
+import { databaseUrl, query } from './helpers/pg.js';
+
+async function emptyDatabase(): Promise<string> {
+  const { adminUrl, prefix } = inject('pg');
+  const name = `${prefix}m${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  await query(adminUrl, `CREATE DATABASE ${name}`);
+  return databaseUrl(adminUrl, name);
+}
+
+describe('migrate', () => {
+  it('builds "User" and "Alert" with the documented columns and defaults', async () => {
+    const url = await emptyDatabase();
+    const r = await migrate(url, { channel: 'pgbell' });
+    expect(r.applied).toEqual(['000001_schema.sql', '000002_alert_notify.sql']);
+    const cols = await query(url, `SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns WHERE table_name IN ('User','Alert') ORDER BY table_name, ordinal_position`);
+    const alert = Object.fromEntries(cols.filter((c) => c.table_name === 'Alert').map((c) => [c.column_name, c]));
+    expect(Object.keys(alert)).toEqual(['id', 'userId', 'type', 'title', 'message', 'link', 'data', 'read', 'createdAt', 'txid', 'seq']);
+    expect(alert.id).toMatchObject({ data_type: 'text', column_default: '(gen_random_uuid())::text' });
+    expect(alert.type).toMatchObject({ is_nullable: 'NO', column_default: "'general'::text" });
+    expect(alert.link!.is_nullable).toBe('YES');
+    expect(alert.data).toMatchObject({ data_type: 'jsonb', is_nullable: 'YES' });
+    expect(alert.read).toMatchObject({ data_type: 'boolean', column_default: 'false' });
+    expect(alert.createdAt).toMatchObject({ data_type: 'timestamp with time zone', column_default: 'now()' });
+
+    // on delete cascade from "User"
+    await query(url, `INSERT INTO "User" (id, email) VALUES ('u', 'u@x'); INSERT INTO "Alert" ("userId", title) VALUES ('u', 't')`);
+    await query(url, `DELETE FROM "User" WHERE id = 'u'`);
+    expect(await query(url, `SELECT * FROM "Alert"`)).toEqual([]);
+    await expect(query(url, `INSERT INTO "Alert" ("userId", title) VALUES ('ghost', 't')`)).rejects.toThrow(/foreign key/);
+  });
+
+  it('re-running is a no-op', async () => {
+    const url = await emptyDatabase();
+    await migrate(url, { channel: 'pgbell' });
+    const again = await migrate(url, { channel: 'pgbell' });
+    expect(again).toEqual({ applied: [], skipped: ['000001_schema.sql', '000002_alert_notify.sql'], channelChanged: false });
+    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(2);
+  });
+
+  it('four migrators started at the same time: each file applied exactly once, nobody fails', async () => {
+    const url = await emptyDatabase();
+    const results = await Promise.all([1, 2, 3, 4].map(() => migrate(url, { channel: 'pgbell' })));
+    expect(results.flatMap((r) => r.applied).sort()).toEqual(['000001_schema.sql', '000002_alert_notify.sql']);
+    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(2);
+  });
+
+  it('a different PGBELL_CHANNEL rewrites the trigger argument, once', async () => {
+    const url = await emptyDatabase();
+    await migrate(url, { channel: 'pgbell' });
+    expect((await migrate(url, { channel: 'alerts_b' })).channelChanged).toBe(true);
+    expect((await migrate(url, { channel: 'alerts_b' })).channelChanged).toBe(false);
+    expect(await triggerChannel((t) => query(url, t).then((rows) => ({ rows })))).toBe('alerts_b');
+  });
+
+  it('a failing migration rolls back entirely and names the file', async () => {
+    const url = await emptyDatabase();
+    await query(url, `CREATE TABLE "User" (id int)`); // collides with 000001
+    await expect(migrate(url, { channel: 'pgbell' })).rejects.toThrow(/migration 000001_schema.sql failed: relation "User" already exists/);
+    expect(await query(url, `SELECT * FROM pgbell_migrations`)).toEqual([]);
+  });
+});
