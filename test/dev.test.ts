@@ -1,0 +1,118 @@
+/**
+ * `npm start` = `pgbell dev` on a machine with nothing installed: embedded Postgres, migrate,
+ * demo user, daemon, and a printed token + psql command that work as printed.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { freePort } from '../src/embedded.js';
+import { TestClient } from './helpers/client.js';
+import { cleanEnv, launch } from './helpers/cli.js';
+import { databaseUrl, query } from './helpers/pg.js';
+
+const sh = promisify(execFile);
+const dirs: string[] = [];
+
+afterAll(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+async function startDev(cwd: string, env: Record<string, string> = {}, as?: { uid: number; gid: number }) {
+  const port = await freePort();
+  const p = launch(['dev'], cleanEnv({ PORT: String(port), ...env }), cwd, as);
+  const [, token] = await p.waitFor(/Token: +(\S+)/, 60_000);
+  const [, psqlCommand] = await p.waitFor(/\n +(psql .+)\n/);
+  const [, wsUrl] = await p.waitFor(/WebSocket: +(\S+)/);
+  return { p, port, token: token!, psqlCommand: psqlCommand!, wsUrl: wsUrl! };
+}
+
+describe('pgbell dev', () => {
+  it('without DATABASE_URL: embedded Postgres in ./.pgbell; the printed psql command reaches a client using the printed token; Ctrl-C stops it all; a restart keeps data and token', async () => {
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
+    await chmod(cwd, 0o755);
+    dirs.push(cwd);
+
+    const first = await startDev(cwd);
+    expect(first.wsUrl).toBe(`ws://localhost:${first.port}/`);
+    const c = await TestClient.ready(`ws://127.0.0.1:${first.port}/`, first.token);
+    expect(c.messages[0]).toEqual({ type: 'ready', userId: 'demo-user', email: 'demo@pgbell.dev' });
+    await sh('bash', ['-c', first.psqlCommand]);
+    const n = await c.next((m) => m.type === 'notification');
+    expect(n.alert).toMatchObject({ userId: 'demo-user', title: 'Hello from psql' });
+
+    const pidFile = path.join(cwd, '.pgbell', 'data', 'postmaster.pid');
+    expect(existsSync(pidFile)).toBe(true);
+    first.p.child.kill('SIGINT');
+    expect((await c.closed).code).toBe(1001);
+    expect((await first.p.exited).code).toBe(0);
+    expect(existsSync(pidFile)).toBe(false); // embedded Postgres shut down cleanly
+
+    const second = await startDev(cwd);
+    expect(second.token).not.toBe(''); // a fresh token is printed, but the old one still works:
+    const again = await TestClient.ready(`ws://127.0.0.1:${second.port}/`, first.token);
+    const dbUrl = second.psqlCommand.match(/psql "([^"]+)"/)![1]!;
+    expect((await query(dbUrl, `SELECT count(*)::int AS n FROM "Alert"`))[0]!.n).toBe(1);
+    again.close();
+    second.p.child.kill('SIGTERM');
+    expect((await second.p.exited).code).toBe(0);
+  }, 120_000);
+
+  it('after a SIGKILL left embedded Postgres running, the next start shuts the orphan down and starts cleanly', async () => {
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
+    await chmod(cwd, 0o755);
+    dirs.push(cwd);
+    const first = await startDev(cwd);
+    first.p.child.kill('SIGKILL');
+    await first.p.exited;
+    const orphanPid = Number((await readFile(path.join(cwd, '.pgbell', 'data', 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    expect(() => process.kill(orphanPid, 0)).not.toThrow(); // still running, holding the data dir
+
+    const second = await startDev(cwd);
+    expect(() => process.kill(orphanPid, 0)).toThrow();
+    const c = await TestClient.ready(`ws://127.0.0.1:${second.port}/`, second.token);
+    await sh('bash', ['-c', second.psqlCommand]);
+    expect((await c.next((m) => m.type === 'notification')).alert.title).toBe('Hello from psql');
+    second.p.child.kill('SIGINT');
+    expect((await second.p.exited).code).toBe(0);
+  }, 120_000);
+
+  // When the suite runs as root, the test above covered root (Postgres runs as the `postgres`
+  // system user); this one covers an ordinary account. As non-root the test above is the
+  // ordinary-user case already.
+  it.runIf(process.getuid?.() === 0)('works for an ordinary (non-root) user too', async () => {
+    const nobody = { uid: 65534, gid: 65534 };
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
+    await chown(cwd, nobody.uid, nobody.gid);
+    dirs.push(cwd);
+    const dev = await startDev(cwd, { HOME: cwd }, nobody);
+    const c = await TestClient.ready(`ws://127.0.0.1:${dev.port}/`, dev.token);
+    await sh('bash', ['-c', dev.psqlCommand]);
+    expect((await c.next((m) => m.type === 'notification')).alert.title).toBe('Hello from psql');
+    const owner = (await stat(path.join(cwd, '.pgbell', 'data', 'PG_VERSION'))).uid;
+    expect(owner).toBe(nobody.uid);
+    dev.p.child.kill('SIGINT');
+    expect((await dev.p.exited).code).toBe(0);
+  }, 120_000);
+
+  it('with DATABASE_URL: uses that database instead, and starts no embedded Postgres', async () => {
+    const { adminUrl, prefix } = inject('pg');
+    const name = `${prefix}dev${process.pid}`;
+    await query(adminUrl, `CREATE DATABASE ${name}`);
+    const url = databaseUrl(adminUrl, name);
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
+    dirs.push(cwd);
+
+    const dev = await startDev(cwd, { DATABASE_URL: url });
+    expect(dev.psqlCommand).toContain(url);
+    expect(existsSync(path.join(cwd, '.pgbell', 'data'))).toBe(false);
+    const c = await TestClient.ready(`ws://127.0.0.1:${dev.port}/`, dev.token);
+    await sh('bash', ['-c', dev.psqlCommand]);
+    expect((await c.next((m) => m.type === 'notification')).alert.title).toBe('Hello from psql');
+    dev.p.child.kill('SIGINT');
+    expect((await dev.p.exited).code).toBe(0);
+  });
+});
