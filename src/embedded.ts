@@ -49,13 +49,15 @@ export async function startEmbeddedPostgres(opts: {
   dataDir: string;
   password: string;
   persistent?: boolean;
+  /** Defaults to a free port. */
+  port?: number;
   /** Extra `-c name=value` settings, e.g. fsync=off for throwaway test clusters. */
   settings?: Record<string, string>;
   onLog?: (line: string) => void;
 }): Promise<EmbeddedPostgres> {
   const EmbeddedPostgresCtor = await importEmbeddedPostgres();
   await stopOrphan(opts.dataDir);
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const isRoot = process.getuid?.() === 0;
   const flags = ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='];
   for (const [k, v] of Object.entries(opts.settings ?? {})) flags.push('-c', `${k}=${v}`);
