@@ -1,6 +1,13 @@
 #!/usr/bin/env node
-// The CLI is compiled to dist/ by `npm install` (the prepare script) and `npm test` (pretest).
-import { main } from '../dist/cli.js';
+// The CLI is compiled to dist/ by `npm install` (the prepare script) and by `npm test` (pretest).
+import { existsSync } from 'node:fs';
+
+const entry = new URL('../dist/cli.js', import.meta.url);
+if (!existsSync(entry)) {
+  console.error('pgbell: dist/ is missing (installed with --ignore-scripts?); run `npm run build` in the pgbell directory');
+  process.exit(1);
+}
+const { main } = await import(entry.href);
 
 main(process.argv.slice(2)).then(
   (code) => {

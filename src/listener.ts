@@ -56,6 +56,8 @@ export class Listener extends EventEmitter<ListenerEvents> {
         connectionString: opts.connectionString,
         application_name: LISTENER_APPLICATION_NAME,
         keepAlive: true,
+        // Start TCP keepalive probes after 10 s idle instead of the OS default of 2 hours.
+        keepAliveInitialDelayMillis: 10_000,
       },
       {
         retryLimit: Infinity,
