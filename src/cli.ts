@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { parseTtl, secretKey, signSessionToken } from './auth.js';
 import { ENV_HELP, loadConfig, need, type Config } from './config.js';
-import { startDaemon, untilSignal } from './daemon.js';
+import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { migrate } from './db/migrate.js';
 import { runDev } from './dev.js';
 import { createLogger } from './log.js';
@@ -75,16 +75,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
 async function cmdStart(config: Config): Promise<number> {
   const log = createLogger(config.LOG_LEVEL);
-  const daemon = await startDaemon({
-    databaseUrl: need(config, 'DATABASE_URL', 'start'),
-    sessionSecret: need(config, 'SESSION_SECRET', 'start'),
-    port: config.PORT,
-    host: config.HOST,
-    heartbeatMs: config.HEARTBEAT_MS,
-    authTimeoutMs: config.AUTH_TIMEOUT_MS,
-    channel: config.PGBELL_CHANNEL,
-    log,
-  });
+  const daemon = await startDaemon(
+    daemonOptions(config, {
+      databaseUrl: need(config, 'DATABASE_URL', 'start'),
+      sessionSecret: need(config, 'SESSION_SECRET', 'start'),
+      log,
+    }),
+  );
   await untilSignal(daemon, log);
   return 0;
 }

@@ -4,6 +4,7 @@
  */
 import { sql } from 'kysely';
 import { secretKey } from './auth.js';
+import type { Config } from './config.js';
 import { alertsByTxids } from './db/alerts.js';
 import { createDb, type Db } from './db/connect.js';
 import { triggerChannel } from './db/migrate.js';
@@ -31,6 +32,18 @@ export interface Daemon {
   hub: Hub;
   listener: Listener;
   stop(): Promise<void>;
+}
+
+/** Daemon options from validated config; the connection and secret come from the caller (dev may supply its own). */
+export function daemonOptions(config: Config, conn: { databaseUrl: string; sessionSecret: string; log: Logger }): DaemonOptions {
+  return {
+    ...conn,
+    port: config.PORT,
+    host: config.HOST,
+    heartbeatMs: config.HEARTBEAT_MS,
+    authTimeoutMs: config.AUTH_TIMEOUT_MS,
+    channel: config.PGBELL_CHANNEL,
+  };
 }
 
 export class StartupError extends Error {

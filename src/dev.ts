@@ -8,7 +8,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { secretKey, signSessionToken } from './auth.js';
 import type { Config } from './config.js';
-import { startDaemon, untilSignal } from './daemon.js';
+import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { ensureUser } from './db/alerts.js';
 import { createDb } from './db/connect.js';
 import { migrate } from './db/migrate.js';
@@ -38,16 +38,7 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
     } finally {
       await db.destroy();
     }
-    const daemon = await startDaemon({
-      databaseUrl,
-      sessionSecret,
-      port: config.PORT,
-      host: config.HOST,
-      heartbeatMs: config.HEARTBEAT_MS,
-      authTimeoutMs: config.AUTH_TIMEOUT_MS,
-      channel: config.PGBELL_CHANNEL,
-      log,
-    });
+    const daemon = await startDaemon(daemonOptions(config, { databaseUrl, sessionSecret, log }));
     const token = await signSessionToken(secretKey(sessionSecret), { userId: DEMO_USER.id, email: DEMO_USER.email, ttlSeconds: 7 * 86400 });
     const sql = `INSERT INTO \\"Alert\\" (\\"userId\\", title, message) VALUES ('${DEMO_USER.id}', 'Hello from psql', 'Inserted by hand')`;
     process.stdout.write(

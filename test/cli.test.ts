@@ -1,18 +1,11 @@
 /** The CLI as users run it: a subprocess, real env, real exit codes. */
 import { jwtVerify } from 'jose';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { freePort } from '../src/embedded.js';
 import { TestClient } from './helpers/client.js';
 import { cleanEnv, launch, run } from './helpers/cli.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';
-import { createUser, databaseUrl, freshDatabase, psql, query } from './helpers/pg.js';
-
-async function emptyDatabase(): Promise<string> {
-  const { adminUrl, prefix } = inject('pg');
-  const name = `${prefix}c${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-  await query(adminUrl, `CREATE DATABASE ${name}`);
-  return databaseUrl(adminUrl, name);
-}
+import { createUser, emptyDatabase, freshDatabase, psql, query } from './helpers/pg.js';
 
 describe('pgbell --help', () => {
   it('lists commands, options, env vars and examples', async () => {

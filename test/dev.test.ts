@@ -8,11 +8,11 @@ import { chmod, chown, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/embedded.js';
 import { TestClient } from './helpers/client.js';
 import { cleanEnv, launch } from './helpers/cli.js';
-import { databaseUrl, query } from './helpers/pg.js';
+import { emptyDatabase, query } from './helpers/pg.js';
 
 const sh = promisify(execFile);
 const dirs: string[] = [];
@@ -99,10 +99,7 @@ describe('pgbell dev', () => {
   }, 120_000);
 
   it('with DATABASE_URL: uses that database instead, and starts no embedded Postgres', async () => {
-    const { adminUrl, prefix } = inject('pg');
-    const name = `${prefix}dev${process.pid}`;
-    await query(adminUrl, `CREATE DATABASE ${name}`);
-    const url = databaseUrl(adminUrl, name);
+    const url = await emptyDatabase('dev');
     const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
     dirs.push(cwd);
 

@@ -1,14 +1,7 @@
 /** Migrations: the schema they build, idempotence, and two migrators racing. */
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { migrate, triggerChannel } from '../src/db/migrate.js';
-import { databaseUrl, query } from './helpers/pg.js';
-
-async function emptyDatabase(): Promise<string> {
-  const { adminUrl, prefix } = inject('pg');
-  const name = `${prefix}m${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-  await query(adminUrl, `CREATE DATABASE ${name}`);
-  return databaseUrl(adminUrl, name);
-}
+import { emptyDatabase, query } from './helpers/pg.js';
 
 describe('migrate', () => {
   it('builds "User" and "Alert" with the documented columns and defaults', async () => {

@@ -36,6 +36,14 @@ export async function freshDatabase(): Promise<string> {
   return databaseUrl(adminUrl, name);
 }
 
+/** A new database with nothing in it (not migrated). */
+export async function emptyDatabase(tag = 'e'): Promise<string> {
+  const { adminUrl, prefix } = inject('pg');
+  const name = `${prefix}${tag}${process.pid}_${++counter}`;
+  await query(adminUrl, `CREATE DATABASE ${name}`);
+  return databaseUrl(adminUrl, name);
+}
+
 /** Runs SQL on a short-lived connection. */
 export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
   const client = new pg.Client({ connectionString: url });
