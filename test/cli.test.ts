@@ -1,4 +1,6 @@
 /** The CLI as users run it: a subprocess, real env, real exit codes. */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../src/embedded.js';
@@ -7,6 +9,8 @@ import { cleanEnv, launch, run } from './helpers/cli.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';
 import { createUser, emptyDatabase, freshDatabase, psql, query } from './helpers/pg.js';
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
 describe('pgbell --help', () => {
   it('lists commands, options, env vars and examples', async () => {
     const r = await run(['--help'], cleanEnv());
@@ -14,6 +18,17 @@ describe('pgbell --help', () => {
     for (const word of ['start', 'migrate', 'token <userId>', 'send <email>', 'dev', '--ttl', 'DATABASE_URL', 'SESSION_SECRET', 'PORT', 'HOST', 'HEARTBEAT_MS', 'AUTH_TIMEOUT_MS', 'PGBELL_CHANNEL', 'LOG_LEVEL', 'Examples:']) {
       expect(r.stdout).toContain(word);
     }
+  });
+
+  it('`npx pgbell` runs the checkout\'s own bin', async () => {
+    const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn('npx', ['--offline', 'pgbell', '--help'], { cwd: ROOT, env: cleanEnv() });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.on('close', (code) => resolve({ code, out }));
+    });
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^pgbell — live notifications/);
   });
 
   it('an unknown command or option is a one-line error, exit 1', async () => {
