@@ -5,9 +5,9 @@
 import { sql } from 'kysely';
 import { secretKey } from './auth.js';
 import type { Config } from './config.js';
-import { alertsByTxids } from './db/alerts.js';
 import { createDb, type Db } from './db/connect.js';
 import { triggerChannel } from './db/migrate.js';
+import { Delivery } from './delivery.js';
 import { Hub } from './hub.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
@@ -106,16 +106,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 }
 
 /** Resolves once SIGTERM/SIGINT has stopped the daemon (sockets closed with 1001). */
-export function untilSignal(daemon: Daemon, log: { info(msg: string): void }, after?: () => Promise<void>): Promise<void> {
+export function untilSignal(daemon: Daemon, log: { info(msg: string): void }): Promise<void> {
   return new Promise((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
       log.info(`${signal} received; shutting down`);
-      void daemon
-        .stop()
-        .then(() => after?.())
-        .finally(resolve);
+      void daemon.stop().finally(resolve);
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
@@ -133,55 +130,5 @@ async function checkDatabase(db: Db, channel: string): Promise<void> {
   if (current === null) throw new StartupError('the "Alert" table or its notify trigger is missing: run `pgbell migrate` first');
   if (current !== channel) {
     throw new StartupError(`the "Alert" trigger notifies channel "${current}" but PGBELL_CHANNEL is "${channel}": run \`pgbell migrate\` with the same PGBELL_CHANNEL`);
-  }
-}
-
-/**
- * Turns committed transaction ids into delivered alerts. Ids that arrive in the same
- * event-loop turn are read with one query; reads run one at a time so alerts go out in
- * commit order. A failed read is retried (the rows are still in the table).
- */
-class Delivery {
-  #pending: string[] = [];
-  #chain: Promise<void> = Promise.resolve();
-  #scheduled = false;
-
-  constructor(
-    private readonly db: Db,
-    private readonly hub: Hub,
-    private readonly log: Logger,
-  ) {}
-
-  enqueue(txid: string): void {
-    this.#pending.push(txid);
-    if (this.#scheduled) return;
-    this.#scheduled = true;
-    setImmediate(() => {
-      this.#scheduled = false;
-      const batch = this.#pending;
-      this.#pending = [];
-      this.#chain = this.#chain.then(() => this.#deliver(batch));
-    });
-  }
-
-  async drain(): Promise<void> {
-    await this.#chain;
-  }
-
-  async #deliver(txids: string[], attempt = 0): Promise<void> {
-    // Nobody connected means nobody to deliver to; skip the read.
-    if (this.hub.connections === 0) return;
-    try {
-      const alerts = await alertsByTxids(this.db, txids, this.hub.userIds());
-      this.hub.deliver(alerts);
-    } catch (err) {
-      if (attempt >= 20) {
-        this.log.error({ err, txids }, 'giving up reading alerts after 20 attempts');
-        return;
-      }
-      this.log.warn({ err: (err as Error).message, attempt }, 'reading alerts failed; retrying');
-      await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** attempt)));
-      return this.#deliver(txids, attempt + 1);
-    }
   }
 }

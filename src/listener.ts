@@ -22,9 +22,6 @@ const Payload = z.object({ txid: z.string().regex(/^\d{1,20}$/) });
 export interface ListenerEvents {
   /** A transaction that wrote alerts committed. */
   txid: [txid: string];
-  /** (Re)connected and LISTENing. */
-  connected: [];
-  state: [state: ListenerState];
 }
 
 export interface ListenerOptions {
@@ -86,7 +83,6 @@ export class Listener extends EventEmitter<ListenerEvents> {
       if (!this.#listening) return;
       if (this.#state === 'reconnecting') opts.log.info({ reconnects: this.#reconnects }, 'listener reconnected');
       this.#setState('connected');
-      this.emit('connected');
     });
     events.on('error', (err) => opts.log.error({ err }, 'listener error'));
   }
@@ -105,7 +101,6 @@ export class Listener extends EventEmitter<ListenerEvents> {
     await this.#sub.listenTo(this.#opts.channel);
     this.#listening = true;
     this.#setState('connected');
-    this.emit('connected');
   }
 
   async close(): Promise<void> {
@@ -117,7 +112,6 @@ export class Listener extends EventEmitter<ListenerEvents> {
     if (this.#state === state) return;
     this.#state = state;
     this.#since = new Date();
-    this.emit('state', state);
   }
 
   #onPayload(raw: string | undefined): void {

@@ -1,4 +1,5 @@
 /** /health tells the truth: real socket counts, and 503 while the listener is not connected. */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestClient } from './helpers/client.js';
 import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
@@ -75,6 +76,27 @@ describe('/health', () => {
     await psql(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'after reconnect')`);
     expect((await a.count('notification', 1))[0].alert.title).toBe('after reconnect');
     a.close();
+  });
+});
+
+describe('row reads', () => {
+  it('a read that fails (no connection to be had) is retried until it succeeds; the alert arrives', async () => {
+    const a = await TestClient.ready(daemon.url, await tokenFor('alice'));
+    const writer = new pg.Client({ connectionString: db });
+    await writer.connect();
+    try {
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS false`);
+      await query(admin(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgbell' AND datname = $1`, [dbName]);
+      await writer.query(`INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'read after retry')`);
+      await eventually(async () => daemon.logs.messages().filter((m) => m === 'reading alerts failed; retrying').length, (n) => n >= 2);
+      expect(a.alerts()).toEqual([]);
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS true`);
+      expect((await a.next((m) => m.type === 'notification', 10_000)).alert.title).toBe('read after retry');
+    } finally {
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS true`);
+      await writer.end();
+      a.close();
+    }
   });
 });
 
