@@ -40,6 +40,8 @@ export class Hub {
 
   /** Sends each alert to every socket of its user. Each alert is serialized once. */
   deliver(alerts: readonly WireAlert[]): void {
+    // Checked once per batch: the log line's string is otherwise built for every alert.
+    const logEach = this.log.isLevelEnabled('info');
     for (const alert of alerts) {
       const set = this.#byUser.get(alert.userId);
       if (!set || set.size === 0) continue;
@@ -50,7 +52,7 @@ export class Hub {
         ws.send(frame);
         sent++;
       }
-      this.log.info({ userId: alert.userId, alertId: alert.id, connections: sent }, `Broadcasted notification to user ${alert.userId} (${sent} connections)`);
+      if (logEach) this.log.info({ userId: alert.userId, alertId: alert.id, connections: sent }, `Broadcasted notification to user ${alert.userId} (${sent} connections)`);
     }
   }
 

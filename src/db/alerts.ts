@@ -14,15 +14,16 @@ const wireColumns = ['id', 'userId', 'type', 'title', 'message', 'link', 'data',
  */
 export async function alertsByTxids(db: Q, txids: readonly string[], userIds?: readonly string[]): Promise<WireAlert[]> {
   if (txids.length === 0 || userIds?.length === 0) return [];
+  const ids = [...txids];
   let q = db
     .selectFrom('Alert')
     .select(wireColumns)
-    .where(sql<boolean>`"txid" = ANY(${[...txids]}::xid8[])`);
+    .where(sql<boolean>`"txid" = ANY(${ids}::xid8[])`);
   // One array parameter, not one parameter per user: 10k users stay one short statement.
   if (userIds) q = q.where(sql<boolean>`"userId" = ANY(${[...userIds]}::text[])`);
   // Commit order is the order the notifications arrived in (= the order of `txids`), not the
   // numeric order of transaction ids, which are handed out at a transaction's first write.
-  const rows = await q.orderBy(sql`array_position(${[...txids]}::xid8[], "txid")`).orderBy('seq').execute();
+  const rows = await q.orderBy(sql`array_position(${ids}::xid8[], "txid")`).orderBy('seq').execute();
   return rows.map(toWire);
 }
 

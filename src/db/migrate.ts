@@ -23,7 +23,7 @@ export interface MigrateResult {
 
 export async function migrate(
   connectionString: string,
-  opts: { channel: string; log?: (msg: string) => void } ,
+  opts: { channel: string; log?: (msg: string) => void },
 ): Promise<MigrateResult> {
   const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
   const client = new pg.Client({ connectionString, application_name: 'pgbell-migrate' });
