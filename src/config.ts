@@ -38,6 +38,17 @@ const schema = z.object({
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lowercase Postgres identifier ([a-z_][a-z0-9_]*, at most 63 characters)')
     .default(DEFAULT_CHANNEL),
+  ALLOWED_ORIGINS: z
+    .string()
+    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean))
+    .pipe(
+      z.array(
+        z.string().refine((o) => o === '*' || /^https?:\/\/[^/\s]+$/.test(o), 'must be comma-separated origins like https://app.example.com (scheme://host[:port], no path) or *'),
+      ),
+    )
+    .default([]),
+  MAX_REPLAY: int(1, 1_000_000).default(10_000),
+  TOMBSTONE_RETENTION_HOURS: int(1, 87_600).default(168),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -52,6 +63,9 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['HEARTBEAT_MS', 'ping interval; a socket that misses a pong is dropped (default 30000)'],
   ['AUTH_TIMEOUT_MS', 'time allowed for the first {"type":"auth"} message (default 5000)'],
   ['PGBELL_CHANNEL', 'NOTIFY channel used by the trigger and the listener (default pgbell)'],
+  ['ALLOWED_ORIGINS', 'comma-separated origins allowed to call /alerts from a browser (CORS), or * (default: none)'],
+  ['MAX_REPLAY', 'most changes replayed to one user on resume before a {"type":"reset"} instead (default 10000)'],
+  ['TOMBSTONE_RETENTION_HOURS', 'how long deletes are kept for resuming clients; older cursors get a reset (default 168)'],
   ['LOG_LEVEL', 'fatal|error|warn|info|debug|trace|silent (default info)'],
 ];
 

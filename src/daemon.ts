@@ -1,13 +1,16 @@
 /**
- * Wires the pieces: listener (txids) → row reads → hub (fan-out) ← server (sockets).
+ * Wires the pieces: listener (txids) → delivery (reads, cursors) → hub (fan-out) ← server
+ * (sockets, /alerts).
  * One daemon per process; `startDaemon` is what `pgbell start` and the tests call.
  */
 import { sql } from 'kysely';
 import { secretKey } from './auth.js';
 import type { Config } from './config.js';
+import { databaseId, markRead, pruneTombstones } from './db/changes.js';
 import { createDb, type Db } from './db/connect.js';
-import { triggerChannel } from './db/migrate.js';
+import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { Delivery } from './delivery.js';
+import { alertsHandler } from './http/alerts.js';
 import { Hub } from './hub.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
@@ -21,6 +24,12 @@ export interface DaemonOptions {
   heartbeatMs: number;
   authTimeoutMs: number;
   channel: string;
+  /** Origins allowed to call /alerts from a browser. */
+  allowedOrigins?: readonly string[];
+  /** Most changes replayed to one user on resume before a reset instead. */
+  maxReplay?: number;
+  /** Deletes older than this are pruned; older cursors get a reset. */
+  tombstoneRetentionHours?: number;
   log?: Logger;
   logLevel?: string;
 }
@@ -43,6 +52,9 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     heartbeatMs: config.HEARTBEAT_MS,
     authTimeoutMs: config.AUTH_TIMEOUT_MS,
     channel: config.PGBELL_CHANNEL,
+    allowedOrigins: config.ALLOWED_ORIGINS,
+    maxReplay: config.MAX_REPLAY,
+    tombstoneRetentionHours: config.TOMBSTONE_RETENTION_HOURS,
   };
 }
 
@@ -53,25 +65,42 @@ export class StartupError extends Error {
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? createLogger(opts.logLevel ?? 'info');
   const db = createDb(opts.databaseUrl);
+  let dbId: string;
   try {
     await checkDatabase(db, opts.channel);
+    dbId = await databaseId(db);
   } catch (err) {
     await db.destroy();
     throw err;
   }
 
-  const hub = new Hub(log);
+  const maxReplay = opts.maxReplay ?? 10_000;
+  const key = secretKey(opts.sessionSecret);
+  const hub = new Hub();
   const listener = new Listener({ connectionString: opts.databaseUrl, channel: opts.channel, log, checkIntervalMs: opts.heartbeatMs });
-  const delivery = new Delivery(db, hub, log);
-  listener.on('txid', (txid) => delivery.enqueue(txid));
+  const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay });
+  listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
+  listener.on('resumed', () => delivery.catchUp());
+
+  const retentionHours = opts.tombstoneRetentionHours ?? 168;
+  const prune = () =>
+    pruneTombstones(db, retentionHours).then(
+      (n) => n > 0 && log.info({ pruned: n }, `pruned ${n} tombstones older than ${retentionHours} h`),
+      (err) => log.warn({ err: (err as Error).message }, 'pruning tombstones failed; will retry'),
+    );
+  void prune();
+  const pruneTimer = setInterval(prune, 3600_000).unref();
 
   const server = new Server({
     port: opts.port,
     host: opts.host,
     heartbeatMs: opts.heartbeatMs,
     authTimeoutMs: opts.authTimeoutMs,
-    key: secretKey(opts.sessionSecret),
+    key,
     hub,
+    subscribe: (sub) => delivery.subscribe(sub),
+    markRead: (userId, which) => markRead(db, userId, which),
+    alerts: alertsHandler({ db, key, allowedOrigins: opts.allowedOrigins ?? [], maxReplay }),
     log,
     listenerStatus: () => listener.status(),
   });
@@ -90,6 +119,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       listener,
       stop: () =>
         (stopped ??= (async () => {
+          clearInterval(pruneTimer);
           await server.close();
           await listener.close();
           await delivery.drain();
@@ -98,6 +128,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         })()),
     };
   } catch (err) {
+    clearInterval(pruneTimer);
     await listener.close();
     await server.close().catch(() => {});
     await db.destroy();
@@ -126,8 +157,11 @@ async function checkDatabase(db: Db, channel: string): Promise<void> {
   } catch (err) {
     throw new StartupError(`cannot connect to DATABASE_URL: ${(err as Error).message}`);
   }
-  const current = await triggerChannel((text) => sql.raw(text).execute(db));
-  if (current === null) throw new StartupError('the "Alert" table or its notify trigger is missing: run `pgbell migrate` first');
+  const run = (text: string) => sql.raw(text).execute(db);
+  const pending = await pendingMigrations(run);
+  if (pending.length > 0) throw new StartupError(`the database is missing migrations ${pending.join(', ')}: run \`pgbell migrate\` first`);
+  const current = await triggerChannel(run);
+  if (current === null) throw new StartupError('the "Alert" table or its notify triggers are missing: run `pgbell migrate` first');
   if (current !== channel) {
     throw new StartupError(`the "Alert" trigger notifies channel "${current}" but PGBELL_CHANNEL is "${channel}": run \`pgbell migrate\` with the same PGBELL_CHANNEL`);
   }

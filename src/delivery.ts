@@ -1,56 +1,281 @@
-import { alertsByTxids } from './db/alerts.js';
+/**
+ * Turns committed transactions into messages on sockets, without losing or repeating any.
+ *
+ * Work runs as steps on one chain, one at a time, so each socket sees changes in commit order:
+ *   live    the transactions whose notifications arrived in one event-loop turn: one read,
+ *           then each change goes to the live subscribers of its user that have not seen it;
+ *   sync    subscribers that just authenticated (from their cursor, or fresh) and, after the
+ *           listener reconnects, every live subscriber (catch-up): one read per batch of users
+ *           from their cursors, then the changes each has not seen.
+ * A sync step queued behind a live step sees at least what that step delivered, and a live step
+ * behind a sync step skips what the sync sent: the cursor says which transactions a subscriber
+ * has, so the order in which they interleave does not matter.
+ *
+ * A failed read (database restarting) is retried with capped backoff for as long as the daemon
+ * runs; later steps wait behind it so order holds.
+ */
+import { CursorState, decodeCursor } from './cursor.js';
+import { changesByTxids, changesSince, type Change, type SinceBatch } from './db/changes.js';
 import type { Db } from './db/connect.js';
-import type { Hub } from './hub.js';
+import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
 
-/**
- * Turns committed transaction ids into delivered alerts. Ids that arrive in the same
- * event-loop turn are read with one query; reads run one at a time so alerts go out in
- * commit order. A failed read (database restarting) is retried with capped backoff for as
- * long as the daemon runs: the rows are still in the table, and later batches wait behind it so
- * order holds.
- */
+/** Users per catch-up read: 10k sockets mean 20 reads, not 10k. */
+export const SYNC_BATCH_USERS = 500;
+
+export interface DeliveryOptions {
+  db: Db;
+  hub: Hub;
+  log: Logger;
+  /** Goes into every cursor; a cursor with another id gets a reset. */
+  databaseId: string;
+  /** More changes than this to replay for one user → reset instead. */
+  maxReplay: number;
+}
+
+interface LiveTx {
+  txid: string;
+  xmin: bigint | null;
+}
+
 export class Delivery {
-  #pending: string[] = [];
+  #pendingLive: LiveTx[] = [];
+  #pendingSync: Subscriber[] = [];
   #chain: Promise<void> = Promise.resolve();
   #scheduled = false;
   #stopping = false;
+  /**
+   * Every transaction below this has been delivered to (or skipped by) every live subscriber:
+   * the largest snapshot horizon carried by a notification processed so far. A notification's
+   * horizon covers everything that committed before it was sent, and those notifications came
+   * first; after a listener gap, the catch-up step covers what was lost before any later
+   * notification is processed.
+   */
+  #horizon = 0n;
+  readonly #o: DeliveryOptions;
 
-  constructor(
-    private readonly db: Db,
-    private readonly hub: Hub,
-    private readonly log: Logger,
-  ) {}
+  constructor(opts: DeliveryOptions) {
+    this.#o = opts;
+  }
 
-  enqueue(txid: string): void {
-    this.#pending.push(txid);
-    if (this.#scheduled) return;
-    this.#scheduled = true;
-    setImmediate(() => {
-      this.#scheduled = false;
-      const batch = this.#pending;
-      this.#pending = [];
-      this.#chain = this.#chain.then(() => this.#deliver(batch));
-    });
+  /** A transaction's notification arrived (in commit order). */
+  enqueue(txid: string, xmin: bigint | null = null): void {
+    this.#pendingLive.push({ txid, xmin });
+    this.#schedule();
+  }
+
+  /** A socket authenticated: send `ready`, what it missed since its cursor, then `synced`. */
+  subscribe(sub: Subscriber): Promise<void> {
+    if (this.#stopping) sub.settle();
+    else {
+      this.#pendingSync.push(sub);
+      this.#schedule();
+    }
+    return sub.synced;
+  }
+
+  /**
+   * The listener is LISTENing again after losing its connection: notifications sent meanwhile
+   * are gone, so read every live subscriber's changes from its cursor. Queued ahead of any
+   * notification that arrived on the new connection.
+   */
+  catchUp(): void {
+    const subs = [...this.#o.hub.all()].filter((s) => s.live);
+    this.#o.log.info({ subscribers: subs.length }, 'catching up after the listener reconnected');
+    if (subs.length > 0) this.#push(() => this.#sync(subs, true));
   }
 
   /** Waits for reads in flight; a read that is failing is abandoned (its sockets are closing anyway). */
   async drain(): Promise<void> {
     this.#stopping = true;
     await this.#chain;
+    for (const sub of this.#pendingSync) sub.settle();
   }
 
-  async #deliver(txids: string[]): Promise<void> {
+  #schedule(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      const live = this.#pendingLive;
+      const subs = this.#pendingSync;
+      this.#pendingLive = [];
+      this.#pendingSync = [];
+      if (live.length > 0) this.#push(() => this.#live(live));
+      if (subs.length > 0) this.#push(() => this.#sync(subs, false));
+    });
+  }
+
+  #push(step: () => Promise<void>): void {
+    this.#chain = this.#chain.then(step).catch((err) => this.#o.log.error({ err }, 'delivery step failed'));
+  }
+
+  /** Runs `read` until it succeeds; undefined if the daemon stops first. */
+  async #retry<T>(what: string, read: () => Promise<T>): Promise<T | undefined> {
     for (let attempt = 0; ; attempt++) {
-      // Nobody connected means nobody to deliver to; skip the read.
-      if (this.hub.connections === 0 || this.#stopping) return;
+      if (this.#stopping) return undefined;
       try {
-        this.hub.deliver(await alertsByTxids(this.db, txids, this.hub.userIds()));
-        return;
+        return await read();
       } catch (err) {
-        this.log.warn({ err: (err as Error).message, attempt, txids: txids.length }, 'reading alerts failed; retrying');
+        this.#o.log.warn({ err: (err as Error).message, attempt }, `${what} failed; retrying`);
         await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** attempt)));
       }
     }
   }
+
+  async #live(batch: LiveTx[]): Promise<void> {
+    // One transaction can notify more than once (one per statement kind); read it once, and
+    // let it move the horizon by the largest horizon it carried.
+    const xminOf = new Map<string, bigint | null>();
+    for (const { txid, xmin } of batch) {
+      const prev = xminOf.get(txid);
+      xminOf.set(txid, prev == null ? xmin : xmin == null || prev > xmin ? prev : xmin);
+    }
+    const txids = [...xminOf.keys()];
+    const users = this.#o.hub.liveUserIds();
+    const result = users.length === 0 ? undefined : await this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, users));
+    const changes = result?.changes ?? [];
+    let i = 0;
+    for (const txid of txids) {
+      const tx = BigInt(txid);
+      const xmin = xminOf.get(txid);
+      // A horizon above the transaction's own id cannot come from the trigger; ignore it.
+      if (xmin != null && xmin <= tx && xmin > this.#horizon) this.#horizon = xmin;
+      const group: Change[] = [];
+      while (i < changes.length && changes[i]!.txid === tx) group.push(changes[i++]!);
+      if (group.length > 0) this.#fanOut(tx, group, result!.unread);
+    }
+  }
+
+  /** Sends one transaction's changes to each live subscriber of their users that lacks it. */
+  #fanOut(tx: bigint, group: Change[], unread: Map<string, number>): void {
+    const { hub, log, databaseId } = this.#o;
+    const byUser = new Map<string, Change[]>();
+    for (const c of group) {
+      const uid = userOf(c);
+      let list = byUser.get(uid);
+      if (!list) byUser.set(uid, (list = []));
+      list.push(c);
+    }
+    const logEach = log.isLevelEnabled('info');
+    for (const [uid, list] of byUser) {
+      const n = unread.get(uid) ?? 0;
+      const bodies = list.map((c) => body(c, c.kind === 'alert' && c.insertTxid === tx));
+      let sent = 0;
+      for (const sub of hub.live(uid)) {
+        const cursor = sub.cursor!;
+        if (cursor.has(tx)) continue;
+        cursor.advance(this.#horizon);
+        // Until its last message arrives, a client has not seen the whole transaction.
+        const before = cursor.encode(databaseId);
+        cursor.add(tx);
+        const after = cursor.encode(databaseId);
+        bodies.forEach((b, k) => sub.send(frame(b, n, k === bodies.length - 1 ? after : before)));
+        sub.unread = n;
+        sent++;
+      }
+      if (logEach) {
+        for (const c of list) {
+          if (c.kind === 'alert' && c.insertTxid === tx) log.info({ userId: uid, alertId: c.alert.id, connections: sent }, `Broadcasted notification to user ${uid} (${sent} connections)`);
+        }
+      }
+    }
+  }
+
+  /**
+   * Brings subscribers up to date from their cursors. New subscribers get `ready` first and
+   * `synced` last and become live; caught-up ones just get what they missed.
+   */
+  async #sync(subs: Subscriber[], catchUp: boolean): Promise<void> {
+    try {
+      await this.#syncAll(subs, catchUp);
+    } finally {
+      if (!catchUp) for (const sub of subs) sub.settle();
+    }
+  }
+
+  async #syncAll(subs: Subscriber[], catchUp: boolean): Promise<void> {
+    const { databaseId, maxReplay } = this.#o;
+    const plans = new Map<Subscriber, { from: CursorState | null; reset: string | null }>();
+    for (const sub of subs) {
+      if (!sub.open) continue;
+      if (catchUp) {
+        plans.set(sub, { from: sub.cursor, reset: null });
+      } else if (sub.after === null) {
+        plans.set(sub, { from: null, reset: null });
+      } else {
+        const d = decodeCursor(sub.after, databaseId);
+        plans.set(sub, d.ok ? { from: d.cursor, reset: null } : { from: null, reset: d.reason });
+      }
+    }
+    // One read per batch of users, from the oldest horizon among each user's subscribers.
+    const afterByUser = new Map<string, bigint | null>();
+    for (const [sub, plan] of plans) {
+      const h = plan.from?.horizon ?? null;
+      const prev = afterByUser.get(sub.userId);
+      afterByUser.set(sub.userId, prev === undefined ? h : prev === null ? h : h === null || prev < h ? prev : h);
+    }
+    const users = [...afterByUser];
+    for (let start = 0; start < users.length; start += SYNC_BATCH_USERS) {
+      const slice = users.slice(start, start + SYNC_BATCH_USERS).map(([userId, after]) => ({ userId, after }));
+      const result = await this.#retry('reading alerts since cursors', () => changesSince(this.#o.db, slice, maxReplay));
+      if (!result) return;
+      const byUser = new Map<string, Change[]>(slice.map((r) => [r.userId, []]));
+      for (const c of result.changes) byUser.get(userOf(c))?.push(c);
+      for (const [sub, plan] of plans) {
+        const mine = byUser.get(sub.userId);
+        if (mine) this.#syncOne(sub, plan, result, mine, catchUp);
+      }
+    }
+  }
+
+  #syncOne(sub: Subscriber, plan: { from: CursorState | null; reset: string | null }, res: SinceBatch, mine: Change[], catchUp: boolean): void {
+    const { databaseId, log } = this.#o;
+    if (!sub.open) return;
+    const uid = sub.userId;
+    const unread = res.unread.get(uid) ?? 0;
+    let { from, reset } = plan;
+    if (from) {
+      if (from.horizon > res.xmin) reset = 'cursor is ahead of this database';
+      else if (res.prunedTxid > 0n && from.horizon <= res.prunedTxid) reset = 'cursor is older than the retained deletes';
+      else if (res.truncated.has(uid)) reset = `more than ${this.#o.maxReplay} changes since the cursor`;
+      if (reset) from = null;
+    }
+    if (!catchUp) sub.send(JSON.stringify({ type: 'ready', userId: uid, email: sub.email, unread }));
+    if (reset) {
+      log.info({ userId: uid, reason: reset }, `cursor reset for user ${uid}: ${reset}`);
+      sub.send(JSON.stringify({ type: 'reset', reason: reset }));
+    }
+    let replayed = 0;
+    if (from) {
+      const cursor = from.encode(databaseId);
+      for (const c of mine) {
+        if (c.txid < from.horizon || from.has(c.txid)) continue;
+        sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), unread, cursor));
+        replayed++;
+      }
+    }
+    // Seen now: everything below the read's horizon (all finished, so all read), and every
+    // transaction at or above it that the read saw, whether sent now or before.
+    const next = new CursorState(res.xmin, from?.ids ?? []);
+    for (const c of mine) next.add(c.txid);
+    sub.cursor = next;
+    sub.unread = unread;
+    if (!catchUp || reset) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(databaseId), unread }));
+    if (replayed > 0) log.info({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
+  }
+}
+
+function userOf(c: Change): string {
+  return c.kind === 'alert' ? c.alert.userId : c.userId;
+}
+
+/** A message without its trailing unread count and cursor, so one serialization serves every socket. */
+function body(c: Change, isNew: boolean): string {
+  if (c.kind === 'delete') return `{"type":"delete","id":${JSON.stringify(c.id)}`;
+  return `{"type":"${isNew ? 'notification' : 'update'}","alert":${JSON.stringify(c.alert)}`;
+}
+
+function frame(b: string, unread: number, cursor: string): string {
+  return `${b},"unread":${unread},"cursor":"${cursor}"}`;
 }

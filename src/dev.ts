@@ -9,7 +9,7 @@ import path from 'node:path';
 import { secretKey, signSessionToken } from './auth.js';
 import type { Config } from './config.js';
 import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
-import { ensureUser } from './db/alerts.js';
+import { ensureUser } from './db/users.js';
 import { createDb } from './db/connect.js';
 import { migrate } from './db/migrate.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';

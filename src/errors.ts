@@ -22,5 +22,22 @@ export const ErrorCodes = {
   auth_timeout: { close: CloseCode.AuthTimeout, message: 'No auth message received in time' },
   auth_required: { close: CloseCode.InvalidToken, message: 'The first message must be {"type":"auth","token":"..."}' },
   bad_message: { close: null, message: 'Malformed message' },
+  unavailable: { close: null, message: 'The database is unavailable; try again' },
 } as const satisfies Record<string, { close: CloseCode | null; message: string }>;
 export type ErrorCode = keyof typeof ErrorCodes;
+
+/**
+ * `error` of an HTTP error body ({"error":code,"message":…}) from the /alerts handler, with
+ * its status.
+ */
+export const HttpErrorCodes = {
+  bad_request: 400,
+  unauthorized: 401,
+  not_found: 404,
+  method_not_allowed: 405,
+  /** The cursor is invalid, from another database or too old: reload with GET /alerts. */
+  cursor_reset: 410,
+  payload_too_large: 413,
+  unavailable: 503,
+} as const;
+export type HttpErrorCode = keyof typeof HttpErrorCodes;

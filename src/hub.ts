@@ -1,63 +1,96 @@
 /**
- * Who is connected: user id → that user's authenticated sockets. Fan-out happens here, and
- * only here, so "an alert reaches its user's sockets and no one else's" has one home.
+ * Who is connected: user id → that user's subscribers (one per authenticated socket). A
+ * subscriber knows what its client has seen (its cursor), so fan-out can skip what it already
+ * has and hand it a cursor to resume from. Alerts reach a user's sockets and no one else's
+ * because this map is the only way to a socket.
  */
 import type { WebSocket } from 'ws';
-import type { Logger } from './log.js';
-import type { WireAlert } from './protocol.js';
+import type { CursorState } from './cursor.js';
+
+export class Subscriber {
+  /** Set once the first sync has run; live deliveries skip a subscriber until then. */
+  cursor: CursorState | null = null;
+  /** Last unread count sent, for a `ready` after re-authentication. */
+  unread = 0;
+  /** Settles once the first sync is over (or will never happen: socket closed, daemon stopping). */
+  readonly synced: Promise<void>;
+  #settle!: () => void;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly userId: string,
+    readonly email: string | null,
+    /** The cursor the client sent with its first auth message, if any. */
+    readonly after: string | null,
+  ) {
+    this.synced = new Promise((resolve) => (this.#settle = resolve));
+  }
+
+  settle(): void {
+    this.#settle();
+  }
+
+  get live(): boolean {
+    return this.cursor !== null;
+  }
+
+  get open(): boolean {
+    return this.ws.readyState === this.ws.OPEN;
+  }
+
+  send(frame: string): void {
+    if (this.open) this.ws.send(frame);
+  }
+}
 
 export class Hub {
-  readonly #byUser = new Map<string, Set<WebSocket>>();
-  #sockets = 0;
+  readonly #byUser = new Map<string, Set<Subscriber>>();
+  #count = 0;
 
-  constructor(private readonly log: Logger) {}
-
-  add(userId: string, ws: WebSocket): void {
-    let set = this.#byUser.get(userId);
-    if (!set) this.#byUser.set(userId, (set = new Set()));
-    if (!set.has(ws)) {
-      set.add(ws);
-      this.#sockets++;
+  add(sub: Subscriber): void {
+    let set = this.#byUser.get(sub.userId);
+    if (!set) this.#byUser.set(sub.userId, (set = new Set()));
+    if (!set.has(sub)) {
+      set.add(sub);
+      this.#count++;
     }
   }
 
-  remove(userId: string, ws: WebSocket): void {
-    const set = this.#byUser.get(userId);
-    if (!set?.delete(ws)) return;
-    this.#sockets--;
-    if (set.size === 0) this.#byUser.delete(userId);
+  remove(sub: Subscriber): void {
+    const set = this.#byUser.get(sub.userId);
+    if (!set?.delete(sub)) return;
+    this.#count--;
+    if (set.size === 0) this.#byUser.delete(sub.userId);
   }
 
   /** Open authenticated sockets. */
   get connections(): number {
-    return this.#sockets;
+    return this.#count;
   }
 
-  /** Users with at least one socket: the only users whose alerts are worth reading. */
-  userIds(): string[] {
-    return [...this.#byUser.keys()];
-  }
-
-  /** Sends each alert to every socket of its user. Each alert is serialized once. */
-  deliver(alerts: readonly WireAlert[]): void {
-    // Checked once per batch: the log line's string is otherwise built for every alert.
-    const logEach = this.log.isLevelEnabled('info');
-    for (const alert of alerts) {
-      const set = this.#byUser.get(alert.userId);
-      if (!set || set.size === 0) continue;
-      const frame = JSON.stringify({ type: 'notification', alert });
-      let sent = 0;
-      for (const ws of set) {
-        if (ws.readyState !== ws.OPEN) continue;
-        ws.send(frame);
-        sent++;
+  /** Users with at least one live subscriber: the only users whose changes are worth reading. */
+  liveUserIds(): string[] {
+    const ids: string[] = [];
+    for (const [id, set] of this.#byUser) {
+      for (const s of set) {
+        if (s.live) {
+          ids.push(id);
+          break;
+        }
       }
-      if (logEach) this.log.info({ userId: alert.userId, alertId: alert.id, connections: sent }, `Broadcasted notification to user ${alert.userId} (${sent} connections)`);
     }
+    return ids;
   }
 
-  /** Every socket, for shutdown. */
-  *all(): Iterable<WebSocket> {
+  /** A user's live subscribers. */
+  *live(userId: string): Iterable<Subscriber> {
+    const set = this.#byUser.get(userId);
+    if (!set) return;
+    for (const s of set) if (s.live && s.open) yield s;
+  }
+
+  /** Every subscriber, for catch-up and shutdown. */
+  *all(): Iterable<Subscriber> {
     for (const set of this.#byUser.values()) yield* set;
   }
 }

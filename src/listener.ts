@@ -16,12 +16,17 @@ export const LISTENER_APPLICATION_NAME = 'pgbell-listener';
 
 export type ListenerState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
-/** What the trigger sends: the writer's transaction id as a decimal string. */
-const Payload = z.object({ txid: z.string().regex(/^\d{1,20}$/) });
+/**
+ * What the trigger sends: the writer's transaction id and its snapshot horizon, as decimal
+ * strings. (Triggers from before the horizon was added send only the id.)
+ */
+const Payload = z.object({ txid: z.string().regex(/^\d{1,20}$/), xmin: z.string().regex(/^\d{1,20}$/).optional() });
 
 export interface ListenerEvents {
-  /** A transaction that wrote alerts committed. */
-  txid: [txid: string];
+  /** A transaction that changed alerts committed; `xmin` is its snapshot horizon, if sent. */
+  txid: [txid: string, xmin: bigint | null];
+  /** LISTEN works again after the connection was lost: notifications sent meanwhile are gone. */
+  resumed: [];
 }
 
 export interface ListenerOptions {
@@ -42,6 +47,8 @@ export class Listener extends EventEmitter<ListenerEvents> {
   #since = new Date();
   #reconnects = 0;
   #listening = false;
+  /** Notifications that arrive on a new connection before it is reported as resumed. */
+  #early: Array<string | undefined> = [];
   readonly #sub: Subscriber;
   readonly #opts: ListenerOptions;
 
@@ -68,7 +75,10 @@ export class Listener extends EventEmitter<ListenerEvents> {
     );
     const { events } = this.#sub;
     events.on('notification', ({ channel, payload }) => {
-      if (channel === opts.channel) this.#onPayload(payload as string | undefined);
+      if (channel !== opts.channel) return;
+      // Held back until 'resumed' has been emitted, so the catch-up it starts is queued first.
+      if (this.#state === 'reconnecting') this.#early.push(payload as string | undefined);
+      else this.#onPayload(payload as string | undefined);
     });
     events.on('reconnect', (attempt) => {
       if (attempt === 1) {
@@ -81,8 +91,14 @@ export class Listener extends EventEmitter<ListenerEvents> {
       // The first connect is reported by start() once LISTEN has run; pg-listen emits
       // 'connected' before that. Reconnects re-LISTEN before emitting.
       if (!this.#listening) return;
-      if (this.#state === 'reconnecting') opts.log.info({ reconnects: this.#reconnects }, 'listener reconnected');
+      const wasLost = this.#state === 'reconnecting';
       this.#setState('connected');
+      if (!wasLost) return;
+      opts.log.info({ reconnects: this.#reconnects }, 'listener reconnected');
+      this.emit('resumed');
+      const early = this.#early;
+      this.#early = [];
+      for (const p of early) this.#onPayload(p);
     });
     events.on('error', (err) => opts.log.error({ err }, 'listener error'));
   }
@@ -123,9 +139,9 @@ export class Listener extends EventEmitter<ListenerEvents> {
     }
     const ok = Payload.safeParse(parsed);
     if (!ok.success) {
-      this.#opts.log.warn({ payload: (raw ?? '').slice(0, 200) }, 'dropped a notification whose payload is not {"txid":"<digits>"}');
+      this.#opts.log.warn({ payload: (raw ?? '').slice(0, 200) }, 'dropped a notification whose payload is not {"txid":"<digits>","xmin":"<digits>"}');
       return;
     }
-    this.emit('txid', ok.data.txid);
+    this.emit('txid', ok.data.txid, ok.data.xmin === undefined ? null : BigInt(ok.data.xmin));
   }
 }

@@ -8,10 +8,29 @@ import type { ErrorCode } from './errors.js';
 export const AuthMessage = z.object({
   type: z.literal('auth'),
   token: z.string().min(1, 'token must be a non-empty string').max(8192, 'token is longer than 8192 characters'),
+  /** The last cursor the client received: resume from there. */
+  after: z.string().min(1, 'after must be a cursor string').max(2048, 'after is longer than 2048 characters').optional(),
 });
 export const PingMessage = z.object({ type: z.literal('ping') });
 
-export const ClientMessage = z.discriminatedUnion('type', [AuthMessage, PingMessage]);
+/** Alert ids, as a client may send them (socket `read` and POST /alerts/read). */
+export const AlertIds = z
+  .array(z.string().min(1, 'ids must be non-empty strings').max(200, 'an id is longer than 200 characters'))
+  .min(1, 'ids must not be empty')
+  .max(1000, 'at most 1000 ids per message');
+
+/** Exactly one of `ids` and `all: true`. */
+export const ReadRequest = z.union(
+  [z.object({ ids: AlertIds }).strict(), z.object({ all: z.literal(true) }).strict()],
+  { error: 'expected {"ids":["<alert id>", ...]} or {"all":true}' },
+);
+export const ReadMessage = z.object({
+  type: z.literal('read'),
+  ids: AlertIds.optional(),
+  all: z.literal(true, 'all must be true').optional(),
+}).refine((m) => (m.ids === undefined) !== (m.all === undefined), 'send either "ids" or "all": true');
+
+export const ClientMessage = z.discriminatedUnion('type', [AuthMessage, PingMessage, ReadMessage]);
 export type ClientMessage = z.infer<typeof ClientMessage>;
 
 /** An alert as clients receive it: createdAt as ISO-8601, data as JSON. */
@@ -27,9 +46,18 @@ export interface WireAlert {
   createdAt: string;
 }
 
+/**
+ * `unread` is the user's unread count as of the read that produced the message; `cursor` is
+ * what to send as `after` when reconnecting. Replayed messages carry the cursor the client
+ * resumed from: it only moves past them with `synced`.
+ */
 export type ServerMessage =
-  | { type: 'ready'; userId: string; email: string | null }
-  | { type: 'notification'; alert: WireAlert }
+  | { type: 'ready'; userId: string; email: string | null; unread: number }
+  | { type: 'notification'; alert: WireAlert; unread: number; cursor: string }
+  | { type: 'update'; alert: WireAlert; unread: number; cursor: string }
+  | { type: 'delete'; id: string; unread: number; cursor: string }
+  | { type: 'synced'; cursor: string; unread: number }
+  | { type: 'reset'; reason: string }
   | { type: 'pong' }
   | { type: 'error'; code: ErrorCode; message: string };
 

@@ -1,14 +1,17 @@
 /**
- * The HTTP + WebSocket edge: /health, the auth handshake, heartbeats, inbound validation.
- * It knows nothing about Postgres; the daemon hands it a Hub to register sockets with and a
- * function reporting the listener's state.
+ * The HTTP + WebSocket edge: /health, /alerts, the auth handshake, heartbeats, inbound
+ * validation. It knows nothing about Postgres; the daemon hands it a Hub to register sockets
+ * with, a way to start their sync, the /alerts handler and a function reporting the listener's
+ * state.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { verifySessionToken, type Session } from './auth.js';
 import { CloseCode, ErrorCodes, type ErrorCode } from './errors.js';
-import type { Hub } from './hub.js';
+import { Subscriber, type Hub } from './hub.js';
+import type { AlertsHandler } from './http/alerts.js';
+import { handleWithFetch } from './http/node.js';
 import type { Logger } from './log.js';
 import { parseClientMessage, type ClientMessage, type ServerMessage } from './protocol.js';
 
@@ -23,6 +26,12 @@ export interface ServerOptions {
   authTimeoutMs: number;
   key: Uint8Array;
   hub: Hub;
+  /** Starts a new subscriber's sync: it sends `ready`, what was missed, then `synced`. */
+  subscribe: (sub: Subscriber) => Promise<void>;
+  /** Marks alerts read for a user; the change then streams back like any UPDATE. */
+  markRead: (userId: string, which: { ids: string[] } | { all: true }) => Promise<number>;
+  /** GET /alerts, POST /alerts/read. */
+  alerts: AlertsHandler;
   log: Logger;
   /** Listener status for /health; `connected` is what makes the daemon healthy. */
   listenerStatus: () => { state: string } & Record<string, unknown>;
@@ -30,6 +39,7 @@ export interface ServerOptions {
 
 interface Conn {
   session: Session | null;
+  sub: Subscriber | null;
   alive: boolean;
   authTimer: NodeJS.Timeout | undefined;
   /** Messages of one socket are handled one after another (auth verification is async). */
@@ -88,6 +98,14 @@ export class Server {
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/alerts' || path === '/alerts/read') {
+      handleWithFetch(req, res, this.#opts.alerts).catch((err) => {
+        this.#opts.log.error({ err }, 'error while handling an /alerts request');
+        if (!res.headersSent) json(res, 500, { error: 'internal', message: 'internal error' });
+        else res.destroy();
+      });
+      return;
+    }
     if (path === '/health') {
       if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method_not_allowed', message: 'use GET /health' });
       const listener = this.#opts.listenerStatus();
@@ -101,14 +119,14 @@ export class Server {
         uptimeSeconds: Math.round(process.uptime()),
       });
     }
-    json(res, 404, { error: 'not_found', message: `no route for ${req.method} ${path}; try GET /health or a WebSocket on /` });
+    json(res, 404, { error: 'not_found', message: `no route for ${req.method} ${path}; try GET /health, GET /alerts or a WebSocket on /` });
   }
 
   #onConnection(ws: WebSocket, req: http.IncomingMessage): void {
     const { log, authTimeoutMs } = this.#opts;
     const remote = req.socket.remoteAddress;
     log.info({ remote }, 'New WebSocket connection attempt');
-    const conn: Conn = { session: null, alive: true, authTimer: undefined, queue: Promise.resolve() };
+    const conn: Conn = { session: null, sub: null, alive: true, authTimer: undefined, queue: Promise.resolve() };
     this.#conns.set(ws, conn);
     conn.authTimer = setTimeout(() => {
       if (!conn.session) {
@@ -127,7 +145,7 @@ export class Server {
     ws.on('close', () => {
       clearTimeout(conn.authTimer);
       this.#conns.delete(ws);
-      if (conn.session) this.#opts.hub.remove(conn.session.userId, ws);
+      if (conn.sub) this.#opts.hub.remove(conn.sub);
     });
     // ws reports protocol violations (oversized frame, bad UTF-8) here, then closes the
     // socket with the matching code (1009, 1007...). Nothing else to do but note it.
@@ -140,15 +158,23 @@ export class Server {
     const parsed = parseClientMessage(rawToString(data));
     if (!parsed.ok) return this.#send(ws, { type: 'error', code: 'bad_message', message: parsed.reason });
     const msg: ClientMessage = parsed.message;
-    if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token);
+    if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token, msg.after ?? null);
     if (!conn.session) {
       this.#opts.log.warn({ reason: 'auth_required', got: msg.type }, 'WebSocket authentication failed: first message was not auth');
       return this.#fail(ws, 'auth_required');
     }
     if (msg.type === 'ping') return this.#send(ws, { type: 'pong' });
+    if (msg.type === 'read') {
+      try {
+        await this.#opts.markRead(conn.session.userId, msg.all ? { all: true } : { ids: msg.ids! });
+      } catch (err) {
+        this.#opts.log.warn({ err: (err as Error).message }, 'marking alerts read failed');
+        this.#send(ws, { type: 'error', code: 'unavailable', message: ErrorCodes.unavailable.message });
+      }
+    }
   }
 
-  async #authenticate(ws: WebSocket, conn: Conn, token: string): Promise<void> {
+  async #authenticate(ws: WebSocket, conn: Conn, token: string, after: string | null): Promise<void> {
     const { log, hub, key } = this.#opts;
     const result = await verifySessionToken(token, key);
     if (ws.readyState !== ws.OPEN) return;
@@ -161,14 +187,18 @@ export class Server {
       log.warn({ reason: 'user_changed', userId: conn.session.userId }, 'WebSocket authentication failed: token is for another user');
       return this.#fail(ws, 'invalid_token');
     }
-    const first = conn.session === null;
     conn.session = session;
     clearTimeout(conn.authTimer);
-    if (first) {
-      hub.add(session.userId, ws);
-      log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
+    if (conn.sub) {
+      // A fresh token on an open socket: the stream goes on; `after` is not re-read.
+      this.#send(ws, { type: 'ready', userId: session.userId, email: session.email, unread: conn.sub.unread });
+      return;
     }
-    this.#send(ws, { type: 'ready', userId: session.userId, email: session.email });
+    conn.sub = new Subscriber(ws, session.userId, session.email, after);
+    hub.add(conn.sub);
+    log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
+    // Later messages from this socket wait until it is live (its queue awaits this).
+    await this.#opts.subscribe(conn.sub);
   }
 
   #send(ws: WebSocket, msg: ServerMessage): void {

@@ -1,8 +1,10 @@
 /** The CLI as users run it: a subprocess, real env, real exit codes. */
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { SQL_DIR } from '../src/db/migrate.js';
 import { freePort } from '../src/embedded.js';
 import { TestClient } from './helpers/client.js';
 import { cleanEnv, launch, run } from './helpers/cli.js';
@@ -60,16 +62,16 @@ describe('pgbell migrate', () => {
     const first = await run(['migrate'], cleanEnv({ DATABASE_URL: url }));
     expect(first.code).toBe(0);
     expect(first.stdout).toContain('applied 000001_schema.sql');
-    expect(first.stdout).toContain('migrated: 2 applied, 0 already applied');
+    expect(first.stdout).toContain('migrated: 3 applied, 0 already applied');
     const second = await run(['migrate'], cleanEnv({ DATABASE_URL: url }));
-    expect(second.stdout.trim()).toBe('up to date (2 migrations already applied)');
+    expect(second.stdout.trim()).toBe('up to date (3 migrations already applied)');
   });
 
   it('two `pgbell migrate` processes at once both succeed', async () => {
     const url = await emptyDatabase();
     const [a, b] = await Promise.all([run(['migrate'], cleanEnv({ DATABASE_URL: url })), run(['migrate'], cleanEnv({ DATABASE_URL: url }))]);
     expect([a.code, b.code]).toEqual([0, 0]);
-    expect((await query(url, 'SELECT count(*)::int AS n FROM pgbell_migrations'))[0]!.n).toBe(2);
+    expect((await query(url, 'SELECT count(*)::int AS n FROM pgbell_migrations'))[0]!.n).toBe(readdirSync(SQL_DIR).filter((f) => f.endsWith('.sql')).length);
   });
 });
 
@@ -128,7 +130,7 @@ describe('pgbell start', () => {
     const url = await emptyDatabase();
     const r = await run(['start'], cleanEnv({ DATABASE_URL: url, SESSION_SECRET: SECRET, PORT: '0' }));
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe('pgbell: the "Alert" table or its notify trigger is missing: run `pgbell migrate` first');
+    expect(r.stderr.trim()).toBe('pgbell: the database is missing migrations 000001_schema.sql, 000002_alert_notify.sql, 000003_changes.sql: run `pgbell migrate` first');
   });
 
   it('with an unreachable database it says so, exit 1', async () => {

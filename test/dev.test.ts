@@ -39,7 +39,7 @@ describe('pgbell dev', () => {
     const first = await startDev(cwd);
     expect(first.wsUrl).toBe(`ws://localhost:${first.port}/`);
     const c = await TestClient.ready(`ws://127.0.0.1:${first.port}/`, first.token);
-    expect(c.messages[0]).toEqual({ type: 'ready', userId: 'demo-user', email: 'demo@pgbell.dev' });
+    expect(c.messages[0]).toEqual({ type: 'ready', userId: 'demo-user', email: 'demo@pgbell.dev', unread: 0 });
     await sh('bash', ['-c', first.psqlCommand]);
     const n = await c.next((m) => m.type === 'notification');
     expect(n.alert).toMatchObject({ userId: 'demo-user', title: 'Hello from psql' });

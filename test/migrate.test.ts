@@ -7,10 +7,10 @@ describe('migrate', () => {
   it('builds "User" and "Alert" with the documented columns and defaults', async () => {
     const url = await emptyDatabase();
     const r = await migrate(url, { channel: 'pgbell' });
-    expect(r.applied).toEqual(['000001_schema.sql', '000002_alert_notify.sql']);
+    expect(r.applied).toEqual(['000001_schema.sql', '000002_alert_notify.sql', '000003_changes.sql']);
     const cols = await query(url, `SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns WHERE table_name IN ('User','Alert') ORDER BY table_name, ordinal_position`);
     const alert = Object.fromEntries(cols.filter((c) => c.table_name === 'Alert').map((c) => [c.column_name, c]));
-    expect(Object.keys(alert)).toEqual(['id', 'userId', 'type', 'title', 'message', 'link', 'data', 'read', 'createdAt', 'txid', 'seq']);
+    expect(Object.keys(alert)).toEqual(['id', 'userId', 'type', 'title', 'message', 'link', 'data', 'read', 'createdAt', 'txid', 'seq', 'changedTxid']);
     expect(alert.id).toMatchObject({ data_type: 'text', column_default: '(gen_random_uuid())::text' });
     expect(alert.type).toMatchObject({ is_nullable: 'NO', column_default: "'general'::text" });
     expect(alert.link!.is_nullable).toBe('YES');
@@ -29,15 +29,15 @@ describe('migrate', () => {
     const url = await emptyDatabase();
     await migrate(url, { channel: 'pgbell' });
     const again = await migrate(url, { channel: 'pgbell' });
-    expect(again).toEqual({ applied: [], skipped: ['000001_schema.sql', '000002_alert_notify.sql'], channelChanged: false });
-    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(2);
+    expect(again).toEqual({ applied: [], skipped: ['000001_schema.sql', '000002_alert_notify.sql', '000003_changes.sql'], channelChanged: false });
+    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(3);
   });
 
   it('four migrators started at the same time: each file applied exactly once, nobody fails', async () => {
     const url = await emptyDatabase();
     const results = await Promise.all([1, 2, 3, 4].map(() => migrate(url, { channel: 'pgbell' })));
-    expect(results.flatMap((r) => r.applied).sort()).toEqual(['000001_schema.sql', '000002_alert_notify.sql']);
-    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(2);
+    expect(results.flatMap((r) => r.applied).sort()).toEqual(['000001_schema.sql', '000002_alert_notify.sql', '000003_changes.sql']);
+    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(3);
   });
 
   it('a different PGBELL_CHANNEL rewrites the trigger argument, once', async () => {

@@ -36,7 +36,7 @@ async function flush(): Promise<string[]> {
 }
 
 describe('tg_alert__notify', () => {
-  it('sends one small {"txid"} payload per transaction, matching the rows\' "txid"', async () => {
+  it('sends one small {"txid","xmin"} payload per transaction, matching the rows\' "txid"', async () => {
     await flush();
     const client = new pg.Client({ connectionString: db });
     await client.connect();
@@ -48,7 +48,45 @@ describe('tg_alert__notify', () => {
     await client.end();
     expect(rows).toHaveLength(1);
     const got = await flush();
-    expect(got.map((p) => JSON.parse(p))).toEqual([{ txid: rows[0].txid }]);
+    expect(got.map((p) => JSON.parse(p))).toEqual([{ txid: rows[0].txid, xmin: expect.stringMatching(/^\d+$/) }]);
+    expect(BigInt(JSON.parse(got[0]!).xmin)).toBeLessThanOrEqual(BigInt(rows[0].txid));
+  });
+
+  it('"xmin" stays at or below a transaction that is still open, so a resume re-reads it', async () => {
+    await flush();
+    const open = new pg.Client({ connectionString: db });
+    await open.connect();
+    await open.query('BEGIN');
+    const [{ a }] = (await open.query(`INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'held open') RETURNING "txid"::text AS a`)).rows;
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'committed first')`);
+    const got = (await flush()).map((p) => JSON.parse(p));
+    expect(got).toHaveLength(1);
+    expect(BigInt(got[0].txid)).toBeGreaterThan(BigInt(a));
+    expect(BigInt(got[0].xmin)).toBeLessThanOrEqual(BigInt(a));
+    await open.query('COMMIT');
+    await open.end();
+    expect((await flush()).map((p) => JSON.parse(p).txid)).toEqual([a]);
+  });
+
+  it('UPDATE notifies and stamps "changedTxid"; an UPDATE that changes nothing leaves the row alone', async () => {
+    const { id, t0 } = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'to update') RETURNING id, "changedTxid"::text AS t0`))[0]!;
+    await flush();
+    const { t1 } = (await query(db, `UPDATE "Alert" SET read = true WHERE id = $1 RETURNING "changedTxid"::text AS t1, pg_current_xact_id()::text AS me`, [id]))[0]!;
+    expect(t1).not.toBe(t0);
+    expect((await flush()).map((p) => JSON.parse(p).txid)).toEqual([t1]);
+    const { t2, ins } = (await query(db, `UPDATE "Alert" SET read = true WHERE id = $1 RETURNING "changedTxid"::text AS t2, txid::text AS ins`, [id]))[0]!;
+    expect(t2).toBe(t1); // no-op update: not a change
+    expect(ins).toBe(t0); // "txid" stays the inserting transaction
+  });
+
+  it('DELETE keeps a tombstone and notifies; a DELETE of nothing sends nothing', async () => {
+    const { id } = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'to delete') RETURNING id`))[0]!;
+    await flush();
+    const { me } = (await query(db, `WITH d AS (DELETE FROM "Alert" WHERE id = $1 RETURNING 1) SELECT pg_current_xact_id()::text AS me FROM d`, [id]))[0]!;
+    expect((await flush()).map((p) => JSON.parse(p).txid)).toEqual([me]);
+    expect(await query(db, `SELECT id, "userId", txid::text AS txid FROM "AlertTombstone" WHERE id = $1`, [id])).toEqual([{ id, userId: 'alice', txid: me }]);
+    await query(db, `DELETE FROM "Alert" WHERE id = 'no-such-id'`);
+    expect(await flush()).toEqual([]);
   });
 
   it.each([

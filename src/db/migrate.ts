@@ -69,26 +69,63 @@ export async function migrate(
   return result;
 }
 
-/** The channel the "Alert" trigger notifies on, or null if the trigger is missing. */
-export async function triggerChannel(run: (text: string) => Promise<{ rows: unknown[] }>): Promise<string | null> {
+/**
+ * The triggers that notify, as `pgbell migrate` (re)creates them when PGBELL_CHANNEL changes.
+ * Keep in step with the latest migration that defines them (sql/000003_changes.sql).
+ */
+const NOTIFY_TRIGGERS = {
+  _900_notify: (channel: string) =>
+    `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT OR UPDATE ON "Alert"
+       FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__notify(${channel})`,
+  _900_notify_delete: (channel: string) =>
+    `CREATE OR REPLACE TRIGGER _900_notify_delete AFTER DELETE ON "Alert"
+       REFERENCING OLD TABLE AS old_rows
+       FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__deleted(${channel})`,
+} as const;
+
+type Run = (text: string) => Promise<{ rows: unknown[] }>;
+
+/**
+ * The channel the "Alert" triggers notify on: null if a trigger is missing, or a message if
+ * they disagree (a half-finished manual change).
+ */
+export async function triggerChannel(run: Run): Promise<string | null> {
   const { rows } = await run(
-    `SELECT t.tgargs AS args FROM pg_trigger t
-      WHERE t.tgrelid = to_regclass('"Alert"') AND t.tgname = '_900_notify'`,
+    `SELECT t.tgname AS name, t.tgargs AS args FROM pg_trigger t
+      WHERE t.tgrelid = to_regclass('"Alert"') AND t.tgname IN (${Object.keys(NOTIFY_TRIGGERS).map((n) => `'${n}'`).join(', ')})`,
   );
-  if (rows.length === 0) return null;
-  // tgargs is bytea: NUL-terminated arguments.
-  const raw = (rows[0] as { args: Buffer | string }).args;
-  const text = Buffer.isBuffer(raw) ? raw.toString('utf8') : raw;
-  return text.split('\0')[0] ?? '';
+  if (rows.length < Object.keys(NOTIFY_TRIGGERS).length) return null;
+  const channels = new Set(
+    (rows as Array<{ args: Buffer | string }>).map(({ args }) => {
+      // tgargs is bytea: NUL-terminated arguments.
+      const text = Buffer.isBuffer(args) ? args.toString('utf8') : args;
+      return text.split('\0')[0] ?? '';
+    }),
+  );
+  return [...channels].join(' and ');
+}
+
+/** Migration files not yet applied to the database (all of them if pgbell never migrated it). */
+export async function pendingMigrations(run: Run): Promise<string[]> {
+  const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
+  const { rows } = await run(`SELECT to_regclass('pgbell_migrations') IS NOT NULL AS present`);
+  if (!(rows[0] as { present: boolean }).present) return files;
+  const done = new Set((await run('SELECT name FROM pgbell_migrations')).rows.map((r) => (r as { name: string }).name));
+  return files.filter((f) => !done.has(f));
 }
 
 async function syncTriggerChannel(client: pg.Client, channel: string): Promise<boolean> {
   const current = await triggerChannel((text) => client.query(text));
   if (current === channel) return false;
-  // CREATE OR REPLACE TRIGGER (Postgres 14+) swaps the argument atomically.
-  await client.query(
-    `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT ON "Alert"
-       FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__notify(${client.escapeLiteral(channel)})`,
-  );
+  // CREATE OR REPLACE TRIGGER (Postgres 14+) swaps the argument atomically; both in one
+  // transaction so the two never disagree.
+  await client.query('BEGIN');
+  try {
+    for (const define of Object.values(NOTIFY_TRIGGERS)) await client.query(define(client.escapeLiteral(channel)));
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
   return true;
 }

@@ -22,9 +22,27 @@ export interface AlertTable {
   txid: ColumnType<string, never, never>;
   /** Insertion order within a transaction (bigint, read as a string). */
   seq: ColumnType<string, never, never>;
+  /** The transaction that last inserted or updated the row (kept by a trigger). */
+  changedTxid: ColumnType<string, never, never>;
+}
+
+/** Deleted alerts, kept so a resume can tell the client (pruned after a retention period). */
+export interface AlertTombstoneTable {
+  id: string;
+  userId: string;
+  txid: ColumnType<string, never, never>;
+  deletedAt: ColumnType<Date, never, never>;
+}
+
+export interface PgbellStateTable {
+  one: ColumnType<boolean, never, never>;
+  databaseId: ColumnType<string, never, never>;
+  prunedTxid: ColumnType<string, never, never>;
 }
 
 export interface Database {
   User: UserTable;
   Alert: AlertTable;
+  AlertTombstone: AlertTombstoneTable;
+  pgbell_state: PgbellStateTable;
 }

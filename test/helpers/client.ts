@@ -31,12 +31,18 @@ export class TestClient {
     return client;
   }
 
-  /** Connects and authenticates; resolves once `ready` arrived. */
-  static async ready(url: string, token: string): Promise<TestClient> {
+  /** Connects and authenticates (resuming from `after`); resolves once `synced` arrived: live from then on. */
+  static async ready(url: string, token: string, after?: string): Promise<TestClient> {
     const client = await TestClient.connect(url);
-    client.send({ type: 'auth', token });
-    await client.next((m) => m.type === 'ready');
+    client.send({ type: 'auth', token, ...(after ? { after } : {}) });
+    await client.next((m) => m.type === 'synced');
     return client;
+  }
+
+  /** The cursor of the last message that carried one. */
+  cursor(): string | undefined {
+    for (let i = this.messages.length - 1; i >= 0; i--) if (this.messages[i].cursor) return this.messages[i].cursor;
+    return undefined;
   }
 
   send(msg: unknown): void {

@@ -1,0 +1,82 @@
+/**
+ * What a client has seen, as a set of transactions: every transaction id below `horizon`,
+ * plus the ids in `seen` (all at or above it). See sql/000003_changes.sql for why this, and
+ * not an alert id or a timestamp, is gap-free when transactions commit out of order.
+ *
+ * On the wire it is opaque: `1.<databaseId>.<horizon>.<delta>.<delta>…`, numbers in base 36,
+ * each delta counted from the horizon. The database id makes a cursor from another database
+ * (a recreated dev database, another deployment) a reset instead of a silent gap.
+ */
+
+/** Ids above the horizon a cursor carries at most; beyond that the oldest are dropped. */
+export const MAX_CURSOR_IDS = 64;
+const VERSION = '1';
+
+export class CursorState {
+  #horizon: bigint;
+  readonly #seen = new Set<bigint>();
+
+  constructor(horizon: bigint, seen: Iterable<bigint> = []) {
+    this.#horizon = horizon;
+    for (const t of seen) if (t >= horizon) this.#seen.add(t);
+  }
+
+  get horizon(): bigint {
+    return this.#horizon;
+  }
+
+  /** Ids at or above the horizon that were seen, ascending. */
+  get ids(): bigint[] {
+    return [...this.#seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  has(txid: bigint): boolean {
+    return txid < this.#horizon || this.#seen.has(txid);
+  }
+
+  add(txid: bigint): void {
+    if (txid >= this.#horizon) this.#seen.add(txid);
+  }
+
+  /** Everything below `horizon` is known to be seen; forget the ids it now covers. */
+  advance(horizon: bigint): void {
+    if (horizon <= this.#horizon) return;
+    this.#horizon = horizon;
+    for (const t of this.#seen) if (t < horizon) this.#seen.delete(t);
+  }
+
+  /**
+   * The wire form. When more than MAX_CURSOR_IDS ids are above the horizon (a transaction held
+   * open for a long time stops the horizon), the oldest are left out: a resume then re-sends
+   * those transactions' alerts, with the same ids, rather than skipping anything.
+   */
+  encode(databaseId: string): string {
+    const ids = this.ids.slice(-MAX_CURSOR_IDS);
+    const parts = [VERSION, databaseId, this.#horizon.toString(36), ...ids.map((t) => (t - this.#horizon).toString(36))];
+    return parts.join('.');
+  }
+}
+
+export type DecodedCursor = { ok: true; cursor: CursorState } | { ok: false; reason: string };
+
+/** Parses a client's cursor. Never throws; a cursor from another database is not ok. */
+export function decodeCursor(text: string, databaseId: string): DecodedCursor {
+  if (text.length > 2048) return { ok: false, reason: 'cursor is too long' };
+  const parts = text.split('.');
+  if (parts[0] !== VERSION || parts.length < 3) return { ok: false, reason: 'cursor is not one pgbell issued' };
+  if (parts[1] !== databaseId) return { ok: false, reason: 'cursor is from another database' };
+  const nums: bigint[] = [];
+  for (const p of parts.slice(2)) {
+    if (!/^[0-9a-z]{1,13}$/.test(p)) return { ok: false, reason: 'cursor is not one pgbell issued' };
+    nums.push(parseBase36(p));
+  }
+  const [horizon, ...deltas] = nums as [bigint, ...bigint[]];
+  if (horizon >= 1n << 64n) return { ok: false, reason: 'cursor is not one pgbell issued' };
+  return { ok: true, cursor: new CursorState(horizon, deltas.map((d) => horizon + d)) };
+}
+
+function parseBase36(s: string): bigint {
+  let n = 0n;
+  for (const ch of s) n = n * 36n + BigInt(parseInt(ch, 36));
+  return n;
+}

@@ -1,0 +1,240 @@
+/**
+ * Reading changes to "Alert": by transaction (live, after a NOTIFY) and by cursor (a resume,
+ * a catch-up after the listener reconnects, the polling fallback). Each read is one
+ * statement, so its rows, the unread counts and the snapshot horizon all come from one
+ * snapshot and cost one round trip.
+ */
+import { sql, type Kysely } from 'kysely';
+import type { WireAlert } from '../protocol.js';
+import type { Database } from './schema.js';
+
+type Q = Kysely<Database>;
+
+export interface AlertChange {
+  kind: 'alert';
+  /** The transaction that last inserted or updated the row. */
+  txid: bigint;
+  /** The transaction that inserted it: tells a new alert from a change to a known one. */
+  insertTxid: bigint;
+  seq: bigint;
+  alert: WireAlert;
+}
+
+export interface DeleteChange {
+  kind: 'delete';
+  txid: bigint;
+  id: string;
+  userId: string;
+}
+
+export type Change = AlertChange | DeleteChange;
+
+export interface ChangeBatch {
+  /** In transaction order (the order asked for, or ascending), then row order; deletes after rows. */
+  changes: Change[];
+  /** Unread count of every user with a change (and, for reads by cursor, every user asked about). */
+  unread: Map<string, number>;
+}
+
+export interface SinceBatch extends ChangeBatch {
+  /** pg_snapshot_xmin of the read's snapshot: the new horizon for whoever was caught up. */
+  xmin: bigint;
+  /** First transaction id not yet handed out; a cursor beyond it is from elsewhere. */
+  xmax: bigint;
+  /** Tombstones at or below this were pruned; an older cursor may have missed a delete. */
+  prunedTxid: bigint;
+  databaseId: string;
+  /** Users with more changes than the limit: only the oldest `limit` were read. */
+  truncated: Set<string>;
+}
+
+interface Row {
+  k: 'a' | 'd' | 'u' | 's';
+  id: string | null;
+  userId: string | null;
+  type: string | null;
+  title: string | null;
+  message: string | null;
+  link: string | null;
+  data: unknown;
+  read: boolean | null;
+  createdAt: Date | null;
+  itx: string | null;
+  tx: string | null;
+  seq: string | null;
+  n: string | null;
+}
+
+/**
+ * Changes made by the given transactions, for the given users only. `txids` is in commit order
+ * (the order their notifications arrived); the result keeps it.
+ */
+export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[]): Promise<ChangeBatch> {
+  if (txids.length === 0 || userIds.length === 0) return { changes: [], unread: new Map() };
+  const { rows } = await sql<Row>`
+    WITH ch AS (
+      SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
+             a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
+        FROM "Alert" a
+       WHERE a."changedTxid" = ANY(${[...txids]}::xid8[]) AND a."userId" = ANY(${[...userIds]}::text[])
+    ), dl AS (
+      SELECT t.id, t."userId", t.txid::text AS tx
+        FROM "AlertTombstone" t
+       WHERE t.txid = ANY(${[...txids]}::xid8[]) AND t."userId" = ANY(${[...userIds]}::text[])
+    )
+    SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
+    UNION ALL
+    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl
+    UNION ALL
+    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           (SELECT count(*) FROM "Alert" x WHERE x."userId" = u."userId" AND NOT x.read)
+      FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
+  `.execute(db);
+  const order = new Map(txids.map((t, i) => [BigInt(t), i]));
+  const batch = collect(rows);
+  batch.changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)! || byRow(a, b));
+  return batch;
+}
+
+/**
+ * Every change for each user at or after `after` (null: after this read's own horizon, which
+ * is what a fresh cursor needs to know), oldest transaction first, at most `limit` rows and
+ * `limit` deletes per user.
+ */
+export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: string; after: bigint | null }>, limit: number): Promise<SinceBatch> {
+  const users = requests.map((r) => r.userId);
+  const afters = requests.map((r) => (r.after === null ? null : r.after.toString()));
+  const { rows } = await sql<Row>`
+    WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
+    req AS (
+      SELECT r.uid, coalesce(r.after, pg_snapshot_xmin(snap.s)) AS after
+        FROM unnest(${users}::text[], ${afters}::xid8[]) AS r(uid, after), snap
+    ), ch AS (
+      SELECT a.* FROM req, LATERAL (
+        SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
+               a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
+          FROM "Alert" a
+         WHERE a."userId" = req.uid AND a."changedTxid" >= req.after
+         ORDER BY a."changedTxid", a.seq
+         LIMIT ${limit + 1}) a
+    ), dl AS (
+      SELECT t.* FROM req, LATERAL (
+        SELECT t.id, t."userId", t.txid::text AS tx
+          FROM "AlertTombstone" t
+         WHERE t."userId" = req.uid AND t.txid >= req.after
+         ORDER BY t.txid
+         LIMIT ${limit + 1}) t
+    )
+    SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
+    UNION ALL
+    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl
+    UNION ALL
+    SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           (SELECT count(*) FROM "Alert" x WHERE x."userId" = req.uid AND NOT x.read)
+      FROM req
+    UNION ALL
+    SELECT 's', st."databaseId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           pg_snapshot_xmin(snap.s)::text, pg_snapshot_xmax(snap.s)::text, st."prunedTxid"::text, NULL
+      FROM snap, pgbell_state st
+  `.execute(db);
+  const batch = collect(rows);
+  const s = rows.find((r) => r.k === 's');
+  if (!s) throw new Error('pgbell_state is empty: run `pgbell migrate`');
+  const counts = new Map<string, { a: number; d: number }>();
+  for (const c of batch.changes) {
+    const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
+    const n = counts.get(uid) ?? { a: 0, d: 0 };
+    if (c.kind === 'alert') n.a++;
+    else n.d++;
+    counts.set(uid, n);
+  }
+  const truncated = new Set<string>();
+  for (const [uid, n] of counts) if (n.a > limit || n.d > limit) truncated.add(uid);
+  batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
+  return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), prunedTxid: BigInt(s.seq!), databaseId: s.id!, truncated };
+}
+
+/** A user's newest alerts, newest first (the bell's list). */
+export async function newestAlerts(db: Q, userId: string, limit: number): Promise<WireAlert[]> {
+  const rows = await db
+    .selectFrom('Alert')
+    .select(['id', 'userId', 'type', 'title', 'message', 'link', 'data', 'read', 'createdAt'])
+    .where('userId', '=', userId)
+    .orderBy('createdAt', 'desc')
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({ ...r, createdAt: r.createdAt.toISOString() }));
+}
+
+/** The id that goes into cursors; written once by the migration. */
+export async function databaseId(db: Q): Promise<string> {
+  const { rows } = await sql<{ id: string }>`SELECT "databaseId" AS id FROM pgbell_state`.execute(db);
+  if (!rows[0]) throw new Error('pgbell_state is empty: run `pgbell migrate`');
+  return rows[0].id;
+}
+
+/**
+ * Marks alerts read (only the user's own). An UPDATE like any other: the trigger streams it to
+ * every tab of the user. Returns how many rows changed.
+ */
+export async function markRead(db: Q, userId: string, which: { ids: readonly string[] } | { all: true }): Promise<number> {
+  let q = db.updateTable('Alert').set({ read: true }).where('userId', '=', userId).where('read', '=', false);
+  if ('ids' in which) {
+    if (which.ids.length === 0) return 0;
+    q = q.where(sql<boolean>`id = ANY(${[...which.ids]}::text[])`);
+  }
+  const res = await q.executeTakeFirst();
+  return Number(res.numUpdatedRows);
+}
+
+/** Deletes tombstones older than `hours` and records how far that went, for cursor checks. */
+export async function pruneTombstones(db: Q, hours: number): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    WITH gone AS (
+      DELETE FROM "AlertTombstone" WHERE "deletedAt" < now() - make_interval(hours => ${hours}) RETURNING txid
+    ), moved AS (
+      UPDATE pgbell_state SET "prunedTxid" = greatest("prunedTxid", (SELECT max(txid) FROM gone))
+       WHERE EXISTS (SELECT 1 FROM gone)
+    )
+    SELECT count(*)::text AS n FROM gone
+  `.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+function collect(rows: Row[]): ChangeBatch {
+  const changes: Change[] = [];
+  const unread = new Map<string, number>();
+  for (const r of rows) {
+    if (r.k === 'a') {
+      changes.push({
+        kind: 'alert',
+        txid: BigInt(r.tx!),
+        insertTxid: BigInt(r.itx!),
+        seq: BigInt(r.seq!),
+        alert: {
+          id: r.id!,
+          userId: r.userId!,
+          type: r.type!,
+          title: r.title!,
+          message: r.message!,
+          link: r.link,
+          data: r.data ?? null,
+          read: r.read!,
+          createdAt: r.createdAt!.toISOString(),
+        },
+      });
+    } else if (r.k === 'd') {
+      changes.push({ kind: 'delete', txid: BigInt(r.tx!), id: r.id!, userId: r.userId! });
+    } else if (r.k === 'u') {
+      unread.set(r.userId!, Number(r.n));
+    }
+  }
+  return { changes, unread };
+}
+
+/** Within one transaction: rows in insertion order, then deletes. */
+function byRow(a: Change, b: Change): number {
+  if (a.kind === 'alert' && b.kind === 'alert') return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
+  return a.kind === b.kind ? 0 : a.kind === 'alert' ? -1 : 1;
+}

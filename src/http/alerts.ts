@@ -1,0 +1,161 @@
+/**
+ * The read side over HTTP, as one function from a web-standard Request to a Response: the
+ * daemon serves it, and an app can mount the same function (a Next.js route handler, Hono,
+ * Deno, anything with fetch-style handlers).
+ *
+ *   GET  …/alerts?limit=50       newest first, unread count, and a cursor to go live from
+ *   GET  …/alerts?after=<cursor> changes since the cursor, oldest first (the polling fallback)
+ *   POST …/alerts/read           {"ids":[…]} or {"all":true}
+ *
+ * Routes match on the end of the path, so the handler works under any prefix.
+ */
+import { z } from 'zod';
+import { verifySessionToken } from '../auth.js';
+import { CursorState, decodeCursor } from '../cursor.js';
+import { changesSince, databaseId as readDatabaseId, markRead, newestAlerts, type Change } from '../db/changes.js';
+import type { Db } from '../db/connect.js';
+import type { HttpErrorCode } from '../errors.js';
+import { ReadRequest, type WireAlert } from '../protocol.js';
+
+export const DEFAULT_LIST_LIMIT = 50;
+export const MAX_LIST_LIMIT = 200;
+/** Largest POST body accepted. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+export interface AlertsHandlerOptions {
+  db: Db;
+  /** HS256 key that verifies session tokens. */
+  key: Uint8Array;
+  /** Origins allowed to call from a browser (CORS); `*` allows any. */
+  allowedOrigins: readonly string[];
+  /** More changes than this since a cursor → 410 cursor_reset. */
+  maxReplay: number;
+}
+
+export type AlertsHandler = (req: Request) => Promise<Response>;
+
+const Limit = z.coerce
+  .number({ error: 'limit must be a whole number' })
+  .int('limit must be a whole number')
+  .min(1, 'limit must be at least 1')
+  .max(MAX_LIST_LIMIT, `limit must be at most ${MAX_LIST_LIMIT}`);
+
+export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
+  let dbId: Promise<string> | undefined;
+  const databaseId = () => (dbId ??= readDatabaseId(opts.db).catch((err) => {
+    dbId = undefined;
+    throw err;
+  }));
+
+  return async (req) => {
+    const url = new URL(req.url);
+    const cors = corsHeaders(req.headers.get('origin'), opts.allowedOrigins);
+    const route = url.pathname.replace(/\/+$/, '').endsWith('/alerts/read') ? 'read' : url.pathname.replace(/\/+$/, '').endsWith('/alerts') ? 'list' : null;
+    if (route === null) return error(404, 'not_found', `no route for ${req.method} ${url.pathname}`, cors);
+    if (req.method === 'OPTIONS') return new Response(null, { status: 204, headers: cors });
+    const allowed = route === 'list' ? 'GET' : 'POST';
+    if (req.method !== allowed && !(route === 'list' && req.method === 'HEAD')) {
+      return error(405, 'method_not_allowed', `use ${allowed} ${url.pathname}`, { ...cors, allow: `${allowed}, OPTIONS` });
+    }
+
+    const auth = /^Bearer\s+(\S+)$/i.exec(req.headers.get('authorization') ?? '');
+    if (!auth) return error(401, 'unauthorized', 'send the session token as "Authorization: Bearer <token>"', { ...cors, 'www-authenticate': 'Bearer' });
+    const verified = await verifySessionToken(auth[1]!, opts.key);
+    if (!verified.ok) return error(401, 'unauthorized', 'Invalid session token', { ...cors, 'www-authenticate': 'Bearer error="invalid_token"' });
+    const userId = verified.session.userId;
+
+    try {
+      if (route === 'read') return await read(req, userId, cors);
+      const after = url.searchParams.get('after');
+      if (after !== null) return await since(after, userId, cors);
+      const limit = Limit.safeParse(url.searchParams.get('limit') ?? DEFAULT_LIST_LIMIT);
+      if (!limit.success) return error(400, 'bad_request', limit.error.issues[0]!.message, cors);
+      return await list(limit.data, userId, cors);
+    } catch (err) {
+      return error(503, 'unavailable', `the database is unavailable: ${(err as Error).message}`, { ...cors, 'retry-after': '1' });
+    }
+  };
+
+  async function list(limit: number, userId: string, cors: Record<string, string>): Promise<Response> {
+    const id = await databaseId();
+    // One snapshot for the list and the cursor: going live from this cursor misses nothing
+    // the list does not show and repeats nothing it does.
+    const { alerts, changes } = await opts.db
+      .transaction()
+      .setIsolationLevel('repeatable read')
+      .setAccessMode('read only')
+      .execute(async (trx) => ({ alerts: await newestAlerts(trx, userId, limit), changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
+    const cursor = new CursorState(changes.xmin);
+    for (const c of changes.changes) cursor.add(c.txid);
+    return json(200, { alerts, unread: changes.unread.get(userId) ?? 0, cursor: cursor.encode(id) }, cors);
+  }
+
+  async function since(after: string, userId: string, cors: Record<string, string>): Promise<Response> {
+    const id = await databaseId();
+    const decoded = decodeCursor(after, id);
+    if (!decoded.ok) return error(410, 'cursor_reset', `${decoded.reason}; reload with GET /alerts`, cors);
+    const from = decoded.cursor;
+    const res = await changesSince(opts.db, [{ userId, after: from.horizon }], opts.maxReplay);
+    let reset: string | null = null;
+    if (from.horizon > res.xmin) reset = 'cursor is ahead of this database';
+    else if (res.prunedTxid > 0n && from.horizon <= res.prunedTxid) reset = 'cursor is older than the retained deletes';
+    else if (res.truncated.has(userId)) reset = `more than ${opts.maxReplay} changes since the cursor`;
+    if (reset) return error(410, 'cursor_reset', `${reset}; reload with GET /alerts`, cors);
+    const fresh = res.changes.filter((c) => !from.has(c.txid));
+    const next = new CursorState(res.xmin, from.ids);
+    for (const c of res.changes) next.add(c.txid);
+    return json(200, { ...split(fresh), unread: res.unread.get(userId) ?? 0, cursor: next.encode(id) }, cors);
+  }
+
+  async function read(req: Request, userId: string, cors: Record<string, string>): Promise<Response> {
+    const text = await req.text();
+    if (Buffer.byteLength(text) > MAX_BODY_BYTES) return error(413, 'payload_too_large', `body is larger than ${MAX_BODY_BYTES} bytes`, cors);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      return error(400, 'bad_request', 'body is not valid JSON; send {"ids":[…]} or {"all":true}', cors);
+    }
+    const parsed = ReadRequest.safeParse(body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
+      return error(400, 'bad_request', `${where}${issue.message}`, cors);
+    }
+    const updated = await markRead(opts.db, userId, parsed.data);
+    return json(200, { updated }, cors);
+  }
+}
+
+/** Changes as the polling client applies them: alerts to upsert by id, ids to drop. */
+function split(changes: Change[]): { alerts: WireAlert[]; deleted: string[] } {
+  const alerts: WireAlert[] = [];
+  const deleted: string[] = [];
+  for (const c of changes) {
+    if (c.kind === 'alert') alerts.push(c.alert);
+    else deleted.push(c.id);
+  }
+  return { alerts, deleted };
+}
+
+function corsHeaders(origin: string | null, allowed: readonly string[]): Record<string, string> {
+  const headers: Record<string, string> = { vary: 'Origin' };
+  if (origin === null) return headers;
+  if (!allowed.includes('*') && !allowed.includes(origin)) return headers;
+  headers['access-control-allow-origin'] = allowed.includes('*') ? '*' : origin;
+  headers['access-control-allow-methods'] = 'GET, POST, OPTIONS';
+  headers['access-control-allow-headers'] = 'authorization, content-type';
+  headers['access-control-max-age'] = '600';
+  return headers;
+}
+
+function json(status: number, body: unknown, headers: Record<string, string>): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { ...headers, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
+  });
+}
+
+function error(status: number, code: HttpErrorCode, message: string, headers: Record<string, string>): Response {
+  return json(status, { error: code, message }, headers);
+}
