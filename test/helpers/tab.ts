@@ -1,0 +1,64 @@
+/**
+ * A browser tab as the lose-nothing tests see it: a socket that keeps the last cursor it was
+ * given and, when told to, reconnects (to any daemon) resuming from it. It records every alert
+ * id it was sent, and any id sent twice on one connection (never allowed; across a reconnect
+ * a repeat is allowed).
+ */
+import { TestClient } from './client.js';
+
+export class Tab {
+  readonly ids = new Set<string>();
+  readonly repeatsWithinConnection: string[] = [];
+  readonly deleted = new Set<string>();
+  readonly updates: any[] = [];
+  resets = 0;
+  cursor: string | undefined;
+  client: TestClient | undefined;
+  connections = 0;
+
+  constructor(private readonly token: string) {}
+
+  /** Connects to `url`, resuming from the last cursor; resolves when `synced` arrived. */
+  async connect(url: string, timeoutMs = 15_000): Promise<this> {
+    const client = await TestClient.connect(url);
+    this.client = client;
+    this.connections++;
+    const seenHere = new Set<string>();
+    client.ws.on('message', (data) => {
+      const m = JSON.parse(String(data));
+      if (m.cursor) this.cursor = m.cursor;
+      if (m.type === 'notification') {
+        if (seenHere.has(m.alert.id)) this.repeatsWithinConnection.push(m.alert.id);
+        seenHere.add(m.alert.id);
+        this.ids.add(m.alert.id);
+      } else if (m.type === 'update') {
+        this.updates.push(m);
+      } else if (m.type === 'delete') {
+        this.deleted.add(m.id);
+      } else if (m.type === 'reset') {
+        this.resets++;
+      }
+    });
+    client.send({ type: 'auth', token: this.token, ...(this.cursor ? { after: this.cursor } : {}) });
+    await client.next((m) => m.type === 'synced', timeoutMs);
+    return this;
+  }
+
+  /** Drops the socket without a goodbye, like a closed laptop lid. */
+  drop(): void {
+    this.client?.ws.terminate();
+  }
+
+  close(): void {
+    this.client?.close();
+  }
+}
+
+/** Waits until `check` passes, polling. */
+export async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
