@@ -69,7 +69,7 @@ async function main() {
       });
     });
     ws.send(JSON.stringify({ type: 'auth', token }));
-    await new Promise<void>((resolve) => ws.once('message', () => resolve()));
+    await new Promise<void>((resolve) => ws.on('message', (d) => JSON.parse(String(d)).type === 'synced' && resolve()));
 
     // createdAt has microseconds, but JS Date only milliseconds: carry the sub-ms part in data.
     const script = Array.from(
