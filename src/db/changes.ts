@@ -6,6 +6,7 @@
  */
 import { sql, type Kysely } from 'kysely';
 import type { WireAlert } from '../protocol.js';
+import { preparedQuery } from './connect.js';
 import type { Database } from './schema.js';
 
 type Q = Kysely<Database>;
@@ -65,22 +66,16 @@ interface Row {
   n: string | null;
 }
 
-/**
- * Changes made by the given transactions, for the given users only. `txids` is in commit order
- * (the order their notifications arrived); the result keeps it.
- */
-export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[]): Promise<ChangeBatch> {
-  if (txids.length === 0 || userIds.length === 0) return { changes: [], unread: new Map() };
-  const { rows } = await sql<Row>`
+const CHANGES_BY_TXIDS = `
     WITH ch AS (
       SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
              a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
         FROM "Alert" a
-       WHERE a."changedTxid" = ANY(${[...txids]}::xid8[]) AND a."userId" = ANY(${[...userIds]}::text[])
+       WHERE a."changedTxid" = ANY($1::xid8[]) AND a."userId" = ANY($2::text[])
     ), dl AS (
       SELECT t.id, t."userId", t.txid::text AS tx
         FROM "AlertTombstone" t
-       WHERE t.txid = ANY(${[...txids]}::xid8[]) AND t."userId" = ANY(${[...userIds]}::text[])
+       WHERE t.txid = ANY($1::xid8[]) AND t."userId" = ANY($2::text[])
     )
     SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
     UNION ALL
@@ -89,26 +84,26 @@ export async function changesByTxids(db: Q, txids: readonly string[], userIds: r
     SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            (SELECT count(*) FROM "Alert" x WHERE x."userId" = u."userId" AND NOT x.read)
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
-  `.execute(db);
+`;
+
+/**
+ * Changes made by the given transactions, for the given users only. `txids` is in commit order
+ * (the order their notifications arrived); the result keeps it.
+ */
+export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[]): Promise<ChangeBatch> {
+  if (txids.length === 0 || userIds.length === 0) return { changes: [], unread: new Map() };
+  const rows = await preparedQuery<Row>(db, 'pgbell_changes_by_txids', CHANGES_BY_TXIDS, [[...txids], [...userIds]]);
   const order = new Map(txids.map((t, i) => [BigInt(t), i]));
   const batch = collect(rows);
   batch.changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)! || byRow(a, b));
   return batch;
 }
 
-/**
- * Every change for each user at or after `after` (null: after this read's own horizon, which
- * is what a fresh cursor needs to know), oldest transaction first, at most `limit` rows and
- * `limit` deletes per user.
- */
-export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: string; after: bigint | null }>, limit: number): Promise<SinceBatch> {
-  const users = requests.map((r) => r.userId);
-  const afters = requests.map((r) => (r.after === null ? null : r.after.toString()));
-  const { rows } = await sql<Row>`
+const CHANGES_SINCE = `
     WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
     req AS (
       SELECT r.uid, coalesce(r.after, pg_snapshot_xmin(snap.s)) AS after
-        FROM unnest(${users}::text[], ${afters}::xid8[]) AS r(uid, after), snap
+        FROM unnest($1::text[], $2::xid8[]) AS r(uid, after), snap
     ), ch AS (
       SELECT a.* FROM req, LATERAL (
         SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
@@ -116,14 +111,14 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
           FROM "Alert" a
          WHERE a."userId" = req.uid AND a."changedTxid" >= req.after
          ORDER BY a."changedTxid", a.seq
-         LIMIT ${limit + 1}) a
+         LIMIT $3) a
     ), dl AS (
       SELECT t.* FROM req, LATERAL (
         SELECT t.id, t."userId", t.txid::text AS tx
           FROM "AlertTombstone" t
          WHERE t."userId" = req.uid AND t.txid >= req.after
          ORDER BY t.txid
-         LIMIT ${limit + 1}) t
+         LIMIT $3) t
     )
     SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
     UNION ALL
@@ -136,7 +131,17 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
     SELECT 's', st."databaseId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            pg_snapshot_xmin(snap.s)::text, pg_snapshot_xmax(snap.s)::text, st."prunedTxid"::text, NULL
       FROM snap, pgbell_state st
-  `.execute(db);
+`;
+
+/**
+ * Every change for each user at or after `after` (null: after this read's own horizon, which
+ * is what a fresh cursor needs to know), oldest transaction first, at most `limit` rows and
+ * `limit` deletes per user.
+ */
+export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: string; after: bigint | null }>, limit: number): Promise<SinceBatch> {
+  const users = requests.map((r) => r.userId);
+  const afters = requests.map((r) => (r.after === null ? null : r.after.toString()));
+  const rows = await preparedQuery<Row>(db, 'pgbell_changes_since', CHANGES_SINCE, [users, afters, limit + 1]);
   const batch = collect(rows);
   const s = rows.find((r) => r.k === 's');
   if (!s) throw new Error('pgbell_state is empty: run `pgbell migrate`');

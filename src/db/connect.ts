@@ -1,9 +1,11 @@
 /** Pooled connections for queries. The LISTEN connection is separate: see src/listener.ts. */
 import pg from 'pg';
-import { Kysely, PostgresDialect } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
+
+const pools = new WeakMap<object, pg.Pool>();
 
 export function createDb(connectionString: string, opts: { applicationName?: string; max?: number } = {}): Db {
   const pool = new pg.Pool({
@@ -14,5 +16,19 @@ export function createDb(connectionString: string, opts: { applicationName?: str
     // the pool drops it and the next query opens a fresh one.
   });
   pool.on('error', () => {});
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  pools.set(db, pool);
+  return db;
+}
+
+/**
+ * Runs a query as a named prepared statement on `db`'s pool: for the queries on the delivery
+ * path, which are complex enough that planning them each time costs more than running them.
+ * Each pooled connection prepares it once. Falls back to Kysely (a transaction, or a Db from
+ * elsewhere) when there is no pool to use.
+ */
+export async function preparedQuery<R extends pg.QueryResultRow>(db: Kysely<Database>, name: string, text: string, values: unknown[]): Promise<R[]> {
+  const pool = pools.get(db);
+  if (pool) return (await pool.query<R>({ name, text, values })).rows;
+  return (await db.executeQuery<R>(CompiledQuery.raw(text, values))).rows;
 }
