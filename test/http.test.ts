@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey } from '../src/auth.js';
-import { createDb, type Db } from '../src/db/connect.js';
+import { createDb } from '../src/db/connect.js';
 import { alertsHandler } from '../src/http/alerts.js';
 import { startTestDaemon, tokenFor, SECRET, type TestDaemon } from './helpers/daemon.js';
 import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
@@ -12,18 +12,15 @@ import { Tab, until } from './helpers/tab.js';
 
 let db: string;
 let daemon: TestDaemon;
-let kdb: Db;
 const ORIGIN = 'https://app.example.test';
 
 beforeAll(async () => {
   db = await freshDatabase();
   for (const u of ['alice', 'bob', 'carol']) await createUser(db, u);
   daemon = await startTestDaemon(db, { allowedOrigins: [ORIGIN] });
-  kdb = createDb(db);
 });
 afterAll(async () => {
   await daemon?.stop();
-  await kdb?.destroy();
 });
 
 async function get(path: string, token?: string, headers: Record<string, string> = {}) {
@@ -152,8 +149,11 @@ describe('POST /alerts/read', () => {
 });
 
 describe('alertsHandler mounted in an app', () => {
-  it('is a plain Request → Response function, working under any path prefix', async () => {
-    const handler = alertsHandler({ db: kdb, key: secretKey(SECRET), allowedOrigins: [], maxReplay: 100 });
+  it('is a plain Request → Response function imported from the package, working under any path prefix', async () => {
+    // As an app would: the built package's own entry point.
+    const pkg = await import('pgbell');
+    const appDb = pkg.createDb(db);
+    const handler = pkg.alertsHandler({ db: appDb, key: pkg.secretKey(SECRET), allowedOrigins: [], maxReplay: 100 });
     const token = await tokenFor('carol');
     const res = await handler(new Request('http://app.local/api/alerts?limit=5', { headers: { authorization: `Bearer ${token}` } }));
     expect(res.status).toBe(200);
@@ -163,6 +163,7 @@ describe('alertsHandler mounted in an app', () => {
     expect(await read.json()).toEqual({ updated: 0 });
     const missing = await handler(new Request('http://app.local/api/other', { headers: { authorization: `Bearer ${token}` } }));
     expect(missing.status).toBe(404);
+    await appDb.destroy();
   });
 
   it('503 naming the problem when the database is unreachable', async () => {
