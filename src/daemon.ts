@@ -30,6 +30,8 @@ export interface DaemonOptions {
   maxReplay?: number;
   /** Deletes older than this are pruned; older cursors get a reset. */
   tombstoneRetentionHours?: number;
+  /** Users per catch-up read (tests use a small number to see the batching). */
+  syncBatchUsers?: number;
   log?: Logger;
   logLevel?: string;
 }
@@ -78,7 +80,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const key = secretKey(opts.sessionSecret);
   const hub = new Hub();
   const listener = new Listener({ connectionString: opts.databaseUrl, channel: opts.channel, log, checkIntervalMs: opts.heartbeatMs });
-  const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay });
+  const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers });
   listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
   listener.on('resumed', () => delivery.catchUp());
 

@@ -31,6 +31,8 @@ export interface DeliveryOptions {
   databaseId: string;
   /** More changes than this to replay for one user → reset instead. */
   maxReplay: number;
+  /** Users per read when syncing or catching up (default SYNC_BATCH_USERS). */
+  syncBatchUsers?: number;
 }
 
 interface LiveTx {
@@ -216,8 +218,10 @@ export class Delivery {
       afterByUser.set(sub.userId, prev === undefined ? h : prev === null ? h : h === null || prev < h ? prev : h);
     }
     const users = [...afterByUser];
-    for (let start = 0; start < users.length; start += SYNC_BATCH_USERS) {
-      const slice = users.slice(start, start + SYNC_BATCH_USERS).map(([userId, after]) => ({ userId, after }));
+    const per = this.#o.syncBatchUsers ?? SYNC_BATCH_USERS;
+    for (let start = 0; start < users.length; start += per) {
+      const slice = users.slice(start, start + per).map(([userId, after]) => ({ userId, after }));
+      this.#o.log.debug({ users: slice.length, catchUp }, 'reading changes since cursors');
       const result = await this.#retry('reading alerts since cursors', () => changesSince(this.#o.db, slice, maxReplay));
       if (!result) return;
       const byUser = new Map<string, Change[]>(slice.map((r) => [r.userId, []]));

@@ -265,6 +265,29 @@ describe('listener loss', () => {
     t.close();
   });
 
+  it('catch-up reads in batches of users, not one query per socket', async () => {
+    const batched = await startTestDaemon(db, { syncBatchUsers: 2 });
+    try {
+      const users = ['alice', 'bob', 'carol', 'dave', 'erin'];
+      const tabs = await Promise.all(users.map(async (u) => new Tab(await tokenFor(u)).connect(batched.url)));
+      const reads = () => batched.logs.lines.filter((l) => l.msg === 'reading changes since cursors' && l.catchUp === true);
+      const writer = new pg.Client({ connectionString: db });
+      await writer.connect();
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS false`);
+      await query(admin(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgbell-listener' AND datname = $1`, [dbName]);
+      // Written while the listener is away: only the catch-up can deliver these.
+      const missed = (await writer.query(`INSERT INTO "Alert" ("userId", title) SELECT u, 'while away' FROM unnest($1::text[]) u RETURNING id, "userId"`, [users])).rows;
+      await writer.end();
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS true`);
+      await until(() => missed.every((r) => tabs[users.indexOf(r.userId)]!.ids.has(r.id)), 20_000, 'the missed alerts');
+      expect(reads().map((l) => l.users)).toEqual([2, 2, 1]);
+      for (const t of tabs) t.close();
+    } finally {
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS true`);
+      await batched.stop();
+    }
+  });
+
   it('a forged payload with an impossible horizon is ignored: a held-open transaction is still resumed', async () => {
     const t = await tab('ivy');
     const a = new pg.Client({ connectionString: db });
