@@ -6,7 +6,7 @@
 import { sql } from 'kysely';
 import { secretKey } from './auth.js';
 import type { Config } from './config.js';
-import { databaseId, markRead, pruneTombstones } from './db/changes.js';
+import { databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from './db/changes.js';
 import { createDb, type Db } from './db/connect.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { Delivery } from './delivery.js';
@@ -102,6 +102,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     hub,
     subscribe: (sub) => delivery.subscribe(sub),
     markRead: (userId, which) => markRead(db, userId, which),
+    unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
     alerts: alertsHandler({ db, key, allowedOrigins: opts.allowedOrigins ?? [], maxReplay }),
     log,
     listenerStatus: () => listener.status(),

@@ -15,7 +15,7 @@
  * runs; later steps wait behind it so order holds.
  */
 import { CursorState, decodeCursor } from './cursor.js';
-import { changesByTxids, changesSince, type Change, type SinceBatch } from './db/changes.js';
+import { changesByTxids, changesSince, unreadOf, type Change, type SinceBatch, type UnreadByType } from './db/changes.js';
 import type { Db } from './db/connect.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
@@ -150,7 +150,7 @@ export class Delivery {
   }
 
   /** Sends one transaction's changes to each live subscriber of their users that lacks it. */
-  #fanOut(tx: bigint, group: Change[], unread: Map<string, number>): void {
+  #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>): void {
     const { hub, log, databaseId } = this.#o;
     const byUser = new Map<string, Change[]>();
     for (const c of group) {
@@ -161,18 +161,21 @@ export class Delivery {
     }
     const logEach = log.isLevelEnabled('info');
     for (const [uid, list] of byUser) {
-      const n = unread.get(uid) ?? 0;
+      const byType = unread.get(uid);
       const bodies = list.map((c) => body(c, c.kind === 'alert' && c.insertTxid === tx));
       let sent = 0;
       for (const sub of hub.live(uid)) {
         const cursor = sub.cursor!;
         if (cursor.has(tx)) continue;
+        const mine = sub.types === null ? bodies : bodies.filter((_, k) => wants(sub, list[k]!));
         cursor.advance(this.#horizon);
         // Until its last message arrives, a client has not seen the whole transaction.
         const before = cursor.encode(databaseId);
         cursor.add(tx);
+        if (mine.length === 0) continue;
         const after = cursor.encode(databaseId);
-        bodies.forEach((b, k) => sub.send(frame(b, n, k === bodies.length - 1 ? after : before)));
+        const n = unreadOf(byType, sub.types);
+        mine.forEach((b, k) => sub.send(frame(b, n, k === mine.length - 1 ? after : before)));
         sub.unread = n;
         sent++;
       }
@@ -237,7 +240,7 @@ export class Delivery {
     const { databaseId, log } = this.#o;
     if (!sub.open) return;
     const uid = sub.userId;
-    const unread = res.unread.get(uid) ?? 0;
+    const unread = unreadOf(res.unread.get(uid), sub.types);
     let { from, reset } = plan;
     if (from) {
       if (from.horizon > res.xmin) reset = 'cursor is ahead of this database';
@@ -254,7 +257,7 @@ export class Delivery {
     if (from) {
       const cursor = from.encode(databaseId);
       for (const c of mine) {
-        if (c.txid < from.horizon || from.has(c.txid)) continue;
+        if (c.txid < from.horizon || from.has(c.txid) || !wants(sub, c)) continue;
         sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), unread, cursor));
         replayed++;
       }
@@ -268,6 +271,11 @@ export class Delivery {
     if (!catchUp || reset) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(databaseId), unread }));
     if (replayed > 0) log.info({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
   }
+}
+
+/** Deletes always go out: a tombstone has no type, and an unknown id is ignored by clients. */
+function wants(sub: Subscriber, c: Change): boolean {
+  return sub.types === null || c.kind === 'delete' || sub.types.has(c.alert.type);
 }
 
 function userOf(c: Change): string {

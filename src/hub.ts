@@ -12,6 +12,8 @@ export class Subscriber {
   cursor: CursorState | null = null;
   /** Last unread count sent, for a `ready` after re-authentication. */
   unread = 0;
+  /** Alert types this socket asked for ({"type":"subscribe"}); null means all. */
+  types: ReadonlySet<string> | null = null;
   /** Settles once the first sync is over (or will never happen: socket closed, daemon stopping). */
   readonly synced: Promise<void>;
   #settle!: () => void;

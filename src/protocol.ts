@@ -10,8 +10,16 @@ export const AuthMessage = z.object({
   token: z.string().min(1, 'token must be a non-empty string').max(8192, 'token is longer than 8192 characters'),
   /** The last cursor the client received: resume from there. */
   after: z.string().min(1, 'after must be a cursor string').max(2048, 'after is longer than 2048 characters').optional(),
+  /** Only alerts of these types (empty or absent: all). */
+  types: z.lazy(() => AlertTypes).optional(),
 });
 export const PingMessage = z.object({ type: z.literal('ping') });
+
+/** A category filter: alert `type` values. */
+export const AlertTypes = z
+  .array(z.string().min(1, 'types must be non-empty strings').max(100, 'a type is longer than 100 characters'))
+  .max(50, 'at most 50 types');
+export const SubscribeMessage = z.object({ type: z.literal('subscribe'), types: AlertTypes });
 
 /** Alert ids, as a client may send them (socket `read` and POST /alerts/read). */
 export const AlertIds = z
@@ -30,7 +38,7 @@ export const ReadMessage = z.object({
   all: z.literal(true, 'all must be true').optional(),
 }).refine((m) => (m.ids === undefined) !== (m.all === undefined), 'send either "ids" or "all": true');
 
-export const ClientMessage = z.discriminatedUnion('type', [AuthMessage, PingMessage, ReadMessage]);
+export const ClientMessage = z.discriminatedUnion('type', [AuthMessage, PingMessage, ReadMessage, SubscribeMessage]);
 export type ClientMessage = z.infer<typeof ClientMessage>;
 
 /** An alert as clients receive it: createdAt as ISO-8601, data as JSON. */
@@ -58,6 +66,7 @@ export type ServerMessage =
   | { type: 'delete'; id: string; unread: number; cursor: string }
   | { type: 'synced'; cursor: string; unread: number }
   | { type: 'reset'; reason: string }
+  | { type: 'subscribed'; types: string[]; unread: number }
   | { type: 'pong' }
   | { type: 'error'; code: ErrorCode; message: string };
 

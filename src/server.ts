@@ -28,6 +28,8 @@ export interface ServerOptions {
   hub: Hub;
   /** Starts a new subscriber's sync: it sends `ready`, what was missed, then `synced`. */
   subscribe: (sub: Subscriber) => Promise<void>;
+  /** A user's unread count of the given types (null: all), for `subscribed`. */
+  unread: (userId: string, types: ReadonlySet<string> | null) => Promise<number>;
   /** Marks alerts read for a user; the change then streams back like any UPDATE. */
   markRead: (userId: string, which: { ids: string[] } | { all: true }) => Promise<number>;
   /** GET /alerts, POST /alerts/read. */
@@ -158,12 +160,22 @@ export class Server {
     const parsed = parseClientMessage(rawToString(data));
     if (!parsed.ok) return this.#send(ws, { type: 'error', code: 'bad_message', message: parsed.reason });
     const msg: ClientMessage = parsed.message;
-    if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token, msg.after ?? null);
+    if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token, msg.after ?? null, msg.types ?? []);
     if (!conn.session) {
       this.#opts.log.warn({ reason: 'auth_required', got: msg.type }, 'WebSocket authentication failed: first message was not auth');
       return this.#fail(ws, 'auth_required');
     }
     if (msg.type === 'ping') return this.#send(ws, { type: 'pong' });
+    if (msg.type === 'subscribe') {
+      const sub = conn.sub!;
+      sub.types = msg.types.length === 0 ? null : new Set(msg.types);
+      try {
+        sub.unread = await this.#opts.unread(sub.userId, sub.types);
+      } catch (err) {
+        this.#opts.log.warn({ err: (err as Error).message }, 'counting unread alerts failed');
+      }
+      return this.#send(ws, { type: 'subscribed', types: [...(sub.types ?? [])], unread: sub.unread });
+    }
     if (msg.type === 'read') {
       try {
         await this.#opts.markRead(conn.session.userId, msg.all ? { all: true } : { ids: msg.ids! });
@@ -174,7 +186,7 @@ export class Server {
     }
   }
 
-  async #authenticate(ws: WebSocket, conn: Conn, token: string, after: string | null): Promise<void> {
+  async #authenticate(ws: WebSocket, conn: Conn, token: string, after: string | null, types: string[]): Promise<void> {
     const { log, hub, key } = this.#opts;
     const result = await verifySessionToken(token, key);
     if (ws.readyState !== ws.OPEN) return;
@@ -195,6 +207,7 @@ export class Server {
       return;
     }
     conn.sub = new Subscriber(ws, session.userId, session.email, after);
+    if (types.length > 0) conn.sub.types = new Set(types);
     hub.add(conn.sub);
     log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
     // Later messages from this socket wait until it is live (its queue awaits this).

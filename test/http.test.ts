@@ -80,6 +80,19 @@ describe('GET /alerts', () => {
     tab.close();
   });
 
+  it('&types=a,b filters the list, the changes and the unread count', async () => {
+    const token = await tokenFor('carol');
+    const before = await get('/alerts?types=billing', token);
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('carol', 'billing', 'cb'), ('carol', 'security', 'cs'), ('carol', 'general', 'cg')`);
+    const list = await get('/alerts?types=billing,security', token);
+    expect(list.body.alerts.map((a: any) => a.title).sort()).toEqual(['cb', 'cs']);
+    expect(list.body.unread).toBe(2);
+    const since = await get(`/alerts?types=billing&after=${encodeURIComponent(before.body.cursor)}`, token);
+    expect(since.body.alerts.map((a: any) => a.title)).toEqual(['cb']);
+    expect(since.body.unread).toBe(1);
+    expect((await get(`/alerts?types=${'x,'.repeat(60)}`, token)).body).toEqual({ error: 'bad_request', message: 'types: at most 50 types' });
+  });
+
   it.each([
     ['no Authorization header', undefined, 'send the session token as "Authorization: Bearer <token>"'],
     ['a token signed with another secret', async () => tokenFor('alice', { secret: 'another-secret-another-secret-123456' }), 'Invalid session token'],
@@ -158,9 +171,10 @@ describe('alertsHandler mounted in an app', () => {
     const res = await handler(new Request('http://app.local/api/alerts?limit=5', { headers: { authorization: `Bearer ${token}` } }));
     expect(res.status).toBe(200);
     const body = (await res.json()) as any;
-    expect(body).toMatchObject({ unread: 0, cursor: expect.stringMatching(/^1\./) });
-    const read = await handler(new Request('http://app.local/api/alerts/read', { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: '{"all":true}' }));
-    expect(await read.json()).toEqual({ updated: 0 });
+    expect(body).toMatchObject({ unread: expect.any(Number), cursor: expect.stringMatching(/^1\./) });
+    const readAll = () => handler(new Request('http://app.local/api/alerts/read', { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: '{"all":true}' }));
+    expect(await (await readAll()).json()).toEqual({ updated: body.unread });
+    expect(await (await readAll()).json()).toEqual({ updated: 0 });
     const missing = await handler(new Request('http://app.local/api/other', { headers: { authorization: `Bearer ${token}` } }));
     expect(missing.status).toBe(404);
     await appDb.destroy();

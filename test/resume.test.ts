@@ -25,7 +25,7 @@ async function tab(userId: string): Promise<Tab> {
 beforeAll(async () => {
   db = await freshDatabase();
   dbName = new URL(db).pathname.slice(1);
-  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gus', 'hank', 'ivy']) await createUser(db, u);
+  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gus', 'hank', 'ivy', 'kim']) await createUser(db, u);
   daemon = await startTestDaemon(db);
 });
 afterAll(async () => {
@@ -191,6 +191,40 @@ describe('live state', () => {
     }
     t1.close();
     t2.close();
+  });
+});
+
+describe('category filter', () => {
+  it('{"type":"subscribe","types":[…]} sends only those types, with the unread count of those types; [] means all again', async () => {
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('kim', 'billing', 'b0'), ('kim', 'general', 'g0')`);
+    const t = await tab('kim');
+    expect(t.client!.of('synced')[0].unread).toBe(2);
+    t.client!.send({ type: 'subscribe', types: ['billing'] });
+    expect(await t.client!.next((m) => m.type === 'subscribed')).toEqual({ type: 'subscribed', types: ['billing'], unread: 1 });
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('kim', 'general', 'g1'), ('kim', 'billing', 'b1')`);
+    const n = await t.client!.next((m) => m.type === 'notification');
+    expect(n).toMatchObject({ alert: { title: 'b1', type: 'billing' }, unread: 2 });
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('kim', 'billing', 'b2')`);
+    await t.client!.count('notification', 2);
+    expect(t.client!.alerts().map((a) => a.title)).toEqual(['b1', 'b2']);
+
+    t.client!.send({ type: 'subscribe', types: [] });
+    await until(() => t.client!.of('subscribed').length === 2, 5000, 'second subscribed');
+    expect(t.client!.of('subscribed')[1]).toEqual({ type: 'subscribed', types: [], unread: 5 });
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('kim', 'general', 'g2')`);
+    await t.client!.count('notification', 3);
+    expect(t.client!.alerts().at(-1)).toMatchObject({ title: 'g2' });
+
+    // A resume can carry the filter too: only the billing alert written while away is replayed.
+    const cursor = t.cursor!;
+    t.drop();
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('kim', 'general', 'g3'), ('kim', 'billing', 'b3')`);
+    const c = await TestClient.connect(daemon.url);
+    c.send({ type: 'auth', token: await tokenFor('kim'), after: cursor, types: ['billing'] });
+    await c.next((m) => m.type === 'synced');
+    expect(c.alerts().map((a) => a.title)).toEqual(['b3']);
+    expect(c.of('synced')[0].unread).toBe(4);
+    c.close();
   });
 });
 

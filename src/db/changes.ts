@@ -33,8 +33,8 @@ export type Change = AlertChange | DeleteChange;
 export interface ChangeBatch {
   /** In transaction order (the order asked for, or ascending), then row order; deletes after rows. */
   changes: Change[];
-  /** Unread count of every user with a change (and, for reads by cursor, every user asked about). */
-  unread: Map<string, number>;
+  /** Unread counts by type of every user with a change (and, for reads by cursor, every user asked about). */
+  unread: Map<string, UnreadByType>;
 }
 
 export interface SinceBatch extends ChangeBatch {
@@ -66,6 +66,20 @@ interface Row {
   n: string | null;
 }
 
+/** A user's unread count per alert type, as a JSON object (uses the partial unread index). */
+const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, c.n), '{}') FROM (
+      SELECT x.type, count(*) AS n FROM "Alert" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
+
+/** Unread alerts of a user by type. */
+export type UnreadByType = Record<string, number>;
+
+/** The unread count a subscriber sees: of the types it subscribed to, or of all. */
+export function unreadOf(byType: UnreadByType | undefined, types: ReadonlySet<string> | null): number {
+  let n = 0;
+  for (const [type, count] of Object.entries(byType ?? {})) if (types === null || types.has(type)) n += count;
+  return n;
+}
+
 const CHANGES_BY_TXIDS = `
     WITH ch AS (
       SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
@@ -81,8 +95,7 @@ const CHANGES_BY_TXIDS = `
     UNION ALL
     SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl
     UNION ALL
-    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           (SELECT count(*) FROM "Alert" x WHERE x."userId" = u."userId" AND NOT x.read)
+    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
 `;
 
@@ -124,8 +137,7 @@ const CHANGES_SINCE = `
     UNION ALL
     SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl
     UNION ALL
-    SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           (SELECT count(*) FROM "Alert" x WHERE x."userId" = req.uid AND NOT x.read)
+    SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('req.uid')}, NULL, NULL, NULL, NULL, NULL, NULL
       FROM req
     UNION ALL
     SELECT 's', st."databaseId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -159,17 +171,25 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), prunedTxid: BigInt(s.seq!), databaseId: s.id!, truncated };
 }
 
-/** A user's newest alerts, newest first (the bell's list). */
-export async function newestAlerts(db: Q, userId: string, limit: number): Promise<WireAlert[]> {
-  const rows = await db
+/** A user's newest alerts, newest first (the bell's list), optionally only of some types. */
+export async function newestAlerts(db: Q, userId: string, limit: number, types: ReadonlySet<string> | null = null): Promise<WireAlert[]> {
+  let q = db
     .selectFrom('Alert')
     .select(['id', 'userId', 'type', 'title', 'message', 'link', 'data', 'read', 'createdAt'])
-    .where('userId', '=', userId)
+    .where('userId', '=', userId);
+  if (types !== null) q = q.where(sql<boolean>`type = ANY(${[...types]}::text[])`);
+  const rows = await q
     .orderBy('createdAt', 'desc')
     .orderBy('id', 'desc')
     .limit(limit)
     .execute();
   return rows.map((r) => ({ ...r, createdAt: r.createdAt.toISOString() }));
+}
+
+/** A user's unread alerts by type. */
+export async function unreadCounts(db: Q, userId: string): Promise<UnreadByType> {
+  const rows = await preparedQuery<{ c: UnreadByType }>(db, 'pgbell_unread', `SELECT ${UNREAD_BY_TYPE('$1::text')} AS c`, [userId]);
+  return rows[0]?.c ?? {};
 }
 
 /** The id that goes into cursors; written once by the migration. */
@@ -209,7 +229,7 @@ export async function pruneTombstones(db: Q, hours: number): Promise<number> {
 
 function collect(rows: Row[]): ChangeBatch {
   const changes: Change[] = [];
-  const unread = new Map<string, number>();
+  const unread = new Map<string, UnreadByType>();
   for (const r of rows) {
     if (r.k === 'a') {
       changes.push({
@@ -232,7 +252,7 @@ function collect(rows: Row[]): ChangeBatch {
     } else if (r.k === 'd') {
       changes.push({ kind: 'delete', txid: BigInt(r.tx!), id: r.id!, userId: r.userId! });
     } else if (r.k === 'u') {
-      unread.set(r.userId!, Number(r.n));
+      unread.set(r.userId!, r.data as UnreadByType);
     }
   }
   return { changes, unread };

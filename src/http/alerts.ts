@@ -5,6 +5,7 @@
  *
  *   GET  …/alerts?limit=50       newest first, unread count, and a cursor to go live from
  *   GET  …/alerts?after=<cursor> changes since the cursor, oldest first (the polling fallback)
+ *   (both take &types=a,b: only alerts of those types, and their unread count)
  *   POST …/alerts/read           {"ids":[…]} or {"all":true}
  *
  * Routes match on the end of the path, so the handler works under any prefix.
@@ -12,10 +13,10 @@
 import { z } from 'zod';
 import { verifySessionToken } from '../auth.js';
 import { CursorState, decodeCursor } from '../cursor.js';
-import { changesSince, databaseId as readDatabaseId, markRead, newestAlerts, type Change } from '../db/changes.js';
+import { changesSince, databaseId as readDatabaseId, markRead, newestAlerts, unreadOf, type Change } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import type { HttpErrorCode } from '../errors.js';
-import { ReadRequest, type WireAlert } from '../protocol.js';
+import { AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
 
 export const DEFAULT_LIST_LIMIT = 50;
 export const MAX_LIST_LIMIT = 200;
@@ -66,17 +67,21 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
 
     try {
       if (route === 'read') return await read(req, userId, cors);
+      const typesParam = url.searchParams.get('types');
+      const parsedTypes = AlertTypes.safeParse(typesParam === null ? [] : typesParam.split(',').filter(Boolean));
+      if (!parsedTypes.success) return error(400, 'bad_request', `types: ${parsedTypes.error.issues[0]!.message}`, cors);
+      const types = parsedTypes.data.length === 0 ? null : new Set(parsedTypes.data);
       const after = url.searchParams.get('after');
-      if (after !== null) return await since(after, userId, cors);
+      if (after !== null) return await since(after, userId, types, cors);
       const limit = Limit.safeParse(url.searchParams.get('limit') ?? DEFAULT_LIST_LIMIT);
       if (!limit.success) return error(400, 'bad_request', limit.error.issues[0]!.message, cors);
-      return await list(limit.data, userId, cors);
+      return await list(limit.data, userId, types, cors);
     } catch (err) {
       return error(503, 'unavailable', `the database is unavailable: ${(err as Error).message}`, { ...cors, 'retry-after': '1' });
     }
   };
 
-  async function list(limit: number, userId: string, cors: Record<string, string>): Promise<Response> {
+  async function list(limit: number, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
     const id = await databaseId();
     // One snapshot for the list and the cursor: going live from this cursor misses nothing
     // the list does not show and repeats nothing it does.
@@ -84,13 +89,13 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       .transaction()
       .setIsolationLevel('repeatable read')
       .setAccessMode('read only')
-      .execute(async (trx) => ({ alerts: await newestAlerts(trx, userId, limit), changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
+      .execute(async (trx) => ({ alerts: await newestAlerts(trx, userId, limit, types), changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
     const cursor = new CursorState(changes.xmin);
     for (const c of changes.changes) cursor.add(c.txid);
-    return json(200, { alerts, unread: changes.unread.get(userId) ?? 0, cursor: cursor.encode(id) }, cors);
+    return json(200, { alerts, unread: unreadOf(changes.unread.get(userId), types), cursor: cursor.encode(id) }, cors);
   }
 
-  async function since(after: string, userId: string, cors: Record<string, string>): Promise<Response> {
+  async function since(after: string, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
     const id = await databaseId();
     const decoded = decodeCursor(after, id);
     if (!decoded.ok) return error(410, 'cursor_reset', `${decoded.reason}; reload with GET /alerts`, cors);
@@ -101,10 +106,10 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     else if (res.prunedTxid > 0n && from.horizon <= res.prunedTxid) reset = 'cursor is older than the retained deletes';
     else if (res.truncated.has(userId)) reset = `more than ${opts.maxReplay} changes since the cursor`;
     if (reset) return error(410, 'cursor_reset', `${reset}; reload with GET /alerts`, cors);
-    const fresh = res.changes.filter((c) => !from.has(c.txid));
+    const fresh = res.changes.filter((c) => !from.has(c.txid) && (types === null || c.kind === 'delete' || types.has(c.alert.type)));
     const next = new CursorState(res.xmin, from.ids);
     for (const c of res.changes) next.add(c.txid);
-    return json(200, { ...split(fresh), unread: res.unread.get(userId) ?? 0, cursor: next.encode(id) }, cors);
+    return json(200, { ...split(fresh), unread: unreadOf(res.unread.get(userId), types), cursor: next.encode(id) }, cors);
   }
 
   async function read(req: Request, userId: string, cors: Record<string, string>): Promise<Response> {
