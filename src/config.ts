@@ -32,6 +32,7 @@ const schema = z.object({
     .optional(),
   PORT: int(0, 65535).default(8080),
   HOST: z.string().trim().min(1).optional(),
+  DEMO_PORT: int(0, 65535).default(3007),
   HEARTBEAT_MS: int(100, 3_600_000).default(30_000),
   AUTH_TIMEOUT_MS: int(50, 600_000).default(5_000),
   PGBELL_CHANNEL: z
@@ -60,6 +61,7 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['SESSION_SECRET', 'HS256 key for session tokens, >= 32 chars (required for start/token; `dev` generates one)'],
   ['PORT', 'HTTP + WebSocket port (default 8080)'],
   ['HOST', 'interface to bind (default: all)'],
+  ['DEMO_PORT', '`dev` only: port of the demo app with the live bell (default 3007)'],
   ['HEARTBEAT_MS', 'ping interval; a socket that misses a pong is dropped (default 30000)'],
   ['AUTH_TIMEOUT_MS', 'time allowed for the first {"type":"auth"} message (default 5000)'],
   ['PGBELL_CHANNEL', 'NOTIFY channel used by the trigger and the listener (default pgbell)'],

@@ -12,6 +12,7 @@ import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { ensureUser } from './db/users.js';
 import { createDb } from './db/connect.js';
 import { migrate } from './db/migrate.js';
+import { startDemoServer, type DemoServer } from './demo/server.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';
 import { createLogger } from './log.js';
 
@@ -39,12 +40,33 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
       await db.destroy();
     }
     const daemon = await startDaemon(daemonOptions(config, { databaseUrl, sessionSecret, log }));
-    const token = await signSessionToken(secretKey(sessionSecret), { userId: DEMO_USER.id, email: DEMO_USER.email, ttlSeconds: 7 * 86400 });
+    const key = secretKey(sessionSecret);
+    const token = await signSessionToken(key, { userId: DEMO_USER.id, email: DEMO_USER.email, ttlSeconds: 7 * 86400 });
     const sql = `INSERT INTO \\"Alert\\" (\\"userId\\", title, message) VALUES ('${DEMO_USER.id}', 'Hello from psql', 'Inserted by hand')`;
+    const appDb = createDb(databaseUrl, { applicationName: 'pgbell-demo', max: 3 });
+    let demo: DemoServer;
+    try {
+      demo = await startDemoServer({
+        port: config.DEMO_PORT,
+        host: config.HOST,
+        db: appDb,
+        key,
+        wsUrl: daemon.url,
+        user: DEMO_USER,
+        psql: `psql "${databaseUrl}" -c "${sql}"`,
+        maxReplay: config.MAX_REPLAY,
+        log,
+      });
+    } catch (err) {
+      await daemon.stop();
+      await appDb.destroy();
+      throw err;
+    }
     process.stdout.write(
       [
         '',
         'pgbell is running.',
+        `  Demo app:   ${demo.url}   (the live bell; open it in a browser)`,
         `  WebSocket:  ${daemon.url}`,
         `  Health:     ${daemon.url.replace(/^ws/, 'http')}health`,
         `  Database:   ${databaseUrl}${embedded ? '  (embedded, data in .pgbell/)' : ''}`,
@@ -61,6 +83,8 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
       ].join('\n'),
     );
     await untilSignal(daemon, log);
+    await demo.close();
+    await appDb.destroy();
     return 0;
   } finally {
     if (embedded) {

@@ -23,11 +23,12 @@ afterAll(async () => {
 
 async function startDev(cwd: string, env: Record<string, string> = {}, as?: { uid: number; gid: number }) {
   const port = await freePort();
-  const p = launch(['dev'], cleanEnv({ PORT: String(port), ...env }), cwd, as);
+  const p = launch(['dev'], cleanEnv({ PORT: String(port), DEMO_PORT: '0', ...env }), cwd, as);
   const [, token] = await p.waitFor(/Token: +(\S+)/, 60_000);
   const [, psqlCommand] = await p.waitFor(/\n +(psql .+)\n/);
   const [, wsUrl] = await p.waitFor(/WebSocket: +(\S+)/);
-  return { p, port, token: token!, psqlCommand: psqlCommand!, wsUrl: wsUrl! };
+  const [, demoUrl] = await p.waitFor(/Demo app: +(\S+)/);
+  return { p, port, token: token!, psqlCommand: psqlCommand!, wsUrl: wsUrl!, demoUrl: demoUrl! };
 }
 
 describe('pgbell dev', () => {
@@ -38,6 +39,14 @@ describe('pgbell dev', () => {
 
     const first = await startDev(cwd);
     expect(first.wsUrl).toBe(`ws://localhost:${first.port}/`);
+    // The demo app: its page, a dev token for the demo user, and /alerts mounted beside them.
+    const page = await fetch(first.demoUrl);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<script src="/app.js"></script>');
+    expect((await fetch(new URL('/app.js', first.demoUrl))).status).toBe(200);
+    const { token: demoToken } = (await (await fetch(new URL('/api/token', first.demoUrl))).json()) as { token: string };
+    const list = await fetch(new URL('/alerts', first.demoUrl), { headers: { authorization: `Bearer ${demoToken}` } });
+    expect(await list.json()).toMatchObject({ alerts: [], unread: 0 });
     const c = await TestClient.ready(`ws://127.0.0.1:${first.port}/`, first.token);
     expect(c.messages[0]).toEqual({ type: 'ready', userId: 'demo-user', email: 'demo@pgbell.dev', unread: 0 });
     await sh('bash', ['-c', first.psqlCommand]);

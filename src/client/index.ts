@@ -1,0 +1,378 @@
+/**
+ * `pgbell/client`: the browser side, framework-free (browsers and Node). It loads the list over
+ * HTTP, goes live over the WebSocket from the list's cursor, keeps `alerts` / `unread` / `status`,
+ * reconnects with exponential backoff and full jitter, and polls `GET /alerts?after=` while the
+ * socket is down. Every switch resumes from the last cursor, and alerts are kept by id, so
+ * nothing is missed or shown twice across the switches.
+ */
+
+export type Status = 'connecting' | 'live' | 'polling' | 'offline';
+
+export interface Alert {
+  id: string;
+  userId: string;
+  type: string;
+  title: string;
+  message: string;
+  link: string | null;
+  data: unknown;
+  read: boolean;
+  createdAt: string;
+}
+
+export interface State {
+  /** Newest first. */
+  alerts: readonly Alert[];
+  unread: number;
+  status: Status;
+}
+
+/** The part of the WebSocket API the client uses: the browser's, or the `ws` package's. */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+export type SocketConstructor = new (url: string) => SocketLike;
+
+export interface ClientOptions {
+  /** WebSocket URL of the daemon, e.g. ws://localhost:8080/ */
+  url: string;
+  /** URL of the /alerts handler, e.g. https://app.example.com/api/alerts. Without it: no list, no polling. */
+  pollUrl?: string;
+  /** A session token, or a function returning a fresh one (called on every connect and before expiry). */
+  token?: string;
+  getToken?: () => string | Promise<string>;
+  /** Poll interval while the socket is down (default 60 s). */
+  pollIntervalMs?: number;
+  /** Reconnect backoff: full jitter over base·2^attempt, capped (defaults 500 ms, 30 s); reset after `stableMs` live (10 s). */
+  backoff?: { baseMs?: number; capMs?: number; stableMs?: number };
+  /** How many alerts to load with the list (default 50). */
+  limit?: number;
+  /** Only these alert types (default: all). */
+  types?: string[];
+  /** Log what happens to the console. */
+  debug?: boolean;
+  /** Defaults to globalThis.WebSocket. */
+  WebSocket?: SocketConstructor;
+  /** Defaults to globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** Defaults to console.log. */
+  logger?: (...args: unknown[]) => void;
+  /** Source of randomness for the jitter (tests). */
+  random?: () => number;
+}
+
+export type Events = {
+  change: [State];
+  status: [Status];
+  notification: [Alert];
+  error: [Error];
+};
+
+/** Delay before reconnect attempt `attempt` (0-based): uniform in [0, min(cap, base·2^attempt)). */
+export function backoffDelay(attempt: number, baseMs = 500, capMs = 30_000, random: () => number = Math.random): number {
+  return random() * Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
+}
+
+/** Seconds since the epoch at which a JWT expires, or null if it does not say. */
+export function tokenExpiry(token: string): number | null {
+  try {
+    const part = token.split('.')[1];
+    if (!part) return null;
+    const json = JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/')));
+    return typeof json.exp === 'number' ? json.exp : null;
+  } catch {
+    return null;
+  }
+}
+
+const OPEN = 1;
+
+export class PgbellClient {
+  #state: State = { alerts: [], unread: 0, status: 'connecting' };
+  readonly #byId = new Map<string, Alert>();
+  #cursor: string | undefined;
+  #types: string[];
+  #ws: SocketLike | null = null;
+  #live = false;
+  #attempt = 0;
+  #started = false;
+  #stopped = false;
+  #token: string | undefined;
+  #timers = { reconnect: undefined as ReturnType<typeof setTimeout> | undefined, poll: undefined as ReturnType<typeof setTimeout> | undefined, stable: undefined as ReturnType<typeof setTimeout> | undefined, refresh: undefined as ReturnType<typeof setTimeout> | undefined };
+  readonly #listeners: { [K in keyof Events]: Set<(...args: Events[K]) => void> } = { change: new Set(), status: new Set(), notification: new Set(), error: new Set() };
+  readonly #o: Required<Pick<ClientOptions, 'pollIntervalMs' | 'limit'>> & ClientOptions;
+
+  constructor(options: ClientOptions) {
+    if (!options.token && !options.getToken) throw new Error('pgbell client: pass `token` or `getToken`');
+    this.#o = { pollIntervalMs: 60_000, limit: 50, ...options };
+    this.#types = options.types ?? [];
+  }
+
+  get state(): State {
+    return this.#state;
+  }
+
+  getState = (): State => this.#state;
+
+  on<K extends keyof Events>(event: K, fn: (...args: Events[K]) => void): () => void {
+    this.#listeners[event].add(fn);
+    return () => this.#listeners[event].delete(fn);
+  }
+
+  /** Loads the list (if `pollUrl`), then goes live. */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    this.#setStatus('connecting');
+    if (this.#o.pollUrl) await this.#loadList().catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
+    if (!this.#stopped) void this.#connect();
+  }
+
+  /** Closes the socket and stops every timer. */
+  stop(): void {
+    this.#stopped = true;
+    for (const t of Object.values(this.#timers)) clearTimeout(t);
+    const ws = this.#ws;
+    this.#ws = null;
+    ws?.close(1000, 'client stopped');
+  }
+
+  async markRead(ids: readonly string[]): Promise<void> {
+    const changed = ids.filter((id) => this.#byId.get(id)?.read === false);
+    if (changed.length === 0) return;
+    for (const id of changed) this.#byId.set(id, { ...this.#byId.get(id)!, read: true });
+    this.#emitChange({ unread: Math.max(0, this.#state.unread - changed.length) });
+    await this.#sendRead({ ids: changed });
+  }
+
+  async markAllRead(): Promise<void> {
+    for (const [id, a] of this.#byId) if (!a.read) this.#byId.set(id, { ...a, read: true });
+    this.#emitChange({ unread: 0 });
+    await this.#sendRead({ all: true });
+  }
+
+  /** Only alerts of these types from now on ([] = all); the list is reloaded for them. */
+  async subscribe(types: readonly string[]): Promise<void> {
+    this.#types = [...types];
+    this.#byId.clear();
+    this.#emitChange({});
+    if (this.#live && this.#ws?.readyState === OPEN) this.#ws.send(JSON.stringify({ type: 'subscribe', types: this.#types }));
+    if (this.#o.pollUrl) await this.#loadList().catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
+  }
+
+  async #getToken(): Promise<string> {
+    this.#token = this.#o.getToken ? await this.#o.getToken() : this.#o.token!;
+    return this.#token;
+  }
+
+  async #connect(): Promise<void> {
+    if (this.#stopped) return;
+    let token: string;
+    try {
+      token = await this.#getToken();
+    } catch (err) {
+      this.#emit('error', err as Error);
+      return this.#onDisconnect();
+    }
+    const Ctor = this.#o.WebSocket ?? (globalThis as { WebSocket?: SocketConstructor }).WebSocket;
+    if (!Ctor) throw new Error('pgbell client: no WebSocket implementation; pass options.WebSocket');
+    const ws = new Ctor(this.#o.url);
+    this.#ws = ws;
+    ws.onopen = () => {
+      this.#log('✅ WebSocket connected, authenticating...');
+      ws.send(JSON.stringify({ type: 'auth', token, ...(this.#cursor ? { after: this.#cursor } : {}), ...(this.#types.length ? { types: this.#types } : {}) }));
+    };
+    ws.onmessage = (ev) => this.#onMessage(String(ev.data));
+    ws.onerror = () => {};
+    ws.onclose = (ev) => {
+      if (this.#ws !== ws) return;
+      this.#ws = null;
+      if (ev.code === 4401) this.#token = undefined;
+      this.#onDisconnect();
+    };
+  }
+
+  #onDisconnect(): void {
+    if (this.#stopped) return;
+    const wasLive = this.#live;
+    this.#live = false;
+    clearTimeout(this.#timers.stable);
+    clearTimeout(this.#timers.refresh);
+    if (wasLive || this.#state.status === 'connecting') {
+      if (this.#o.pollUrl) this.#log('🔌 WebSocket disconnected, using polling fallback');
+      else this.#log('🔌 WebSocket disconnected');
+    }
+    if (this.#o.pollUrl) {
+      if (this.#state.status !== 'polling' && this.#state.status !== 'offline') this.#setStatus('polling');
+      if (this.#timers.poll === undefined) this.#schedulePoll(0);
+    } else {
+      this.#setStatus('offline');
+    }
+    const delay = backoffDelay(this.#attempt++, this.#o.backoff?.baseMs, this.#o.backoff?.capMs, this.#o.random);
+    this.#timers.reconnect = setTimeout(() => void this.#connect(), delay);
+  }
+
+  #onMessage(text: string): void {
+    let m: any;
+    try {
+      m = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (typeof m.cursor === 'string') this.#cursor = m.cursor;
+    switch (m.type) {
+      case 'ready':
+        this.#log(`✅ WebSocket authenticated: ${m.email ?? m.userId}`);
+        this.#scheduleRefresh();
+        return this.#emitChange({ unread: m.unread });
+      case 'reset':
+        this.#log('♻️ Cursor reset by the server, reloading:', m.reason);
+        this.#byId.clear();
+        this.#emitChange({});
+        if (this.#o.pollUrl) void this.#loadList(false).catch(() => {});
+        return;
+      case 'synced':
+        this.#live = true;
+        clearTimeout(this.#timers.poll);
+        this.#timers.poll = undefined;
+        this.#timers.stable = setTimeout(() => (this.#attempt = 0), this.#o.backoff?.stableMs ?? 10_000);
+        this.#setStatus('live');
+        return this.#emitChange({ unread: m.unread });
+      case 'notification':
+        this.#byId.set(m.alert.id, m.alert);
+        this.#log('📬 Real-time notification received:', m.alert.title);
+        this.#emitChange({ unread: m.unread });
+        return this.#emit('notification', m.alert);
+      case 'update':
+        this.#byId.set(m.alert.id, m.alert);
+        return this.#emitChange({ unread: m.unread });
+      case 'delete':
+        this.#byId.delete(m.id);
+        return this.#emitChange({ unread: m.unread });
+      case 'subscribed':
+        return this.#emitChange({ unread: m.unread });
+      case 'error':
+        this.#log('⚠️ Server error:', m.code, m.message);
+        return this.#emit('error', new Error(`${m.code}: ${m.message}`));
+    }
+  }
+
+  /** Re-authenticates the open socket with a fresh token a minute before the current one expires. */
+  #scheduleRefresh(): void {
+    clearTimeout(this.#timers.refresh);
+    const exp = this.#token ? tokenExpiry(this.#token) : null;
+    if (exp === null || !this.#o.getToken) return;
+    const inMs = Math.max(5_000, exp * 1000 - Date.now() - 60_000);
+    this.#timers.refresh = setTimeout(async () => {
+      try {
+        const token = await this.#getToken();
+        if (this.#ws?.readyState === OPEN) this.#ws.send(JSON.stringify({ type: 'auth', token }));
+      } catch (err) {
+        this.#emit('error', err as Error);
+      }
+    }, inMs);
+  }
+
+  #schedulePoll(delay: number): void {
+    clearTimeout(this.#timers.poll);
+    this.#timers.poll = setTimeout(async () => {
+      if (this.#live || this.#stopped) {
+        this.#timers.poll = undefined;
+        return;
+      }
+      try {
+        await this.#poll();
+        if (!this.#live) this.#setStatus('polling');
+      } catch (err) {
+        if (!this.#live) this.#setStatus('offline');
+        this.#log('⚠️ Polling failed:', (err as Error).message);
+      }
+      if (!this.#live && !this.#stopped) this.#schedulePoll(this.#o.pollIntervalMs);
+      else this.#timers.poll = undefined;
+    }, delay);
+  }
+
+  async #poll(): Promise<void> {
+    if (!this.#cursor) return this.#loadList();
+    const res = await this.#http(`?after=${encodeURIComponent(this.#cursor)}${this.#typesParam()}`);
+    if (res.status === 410) return this.#loadList(false);
+    const body = (await this.#json(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string };
+    if (this.#live) return; // the socket came back meanwhile and is authoritative
+    for (const a of body.alerts) {
+      if (!this.#byId.has(a.id)) this.#log('📬 Notification received by polling:', a.title);
+      this.#byId.set(a.id, a);
+    }
+    for (const id of body.deleted) this.#byId.delete(id);
+    this.#cursor = body.cursor;
+    this.#emitChange({ unread: body.unread });
+  }
+
+  /** GET the newest alerts; with `takeCursor`, resume from the list's snapshot. */
+  async #loadList(takeCursor = true): Promise<void> {
+    const res = await this.#http(`?limit=${this.#o.limit}${this.#typesParam()}`);
+    const body = (await this.#json(res)) as { alerts: Alert[]; unread: number; cursor: string };
+    for (const a of body.alerts) this.#byId.set(a.id, a);
+    if (takeCursor || !this.#cursor) this.#cursor = body.cursor;
+    this.#emitChange({ unread: body.unread });
+  }
+
+  async #sendRead(body: { ids: string[] } | { all: true }): Promise<void> {
+    if (this.#live && this.#ws?.readyState === OPEN) {
+      this.#ws.send(JSON.stringify({ type: 'read', ...body }));
+      return;
+    }
+    if (!this.#o.pollUrl) return;
+    const res = await this.#http('/read', { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+    await this.#json(res);
+  }
+
+  #typesParam(): string {
+    return this.#types.length ? `&types=${encodeURIComponent(this.#types.join(','))}` : '';
+  }
+
+  async #http(suffix: string, init: RequestInit = {}): Promise<Response> {
+    const f = this.#o.fetch ?? globalThis.fetch;
+    const base = this.#o.pollUrl!.replace(/\/+$/, '');
+    const url = suffix.startsWith('?') ? `${base}${suffix}` : `${base}${suffix}`;
+    let res = await f(url, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${this.#token ?? (await this.#getToken())}` } });
+    if (res.status === 401) res = await f(url, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${await this.#getToken()}` } });
+    return res;
+  }
+
+  async #json(res: Response): Promise<unknown> {
+    const body = (await res.json()) as { error?: string; message?: string };
+    if (!res.ok) throw new Error(`${res.status} ${body.error ?? ''}: ${body.message ?? ''}`);
+    return body;
+  }
+
+  #setStatus(status: Status): void {
+    if (this.#state.status === status) return;
+    this.#state = { ...this.#state, status };
+    this.#emit('status', status);
+    this.#emit('change', this.#state);
+  }
+
+  #emitChange(patch: { unread?: number }): void {
+    const alerts = [...this.#byId.values()].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id < b.id ? 1 : -1));
+    this.#state = { ...this.#state, alerts, ...(typeof patch.unread === 'number' ? { unread: patch.unread } : {}) };
+    this.#emit('change', this.#state);
+  }
+
+  #emit<K extends keyof Events>(event: K, ...args: Events[K]): void {
+    for (const fn of this.#listeners[event]) fn(...args);
+  }
+
+  #log(...args: unknown[]): void {
+    if (this.#o.debug) (this.#o.logger ?? console.log)(...args);
+  }
+}
+
+export function createClient(options: ClientOptions): PgbellClient {
+  return new PgbellClient(options);
+}

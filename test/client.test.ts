@@ -1,0 +1,178 @@
+/**
+ * pgbell/client in Node, against a real daemon and a real /alerts server (as an app would mount
+ * it), over real sockets (the `ws` package stands in for the browser's WebSocket).
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import WebSocket from 'ws';
+import { secretKey } from '../src/auth.js';
+import { backoffDelay, PgbellClient, tokenExpiry, type SocketConstructor, type Status } from '../src/client/index.js';
+import { createDb, type Db } from '../src/db/connect.js';
+import { alertsHandler } from '../src/http/alerts.js';
+import { handleWithFetch } from '../src/http/node.js';
+import { SECRET, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { until } from './helpers/tab.js';
+
+let db: string;
+let kdb: Db;
+let app: http.Server;
+let appUrl: string;
+
+beforeAll(async () => {
+  db = await freshDatabase();
+  for (const u of ['ann', 'ben', 'cat']) await createUser(db, u);
+  kdb = createDb(db);
+  const handler = alertsHandler({ db: kdb, key: secretKey(SECRET), allowedOrigins: [], maxReplay: 1000 });
+  app = http.createServer((req, res) => void handleWithFetch(req, res, handler));
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+  appUrl = `http://127.0.0.1:${(app.address() as AddressInfo).port}/alerts`;
+});
+afterAll(async () => {
+  await new Promise((r) => app?.close(r));
+  await kdb?.destroy();
+});
+
+const WS = WebSocket as unknown as SocketConstructor;
+
+describe('backoff', () => {
+  it('full jitter over 500 ms · 2^attempt, capped at 30 s', () => {
+    expect([0, 1, 2, 3, 4, 5, 6, 7, 10].map((a) => backoffDelay(a, 500, 30_000, () => 0.999999)).map(Math.round)).toEqual([500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+    expect(backoffDelay(3, 500, 30_000, () => 0)).toBe(0);
+    expect(backoffDelay(2, 500, 30_000, () => 0.5)).toBe(1000);
+  });
+
+  it('with fake timers: reconnect attempts follow the schedule while the server is unreachable, status offline without a poll URL', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    try {
+      const attempts: number[] = [];
+      const start = Date.now();
+      class Counting extends WebSocket {
+        constructor(url: string) {
+          super(url);
+          attempts.push(Date.now() - start);
+        }
+      }
+      const statuses: Status[] = [];
+      const client = new PgbellClient({ url: 'ws://127.0.0.1:1/', token: 't', WebSocket: Counting as unknown as SocketConstructor, random: () => 1, backoff: { baseMs: 500, capMs: 2000 } });
+      client.on('status', (s) => statuses.push(s));
+      client.on('error', () => {});
+      await client.start();
+      // Real sockets, fake clock: wait on I/O with setImmediate (not faked), never on setTimeout.
+      const io = async (check: () => boolean) => {
+        for (let i = 0; i < 200_000 && !check(); i++) await new Promise((r) => setImmediate(r));
+        expect(check()).toBe(true);
+      };
+      await io(() => statuses.includes('offline'));
+      expect(client.state.status).toBe('offline');
+      expect(attempts).toHaveLength(1);
+      for (const [wait, expected] of [[500, 2], [1000, 3], [2000, 4], [2000, 5]] as const) {
+        // The refused connection closes (real I/O) and the client schedules its next attempt.
+        await io(() => vi.getTimerCount() > 0);
+        await vi.advanceTimersByTimeAsync(wait - 1);
+        expect(attempts).toHaveLength(expected - 1);
+        await vi.advanceTimersByTimeAsync(1);
+        await io(() => attempts.length === expected);
+        expect(attempts[expected - 1]! - attempts[expected - 2]!).toBe(wait);
+      }
+      client.stop();
+      expect(statuses).toEqual(['offline']);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('tokenExpiry reads exp from a JWT and null from anything else', async () => {
+    const t = await tokenFor('ann', { ttlSeconds: 120 });
+    expect(tokenExpiry(t)).toBeGreaterThan(Date.now() / 1000 + 100);
+    expect(tokenExpiry('nope')).toBeNull();
+  });
+});
+
+describe('client against a daemon', () => {
+  let daemon: TestDaemon | undefined;
+  afterAll(async () => daemon?.stop());
+
+  it('loads the list, goes live, falls back to polling when the daemon stops, goes live again when it returns: no gap, no duplicate', async () => {
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'before start')`);
+    daemon = await startTestDaemon(db);
+    const port = daemon.port;
+    const logs: string[] = [];
+    const statuses: Status[] = [];
+    let tokenCalls = 0;
+    const client = new PgbellClient({
+      url: daemon.url,
+      pollUrl: appUrl,
+      getToken: async () => {
+        tokenCalls++;
+        return tokenFor('ann', { email: 'ann@example.test' });
+      },
+      WebSocket: WS,
+      pollIntervalMs: 150,
+      backoff: { baseMs: 100, capMs: 400 },
+      debug: true,
+      logger: (...a) => logs.push(a.join(' ')),
+    });
+    client.on('status', (s) => statuses.push(s));
+    await client.start();
+    await until(() => client.state.status === 'live', 5000, 'live');
+    expect(client.state.alerts.map((a) => a.title)).toEqual(['before start']);
+    expect(client.state.unread).toBe(1);
+
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'live one'), ('ben', 'not ann''s')`);
+    await until(() => client.state.alerts.length === 2, 5000, 'live alert');
+
+    await daemon.stop();
+    await until(() => client.state.status === 'polling', 5000, 'polling');
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'while the daemon is down')`);
+    await until(() => client.state.alerts.some((a) => a.title === 'while the daemon is down'), 5000, 'alert by polling');
+    expect(client.state.unread).toBe(3);
+
+    daemon = await startTestDaemon(db, { port });
+    await until(() => client.state.status === 'live', 10_000, 'live again');
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'after return')`);
+    await until(() => client.state.alerts.length === 4, 5000, 'alert after return');
+
+    const ids = client.state.alerts.map((a) => a.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    const truth = (await query(db, `SELECT id FROM "Alert" WHERE "userId" = 'ann' ORDER BY "createdAt" DESC, id DESC`)).map((r) => r.id);
+    expect(new Set(ids)).toEqual(new Set(truth));
+    expect(statuses).toEqual(['live', 'polling', 'live']);
+    expect(tokenCalls).toBeGreaterThanOrEqual(2);
+    expect(logs).toEqual(
+      expect.arrayContaining([
+        '✅ WebSocket connected, authenticating...',
+        '✅ WebSocket authenticated: ann@example.test',
+        '📬 Real-time notification received: live one',
+        '🔌 WebSocket disconnected, using polling fallback',
+        '📬 Notification received by polling: while the daemon is down',
+      ]),
+    );
+
+    // markRead while live goes over the socket; the update comes back.
+    await client.markRead([client.state.alerts[0]!.id]);
+    expect(client.state.unread).toBe(3);
+    await until(async () => (await query(db, `SELECT count(*)::int AS n FROM "Alert" WHERE "userId" = 'ann' AND NOT read`))[0]!.n === 3, 5000, 'read in the database');
+    await client.markAllRead();
+    expect(client.state.unread).toBe(0);
+    await until(async () => (await query(db, `SELECT count(*)::int AS n FROM "Alert" WHERE "userId" = 'ann' AND NOT read`))[0]!.n === 0, 5000, 'all read in the database');
+    client.stop();
+  }, 60_000);
+
+  it('subscribe(types) keeps only those types, in the list and live, with their unread count', async () => {
+    daemon ??= await startTestDaemon(db);
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('cat', 'billing', 'b'), ('cat', 'security', 's')`);
+    const client = new PgbellClient({ url: daemon.url, pollUrl: appUrl, token: await tokenFor('cat'), WebSocket: WS });
+    await client.start();
+    await until(() => client.state.status === 'live', 5000, 'live');
+    expect(client.state.unread).toBe(2);
+    await client.subscribe(['billing']);
+    await until(() => client.state.unread === 1 && client.state.alerts.length === 1, 5000, 'filtered');
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('cat', 'security', 's2'), ('cat', 'billing', 'b2')`);
+    await until(() => client.state.alerts.length === 2, 5000, 'b2');
+    expect(client.state.alerts.map((a) => a.title)).toEqual(['b2', 'b']);
+    expect(client.state.unread).toBe(2);
+    client.stop();
+  });
+});
