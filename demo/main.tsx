@@ -50,7 +50,7 @@ function App() {
           <span className="dot" /> <span data-testid="ws-status">{status}</span>
         </span>
         <button className="bell" data-testid="bell" aria-label={`${unread} unread notifications`} onClick={() => setOpen(!open)}>
-          🔔
+          <BellIcon />
           <span className={`badge${unread === 0 ? ' zero' : ''}`} data-testid="bell-count">
             {unread}
           </span>
@@ -93,6 +93,16 @@ function App() {
         <p>Stop the WebSocket daemon and the status turns to <code>polling</code>; new alerts still arrive.</p>
       </main>
     </>
+  );
+}
+
+/** Drawn, not an emoji: the page must look right offline, without an emoji font. */
+function BellIcon() {
+  return (
+    <svg width="22" height="22" viewBox="0 0 24 24" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round" aria-hidden="true">
+      <path d="M18 8a6 6 0 0 0-12 0c0 7-3 9-3 9h18s-3-2-3-9" />
+      <path d="M13.73 21a2 2 0 0 1-3.46 0" />
+    </svg>
   );
 }
 

@@ -118,7 +118,7 @@ function html(config: object): string {
   .status-live .dot { background: #2da44e; }
   .status-polling .dot { background: #d4a72c; }
   .status-offline .dot { background: #cf222e; }
-  .bell { position: relative; font-size: 20px; background: none; border: 0; cursor: pointer; padding: 4px 8px; }
+  .bell { position: relative; display: inline-flex; color: #fff; background: none; border: 0; cursor: pointer; padding: 4px 8px; }
   .badge { position: absolute; top: -2px; right: -4px; min-width: 18px; padding: 0 5px; border-radius: 9px; background: #cf222e; color: #fff; font-size: 11px; font-weight: 700; line-height: 18px; text-align: center; }
   .badge.zero { background: #57606a; }
   .dropdown { position: absolute; top: 52px; right: 12px; width: 380px; max-height: 70vh; overflow: auto; background: #fff; color: #1f2328; border: 1px solid #d0d7de; border-radius: 8px; box-shadow: 0 8px 24px rgba(140,149,159,.3); z-index: 10; }
