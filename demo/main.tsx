@@ -2,7 +2,7 @@
  * The demo bell: a navbar with a status dot and a bell (unread badge, dropdown list, mark read,
  * mark all read, category filter). Everything live comes from pgbell/react; this file only draws.
  */
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { useNotifications, type Alert } from '../src/react/index.js';
 
@@ -30,19 +30,31 @@ async function getToken(): Promise<string> {
   return ((await res.json()) as { token: string }).token;
 }
 
+const options = {
+  url: config.wsUrl,
+  pollUrl: config.pollUrl,
+  getToken,
+  pollIntervalMs: pollParam > 0 ? pollParam : config.pollIntervalMs,
+  debug: true,
+};
+
+/** A second, independent user of the hook: it shares the bell's connection, it does not open one. */
+function TitleCount() {
+  const { unread } = useNotifications(options);
+  useEffect(() => {
+    document.title = unread > 0 ? `(${unread}) pgbell demo` : 'pgbell demo';
+  }, [unread]);
+  return null;
+}
+
 function App() {
-  const { alerts, unread, status, markRead, markAllRead, subscribe } = useNotifications({
-    url: config.wsUrl,
-    pollUrl: config.pollUrl,
-    getToken,
-    pollIntervalMs: pollParam > 0 ? pollParam : config.pollIntervalMs,
-    debug: true,
-  });
+  const { alerts, unread, status, markRead, markAllRead, subscribe } = useNotifications(options);
   const [open, setOpen] = useState(false);
   const [filter, setFilter] = useState('');
 
   return (
     <>
+      <TitleCount />
       <nav className="navbar">
         <span className="brand">pgbell demo</span>
         <span className="spacer" />

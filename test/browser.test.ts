@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey } from '../src/auth.js';
 import { createDb, type Db } from '../src/db/connect.js';
 import { startDemoServer, type DemoServer } from '../src/demo/server.js';
-import { captureLogger, SECRET, startTestDaemon, type TestDaemon } from './helpers/daemon.js';
+import { captureLogger, health, SECRET, startTestDaemon, type TestDaemon } from './helpers/daemon.js';
 import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -82,6 +82,9 @@ describe.skipIf(!haveBrowser)('demo bell in Chromium', () => {
     await page.getByTestId('bell-count').filter({ hasText: String(before + 1) }).waitFor({ timeout: 1000 });
     await page.getByTestId('alert-item').filter({ hasText: 'Hello from psql' }).waitFor({ timeout: 1000 - (Date.now() - t0) });
     expect(lines).toEqual(expect.arrayContaining(['✅ WebSocket connected, authenticating...', `✅ WebSocket authenticated: ${USER.email}`, '📬 Real-time notification received: Hello from psql']));
+    // Two components use the hook (the bell and the page title): one socket for the page.
+    expect(await page.title()).toBe(`(${before + 1}) pgbell demo`);
+    expect((await health(daemon.http)).body.connections).toBe(1);
 
     // PGBELL_SCREENSHOT_DIR=docs refreshes the README's picture.
     const dir = process.env.PGBELL_SCREENSHOT_DIR ?? path.join(os.tmpdir(), 'pgbell-screenshots');

@@ -160,6 +160,28 @@ describe('client against a daemon', () => {
     client.stop();
   }, 60_000);
 
+  it('getToken() is asked again before the token expires, and the open socket re-authenticates with it', async () => {
+    daemon ??= await startTestDaemon(db);
+    let calls = 0;
+    const logs: string[] = [];
+    const client = new PgbellClient({
+      url: daemon.url,
+      getToken: async () => {
+        calls++;
+        return tokenFor('ben', { email: `ben${calls}@example.test`, ttlSeconds: 4 });
+      },
+      refreshLeadMs: 2_500,
+      WebSocket: WS,
+      debug: true,
+      logger: (...a) => logs.push(a.join(' ')),
+    });
+    await client.start();
+    await until(() => logs.includes('✅ WebSocket authenticated: ben2@example.test'), 8000, 're-authentication with the second token');
+    expect(calls).toBe(2);
+    expect(client.state.status).toBe('live');
+    client.stop();
+  });
+
   it('subscribe(types) keeps only those types, in the list and live, with their unread count', async () => {
     daemon ??= await startTestDaemon(db);
     await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('cat', 'billing', 'b'), ('cat', 'security', 's')`);

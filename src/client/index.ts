@@ -63,6 +63,8 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Defaults to console.log. */
   logger?: (...args: unknown[]) => void;
+  /** Re-authenticate with a fresh token this long before the current one expires (default 60 s). */
+  refreshLeadMs?: number;
   /** Source of randomness for the jitter (tests). */
   random?: () => number;
 }
@@ -263,12 +265,12 @@ export class PgbellClient {
     }
   }
 
-  /** Re-authenticates the open socket with a fresh token a minute before the current one expires. */
+  /** Re-authenticates the open socket with a fresh token shortly before the current one expires. */
   #scheduleRefresh(): void {
     clearTimeout(this.#timers.refresh);
     const exp = this.#token ? tokenExpiry(this.#token) : null;
     if (exp === null || !this.#o.getToken) return;
-    const inMs = Math.max(5_000, exp * 1000 - Date.now() - 60_000);
+    const inMs = Math.max(1_000, exp * 1000 - Date.now() - (this.#o.refreshLeadMs ?? 60_000));
     this.#timers.refresh = setTimeout(async () => {
       try {
         const token = await this.#getToken();
