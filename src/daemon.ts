@@ -14,7 +14,7 @@ import { alertsHandler } from './http/alerts.js';
 import { Hub } from './hub.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
-import { Server } from './server.js';
+import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 
 export interface DaemonOptions {
   databaseUrl: string;
@@ -30,6 +30,9 @@ export interface DaemonOptions {
   maxReplay?: number;
   /** Deletes older than this are pruned; older cursors get a reset. */
   tombstoneRetentionHours?: number;
+  /** Origins whose pages may open a socket; 'any' (or unset) skips the check. */
+  socketOrigins?: readonly string[] | 'any';
+  limits?: Partial<Limits>;
   /** Users per catch-up read (tests use a small number to see the batching). */
   syncBatchUsers?: number;
   log?: Logger;
@@ -57,6 +60,15 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     allowedOrigins: config.ALLOWED_ORIGINS,
     maxReplay: config.MAX_REPLAY,
     tombstoneRetentionHours: config.TOMBSTONE_RETENTION_HOURS,
+    socketOrigins: config.ALLOWED_ORIGINS.length > 0 ? config.ALLOWED_ORIGINS : 'any',
+    limits: {
+      maxConnections: config.MAX_CONNECTIONS,
+      maxUnauthenticated: config.MAX_UNAUTHENTICATED,
+      maxPerUser: config.MAX_CONNECTIONS_PER_USER,
+      rateLimit: config.RATE_LIMIT,
+      rateWindowMs: config.RATE_WINDOW_MS,
+      maxBufferedBytes: config.MAX_BUFFERED_BYTES,
+    },
   };
 }
 
@@ -100,6 +112,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     authTimeoutMs: opts.authTimeoutMs,
     key,
     hub,
+    allowedOrigins: opts.socketOrigins ?? 'any',
+    limits: { ...DEFAULT_LIMITS, ...opts.limits },
     subscribe: (sub) => delivery.subscribe(sub),
     markRead: (userId, which) => markRead(db, userId, which),
     unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
@@ -114,6 +128,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     const host = address.family === 'IPv6' ? (address.address === '::' ? 'localhost' : `[${address.address}]`) : address.address === '0.0.0.0' ? 'localhost' : address.address;
     const url = `ws://${host}:${address.port}/`;
     log.info({ port: address.port, channel: opts.channel }, `pgbell listening on ${url} (channel ${opts.channel})`);
+    if ((opts.socketOrigins ?? 'any') === 'any') log.warn('ALLOWED_ORIGINS is not set: WebSocket handshakes from any web origin are accepted (a token is still required)');
     let stopped: Promise<void> | undefined;
     return {
       port: address.port,

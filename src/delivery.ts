@@ -195,6 +195,7 @@ export class Delivery {
     try {
       await this.#syncAll(subs, catchUp);
     } finally {
+      // A paused replay settles too: the socket's later messages need not wait for its backlog.
       if (!catchUp) for (const sub of subs) sub.settle();
     }
   }
@@ -204,7 +205,9 @@ export class Delivery {
     const plans = new Map<Subscriber, { from: CursorState | null; reset: string | null }>();
     for (const sub of subs) {
       if (!sub.open) continue;
-      if (catchUp) {
+      if (sub.resumeFrom) {
+        plans.set(sub, { from: sub.resumeFrom, reset: null });
+      } else if (catchUp) {
         plans.set(sub, { from: sub.cursor, reset: null });
       } else if (sub.after === null) {
         plans.set(sub, { from: null, reset: null });
@@ -248,7 +251,12 @@ export class Delivery {
       else if (res.truncated.has(uid)) reset = `more than ${this.#o.maxReplay} changes since the cursor`;
       if (reset) from = null;
     }
-    if (!catchUp) sub.send(JSON.stringify({ type: 'ready', userId: uid, email: sub.email, unread }));
+    if (!sub.readySent) {
+      sub.send(JSON.stringify({ type: 'ready', userId: uid, email: sub.email, unread }));
+      sub.readySent = true;
+    }
+    const continuing = sub.resumeFrom !== null;
+    sub.resumeFrom = null;
     if (reset) {
       log.info({ userId: uid, reason: reset }, `cursor reset for user ${uid}: ${reset}`);
       sub.send(JSON.stringify({ type: 'reset', reason: reset }));
@@ -256,10 +264,32 @@ export class Delivery {
     let replayed = 0;
     if (from) {
       const cursor = from.encode(databaseId);
-      for (const c of mine) {
-        if (c.txid < from.horizon || from.has(c.txid) || !wants(sub, c)) continue;
-        sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), unread, cursor));
-        replayed++;
+      const sent = new CursorState(from.horizon, from.ids);
+      for (let i = 0; i < mine.length; ) {
+        const tx = mine[i]!.txid;
+        let j = i;
+        while (j < mine.length && mine[j]!.txid === tx) j++;
+        if (tx >= from.horizon && !from.has(tx)) {
+          // A client that reads slower than its backlog arrives: stop between transactions,
+          // wait for its buffer to drain, then go on from what it was sent (it is not live
+          // meanwhile, so nothing newer overtakes the backlog).
+          if (sub.congested) {
+            sub.cursor = null;
+            sub.resumeFrom = sent;
+            log.info({ userId: uid, replayed }, `paused a replay to user ${uid} until its socket drains`);
+            void sub.drained().then(() => {
+              if (sub.open) void this.subscribe(sub);
+            });
+            return;
+          }
+          for (const c of mine.slice(i, j)) {
+            if (!wants(sub, c)) continue;
+            sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), unread, cursor), true);
+            replayed++;
+          }
+          sent.add(tx);
+        }
+        i = j;
       }
     }
     // Seen now: everything below the read's horizon (all finished, so all read), and every
@@ -268,7 +298,7 @@ export class Delivery {
     for (const c of mine) next.add(c.txid);
     sub.cursor = next;
     sub.unread = unread;
-    if (!catchUp || reset) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(databaseId), unread }));
+    if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(databaseId), unread }));
     if (replayed > 0) log.info({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
   }
 }

@@ -13,6 +13,7 @@ import { ensureUser } from './db/users.js';
 import { createDb } from './db/connect.js';
 import { migrate } from './db/migrate.js';
 import { startDemoServer, type DemoServer } from './demo/server.js';
+import { LOCAL_ORIGINS } from './http/origin.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';
 import { createLogger } from './log.js';
 
@@ -39,7 +40,8 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
     } finally {
       await db.destroy();
     }
-    const daemon = await startDaemon(daemonOptions(config, { databaseUrl, sessionSecret, log }));
+    // Dev lets local pages (the demo app) open sockets, on top of any ALLOWED_ORIGINS.
+    const daemon = await startDaemon({ ...daemonOptions(config, { databaseUrl, sessionSecret, log }), socketOrigins: [...config.ALLOWED_ORIGINS, ...LOCAL_ORIGINS] });
     const key = secretKey(sessionSecret);
     const token = await signSessionToken(key, { userId: DEMO_USER.id, email: DEMO_USER.email, ttlSeconds: 7 * 86400 });
     const sql = `INSERT INTO \\"Alert\\" (\\"userId\\", title, message) VALUES ('${DEMO_USER.id}', 'Hello from psql', 'Inserted by hand')`;

@@ -9,6 +9,14 @@ export const CloseCode = {
   GoingAway: 1001,
   /** Frame larger than the server's maxPayload. Sent by ws itself. */
   MessageTooBig: 1009,
+  /** The server is at MAX_CONNECTIONS (or its budget for unauthenticated sockets); retry later. */
+  TryAgainLater: 1013,
+  /** The socket did not read fast enough: more than MAX_BUFFERED_BYTES waited to be sent. Resume from the cursor. */
+  SlowConsumer: 4008,
+  /** The user already has MAX_CONNECTIONS_PER_USER sockets; this newest one is refused. */
+  TooManyForUser: 4409,
+  /** More than RATE_LIMIT messages within RATE_WINDOW_MS. */
+  RateLimited: 4429,
   /** Token missing, malformed, expired or not signed by us. Get a new token before reconnecting. */
   InvalidToken: 4401,
   /** No auth message within AUTH_TIMEOUT_MS. */
@@ -23,6 +31,9 @@ export const ErrorCodes = {
   auth_required: { close: CloseCode.InvalidToken, message: 'The first message must be {"type":"auth","token":"..."}' },
   bad_message: { close: null, message: 'Malformed message' },
   unavailable: { close: null, message: 'The database is unavailable; try again' },
+  rate_limited: { close: CloseCode.RateLimited, message: 'Too many messages' },
+  too_many_connections: { close: CloseCode.TooManyForUser, message: 'Too many connections for this user' },
+  server_full: { close: CloseCode.TryAgainLater, message: 'The server is at its connection limit; try again later' },
 } as const satisfies Record<string, { close: CloseCode | null; message: string }>;
 export type ErrorCode = keyof typeof ErrorCodes;
 

@@ -6,12 +6,17 @@
  */
 import type { WebSocket } from 'ws';
 import type { CursorState } from './cursor.js';
+import { CloseCode } from './errors.js';
 
 export class Subscriber {
   /** Set once the first sync has run; live deliveries skip a subscriber until then. */
   cursor: CursorState | null = null;
   /** Last unread count sent, for a `ready` after re-authentication. */
   unread = 0;
+  /** `ready` has been sent (a replay cut short by a full buffer continues without another). */
+  readySent = false;
+  /** Where a replay cut short by a full buffer goes on from once the socket has drained. */
+  resumeFrom: CursorState | null = null;
   /** Alert types this socket asked for ({"type":"subscribe"}); null means all. */
   types: ReadonlySet<string> | null = null;
   /** Settles once the first sync is over (or will never happen: socket closed, daemon stopping). */
@@ -24,6 +29,9 @@ export class Subscriber {
     readonly email: string | null,
     /** The cursor the client sent with its first auth message, if any. */
     readonly after: string | null,
+    /** Unsent output allowed before the socket is closed as a slow consumer. */
+    private readonly maxBuffered: number = Infinity,
+    private readonly onSlow: () => void = () => {},
   ) {
     this.synced = new Promise((resolve) => (this.#settle = resolve));
   }
@@ -36,12 +44,38 @@ export class Subscriber {
     return this.cursor !== null;
   }
 
+  /** More unsent output than the bound allows. */
+  get congested(): boolean {
+    return this.ws.bufferedAmount > this.maxBuffered;
+  }
+
+  /** Resolves once the unsent output is back under half the bound (or the socket closed). */
+  drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => (!this.open || this.ws.bufferedAmount <= this.maxBuffered / 2 ? resolve() : setTimeout(check, 20).unref());
+      check();
+    });
+  }
+
   get open(): boolean {
     return this.ws.readyState === this.ws.OPEN;
   }
 
-  send(frame: string): void {
-    if (this.open) this.ws.send(frame);
+  /**
+   * Sends unless the client has stopped reading. Past the bound it is closed (4008) instead of
+   * buffering without limit: what it did not get, it gets by resuming from its last cursor.
+   */
+  send(frame: string, replay = false): void {
+    if (!this.open) return;
+    // A replay watches the bound itself (see Delivery) and pauses instead of being closed.
+    if (!replay && this.congested) {
+      this.onSlow();
+      this.ws.close(CloseCode.SlowConsumer, 'slow consumer');
+      // The close frame waits behind the unread output; do not wait for it for long.
+      setTimeout(() => this.ws.terminate(), 2000).unref();
+      return;
+    }
+    this.ws.send(frame);
   }
 }
 
@@ -63,6 +97,11 @@ export class Hub {
     if (!set?.delete(sub)) return;
     this.#count--;
     if (set.size === 0) this.#byUser.delete(sub.userId);
+  }
+
+  /** Sockets of one user. */
+  countFor(userId: string): number {
+    return this.#byUser.get(userId)?.size ?? 0;
   }
 
   /** Open authenticated sockets. */

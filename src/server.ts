@@ -12,6 +12,7 @@ import { CloseCode, ErrorCodes, type ErrorCode } from './errors.js';
 import { Subscriber, type Hub } from './hub.js';
 import type { AlertsHandler } from './http/alerts.js';
 import { handleWithFetch } from './http/node.js';
+import { originAllowed } from './http/origin.js';
 import type { Logger } from './log.js';
 import { parseClientMessage, type ClientMessage, type ServerMessage } from './protocol.js';
 
@@ -19,8 +20,30 @@ export const WS_PATHS = new Set(['/', '/ws']);
 /** Largest inbound frame. An auth message is the biggest thing a client sends. */
 export const MAX_PAYLOAD = 64 * 1024;
 
+/** What one client may cost. Defaults are in src/config.ts. */
+export interface Limits {
+  maxConnections: number;
+  maxUnauthenticated: number;
+  maxPerUser: number;
+  rateLimit: number;
+  rateWindowMs: number;
+  maxBufferedBytes: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxConnections: 20_000,
+  maxUnauthenticated: 1_000,
+  maxPerUser: 20,
+  rateLimit: 100,
+  rateWindowMs: 10_000,
+  maxBufferedBytes: 1 << 20,
+};
+
 export interface ServerOptions {
   port: number;
+  /** Origins whose pages may open a socket; 'any' skips the check. */
+  allowedOrigins: readonly string[] | 'any';
+  limits: Limits;
   host?: string | undefined;
   heartbeatMs: number;
   authTimeoutMs: number;
@@ -46,6 +69,10 @@ interface Conn {
   authTimer: NodeJS.Timeout | undefined;
   /** Messages of one socket are handled one after another (auth verification is async). */
   queue: Promise<void>;
+  /** Rate limit: messages counted in the window that started at `windowStart`. */
+  windowStart: number;
+  messages: number;
+  limited: boolean;
 }
 
 export class Server {
@@ -62,8 +89,12 @@ export class Server {
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
     this.http.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
-      if (this.#closing || !WS_PATHS.has(path)) {
-        const status = this.#closing ? '503 Service Unavailable' : '404 Not Found';
+      const origin = req.headers.origin;
+      // Refused before any upgrade: a page from another site cannot open a socket at all.
+      const foreign = origin !== undefined && opts.allowedOrigins !== 'any' && !originAllowed(origin, opts.allowedOrigins);
+      if (this.#closing || !WS_PATHS.has(path) || foreign) {
+        const status = this.#closing ? '503 Service Unavailable' : foreign ? '403 Forbidden' : '404 Not Found';
+        if (foreign) opts.log.warn({ origin, remote: req.socket.remoteAddress }, `refused a WebSocket handshake from origin ${origin}`);
         socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         return;
       }
@@ -128,7 +159,13 @@ export class Server {
     const { log, authTimeoutMs } = this.#opts;
     const remote = req.socket.remoteAddress;
     log.info({ remote }, 'New WebSocket connection attempt');
-    const conn: Conn = { session: null, sub: null, alive: true, authTimer: undefined, queue: Promise.resolve() };
+    const conn: Conn = { session: null, sub: null, alive: true, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
+    const { limits } = this.#opts;
+    const pending = this.#conns.size - this.#opts.hub.connections;
+    if (this.#conns.size >= limits.maxConnections || pending >= limits.maxUnauthenticated) {
+      log.warn({ remote, connections: this.#conns.size, pendingAuth: pending }, 'refused a WebSocket: at the connection limit');
+      return this.#fail(ws, 'server_full');
+    }
     this.#conns.set(ws, conn);
     conn.authTimer = setTimeout(() => {
       if (!conn.session) {
@@ -140,6 +177,17 @@ export class Server {
       conn.alive = true;
     });
     ws.on('message', (data, isBinary) => {
+      if (conn.limited) return;
+      const now = Date.now();
+      if (now - conn.windowStart >= limits.rateWindowMs) {
+        conn.windowStart = now;
+        conn.messages = 0;
+      }
+      if (++conn.messages > limits.rateLimit) {
+        conn.limited = true;
+        log.warn({ remote, userId: conn.session?.userId }, `closed a WebSocket that sent more than ${limits.rateLimit} messages in ${limits.rateWindowMs} ms`);
+        return this.#fail(ws, 'rate_limited');
+      }
       conn.queue = conn.queue.then(() => this.#onMessage(ws, conn, data, isBinary)).catch((err) => {
         log.error({ err }, 'error while handling a WebSocket message');
       });
@@ -206,7 +254,13 @@ export class Server {
       this.#send(ws, { type: 'ready', userId: session.userId, email: session.email, unread: conn.sub.unread });
       return;
     }
-    conn.sub = new Subscriber(ws, session.userId, session.email, after);
+    if (hub.countFor(session.userId) >= this.#opts.limits.maxPerUser) {
+      log.warn({ userId: session.userId }, `refused a WebSocket of user ${session.userId}: already ${this.#opts.limits.maxPerUser} connections`);
+      return this.#fail(ws, 'too_many_connections');
+    }
+    conn.sub = new Subscriber(ws, session.userId, session.email, after, this.#opts.limits.maxBufferedBytes, () =>
+      log.warn({ userId: session.userId, buffered: ws.bufferedAmount }, `closed a slow consumer of user ${session.userId} (more than ${this.#opts.limits.maxBufferedBytes} bytes unsent)`),
+    );
     if (types.length > 0) conn.sub.types = new Set(types);
     hub.add(conn.sub);
     log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);

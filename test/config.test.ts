@@ -4,7 +4,7 @@ import { ConfigError, loadConfig, need } from '../src/config.js';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
-    expect(loadConfig({})).toEqual({ PORT: 8080, DEMO_PORT: 3007, HEARTBEAT_MS: 30000, AUTH_TIMEOUT_MS: 5000, PGBELL_CHANNEL: 'pgbell', ALLOWED_ORIGINS: [], MAX_REPLAY: 10000, TOMBSTONE_RETENTION_HOURS: 168, LOG_LEVEL: 'info' });
+    expect(loadConfig({})).toEqual({ PORT: 8080, DEMO_PORT: 3007, HEARTBEAT_MS: 30000, AUTH_TIMEOUT_MS: 5000, PGBELL_CHANNEL: 'pgbell', ALLOWED_ORIGINS: [], MAX_REPLAY: 10000, MAX_CONNECTIONS: 20000, MAX_UNAUTHENTICATED: 1000, MAX_CONNECTIONS_PER_USER: 20, RATE_LIMIT: 100, RATE_WINDOW_MS: 10000, MAX_BUFFERED_BYTES: 1048576, TOMBSTONE_RETENTION_HOURS: 168, LOG_LEVEL: 'info' });
   });
 
   it('parses every variable', () => {

@@ -17,6 +17,7 @@ import { changesSince, databaseId as readDatabaseId, markRead, newestAlerts, unr
 import type { Db } from '../db/connect.js';
 import type { HttpErrorCode } from '../errors.js';
 import { AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
+import { originAllowed } from './origin.js';
 
 export const DEFAULT_LIST_LIMIT = 50;
 export const MAX_LIST_LIMIT = 200;
@@ -146,7 +147,7 @@ function split(changes: Change[]): { alerts: WireAlert[]; deleted: string[] } {
 function corsHeaders(origin: string | null, allowed: readonly string[]): Record<string, string> {
   const headers: Record<string, string> = { vary: 'Origin' };
   if (origin === null) return headers;
-  if (!allowed.includes('*') && !allowed.includes(origin)) return headers;
+  if (!originAllowed(origin, allowed)) return headers;
   headers['access-control-allow-origin'] = allowed.includes('*') ? '*' : origin;
   headers['access-control-allow-methods'] = 'GET, POST, OPTIONS';
   headers['access-control-allow-headers'] = 'authorization, content-type';

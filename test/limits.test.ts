@@ -1,0 +1,130 @@
+/** What one client may cost: origins, connection caps, message rate, and slow consumers. */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { TestClient } from './helpers/client.js';
+import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { Tab, until } from './helpers/tab.js';
+
+let db: string;
+const daemons: TestDaemon[] = [];
+
+beforeAll(async () => {
+  db = await freshDatabase();
+  for (const u of ['ana', 'bo', 'cy', 'di']) await createUser(db, u);
+});
+afterAll(async () => {
+  for (const d of daemons) await d.stop();
+});
+
+async function daemonWith(overrides: Parameters<typeof startTestDaemon>[1]): Promise<TestDaemon> {
+  const d = await startTestDaemon(db, overrides);
+  daemons.push(d);
+  return d;
+}
+
+/** The HTTP status of a refused handshake, or 101 if it was accepted. */
+function handshake(url: string, origin?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, origin ? { origin } : {});
+    ws.once('open', () => {
+      ws.close();
+      resolve(101);
+    });
+    ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+    ws.once('error', (err) => (String(err).includes('Unexpected server response') ? undefined : reject(err)));
+  });
+}
+
+describe('origin allow-list', () => {
+  it('a page from another origin gets HTTP 403 before any upgrade; allowed origins, localhost ports by pattern, and non-browser clients get in', async () => {
+    const d = await daemonWith({ socketOrigins: ['https://app.example.test', 'http://localhost:*'] });
+    expect(await handshake(d.url, 'https://evil.example')).toBe(403);
+    expect(await handshake(d.url, 'https://app.example.test.evil.example')).toBe(403);
+    expect(await handshake(d.url, 'http://localhost:3007')).toBe(101);
+    expect(await handshake(d.url, 'http://localhost:3007.evil.example')).toBe(403);
+    expect(await handshake(d.url, 'https://app.example.test')).toBe(101);
+    expect(await handshake(d.url)).toBe(101); // no Origin header: not a browser page
+    expect(d.logs.messages()).toContain('refused a WebSocket handshake from origin https://evil.example');
+  });
+});
+
+describe('connection caps', () => {
+  it('MAX_CONNECTIONS_PER_USER: the newest socket beyond it gets 4409; the others keep working', async () => {
+    const d = await daemonWith({ limits: { maxPerUser: 2 } });
+    const [a, b] = [await TestClient.ready(d.url, await tokenFor('ana')), await TestClient.ready(d.url, await tokenFor('ana'))];
+    const c = await TestClient.connect(d.url);
+    c.send({ type: 'auth', token: await tokenFor('ana') });
+    expect(await c.closed).toEqual({ code: 4409, reason: 'too_many_connections' });
+    expect(c.messages).toEqual([{ type: 'error', code: 'too_many_connections', message: 'Too many connections for this user' }]);
+    const other = await TestClient.ready(d.url, await tokenFor('bo'));
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ana', 'still served')`);
+    for (const x of [a, b]) expect((await x.next((m) => m.type === 'notification')).alert.title).toBe('still served');
+    for (const x of [a, b, other]) x.close();
+  });
+
+  it('MAX_CONNECTIONS → 1013; MAX_UNAUTHENTICATED idle sockets cannot starve an authenticated user', async () => {
+    const d = await daemonWith({ limits: { maxConnections: 4, maxUnauthenticated: 2 } });
+    const idle = [await TestClient.connect(d.url), await TestClient.connect(d.url)];
+    const third = await TestClient.connect(d.url);
+    expect(await third.closed).toEqual({ code: 1013, reason: 'server_full' });
+    // An idle flood is capped at 2, so a real user still gets in.
+    idle[0]!.send({ type: 'auth', token: await tokenFor('cy') });
+    await idle[0]!.next((m) => m.type === 'synced');
+    const user = await TestClient.ready(d.url, await tokenFor('cy'));
+    const fifth = await TestClient.connect(d.url);
+    fifth.send({ type: 'auth', token: await tokenFor('cy') });
+    // 4 sockets are open (2 authenticated, 1 idle, this one would be the 5th... it is the 4th): accepted.
+    await fifth.next((m) => m.type === 'synced');
+    const sixth = await TestClient.connect(d.url);
+    expect((await sixth.closed).code).toBe(1013);
+    for (const x of [...idle, user, fifth]) x.close();
+  });
+});
+
+describe('message rate', () => {
+  it('more than RATE_LIMIT messages in RATE_WINDOW_MS: an error, then close 4429', async () => {
+    const d = await daemonWith({ limits: { rateLimit: 5, rateWindowMs: 60_000 } });
+    const c = await TestClient.ready(d.url, await tokenFor('di')); // the auth message counts: 1
+    for (let i = 0; i < 6; i++) c.send({ type: 'ping' });
+    expect(await c.closed).toEqual({ code: 4429, reason: 'rate_limited' });
+    expect(c.of('pong').length).toBeLessThanOrEqual(4); // the close may overtake replies still queued
+    expect(c.messages.at(-1)).toEqual({ type: 'error', code: 'rate_limited', message: 'Too many messages' });
+  });
+});
+
+describe('slow consumers', () => {
+  it('a client that stops reading while 5,000 alerts are written is closed at the buffer bound (4008), then resumes and ends with every alert', async () => {
+    const bound = 256 * 1024;
+    const d = await daemonWith({ limits: { maxBufferedBytes: bound } });
+    await createUser(db, 'slow');
+    const tab = await new Tab(await tokenFor('slow')).connect(d.url);
+    // Stop reading: the kernel buffers fill, then the daemon's own send buffer would grow.
+    const socket = (tab.client!.ws as unknown as { _socket: import('node:net').Socket })._socket;
+    socket.pause();
+    const writer = new pg.Client({ connectionString: db });
+    await writer.connect();
+    const message = 'x'.repeat(2000);
+    for (let i = 0; i < 50; i++) {
+      await writer.query(`INSERT INTO "Alert" ("userId", title, message) SELECT 'slow', 'n' || g, $1 FROM generate_series(${i * 100}, ${i * 100 + 99}) g`, [message]);
+    }
+    await writer.end();
+    await until(() => d.logs.messages().some((m) => m.startsWith('closed a slow consumer of user slow')), 20_000, 'the slow-consumer close');
+    const line = d.logs.lines.find((l) => String(l.msg).startsWith('closed a slow consumer'))!;
+    // Checked before every send: the buffer never holds more than the bound plus one frame.
+    expect(line.buffered as number).toBeLessThanOrEqual(bound + 4096);
+    socket.resume();
+    const closed = await tab.client!.closed;
+    expect([4008, 1006]).toContain(closed.code);
+    await tab.connect(d.url, 30_000);
+    await until(() => tab.ids.size >= 5000, 30_000, `all 5000 (have ${tab.ids.size})`);
+    const truth = new Set((await query(db, `SELECT id FROM "Alert" WHERE "userId" = 'slow'`)).map((r) => r.id));
+    expect(tab.ids).toEqual(truth);
+    expect(tab.repeatsWithinConnection).toEqual([]);
+    // The 10 MB backlog did not fit the bound either: the replay paused for the socket to drain
+    // instead of closing it again.
+    expect(d.logs.messages().some((m) => m.startsWith('paused a replay to user slow until its socket drains'))).toBe(true);
+    tab.close();
+  }, 90_000);
+});
