@@ -9,6 +9,13 @@ export interface Session {
   email: string | null;
   /** Expiry, seconds since the epoch. */
   exp: number;
+  /** Issued at, seconds since the epoch (0 if the token does not say: any revocation covers it). */
+  iat: number;
+}
+
+export interface VerifyOptions {
+  /** Clock skew allowed on `exp` and `nbf`, in seconds. */
+  leewaySeconds?: number;
 }
 
 export type VerifyResult = { ok: true; session: Session } | { ok: false; reason: string };
@@ -19,13 +26,30 @@ export function secretKey(secret: string): Uint8Array {
   return encoder.encode(secret);
 }
 
-/** Verifies a token; never throws. `reason` is for logs, not for the client. */
-export async function verifySessionToken(token: string, key: Uint8Array): Promise<VerifyResult> {
+/**
+ * Verifies a token against the current key and any previous ones (key rotation: the first key
+ * signs, all of them verify); never throws. `reason` is for logs, not for the client.
+ */
+export async function verifySessionToken(token: string, keys: Uint8Array | readonly Uint8Array[], opts: VerifyOptions = {}): Promise<VerifyResult> {
+  const list = keys instanceof Uint8Array ? [keys] : keys;
+  let first: VerifyResult | undefined;
+  for (const key of list) {
+    const r = await verifyWith(token, key, opts);
+    // Only a signature mismatch is worth trying the next key for.
+    if (r.ok || r.reason !== SIGNATURE_MISMATCH) return r;
+    first ??= r;
+  }
+  return first ?? { ok: false, reason: 'no key configured' };
+}
+
+const SIGNATURE_MISMATCH = 'signature does not match SESSION_SECRET';
+
+async function verifyWith(token: string, key: Uint8Array, opts: VerifyOptions): Promise<VerifyResult> {
   try {
-    const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] });
+    const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'], requiredClaims: ['sub', 'exp'], clockTolerance: opts.leewaySeconds ?? 0 });
     if (typeof payload.sub !== 'string' || payload.sub === '') return { ok: false, reason: 'sub claim is empty' };
     const email = typeof payload.email === 'string' ? payload.email : null;
-    return { ok: true, session: { userId: payload.sub, email, exp: payload.exp! } };
+    return { ok: true, session: { userId: payload.sub, email, exp: payload.exp!, iat: typeof payload.iat === 'number' ? payload.iat : 0 } };
   } catch (err) {
     return { ok: false, reason: describe(err) };
   }
@@ -33,7 +57,7 @@ export async function verifySessionToken(token: string, key: Uint8Array): Promis
 
 function describe(err: unknown): string {
   if (err instanceof errors.JWTExpired) return 'token expired';
-  if (err instanceof errors.JWSSignatureVerificationFailed) return 'signature does not match SESSION_SECRET';
+  if (err instanceof errors.JWSSignatureVerificationFailed) return SIGNATURE_MISMATCH;
   if (err instanceof errors.JOSEAlgNotAllowed) return 'algorithm not allowed (only HS256)';
   if (err instanceof errors.JWTClaimValidationFailed) return `claim ${err.claim}: ${err.message}`;
   if (err instanceof errors.JOSEError) return `${err.code}: ${err.message}`;

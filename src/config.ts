@@ -30,6 +30,13 @@ const schema = z.object({
     .string()
     .min(32, 'must be at least 32 characters (it is the HS256 key that signs session tokens)')
     .optional(),
+  SESSION_SECRET_PREVIOUS: z
+    .string()
+    .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.string().min(32, 'each previous secret must be at least 32 characters')))
+    .default([]),
+  TOKEN_LEEWAY_SECONDS: int(0, 3600).default(30),
+  TOKEN_EXPIRING_SECONDS: int(1, 86_400).default(60),
   PORT: int(0, 65535).default(8080),
   HOST: z.string().trim().min(1).optional(),
   DEMO_PORT: int(0, 65535).default(3007),
@@ -65,6 +72,9 @@ export type Config = Readonly<z.infer<typeof schema>>;
 export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['DATABASE_URL', 'Postgres connection URL (required for start/migrate/send; `dev` starts embedded Postgres without it)'],
   ['SESSION_SECRET', 'HS256 key for session tokens, >= 32 chars (required for start/token; `dev` generates one)'],
+  ['SESSION_SECRET_PREVIOUS', 'comma-separated earlier secrets that still verify tokens (key rotation; default none)'],
+  ['TOKEN_LEEWAY_SECONDS', 'clock skew allowed on token expiry (default 30)'],
+  ['TOKEN_EXPIRING_SECONDS', 'how long before expiry an open socket gets {"type":"token_expiring"} (default 60)'],
   ['PORT', 'HTTP + WebSocket port (default 8080)'],
   ['HOST', 'interface to bind (default: all)'],
   ['DEMO_PORT', '`dev` only: port of the demo app with the live bell (default 3007)'],
@@ -98,7 +108,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const issue = parsed.error.issues[0]!;
     const name = String(issue.path[0] ?? 'environment');
     const got = picked[name];
-    const shown = got === undefined ? '' : ` (got ${JSON.stringify(name === 'SESSION_SECRET' || name === 'DATABASE_URL' ? redact(got) : got)})`;
+    const secret = name === 'SESSION_SECRET' || name === 'SESSION_SECRET_PREVIOUS' || name === 'DATABASE_URL';
+    const shown = got === undefined ? '' : ` (got ${JSON.stringify(secret ? redact(got) : got)})`;
     throw new ConfigError(`${name} ${issue.message}${shown}`);
   }
   return Object.freeze(parsed.data);

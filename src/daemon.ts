@@ -8,6 +8,7 @@ import { secretKey } from './auth.js';
 import type { Config } from './config.js';
 import { databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from './db/changes.js';
 import { createDb, type Db } from './db/connect.js';
+import { revokedBefore } from './db/users.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { Delivery } from './delivery.js';
 import { alertsHandler } from './http/alerts.js';
@@ -19,6 +20,12 @@ import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 export interface DaemonOptions {
   databaseUrl: string;
   sessionSecret: string;
+  /** Earlier secrets that still verify tokens (key rotation). */
+  previousSecrets?: readonly string[];
+  /** Clock skew allowed on token expiry (default 30 s). */
+  tokenLeewaySeconds?: number;
+  /** `token_expiring` this long before expiry (default 60 s). */
+  tokenExpiringSeconds?: number;
   port: number;
   host?: string | undefined;
   heartbeatMs: number;
@@ -58,6 +65,9 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     authTimeoutMs: config.AUTH_TIMEOUT_MS,
     channel: config.PGBELL_CHANNEL,
     allowedOrigins: config.ALLOWED_ORIGINS,
+    previousSecrets: config.SESSION_SECRET_PREVIOUS,
+    tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
+    tokenExpiringSeconds: config.TOKEN_EXPIRING_SECONDS,
     maxReplay: config.MAX_REPLAY,
     tombstoneRetentionHours: config.TOMBSTONE_RETENTION_HOURS,
     socketOrigins: config.ALLOWED_ORIGINS.length > 0 ? config.ALLOWED_ORIGINS : 'any',
@@ -90,11 +100,20 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   const maxReplay = opts.maxReplay ?? 10_000;
   const key = secretKey(opts.sessionSecret);
+  const keys = [key, ...(opts.previousSecrets ?? []).map(secretKey)];
   const hub = new Hub();
   const listener = new Listener({ connectionString: opts.databaseUrl, channel: opts.channel, log, checkIntervalMs: opts.heartbeatMs });
   const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers });
   listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
-  listener.on('resumed', () => delivery.catchUp());
+  listener.on('resumed', () => {
+    delivery.catchUp();
+    // A revocation sent while the listener was away was missed too: check the table.
+    void revokedBefore(db, server.userIds()).then(
+      (found) => found.forEach((before, userId) => server.revoke(userId, before)),
+      (err) => log.warn({ err: (err as Error).message }, 'checking revocations after the listener reconnected failed'),
+    );
+  });
+  listener.on('revoke', (userId, before) => server.revoke(userId, before));
 
   const retentionHours = opts.tombstoneRetentionHours ?? 168;
   const prune = () =>
@@ -110,14 +129,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     host: opts.host,
     heartbeatMs: opts.heartbeatMs,
     authTimeoutMs: opts.authTimeoutMs,
-    key,
+    keys,
+    leewaySeconds: opts.tokenLeewaySeconds ?? 30,
+    expiringSeconds: opts.tokenExpiringSeconds ?? 60,
+    revokedBefore: async (userId) => (await revokedBefore(db, [userId])).get(userId) ?? null,
     hub,
     allowedOrigins: opts.socketOrigins ?? 'any',
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
     subscribe: (sub) => delivery.subscribe(sub),
     markRead: (userId, which) => markRead(db, userId, which),
     unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
-    alerts: alertsHandler({ db, key, allowedOrigins: opts.allowedOrigins ?? [], maxReplay }),
+    alerts: alertsHandler({ db, key: keys, allowedOrigins: opts.allowedOrigins ?? [], maxReplay, leewaySeconds: opts.tokenLeewaySeconds ?? 30 }),
     log,
     listenerStatus: () => listener.status(),
   });

@@ -19,6 +19,8 @@ export const CloseCode = {
   RateLimited: 4429,
   /** Token missing, malformed, expired or not signed by us. Get a new token before reconnecting. */
   InvalidToken: 4401,
+  /** The user's sessions were revoked (a row in pgbell_revocation). Sign in again. */
+  Revoked: 4403,
   /** No auth message within AUTH_TIMEOUT_MS. */
   AuthTimeout: 4408,
 } as const;
@@ -31,6 +33,8 @@ export const ErrorCodes = {
   auth_required: { close: CloseCode.InvalidToken, message: 'The first message must be {"type":"auth","token":"..."}' },
   bad_message: { close: null, message: 'Malformed message' },
   unavailable: { close: null, message: 'The database is unavailable; try again' },
+  token_expired: { close: CloseCode.InvalidToken, message: 'Session token expired; send a new one before it does' },
+  token_revoked: { close: CloseCode.Revoked, message: 'Session revoked' },
   rate_limited: { close: CloseCode.RateLimited, message: 'Too many messages' },
   too_many_connections: { close: CloseCode.TooManyForUser, message: 'Too many connections for this user' },
   server_full: { close: CloseCode.TryAgainLater, message: 'The server is at its connection limit; try again later' },
@@ -44,6 +48,8 @@ export type ErrorCode = keyof typeof ErrorCodes;
 export const HttpErrorCodes = {
   bad_request: 400,
   unauthorized: 401,
+  /** The token was revoked from SQL. */
+  token_revoked: 403,
   not_found: 404,
   method_not_allowed: 405,
   /** The cursor is invalid, from another database or too old: reload with GET /alerts. */

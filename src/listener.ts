@@ -21,12 +21,16 @@ export type ListenerState = 'connecting' | 'connected' | 'reconnecting' | 'close
  * strings. (Triggers from before the horizon was added send only the id.)
  */
 const Payload = z.object({ txid: z.string().regex(/^\d{1,20}$/), xmin: z.string().regex(/^\d{1,20}$/).optional() });
+/** What the revocation trigger sends: a user id and "tokens issued before" (epoch seconds). */
+const Revocation = z.object({ revoke: z.string().min(1).max(1000), before: z.string().regex(/^\d{1,15}$/) });
 
 export interface ListenerEvents {
   /** A transaction that changed alerts committed; `xmin` is its snapshot horizon, if sent. */
   txid: [txid: string, xmin: bigint | null];
   /** LISTEN works again after the connection was lost: notifications sent meanwhile are gone. */
   resumed: [];
+  /** A row was inserted into pgbell_revocation. */
+  revoke: [userId: string, before: number];
 }
 
 export interface ListenerOptions {
@@ -136,6 +140,11 @@ export class Listener extends EventEmitter<ListenerEvents> {
       parsed = JSON.parse(raw ?? '');
     } catch {
       parsed = undefined;
+    }
+    const revocation = Revocation.safeParse(parsed);
+    if (revocation.success) {
+      this.emit('revoke', revocation.data.revoke, Number(revocation.data.before));
+      return;
     }
     const ok = Payload.safeParse(parsed);
     if (!ok.success) {

@@ -67,6 +67,7 @@ export type ServerMessage =
   | { type: 'synced'; cursor: string; unread: number }
   | { type: 'reset'; reason: string }
   | { type: 'subscribed'; types: string[]; unread: number }
+  | { type: 'token_expiring'; exp: number }
   | { type: 'pong' }
   | { type: 'error'; code: ErrorCode; message: string };
 

@@ -47,7 +47,14 @@ export interface ServerOptions {
   host?: string | undefined;
   heartbeatMs: number;
   authTimeoutMs: number;
-  key: Uint8Array;
+  /** Keys that verify session tokens (the current one first, then previous ones). */
+  keys: readonly Uint8Array[];
+  /** Clock skew allowed on `exp`. */
+  leewaySeconds: number;
+  /** `token_expiring` is sent this long before `exp`. */
+  expiringSeconds: number;
+  /** Latest revocation of a user (epoch seconds), if any: tokens issued before it are refused. */
+  revokedBefore: (userId: string) => Promise<number | null>;
   hub: Hub;
   /** Starts a new subscriber's sync: it sends `ready`, what was missed, then `synced`. */
   subscribe: (sub: Subscriber) => Promise<void>;
@@ -64,6 +71,8 @@ export interface ServerOptions {
 
 interface Conn {
   session: Session | null;
+  /** `token_expiring`, then the 4401 close at `exp` (plus leeway). */
+  expiry: NodeJS.Timeout[];
   sub: Subscriber | null;
   alive: boolean;
   authTimer: NodeJS.Timeout | undefined;
@@ -159,7 +168,7 @@ export class Server {
     const { log, authTimeoutMs } = this.#opts;
     const remote = req.socket.remoteAddress;
     log.info({ remote }, 'New WebSocket connection attempt');
-    const conn: Conn = { session: null, sub: null, alive: true, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
+    const conn: Conn = { session: null, expiry: [], sub: null, alive: true, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
     const { limits } = this.#opts;
     const pending = this.#conns.size - this.#opts.hub.connections;
     if (this.#conns.size >= limits.maxConnections || pending >= limits.maxUnauthenticated) {
@@ -194,6 +203,7 @@ export class Server {
     });
     ws.on('close', () => {
       clearTimeout(conn.authTimer);
+      for (const t of conn.expiry) clearTimeout(t);
       this.#conns.delete(ws);
       if (conn.sub) this.#opts.hub.remove(conn.sub);
     });
@@ -235,20 +245,36 @@ export class Server {
   }
 
   async #authenticate(ws: WebSocket, conn: Conn, token: string, after: string | null, types: string[]): Promise<void> {
-    const { log, hub, key } = this.#opts;
-    const result = await verifySessionToken(token, key);
+    const { log, hub, keys } = this.#opts;
+    const result = await verifySessionToken(token, keys, { leewaySeconds: this.#opts.leewaySeconds });
     if (ws.readyState !== ws.OPEN) return;
     if (!result.ok) {
       log.warn({ reason: result.reason }, `WebSocket authentication failed: ${result.reason}`);
       return this.#fail(ws, 'invalid_token');
     }
     const session = result.session;
+    let revoked: number | null;
+    try {
+      revoked = await this.#opts.revokedBefore(session.userId);
+    } catch (err) {
+      // Cannot tell whether the token was revoked: refuse for now, the client retries.
+      log.warn({ err: (err as Error).message }, 'WebSocket authentication failed: could not check revocations');
+      this.#send(ws, { type: 'error', code: 'unavailable', message: ErrorCodes.unavailable.message });
+      ws.close(CloseCode.TryAgainLater, 'unavailable');
+      return;
+    }
+    if (ws.readyState !== ws.OPEN) return;
+    if (revoked !== null && session.iat <= revoked) {
+      log.warn({ userId: session.userId, reason: 'revoked' }, `WebSocket authentication failed: sessions of user ${session.userId} were revoked`);
+      return this.#fail(ws, 'token_revoked');
+    }
     if (conn.session && conn.session.userId !== session.userId) {
       log.warn({ reason: 'user_changed', userId: conn.session.userId }, 'WebSocket authentication failed: token is for another user');
       return this.#fail(ws, 'invalid_token');
     }
     conn.session = session;
     clearTimeout(conn.authTimer);
+    this.#scheduleExpiry(ws, conn, session);
     if (conn.sub) {
       // A fresh token on an open socket: the stream goes on; `after` is not re-read.
       this.#send(ws, { type: 'ready', userId: session.userId, email: session.email, unread: conn.sub.unread });
@@ -266,6 +292,43 @@ export class Server {
     log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
     // Later messages from this socket wait until it is live (its queue awaits this).
     await this.#opts.subscribe(conn.sub);
+  }
+
+  /** Expiry is enforced on open sockets: a warning ahead of `exp`, then 4401 unless a new token came. */
+  #scheduleExpiry(ws: WebSocket, conn: Conn, session: Session): void {
+    for (const t of conn.expiry) clearTimeout(t);
+    const now = Date.now();
+    const warnIn = (session.exp - this.#opts.expiringSeconds) * 1000 - now;
+    const closeIn = (session.exp + this.#opts.leewaySeconds) * 1000 - now;
+    // setTimeout holds at most ~24.8 days; longer-lived tokens are re-checked when it fires.
+    const MAX = 2 ** 31 - 1;
+    conn.expiry = [
+      setTimeout(() => this.#send(ws, { type: 'token_expiring', exp: session.exp }), Math.max(0, Math.min(MAX, warnIn))),
+      setTimeout(() => {
+        if (closeIn > MAX) return this.#scheduleExpiry(ws, conn, session);
+        this.#opts.log.info({ userId: session.userId }, `closed a WebSocket of user ${session.userId}: token expired`);
+        this.#fail(ws, 'token_expired');
+      }, Math.max(0, Math.min(MAX, closeIn))),
+    ];
+    if (warnIn > MAX) clearTimeout(conn.expiry[0]);
+  }
+
+  /** Closes (4403) every socket of `userId` whose token was issued before `before` (epoch seconds; the same second counts, as `iat` has no finer grain). */
+  revoke(userId: string, before: number): number {
+    let n = 0;
+    for (const [ws, conn] of this.#conns) {
+      if (conn.session?.userId === userId && conn.session.iat <= before) {
+        this.#fail(ws, 'token_revoked');
+        n++;
+      }
+    }
+    if (n > 0) this.#opts.log.info({ userId, sockets: n }, `revoked: closed ${n} sockets of user ${userId}`);
+    return n;
+  }
+
+  /** Users with an authenticated socket, for re-checking revocations after a listener gap. */
+  userIds(): string[] {
+    return [...new Set([...this.#conns.values()].flatMap((c) => (c.session ? [c.session.userId] : [])))];
   }
 
   #send(ws: WebSocket, msg: ServerMessage): void {

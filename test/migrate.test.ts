@@ -1,13 +1,18 @@
 /** Migrations: the schema they build, idempotence, and two migrators racing. */
 import { describe, expect, it } from 'vitest';
-import { migrate, triggerChannel } from '../src/db/migrate.js';
+import { readdirSync } from 'node:fs';
+import { migrate, SQL_DIR, triggerChannel } from '../src/db/migrate.js';
 import { emptyDatabase, query } from './helpers/pg.js';
+
+/** Every migration file, in order. */
+const FILES = readdirSync(SQL_DIR).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
 
 describe('migrate', () => {
   it('builds "User" and "Alert" with the documented columns and defaults', async () => {
     const url = await emptyDatabase();
     const r = await migrate(url, { channel: 'pgbell' });
-    expect(r.applied).toEqual(['000001_schema.sql', '000002_alert_notify.sql', '000003_changes.sql']);
+    expect(FILES.slice(0, 4)).toEqual(['000001_schema.sql', '000002_alert_notify.sql', '000003_changes.sql', '000004_revocations.sql']);
+    expect(r.applied).toEqual(FILES);
     const cols = await query(url, `SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns WHERE table_name IN ('User','Alert') ORDER BY table_name, ordinal_position`);
     const alert = Object.fromEntries(cols.filter((c) => c.table_name === 'Alert').map((c) => [c.column_name, c]));
     expect(Object.keys(alert)).toEqual(['id', 'userId', 'type', 'title', 'message', 'link', 'data', 'read', 'createdAt', 'txid', 'seq', 'changedTxid']);
@@ -29,15 +34,15 @@ describe('migrate', () => {
     const url = await emptyDatabase();
     await migrate(url, { channel: 'pgbell' });
     const again = await migrate(url, { channel: 'pgbell' });
-    expect(again).toEqual({ applied: [], skipped: ['000001_schema.sql', '000002_alert_notify.sql', '000003_changes.sql'], channelChanged: false });
-    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(3);
+    expect(again).toEqual({ applied: [], skipped: FILES, channelChanged: false });
+    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(FILES.length);
   });
 
   it('four migrators started at the same time: each file applied exactly once, nobody fails', async () => {
     const url = await emptyDatabase();
     const results = await Promise.all([1, 2, 3, 4].map(() => migrate(url, { channel: 'pgbell' })));
-    expect(results.flatMap((r) => r.applied).sort()).toEqual(['000001_schema.sql', '000002_alert_notify.sql', '000003_changes.sql']);
-    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(3);
+    expect(results.flatMap((r) => r.applied).sort()).toEqual(FILES);
+    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell_migrations`))[0]!.n).toBe(FILES.length);
   });
 
   it('a different PGBELL_CHANNEL rewrites the trigger argument, once', async () => {

@@ -71,30 +71,44 @@ export async function migrate(
 
 /**
  * The triggers that notify, as `pgbell migrate` (re)creates them when PGBELL_CHANNEL changes.
- * Keep in step with the latest migration that defines them (sql/000003_changes.sql).
+ * Keep in step with the latest migrations that define them (sql/000003_changes.sql,
+ * sql/000004_revocations.sql).
  */
-const NOTIFY_TRIGGERS = {
-  _900_notify: (channel: string) =>
-    `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT OR UPDATE ON "Alert"
-       FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__notify(${channel})`,
-  _900_notify_delete: (channel: string) =>
-    `CREATE OR REPLACE TRIGGER _900_notify_delete AFTER DELETE ON "Alert"
-       REFERENCING OLD TABLE AS old_rows
-       FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__deleted(${channel})`,
-} as const;
+const NOTIFY_TRIGGERS = [
+  {
+    table: '"Alert"',
+    name: '_900_notify',
+    define: (channel: string) =>
+      `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT OR UPDATE ON "Alert"
+         FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__notify(${channel})`,
+  },
+  {
+    table: '"Alert"',
+    name: '_900_notify_delete',
+    define: (channel: string) =>
+      `CREATE OR REPLACE TRIGGER _900_notify_delete AFTER DELETE ON "Alert"
+         REFERENCING OLD TABLE AS old_rows
+         FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__deleted(${channel})`,
+  },
+  {
+    table: 'pgbell_revocation',
+    name: '_900_notify',
+    define: (channel: string) =>
+      `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT ON pgbell_revocation
+         FOR EACH ROW EXECUTE FUNCTION tg_revocation__notify(${channel})`,
+  },
+] as const;
 
 type Run = (text: string) => Promise<{ rows: unknown[] }>;
 
 /**
- * The channel the "Alert" triggers notify on: null if a trigger is missing, or a message if
- * they disagree (a half-finished manual change).
+ * The channel pgbell's triggers notify on: null if one is missing, or "a and b" if they
+ * disagree (a half-finished manual change).
  */
 export async function triggerChannel(run: Run): Promise<string | null> {
-  const { rows } = await run(
-    `SELECT t.tgname AS name, t.tgargs AS args FROM pg_trigger t
-      WHERE t.tgrelid = to_regclass('"Alert"') AND t.tgname IN (${Object.keys(NOTIFY_TRIGGERS).map((n) => `'${n}'`).join(', ')})`,
-  );
-  if (rows.length < Object.keys(NOTIFY_TRIGGERS).length) return null;
+  const wanted = NOTIFY_TRIGGERS.map((t) => `(to_regclass('${t.table}'), '${t.name}')`).join(', ');
+  const { rows } = await run(`SELECT t.tgargs AS args FROM pg_trigger t WHERE (t.tgrelid, t.tgname) IN (${wanted})`);
+  if (rows.length < NOTIFY_TRIGGERS.length) return null;
   const channels = new Set(
     (rows as Array<{ args: Buffer | string }>).map(({ args }) => {
       // tgargs is bytea: NUL-terminated arguments.
@@ -121,7 +135,7 @@ async function syncTriggerChannel(client: pg.Client, channel: string): Promise<b
   // transaction so the two never disagree.
   await client.query('BEGIN');
   try {
-    for (const define of Object.values(NOTIFY_TRIGGERS)) await client.query(define(client.escapeLiteral(channel)));
+    for (const t of NOTIFY_TRIGGERS) await client.query(t.define(client.escapeLiteral(channel)));
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});

@@ -1,5 +1,5 @@
 /** Queries on "User". Each takes a Kysely instance or a transaction. (Alerts: changes.ts.) */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
 
 type Q = Kysely<Database>;
@@ -18,4 +18,16 @@ export async function ensureUser(db: Q, user: { id: string; email: string; name?
   const found = await findUserByEmail(db, user.email);
   if (!found) throw new Error(`user id ${user.id} exists with another email than ${user.email}`);
   return found;
+}
+
+/**
+ * For each user, the latest revocation (seconds since the epoch): tokens issued before it are
+ * refused. Users without one are absent.
+ */
+export async function revokedBefore(db: Q, userIds: readonly string[]): Promise<Map<string, number>> {
+  if (userIds.length === 0) return new Map();
+  const { rows } = await sql<{ userId: string; before: string }>`
+    SELECT "userId", floor(extract(epoch FROM max(before)))::bigint::text AS before
+      FROM pgbell_revocation WHERE "userId" = ANY(${[...userIds]}::text[]) GROUP BY "userId"`.execute(db);
+  return new Map(rows.map((r) => [r.userId, Number(r.before)]));
 }

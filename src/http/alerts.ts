@@ -15,6 +15,7 @@ import { verifySessionToken } from '../auth.js';
 import { CursorState, decodeCursor } from '../cursor.js';
 import { changesSince, databaseId as readDatabaseId, markRead, newestAlerts, unreadOf, type Change } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
+import { revokedBefore } from '../db/users.js';
 import type { HttpErrorCode } from '../errors.js';
 import { AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
 import { originAllowed } from './origin.js';
@@ -26,8 +27,10 @@ export const MAX_BODY_BYTES = 64 * 1024;
 
 export interface AlertsHandlerOptions {
   db: Db;
-  /** HS256 key that verifies session tokens. */
-  key: Uint8Array;
+  /** HS256 key(s) that verify session tokens (the current one, then previous ones). */
+  key: Uint8Array | readonly Uint8Array[];
+  /** Clock skew allowed on token expiry (default 30 s). */
+  leewaySeconds?: number;
   /** Origins allowed to call from a browser (CORS); `*` allows any. */
   allowedOrigins: readonly string[];
   /** More changes than this since a cursor → 410 cursor_reset. */
@@ -62,11 +65,13 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
 
     const auth = /^Bearer\s+(\S+)$/i.exec(req.headers.get('authorization') ?? '');
     if (!auth) return error(401, 'unauthorized', 'send the session token as "Authorization: Bearer <token>"', { ...cors, 'www-authenticate': 'Bearer' });
-    const verified = await verifySessionToken(auth[1]!, opts.key);
+    const verified = await verifySessionToken(auth[1]!, opts.key, { leewaySeconds: opts.leewaySeconds ?? 30 });
     if (!verified.ok) return error(401, 'unauthorized', 'Invalid session token', { ...cors, 'www-authenticate': 'Bearer error="invalid_token"' });
     const userId = verified.session.userId;
 
     try {
+      const revoked = (await revokedBefore(opts.db, [userId])).get(userId);
+      if (revoked !== undefined && verified.session.iat <= revoked) return error(403, 'token_revoked', 'Session revoked; sign in again', cors);
       if (route === 'read') return await read(req, userId, cors);
       const typesParam = url.searchParams.get('types');
       const parsedTypes = AlertTypes.safeParse(typesParam === null ? [] : typesParam.split(',').filter(Boolean));
