@@ -26,6 +26,7 @@ const postgresUrl = z
 
 const schema = z.object({
   DATABASE_URL: postgresUrl.optional(),
+  LISTEN_DATABASE_URL: postgresUrl.optional(),
   SESSION_SECRET: z
     .string()
     .min(32, 'must be at least 32 characters (it is the HS256 key that signs session tokens)')
@@ -71,6 +72,7 @@ export type Config = Readonly<z.infer<typeof schema>>;
 /** The variables pgbell reads, for `pgbell --help` and the README. */
 export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['DATABASE_URL', 'Postgres connection URL (required for start/migrate/send; `dev` starts embedded Postgres without it)'],
+  ['LISTEN_DATABASE_URL', 'where the listener connects, if not DATABASE_URL: a direct session connection to the primary (not a transaction pooler, not a replica)'],
   ['SESSION_SECRET', 'HS256 key for session tokens, >= 32 chars (required for start/token; `dev` generates one)'],
   ['SESSION_SECRET_PREVIOUS', 'comma-separated earlier secrets that still verify tokens (key rotation; default none)'],
   ['TOKEN_LEEWAY_SECONDS', 'clock skew allowed on token expiry (default 30)'],
@@ -108,7 +110,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const issue = parsed.error.issues[0]!;
     const name = String(issue.path[0] ?? 'environment');
     const got = picked[name];
-    const secret = name === 'SESSION_SECRET' || name === 'SESSION_SECRET_PREVIOUS' || name === 'DATABASE_URL';
+    const secret = name === 'SESSION_SECRET' || name === 'SESSION_SECRET_PREVIOUS' || name === 'DATABASE_URL' || name === 'LISTEN_DATABASE_URL';
     const shown = got === undefined ? '' : ` (got ${JSON.stringify(secret ? redact(got) : got)})`;
     throw new ConfigError(`${name} ${issue.message}${shown}`);
   }

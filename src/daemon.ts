@@ -4,6 +4,7 @@
  * One daemon per process; `startDaemon` is what `pgbell start` and the tests call.
  */
 import { sql } from 'kysely';
+import pg from 'pg';
 import { secretKey } from './auth.js';
 import type { Config } from './config.js';
 import { databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from './db/changes.js';
@@ -19,6 +20,8 @@ import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 
 export interface DaemonOptions {
   databaseUrl: string;
+  /** Where the listener connects, if not DATABASE_URL (must be a direct session connection to the primary). */
+  listenDatabaseUrl?: string | undefined;
   sessionSecret: string;
   /** Earlier secrets that still verify tokens (key rotation). */
   previousSecrets?: readonly string[];
@@ -66,6 +69,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     channel: config.PGBELL_CHANNEL,
     allowedOrigins: config.ALLOWED_ORIGINS,
     previousSecrets: config.SESSION_SECRET_PREVIOUS,
+    listenDatabaseUrl: config.LISTEN_DATABASE_URL,
     tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
     tokenExpiringSeconds: config.TOKEN_EXPIRING_SECONDS,
     maxReplay: config.MAX_REPLAY,
@@ -102,7 +106,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const key = secretKey(opts.sessionSecret);
   const keys = [key, ...(opts.previousSecrets ?? []).map(secretKey)];
   const hub = new Hub();
-  const listener = new Listener({ connectionString: opts.databaseUrl, channel: opts.channel, log, checkIntervalMs: opts.heartbeatMs });
+  const listenUrl = opts.listenDatabaseUrl ?? opts.databaseUrl;
+  const listener = new Listener({
+    connectionString: listenUrl,
+    channel: opts.channel,
+    log,
+    checkIntervalMs: opts.heartbeatMs,
+    notify: async (payload) => void (await sql`SELECT pg_notify(${opts.channel}, ${payload})`.execute(db)),
+  });
   const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers });
   listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
   listener.on('resumed', () => {
@@ -142,10 +153,40 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     alerts: alertsHandler({ db, key: keys, allowedOrigins: opts.allowedOrigins ?? [], maxReplay, leewaySeconds: opts.tokenLeewaySeconds ?? 30 }),
     log,
     listenerStatus: () => listener.status(),
+    queueUsage: () => queueUsage,
   });
 
+  let queueUsage: number | null = null;
+  let checking = false;
+  /** The probe, and the queue usage while at it; warns above half full (writers fail when it is full). */
+  const check = async () => {
+    if (checking) return;
+    checking = true;
+    try {
+      await listener.probe(Math.min(5000, Math.max(250, opts.heartbeatMs)));
+      const { rows } = await sql<{ u: number }>`SELECT pg_notification_queue_usage() AS u`.execute(db);
+      const wasHigh = (queueUsage ?? 0) > 0.5;
+      queueUsage = Number(rows[0]!.u);
+      if (queueUsage > 0.5 && !wasHigh) log.warn({ notifyQueueUsage: queueUsage }, `the NOTIFY queue is ${(queueUsage * 100).toFixed(0)}% full: a listener somewhere is not reading; writers fail when it is full`);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'measuring the NOTIFY queue failed');
+    } finally {
+      checking = false;
+    }
+  };
+  let checkTimer: NodeJS.Timeout | undefined;
+
   try {
+    await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
     await listener.start();
+    if (!(await listener.probe(5000))) {
+      throw new StartupError(
+        'LISTEN does not receive notifications sent to the database: the listener\'s connection goes through a transaction-mode pooler (e.g. PgBouncer) or to another server or database than DATABASE_URL. Point LISTEN_DATABASE_URL at a direct session connection to the primary',
+      );
+    }
+    await check();
+    checkTimer = setInterval(() => void check(), opts.heartbeatMs);
+    checkTimer.unref();
     const address = await server.listen();
     const host = address.family === 'IPv6' ? (address.address === '::' ? 'localhost' : `[${address.address}]`) : address.address === '0.0.0.0' ? 'localhost' : address.address;
     const url = `ws://${host}:${address.port}/`;
@@ -160,6 +201,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       stop: () =>
         (stopped ??= (async () => {
           clearInterval(pruneTimer);
+          clearInterval(checkTimer);
           await server.close();
           await listener.close();
           await delivery.drain();
@@ -169,6 +211,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     };
   } catch (err) {
     clearInterval(pruneTimer);
+    clearInterval(checkTimer);
     await listener.close();
     await server.close().catch(() => {});
     await db.destroy();
@@ -188,6 +231,22 @@ export function untilSignal(daemon: Daemon, log: { info(msg: string): void }): P
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+}
+
+/** A read replica accepts LISTEN but never hears the primary's NOTIFY: refuse it by name. */
+async function checkListenDatabase(url: string, name: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, application_name: 'pgbell-check' });
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new StartupError(`cannot connect to ${name}: ${(err as Error).message}`);
+  }
+  try {
+    const { rows } = await client.query<{ replica: boolean }>('SELECT pg_is_in_recovery() AS replica');
+    if (rows[0]!.replica) throw new StartupError(`${name} points at a read replica (pg_is_in_recovery() is true): NOTIFY sent on the primary never reaches it; point it at the primary`);
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 /** Fails early, saying what to do, when the database is unreachable or not migrated. */

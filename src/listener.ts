@@ -37,8 +37,13 @@ export interface ListenerOptions {
   connectionString: string;
   channel: string;
   log: Logger;
-  /** How often the connection is checked with a trivial query (pg-listen's paranoid check). */
+  /**
+   * Half-open connections are detected within this: the connection is checked every half of it
+   * with a trivial query (pg-listen's paranoid check) that times out after the other half.
+   */
   checkIntervalMs: number;
+  /** Sends a notification on the channel through another connection (the round-trip probe). */
+  notify: (payload: string) => Promise<void>;
 }
 
 /** Reconnect delay: exponential with full jitter, 100 ms base, 5 s cap. */
@@ -53,6 +58,9 @@ export class Listener extends EventEmitter<ListenerEvents> {
   #listening = false;
   /** Notifications that arrive on a new connection before it is reported as resumed. */
   #early: Array<string | undefined> = [];
+  /** Probes in flight: nonce → resolve. */
+  readonly #probes = new Map<string, () => void>();
+  #probe: { ok: boolean | null; at: string | null } = { ok: null, at: null };
   readonly #sub: Subscriber;
   readonly #opts: ListenerOptions;
 
@@ -66,12 +74,15 @@ export class Listener extends EventEmitter<ListenerEvents> {
         keepAlive: true,
         // Start TCP keepalive probes after 10 s idle instead of the OS default of 2 hours.
         keepAliveInitialDelayMillis: 10_000,
+        // A check query on a half-open connection would otherwise wait for TCP to give up
+        // (minutes); failing it makes pg-listen reconnect.
+        query_timeout: Math.max(250, Math.floor(opts.checkIntervalMs / 2)),
       },
       {
         retryLimit: Infinity,
         retryTimeout: Infinity,
         retryInterval: retryDelay,
-        paranoidChecking: opts.checkIntervalMs,
+        paranoidChecking: Math.max(250, Math.floor(opts.checkIntervalMs / 2)),
         // Payloads are validated here, not JSON.parse'd by pg-listen (which would turn garbage
         // into an 'error' event with no channel or payload to log).
         parse: (s: string) => s,
@@ -111,9 +122,44 @@ export class Listener extends EventEmitter<ListenerEvents> {
     return this.#state;
   }
 
-  /** For /health: state, since when, and how many times the connection was lost. */
-  status(): { state: ListenerState; since: string; reconnects: number; channel: string } {
-    return { state: this.#state, since: this.#since.toISOString(), reconnects: this.#reconnects, channel: this.#opts.channel };
+  /** For /health: state, since when, how many times the connection was lost, the last probe. */
+  status(): { state: ListenerState; since: string; reconnects: number; channel: string; probe: { ok: boolean | null; at: string | null } } {
+    return { state: this.#state, since: this.#since.toISOString(), reconnects: this.#reconnects, channel: this.#opts.channel, probe: this.#probe };
+  }
+
+  /** The last round-trip probe failed: LISTEN is not receiving what is sent on the channel. */
+  get deaf(): boolean {
+    return this.#probe.ok === false;
+  }
+
+  /**
+   * Sends a notification on the channel through another connection and waits for it to arrive
+   * here: proof that LISTEN works end to end (not through a transaction pooler, not on a replica,
+   * not on a half-open connection). Never throws.
+   */
+  async probe(timeoutMs: number): Promise<boolean> {
+    const nonce = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    const arrived = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#probes.delete(nonce);
+        resolve(false);
+      }, timeoutMs);
+      this.#probes.set(nonce, () => {
+        clearTimeout(timer);
+        this.#probes.delete(nonce);
+        resolve(true);
+      });
+    });
+    try {
+      await this.#opts.notify(JSON.stringify({ probe: nonce }));
+    } catch (err) {
+      this.#opts.log.warn({ err: (err as Error).message }, 'could not send the listener probe');
+    }
+    const ok = await arrived;
+    if (!ok && this.#probe.ok !== false) this.#opts.log.error(`the listener did not receive its probe within ${timeoutMs} ms: LISTEN is not working`);
+    if (ok && this.#probe.ok === false) this.#opts.log.info('the listener receives its probes again');
+    this.#probe = { ok, at: new Date().toISOString() };
+    return ok;
   }
 
   async start(): Promise<void> {
@@ -140,6 +186,12 @@ export class Listener extends EventEmitter<ListenerEvents> {
       parsed = JSON.parse(raw ?? '');
     } catch {
       parsed = undefined;
+    }
+    const probe = (parsed as { probe?: unknown } | undefined)?.probe;
+    if (typeof probe === 'string' && Object.keys(parsed as object).length === 1) {
+      // Probes of other daemons on the same channel are none of our business.
+      this.#probes.get(probe)?.();
+      return;
     }
     const revocation = Revocation.safeParse(parsed);
     if (revocation.success) {

@@ -65,8 +65,10 @@ export interface ServerOptions {
   /** GET /alerts, POST /alerts/read. */
   alerts: AlertsHandler;
   log: Logger;
-  /** Listener status for /health; `connected` is what makes the daemon healthy. */
-  listenerStatus: () => { state: string } & Record<string, unknown>;
+  /** Listener status for /health; `connected` with a passing probe is what makes the daemon healthy. */
+  listenerStatus: () => { state: string; probe?: { ok: boolean | null } } & Record<string, unknown>;
+  /** pg_notification_queue_usage() as last measured (0–1), for /health. */
+  queueUsage: () => number | null;
 }
 
 interface Conn {
@@ -151,13 +153,14 @@ export class Server {
     if (path === '/health') {
       if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method_not_allowed', message: 'use GET /health' });
       const listener = this.#opts.listenerStatus();
-      const ok = listener.state === 'connected' && !this.#closing;
+      const ok = listener.state === 'connected' && listener.probe?.ok !== false && !this.#closing;
       return json(res, ok ? 200 : 503, {
         status: ok ? 'ok' : 'degraded',
         connections: this.#opts.hub.connections,
         timestamp: new Date().toISOString(),
         listener,
         pendingAuth: this.#conns.size - this.#opts.hub.connections,
+        notifyQueueUsage: this.#opts.queueUsage(),
         uptimeSeconds: Math.round(process.uptime()),
       });
     }
