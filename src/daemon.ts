@@ -86,6 +86,9 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
   };
 }
 
+/** How long a stopping daemon waits for deliveries in flight before closing sockets. */
+const DRAIN_MS = 5000;
+
 export class StartupError extends Error {
   override name = 'StartupError';
 }
@@ -202,9 +205,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         (stopped ??= (async () => {
           clearInterval(pruneTimer);
           clearInterval(checkTimer);
-          await server.close();
+          // Graceful under load: take no new sockets and no new notifications, let the reads in
+          // flight reach their sockets (bounded), then close them with 1001. Whatever a client
+          // did not get, it gets by resuming from its cursor on another node.
+          server.stopAccepting();
           await listener.close();
-          await delivery.drain();
+          await Promise.race([delivery.drain(), new Promise((r) => setTimeout(r, DRAIN_MS).unref())]);
+          await server.close();
+          await delivery.abandon();
           await db.destroy();
           log.info('pgbell stopped');
         })()),
@@ -212,6 +220,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   } catch (err) {
     clearInterval(pruneTimer);
     clearInterval(checkTimer);
+    await delivery.abandon();
     await listener.close();
     await server.close().catch(() => {});
     await db.destroy();

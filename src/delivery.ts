@@ -87,8 +87,14 @@ export class Delivery {
     if (subs.length > 0) this.#push(() => this.#sync(subs, true));
   }
 
-  /** Waits for reads in flight; a read that is failing is abandoned (its sockets are closing anyway). */
+  /** Delivers what has arrived so far (notifications already received included), then resolves. */
   async drain(): Promise<void> {
+    this.#flush();
+    await this.#chain;
+  }
+
+  /** Stops: a read that is failing is given up (its sockets are closing anyway). */
+  async abandon(): Promise<void> {
     this.#stopping = true;
     await this.#chain;
     for (const sub of this.#pendingSync) sub.settle();
@@ -97,15 +103,17 @@ export class Delivery {
   #schedule(): void {
     if (this.#scheduled) return;
     this.#scheduled = true;
-    setImmediate(() => {
-      this.#scheduled = false;
-      const live = this.#pendingLive;
-      const subs = this.#pendingSync;
-      this.#pendingLive = [];
-      this.#pendingSync = [];
-      if (live.length > 0) this.#push(() => this.#live(live));
-      if (subs.length > 0) this.#push(() => this.#sync(subs, false));
-    });
+    setImmediate(() => this.#flush());
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const live = this.#pendingLive;
+    const subs = this.#pendingSync;
+    this.#pendingLive = [];
+    this.#pendingSync = [];
+    if (live.length > 0) this.#push(() => this.#live(live));
+    if (subs.length > 0) this.#push(() => this.#sync(subs, false));
   }
 
   #push(step: () => Promise<void>): void {

@@ -127,6 +127,11 @@ export class Server {
     return this.http.address() as AddressInfo;
   }
 
+  /** Refuses new sockets (503) while the open ones get what is still being delivered. */
+  stopAccepting(): void {
+    this.#closing = true;
+  }
+
   /** Stops accepting, closes every socket with 1001, waits (bounded) for them to go. */
   async close(timeoutMs = 3000): Promise<void> {
     this.#closing = true;

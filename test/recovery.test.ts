@@ -150,3 +150,27 @@ describe('the daemon is killed with SIGKILL', () => {
     expect((await p.exited).code).toBe(0);
   }, 90_000);
 });
+
+describe('graceful shutdown under load', () => {
+  it('SIGTERM while alerts flow: sockets close with 1001, clients resume on another node, nothing lost', async () => {
+    const other = await startTestDaemon(server.url);
+    const port = await freePort();
+    const env = cleanEnv({ DATABASE_URL: server.url, SESSION_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1' });
+    const p = launch(['start'], env);
+    await p.waitFor(/pgbell listening/);
+    const url = `ws://127.0.0.1:${port}/`;
+    const tabs = await Promise.all(USERS.map(async (user) => ({ user, tab: await new Tab(await tokenFor(user)).connect(url) })));
+    const w = writer(() => server.url, 'sigterm');
+    await until(() => tabs.every(({ tab }) => tab.ids.size > 3), 10_000, 'alerts flowing');
+    p.child.kill('SIGTERM');
+    for (const { tab } of tabs) expect((await tab.client!.closed).code).toBe(1001);
+    expect((await p.exited).code).toBe(0);
+    await Promise.all(tabs.map(({ tab }) => tab.connect(other.url)));
+    const resumedAt = w.attempts;
+    await until(() => w.attempts > resumedAt + 20, 10_000, 'writes after the move');
+    await w.stop();
+    await expectExactly(tabs, 'sigterm');
+    for (const { tab } of tabs) tab.close();
+    await other.stop();
+  }, 60_000);
+});
