@@ -41,6 +41,8 @@ const schema = z.object({
   PORT: int(0, 65535).default(8080),
   HOST: z.string().trim().min(1).optional(),
   DEMO_PORT: int(0, 65535).default(3007),
+  TLS_CERT: z.string().trim().min(1).optional(),
+  TLS_KEY: z.string().trim().min(1).optional(),
   HEARTBEAT_MS: int(100, 3_600_000).default(30_000),
   AUTH_TIMEOUT_MS: int(50, 600_000).default(5_000),
   PGBELL_CHANNEL: z
@@ -79,6 +81,8 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['TOKEN_EXPIRING_SECONDS', 'how long before expiry an open socket gets {"type":"token_expiring"} (default 60)'],
   ['PORT', 'HTTP + WebSocket port (default 8080)'],
   ['HOST', 'interface to bind (default: all)'],
+  ['TLS_CERT', 'PEM certificate file: serve https:// and wss:// directly (with TLS_KEY)'],
+  ['TLS_KEY', 'PEM private key file for TLS_CERT'],
   ['DEMO_PORT', '`dev` only: port of the demo app with the live bell (default 3007)'],
   ['HEARTBEAT_MS', 'ping interval; a socket that misses a pong is dropped (default 30000)'],
   ['AUTH_TIMEOUT_MS', 'time allowed for the first {"type":"auth"} message (default 5000)'],
@@ -113,6 +117,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const secret = name === 'SESSION_SECRET' || name === 'SESSION_SECRET_PREVIOUS' || name === 'DATABASE_URL' || name === 'LISTEN_DATABASE_URL';
     const shown = got === undefined ? '' : ` (got ${JSON.stringify(secret ? redact(got) : got)})`;
     throw new ConfigError(`${name} ${issue.message}${shown}`);
+  }
+  if ((parsed.data.TLS_CERT === undefined) !== (parsed.data.TLS_KEY === undefined)) {
+    throw new ConfigError(`${parsed.data.TLS_CERT === undefined ? 'TLS_CERT' : 'TLS_KEY'} is required when ${parsed.data.TLS_CERT === undefined ? 'TLS_KEY' : 'TLS_CERT'} is set`);
   }
   return Object.freeze(parsed.data);
 }

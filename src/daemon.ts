@@ -3,6 +3,7 @@
  * (sockets, /alerts).
  * One daemon per process; `startDaemon` is what `pgbell start` and the tests call.
  */
+import { readFile } from 'node:fs/promises';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { secretKey } from './auth.js';
@@ -27,6 +28,8 @@ export interface DaemonOptions {
   previousSecrets?: readonly string[];
   /** Clock skew allowed on token expiry (default 30 s). */
   tokenLeewaySeconds?: number;
+  /** PEM files: serve https:// and wss:// directly. */
+  tls?: { certFile: string; keyFile: string } | undefined;
   /** `token_expiring` this long before expiry (default 60 s). */
   tokenExpiringSeconds?: number;
   port: number;
@@ -70,6 +73,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     allowedOrigins: config.ALLOWED_ORIGINS,
     previousSecrets: config.SESSION_SECRET_PREVIOUS,
     listenDatabaseUrl: config.LISTEN_DATABASE_URL,
+    tls: config.TLS_CERT && config.TLS_KEY ? { certFile: config.TLS_CERT, keyFile: config.TLS_KEY } : undefined,
     tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
     tokenExpiringSeconds: config.TOKEN_EXPIRING_SECONDS,
     maxReplay: config.MAX_REPLAY,
@@ -103,6 +107,16 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   } catch (err) {
     await db.destroy();
     throw err;
+  }
+
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  if (opts.tls) {
+    try {
+      tls = { cert: await readFile(opts.tls.certFile), key: await readFile(opts.tls.keyFile) };
+    } catch (err) {
+      await db.destroy();
+      throw new StartupError(`cannot read TLS_CERT/TLS_KEY: ${(err as Error).message}`);
+    }
   }
 
   const maxReplay = opts.maxReplay ?? 10_000;
@@ -139,6 +153,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const pruneTimer = setInterval(prune, 3600_000).unref();
 
   const server = new Server({
+    tls,
     port: opts.port,
     host: opts.host,
     heartbeatMs: opts.heartbeatMs,
@@ -192,7 +207,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     checkTimer.unref();
     const address = await server.listen();
     const host = address.family === 'IPv6' ? (address.address === '::' ? 'localhost' : `[${address.address}]`) : address.address === '0.0.0.0' ? 'localhost' : address.address;
-    const url = `ws://${host}:${address.port}/`;
+    const url = `${tls ? 'wss' : 'ws'}://${host}:${address.port}/`;
     log.info({ port: address.port, channel: opts.channel }, `pgbell listening on ${url} (channel ${opts.channel})`);
     if ((opts.socketOrigins ?? 'any') === 'any') log.warn('ALLOWED_ORIGINS is not set: WebSocket handshakes from any web origin are accepted (a token is still required)');
     let stopped: Promise<void> | undefined;

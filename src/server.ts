@@ -5,6 +5,7 @@
  * state.
  */
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { verifySessionToken, type Session } from './auth.js';
@@ -41,6 +42,8 @@ export const DEFAULT_LIMITS: Limits = {
 
 export interface ServerOptions {
   port: number;
+  /** PEM certificate and key: serve https:// and wss:// instead of http:// and ws://. */
+  tls?: { cert: Buffer; key: Buffer } | undefined;
   /** Origins whose pages may open a socket; 'any' skips the check. */
   allowedOrigins: readonly string[] | 'any';
   limits: Limits;
@@ -96,7 +99,8 @@ export class Server {
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
-    this.http = http.createServer((req, res) => this.#onRequest(req, res));
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.#onRequest(req, res);
+    this.http = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
     this.http.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
