@@ -16,6 +16,7 @@ import { Delivery } from './delivery.js';
 import { alertsHandler } from './http/alerts.js';
 import { Hub } from './hub.js';
 import { Listener } from './listener.js';
+import { Metrics } from './metrics.js';
 import { createLogger, type Logger } from './log.js';
 import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 
@@ -131,7 +132,16 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     checkIntervalMs: opts.heartbeatMs,
     notify: async (payload) => void (await sql`SELECT pg_notify(${opts.channel}, ${payload})`.execute(db)),
   });
-  const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers });
+  let queueUsage: number | null = null;
+  let pendingAuth = () => 0;
+  const metrics = new Metrics({
+    connections: () => hub.connections,
+    users: () => hub.users,
+    pendingAuth: () => pendingAuth(),
+    listenerReconnects: () => listener.status().reconnects,
+    queueUsage: () => queueUsage,
+  });
+  const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers, metrics });
   listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
   listener.on('resumed', () => {
     delivery.catchUp();
@@ -172,9 +182,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     log,
     listenerStatus: () => listener.status(),
     queueUsage: () => queueUsage,
+    metrics,
   });
+  pendingAuth = () => server.pendingAuth;
 
-  let queueUsage: number | null = null;
   let checking = false;
   /** The probe, and the queue usage while at it; warns above half full (writers fail when it is full). */
   const check = async () => {

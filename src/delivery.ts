@@ -19,6 +19,7 @@ import { changesByTxids, changesSince, unreadOf, type Change, type SinceBatch, t
 import type { Db } from './db/connect.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
 
 /** Users per catch-up read: 10k sockets mean 20 reads, not 10k. */
 export const SYNC_BATCH_USERS = 500;
@@ -33,11 +34,14 @@ export interface DeliveryOptions {
   maxReplay: number;
   /** Users per read when syncing or catching up (default SYNC_BATCH_USERS). */
   syncBatchUsers?: number;
+  metrics?: Metrics;
 }
 
 interface LiveTx {
   txid: string;
   xmin: bigint | null;
+  /** performance.now() when the notification arrived. */
+  at: number;
 }
 
 export class Delivery {
@@ -62,7 +66,7 @@ export class Delivery {
 
   /** A transaction's notification arrived (in commit order). */
   enqueue(txid: string, xmin: bigint | null = null): void {
-    this.#pendingLive.push({ txid, xmin });
+    this.#pendingLive.push({ txid, xmin, at: performance.now() });
     this.#schedule();
   }
 
@@ -155,6 +159,10 @@ export class Delivery {
       while (i < changes.length && changes[i]!.txid === tx) group.push(changes[i++]!);
       if (group.length > 0) this.#fanOut(tx, group, result!.unread);
     }
+    if (this.#o.metrics && result) {
+      const now = performance.now();
+      for (const { at } of batch) this.#o.metrics.deliveryLatency((now - at) / 1000);
+    }
   }
 
   /** Sends one transaction's changes to each live subscriber of their users that lacks it. */
@@ -170,12 +178,15 @@ export class Delivery {
     const logEach = log.isLevelEnabled('info');
     for (const [uid, list] of byUser) {
       const byType = unread.get(uid);
-      const bodies = list.map((c) => body(c, c.kind === 'alert' && c.insertTxid === tx));
+      const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
+      const bodies = list.map((c, k) => body(c, kinds[k] === 'notification'));
+      const allIdx = list.map((_, k) => k);
       let sent = 0;
       for (const sub of hub.live(uid)) {
         const cursor = sub.cursor!;
         if (cursor.has(tx)) continue;
-        const mine = sub.types === null ? bodies : bodies.filter((_, k) => wants(sub, list[k]!));
+        const picked = sub.types === null ? allIdx : allIdx.filter((k) => wants(sub, list[k]!));
+        const mine = picked === allIdx ? bodies : picked.map((k) => bodies[k]!);
         cursor.advance(this.#horizon);
         // Until its last message arrives, a client has not seen the whole transaction.
         const before = cursor.encode(databaseId);
@@ -184,6 +195,7 @@ export class Delivery {
         const after = cursor.encode(databaseId);
         const n = unreadOf(byType, sub.types);
         mine.forEach((b, k) => sub.send(frame(b, n, k === mine.length - 1 ? after : before)));
+        if (this.#o.metrics) for (const k of picked) this.#o.metrics.delivered(kinds[k]!);
         sub.unread = n;
         sent++;
       }
@@ -307,6 +319,7 @@ export class Delivery {
     sub.cursor = next;
     sub.unread = unread;
     if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(databaseId), unread }));
+    this.#o.metrics?.replayed(replayed, catchUp);
     if (replayed > 0) log.info({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
   }
 }

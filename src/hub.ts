@@ -99,6 +99,11 @@ export class Hub {
     if (set.size === 0) this.#byUser.delete(sub.userId);
   }
 
+  /** Users with at least one socket. */
+  get users(): number {
+    return this.#byUser.size;
+  }
+
   /** Sockets of one user. */
   countFor(userId: string): number {
     return this.#byUser.get(userId)?.size ?? 0;

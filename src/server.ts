@@ -15,9 +15,12 @@ import type { AlertsHandler } from './http/alerts.js';
 import { handleWithFetch } from './http/node.js';
 import { originAllowed } from './http/origin.js';
 import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
 import { parseClientMessage, type ClientMessage, type ServerMessage } from './protocol.js';
 
 export const WS_PATHS = new Set(['/', '/ws']);
+/** Error codes that count as refused authentications in the metrics. */
+const AUTH_FAILURES = new Set<ErrorCode>(['invalid_token', 'auth_required', 'auth_timeout', 'token_expired', 'token_revoked']);
 /** Largest inbound frame. An auth message is the biggest thing a client sends. */
 export const MAX_PAYLOAD = 64 * 1024;
 
@@ -67,6 +70,8 @@ export interface ServerOptions {
   markRead: (userId: string, which: { ids: string[] } | { all: true }) => Promise<number>;
   /** GET /alerts, POST /alerts/read. */
   alerts: AlertsHandler;
+  /** GET /metrics. */
+  metrics?: Metrics | undefined;
   log: Logger;
   /** Listener status for /health; `connected` with a passing probe is what makes the daemon healthy. */
   listenerStatus: () => { state: string; probe?: { ok: boolean | null } } & Record<string, unknown>;
@@ -131,6 +136,11 @@ export class Server {
     return this.http.address() as AddressInfo;
   }
 
+  /** Sockets that have not authenticated yet. */
+  get pendingAuth(): number {
+    return this.#conns.size - this.#opts.hub.connections;
+  }
+
   /** Refuses new sockets (503) while the open ones get what is still being delivered. */
   stopAccepting(): void {
     this.#closing = true;
@@ -157,6 +167,16 @@ export class Server {
         if (!res.headersSent) json(res, 500, { error: 'internal', message: 'internal error' });
         else res.destroy();
       });
+      return;
+    }
+    if (path === '/metrics' && this.#opts.metrics) {
+      this.#opts.metrics.text().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': this.#opts.metrics!.registry.contentType, 'cache-control': 'no-store' });
+          res.end(text);
+        },
+        () => json(res, 500, { error: 'internal', message: 'could not collect metrics' }),
+      );
       return;
     }
     if (path === '/health') {
@@ -297,8 +317,10 @@ export class Server {
       return this.#fail(ws, 'too_many_connections');
     }
     conn.sub = new Subscriber(ws, session.userId, session.email, after, this.#opts.limits.maxBufferedBytes, () =>
-      log.warn({ userId: session.userId, buffered: ws.bufferedAmount }, `closed a slow consumer of user ${session.userId} (more than ${this.#opts.limits.maxBufferedBytes} bytes unsent)`),
-    );
+    {
+      this.#opts.metrics?.slowConsumer();
+      log.warn({ userId: session.userId, buffered: ws.bufferedAmount }, `closed a slow consumer of user ${session.userId} (more than ${this.#opts.limits.maxBufferedBytes} bytes unsent)`);
+    });
     if (types.length > 0) conn.sub.types = new Set(types);
     hub.add(conn.sub);
     log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
@@ -350,6 +372,8 @@ export class Server {
   /** Error message, then the close code the error table assigns. */
   #fail(ws: WebSocket, code: ErrorCode): void {
     const entry = ErrorCodes[code];
+    if (AUTH_FAILURES.has(code)) this.#opts.metrics?.authFailure(code);
+    if (entry.close !== null) this.#opts.metrics?.closed(code);
     this.#send(ws, { type: 'error', code, message: entry.message });
     if (entry.close !== null) ws.close(entry.close, code);
   }

@@ -1,0 +1,82 @@
+/**
+ * Prometheus metrics for GET /metrics (prom-client). Each daemon has a registry of its own, so
+ * two daemons in one process (tests, embedding) do not collide.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface MetricSources {
+  connections: () => number;
+  users: () => number;
+  pendingAuth: () => number;
+  listenerReconnects: () => number;
+  queueUsage: () => number | null;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #delivered: Counter<'kind'>;
+  readonly #latency: Histogram;
+  readonly #replayed: Counter<'reason'>;
+  readonly #slow: Counter;
+  readonly #authFailures: Counter<'reason'>;
+  readonly #closes: Counter<'code'>;
+
+  constructor(sources: MetricSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'pgbell_' });
+    const gauge = (name: string, help: string, read: () => number | null) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const v = read();
+          if (v !== null) this.set(v);
+        },
+      });
+    gauge('pgbell_connections', 'Authenticated sockets', sources.connections);
+    gauge('pgbell_users', 'Users with at least one socket', sources.users);
+    gauge('pgbell_pending_auth', 'Sockets that have not authenticated yet', sources.pendingAuth);
+    gauge('pgbell_listener_reconnects', 'Times the listener lost its connection since start', sources.listenerReconnects);
+    gauge('pgbell_notify_queue_usage', 'pg_notification_queue_usage() at the last probe (0-1)', sources.queueUsage);
+    this.#delivered = new Counter({ name: 'pgbell_delivered_total', help: 'Messages sent to sockets, by kind', labelNames: ['kind'], registers });
+    this.#latency = new Histogram({
+      name: 'pgbell_delivery_seconds',
+      help: 'From a notification reaching the daemon to its changes written to every socket',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.#replayed = new Counter({ name: 'pgbell_replayed_total', help: 'Changes sent from a cursor: resume (a client reconnected) or catchup (the listener did)', labelNames: ['reason'], registers });
+    this.#slow = new Counter({ name: 'pgbell_slow_consumer_closes_total', help: 'Sockets closed with 4008 for not reading', registers });
+    this.#authFailures = new Counter({ name: 'pgbell_auth_failures_total', help: 'Refused authentications, by reason', labelNames: ['reason'], registers });
+    this.#closes = new Counter({ name: 'pgbell_error_closes_total', help: 'Sockets closed by pgbell with an error code', labelNames: ['code'], registers });
+  }
+
+  delivered(kind: 'notification' | 'update' | 'delete', n = 1): void {
+    this.#delivered.inc({ kind }, n);
+  }
+
+  deliveryLatency(seconds: number): void {
+    this.#latency.observe(seconds);
+  }
+
+  replayed(n: number, catchUp: boolean): void {
+    if (n > 0) this.#replayed.inc({ reason: catchUp ? 'catchup' : 'resume' }, n);
+  }
+
+  slowConsumer(): void {
+    this.#slow.inc();
+  }
+
+  authFailure(reason: string): void {
+    this.#authFailures.inc({ reason });
+  }
+
+  closed(code: string): void {
+    this.#closes.inc({ code });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
