@@ -9,6 +9,7 @@ import { ENV_HELP, loadConfig, need, type Config } from './config.js';
 import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { migrate } from './db/migrate.js';
 import { runDev } from './dev.js';
+import { doctor } from './doctor.js';
 import { createLogger } from './log.js';
 
 export const HELP = `pgbell — live notifications from a Postgres "Alert" table to WebSocket clients
@@ -18,6 +19,8 @@ Usage: pgbell <command> [options]
 Commands:
   start                      run the daemon: LISTEN on Postgres, serve WebSocket + /health on PORT
   migrate                    create or update the schema and trigger (safe to run concurrently, idempotent)
+  doctor                     check the database, migrations, triggers, LISTEN round trip, replica/pooler,
+                             NOTIFY queue; print what to fix (exit 1 if anything fails)
   token <userId> [--email E] [--ttl 1h]
                              print a session token for userId, signed with SESSION_SECRET
   send <email>               insert 3 test alerts for the user with that email (plain SQL, like any writer)
@@ -62,6 +65,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       return cmdStart(loadConfig(env));
     case 'migrate':
       return cmdMigrate(loadConfig(env));
+    case 'doctor': {
+      const config = loadConfig(env);
+      return (await doctor(config, need(config, 'DATABASE_URL', 'doctor'), (l) => console.log(l))) ? 0 : 1;
+    }
     case 'token':
       return cmdToken(loadConfig(env), rest[0], values.email, values.ttl);
     case 'send':

@@ -166,3 +166,27 @@ describe('pgbell start', () => {
     expect((await p.exited).code).toBe(0);
   });
 });
+
+describe('pgbell doctor', () => {
+  it('all checks pass on a migrated database (exit 0); each problem is named with its fix (exit 1)', async () => {
+    const good = await freshDatabase();
+    const ok = await run(['doctor'], cleanEnv({ DATABASE_URL: good }));
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('✓ migrations: all applied');
+    expect(ok.stdout).toContain('✓ triggers: notify channel "pgbell"');
+    expect(ok.stdout).toContain('✓ LISTEN round trip: a NOTIFY sent on DATABASE_URL arrived on the listener connection');
+    expect(ok.stdout.trim().split('\n').at(-1)).toBe('all checks passed');
+
+    const empty = await emptyDatabase();
+    const bad = await run(['doctor'], cleanEnv({ DATABASE_URL: empty }));
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/✗ migrations: missing 000001_schema\.sql.*: run `pgbell migrate`/);
+
+    const deaf = await run(['doctor'], cleanEnv({ DATABASE_URL: good, LISTEN_DATABASE_URL: empty }));
+    expect(deaf.code).toBe(1);
+    expect(deaf.stdout).toContain('✗ LISTEN round trip: nothing arrived within 3 s: LISTEN_DATABASE_URL goes through a transaction-mode pooler');
+
+    const channel = await run(['doctor'], cleanEnv({ DATABASE_URL: good, PGBELL_CHANNEL: 'other' }));
+    expect(channel.stdout).toContain('✗ triggers: notify channel "pgbell" but PGBELL_CHANNEL is "other"');
+  }, 30_000);
+});

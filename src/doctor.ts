@@ -1,0 +1,90 @@
+/**
+ * `pgbell doctor`: checks what `pgbell start` needs, one line per check, and says what to fix.
+ * Exit code 0 when everything passes.
+ */
+import pg from 'pg';
+import type { Config } from './config.js';
+import { pendingMigrations, triggerChannel } from './db/migrate.js';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export async function doctor(config: Config, databaseUrl: string, out: (line: string) => void): Promise<boolean> {
+  const checks: Check[] = [];
+  const report = (c: Check) => {
+    checks.push(c);
+    out(`${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}`);
+  };
+  const listenUrl = config.LISTEN_DATABASE_URL ?? databaseUrl;
+  const db = new pg.Client({ connectionString: databaseUrl, application_name: 'pgbell-doctor' });
+  try {
+    await db.connect();
+  } catch (err) {
+    report({ name: 'database', ok: false, detail: `cannot connect to DATABASE_URL: ${(err as Error).message}` });
+    return false;
+  }
+  try {
+    const { rows } = await db.query<{ v: number; version: string }>(`SELECT current_setting('server_version_num')::int AS v, current_setting('server_version') AS version`);
+    const v = rows[0]!;
+    report({ name: 'database', ok: v.v >= 140000, detail: v.v >= 140000 ? `PostgreSQL ${v.version}` : `PostgreSQL ${v.version}: pgbell needs 14 or later` });
+
+    const run = (text: string) => db.query(text);
+    const pending = await pendingMigrations(run);
+    report({ name: 'migrations', ok: pending.length === 0, detail: pending.length === 0 ? 'all applied' : `missing ${pending.join(', ')}: run \`pgbell migrate\`` });
+
+    if (pending.length === 0) {
+      const channel = await triggerChannel(run);
+      const ok = channel === config.PGBELL_CHANNEL;
+      report({
+        name: 'triggers',
+        ok,
+        detail: channel === null ? 'missing: run `pgbell migrate`' : ok ? `notify channel "${channel}"` : `notify channel "${channel}" but PGBELL_CHANNEL is "${config.PGBELL_CHANNEL}": run \`pgbell migrate\` with the same PGBELL_CHANNEL`,
+      });
+    }
+
+    const listener = new pg.Client({ connectionString: listenUrl, application_name: 'pgbell-doctor-listen' });
+    const which = config.LISTEN_DATABASE_URL ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL';
+    try {
+      await listener.connect();
+      const replica = (await listener.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r;
+      report({ name: 'listener connection', ok: !replica, detail: replica ? `${which} points at a read replica: point it at the primary` : `${which} reaches the primary` });
+      const nonce = `doctor-${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
+      const heard = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 3000);
+        listener.on('notification', (n) => {
+          if (n.payload?.includes(nonce)) {
+            clearTimeout(timer);
+            resolve(true);
+          }
+        });
+      });
+      await listener.query(`LISTEN ${pg.escapeIdentifier(config.PGBELL_CHANNEL)}`);
+      await db.query('SELECT pg_notify($1, $2)', [config.PGBELL_CHANNEL, JSON.stringify({ probe: nonce })]);
+      const ok = await heard;
+      report({
+        name: 'LISTEN round trip',
+        ok,
+        detail: ok ? 'a NOTIFY sent on DATABASE_URL arrived on the listener connection' : `nothing arrived within 3 s: ${which} goes through a transaction-mode pooler (e.g. PgBouncer) or to another database; use a direct session connection`,
+      });
+    } catch (err) {
+      report({ name: 'listener connection', ok: false, detail: `cannot use ${which}: ${(err as Error).message}` });
+    } finally {
+      await listener.end().catch(() => {});
+    }
+
+    const usage = Number((await db.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u')).rows[0]!.u);
+    report({
+      name: 'NOTIFY queue',
+      ok: usage <= 0.5,
+      detail: usage <= 0.5 ? `${(usage * 100).toFixed(1)}% used` : `${(usage * 100).toFixed(1)}% used: a LISTEN session is not reading (see pg_stat_activity); writers fail when it is full`,
+    });
+  } finally {
+    await db.end().catch(() => {});
+  }
+  const failed = checks.filter((c) => !c.ok).length;
+  out(failed === 0 ? 'all checks passed' : `${failed} check${failed === 1 ? '' : 's'} failed`);
+  return failed === 0;
+}
