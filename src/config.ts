@@ -71,6 +71,9 @@ const schema = z.object({
 
 export type Config = Readonly<z.infer<typeof schema>>;
 
+/** Every variable pgbell reads. */
+export const CONFIG_KEYS: readonly string[] = Object.keys(schema.shape);
+
 /** The variables pgbell reads, for `pgbell --help` and the README. */
 export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['DATABASE_URL', 'Postgres connection URL (required for start/migrate/send; `dev` starts embedded Postgres without it)'],
