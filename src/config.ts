@@ -27,6 +27,8 @@ const postgresUrl = z
 const schema = z.object({
   DATABASE_URL: postgresUrl.optional(),
   LISTEN_DATABASE_URL: postgresUrl.optional(),
+  PGBELL_FANOUT: z.enum(['listen', 'redis'], 'must be listen (every node LISTENs) or redis (one relay LISTENs, Redis spreads)').default('listen'),
+  REDIS_URL: z.string().trim().refine((v) => /^rediss?:\/\//.test(v), 'must be a redis:// or rediss:// URL').optional(),
   SESSION_SECRET: z
     .string()
     .min(32, 'must be at least 32 characters (it is the HS256 key that signs session tokens)')
@@ -78,6 +80,8 @@ export const CONFIG_KEYS: readonly string[] = Object.keys(schema.shape);
 export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['DATABASE_URL', 'Postgres connection URL (required for start/migrate/send; `dev` starts embedded Postgres without it)'],
   ['LISTEN_DATABASE_URL', 'where the listener connects, if not DATABASE_URL: a direct session connection to the primary (not a transaction pooler, not a replica)'],
+  ['PGBELL_FANOUT', 'listen (default: every node LISTENs) or redis (one relay LISTENs and publishes to Redis; needs REDIS_URL)'],
+  ['REDIS_URL', 'Redis for PGBELL_FANOUT=redis, e.g. redis://127.0.0.1:6379'],
   ['SESSION_SECRET', 'HS256 key for session tokens, >= 32 chars (required for start/token; `dev` generates one)'],
   ['SESSION_SECRET_PREVIOUS', 'comma-separated earlier secrets that still verify tokens (key rotation; default none)'],
   ['TOKEN_LEEWAY_SECONDS', 'clock skew allowed on token expiry (default 30)'],
@@ -121,6 +125,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const shown = got === undefined ? '' : ` (got ${JSON.stringify(secret ? redact(got) : got)})`;
     throw new ConfigError(`${name} ${issue.message}${shown}`);
   }
+  if (parsed.data.PGBELL_FANOUT === 'redis' && parsed.data.REDIS_URL === undefined) throw new ConfigError('REDIS_URL is required when PGBELL_FANOUT is redis');
   if ((parsed.data.TLS_CERT === undefined) !== (parsed.data.TLS_KEY === undefined)) {
     throw new ConfigError(`${parsed.data.TLS_CERT === undefined ? 'TLS_CERT' : 'TLS_KEY'} is required when ${parsed.data.TLS_CERT === undefined ? 'TLS_KEY' : 'TLS_CERT'} is set`);
   }

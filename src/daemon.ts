@@ -15,6 +15,8 @@ import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { Delivery } from './delivery.js';
 import { alertsHandler } from './http/alerts.js';
 import { Hub } from './hub.js';
+import { Relay } from './fanout/relay.js';
+import { RedisFanout } from './fanout/redis.js';
 import { Listener } from './listener.js';
 import { Metrics } from './metrics.js';
 import { createLogger, type Logger } from './log.js';
@@ -22,6 +24,9 @@ import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 
 export interface DaemonOptions {
   databaseUrl: string;
+  /** 'redis': one relay LISTENs and publishes per user to Redis; nodes subscribe for their users. */
+  fanout?: 'listen' | 'redis';
+  redisUrl?: string | undefined;
   /** Where the listener connects, if not DATABASE_URL (must be a direct session connection to the primary). */
   listenDatabaseUrl?: string | undefined;
   sessionSecret: string;
@@ -74,6 +79,8 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     allowedOrigins: config.ALLOWED_ORIGINS,
     previousSecrets: config.SESSION_SECRET_PREVIOUS,
     listenDatabaseUrl: config.LISTEN_DATABASE_URL,
+    fanout: config.PGBELL_FANOUT,
+    redisUrl: config.REDIS_URL,
     tls: config.TLS_CERT && config.TLS_KEY ? { certFile: config.TLS_CERT, keyFile: config.TLS_KEY } : undefined,
     tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
     tokenExpiringSeconds: config.TOKEN_EXPIRING_SECONDS,
@@ -153,6 +160,23 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   listener.on('revoke', (userId, before) => server.revoke(userId, before));
 
+  // Redis fan-out: this node's own listener stays off; the relay (whichever node holds its lock)
+  // LISTENs for everyone, and this node subscribes for the users whose sockets it holds.
+  const redisMode = opts.fanout === 'redis';
+  const fanout = redisMode
+    ? new RedisFanout({
+        url: opts.redisUrl!,
+        channel: opts.channel,
+        log,
+        onChanges: (txid, xmin, batch) => delivery.deliverRead(txid, xmin, batch),
+        onRevoke: (userId, before) => server.revoke(userId, before),
+        onResumed: () => delivery.catchUp(),
+      })
+    : null;
+  const relay = fanout
+    ? new Relay({ databaseUrl: opts.databaseUrl, listenUrl: opts.listenDatabaseUrl ?? opts.databaseUrl, channel: opts.channel, db, fanout, log, heartbeatMs: opts.heartbeatMs })
+    : null;
+
   const retentionHours = opts.tombstoneRetentionHours ?? 168;
   const prune = () =>
     pruneTombstones(db, retentionHours).then(
@@ -175,12 +199,18 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     hub,
     allowedOrigins: opts.socketOrigins ?? 'any',
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
-    subscribe: (sub) => delivery.subscribe(sub),
+    // In Redis mode the subscription is confirmed before the socket's first read, so nothing
+    // published in between is missed.
+    subscribe: async (sub) => {
+      if (fanout) await fanout.watch(sub.userId);
+      return delivery.subscribe(sub);
+    },
+    unsubscribe: (sub) => fanout?.unwatch(sub.userId),
     markRead: (userId, which) => markRead(db, userId, which),
     unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
     alerts: alertsHandler({ db, key: keys, allowedOrigins: opts.allowedOrigins ?? [], maxReplay, leewaySeconds: opts.tokenLeewaySeconds ?? 30 }),
     log,
-    listenerStatus: () => listener.status(),
+    listenerStatus: () => (fanout ? { state: fanout.ready ? 'connected' : 'reconnecting', mode: 'redis', relay: relay!.isRelay, channel: opts.channel } : listener.status()),
     queueUsage: () => queueUsage,
     metrics,
   });
@@ -192,7 +222,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     if (checking) return;
     checking = true;
     try {
-      await listener.probe(Math.min(5000, Math.max(250, opts.heartbeatMs)));
+      if (!fanout) await listener.probe(Math.min(5000, Math.max(250, opts.heartbeatMs)));
       const { rows } = await sql<{ u: number }>`SELECT pg_notification_queue_usage() AS u`.execute(db);
       const wasHigh = (queueUsage ?? 0) > 0.5;
       queueUsage = Number(rows[0]!.u);
@@ -207,8 +237,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   try {
     await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
-    await listener.start();
-    if (!(await listener.probe(5000))) {
+    if (fanout) {
+      try {
+        await fanout.start();
+      } catch (err) {
+        throw new StartupError(`cannot connect to REDIS_URL: ${(err as Error).message}`);
+      }
+      relay!.start();
+    } else await listener.start();
+    if (!fanout && !(await listener.probe(5000))) {
       throw new StartupError(
         'LISTEN does not receive notifications sent to the database: the listener\'s connection goes through a transaction-mode pooler (e.g. PgBouncer) or to another server or database than DATABASE_URL. Point LISTEN_DATABASE_URL at a direct session connection to the primary',
       );
@@ -235,10 +272,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           // flight reach their sockets (bounded), then close them with 1001. Whatever a client
           // did not get, it gets by resuming from its cursor on another node.
           server.stopAccepting();
+          await relay?.close();
           await listener.close();
           await Promise.race([delivery.drain(), new Promise((r) => setTimeout(r, DRAIN_MS).unref())]);
           await server.close();
           await delivery.abandon();
+          await fanout?.close();
           await db.destroy();
           log.info('pgbell stopped');
         })()),
@@ -247,6 +286,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     clearInterval(pruneTimer);
     clearInterval(checkTimer);
     await delivery.abandon();
+    await relay?.close();
+    await fanout?.close();
     await listener.close();
     await server.close().catch(() => {});
     await db.destroy();

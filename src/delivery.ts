@@ -15,7 +15,7 @@
  * runs; later steps wait behind it so order holds.
  */
 import { CursorState, decodeCursor } from './cursor.js';
-import { changesByTxids, changesSince, unreadOf, type Change, type SinceBatch, type UnreadByType } from './db/changes.js';
+import { changesByTxids, changesSince, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType } from './db/changes.js';
 import type { Db } from './db/connect.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
@@ -68,6 +68,21 @@ export class Delivery {
   enqueue(txid: string, xmin: bigint | null = null): void {
     this.#pendingLive.push({ txid, xmin, at: performance.now() });
     this.#schedule();
+  }
+
+  /**
+   * One transaction's changes, read already (by the relay, in Redis fan-out mode), in commit
+   * order like enqueue(): delivered without a read of our own.
+   */
+  deliverRead(txid: string, xmin: bigint | null, batch: ChangeBatch): void {
+    this.#push(async () => {
+      const tx = BigInt(txid);
+      const group = batch.changes.filter((c) => c.txid === tx);
+      // The horizon holds for this user only: messages of one user arrive in order on one
+      // channel, but channels (shards) do not keep order between them.
+      const horizon = xmin != null && xmin <= tx ? xmin : 0n;
+      if (group.length > 0) this.#fanOut(tx, group, batch.unread, horizon);
+    });
   }
 
   /** A socket authenticated: send `ready`, what it missed since its cursor, then `synced`. */
@@ -166,7 +181,7 @@ export class Delivery {
   }
 
   /** Sends one transaction's changes to each live subscriber of their users that lacks it. */
-  #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>): void {
+  #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon = this.#horizon): void {
     const { hub, log, databaseId } = this.#o;
     const byUser = new Map<string, Change[]>();
     for (const c of group) {
@@ -187,7 +202,7 @@ export class Delivery {
         if (cursor.has(tx)) continue;
         const picked = sub.types === null ? allIdx : allIdx.filter((k) => wants(sub, list[k]!));
         const mine = picked === allIdx ? bodies : picked.map((k) => bodies[k]!);
-        cursor.advance(this.#horizon);
+        cursor.advance(horizon);
         // Until its last message arrives, a client has not seen the whole transaction.
         const before = cursor.encode(databaseId);
         cursor.add(tx);

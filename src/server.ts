@@ -64,6 +64,8 @@ export interface ServerOptions {
   hub: Hub;
   /** Starts a new subscriber's sync: it sends `ready`, what was missed, then `synced`. */
   subscribe: (sub: Subscriber) => Promise<void>;
+  /** A subscriber's socket closed. */
+  unsubscribe?: (sub: Subscriber) => void;
   /** A user's unread count of the given types (null: all), for `subscribed`. */
   unread: (userId: string, types: ReadonlySet<string> | null) => Promise<number>;
   /** Marks alerts read for a user; the change then streams back like any UPDATE. */
@@ -237,7 +239,10 @@ export class Server {
       clearTimeout(conn.authTimer);
       for (const t of conn.expiry) clearTimeout(t);
       this.#conns.delete(ws);
-      if (conn.sub) this.#opts.hub.remove(conn.sub);
+      if (conn.sub) {
+        this.#opts.hub.remove(conn.sub);
+        this.#opts.unsubscribe?.(conn.sub);
+      }
     });
     // ws reports protocol violations (oversized frame, bad UTF-8) here, then closes the
     // socket with the matching code (1009, 1007...). Nothing else to do but note it.

@@ -80,16 +80,16 @@ export function unreadOf(byType: UnreadByType | undefined, types: ReadonlySet<st
   return n;
 }
 
-const CHANGES_BY_TXIDS = `
+const changesByTxidsSql = (everyone: boolean) => `
     WITH ch AS (
       SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
              a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
         FROM "Alert" a
-       WHERE a."changedTxid" = ANY($1::xid8[]) AND a."userId" = ANY($2::text[])
+       WHERE a."changedTxid" = ANY($1::xid8[])${everyone ? '' : ' AND a."userId" = ANY($2::text[])'}
     ), dl AS (
       SELECT t.id, t."userId", t.txid::text AS tx
         FROM "AlertTombstone" t
-       WHERE t.txid = ANY($1::xid8[]) AND t."userId" = ANY($2::text[])
+       WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'}
     )
     SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
     UNION ALL
@@ -98,14 +98,19 @@ const CHANGES_BY_TXIDS = `
     SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
 `;
+const CHANGES_BY_TXIDS = changesByTxidsSql(false);
+const CHANGES_BY_TXIDS_ALL = changesByTxidsSql(true);
 
 /**
  * Changes made by the given transactions, for the given users only. `txids` is in commit order
  * (the order their notifications arrived); the result keeps it.
  */
-export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[]): Promise<ChangeBatch> {
+export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[] | 'all'): Promise<ChangeBatch> {
   if (txids.length === 0 || userIds.length === 0) return { changes: [], unread: new Map() };
-  const rows = await preparedQuery<Row>(db, 'pgbell_changes_by_txids', CHANGES_BY_TXIDS, [[...txids], [...userIds]]);
+  const rows =
+    userIds === 'all'
+      ? await preparedQuery<Row>(db, 'pgbell_changes_by_txids_all', CHANGES_BY_TXIDS_ALL, [[...txids]])
+      : await preparedQuery<Row>(db, 'pgbell_changes_by_txids', CHANGES_BY_TXIDS, [[...txids], [...userIds]]);
   const order = new Map(txids.map((t, i) => [BigInt(t), i]));
   const batch = collect(rows);
   batch.changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)! || byRow(a, b));
@@ -170,6 +175,40 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
   return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), prunedTxid: BigInt(s.seq!), databaseId: s.id!, truncated };
 }
+
+/**
+ * Every user's changes at or after `after`, oldest transaction first, with the read's snapshot
+ * horizon: what a relay that took over publishes first. At most `limit` rows.
+ */
+export async function changesSinceAll(db: Q, after: bigint, limit: number): Promise<{ batch: ChangeBatch; xmin: bigint; full: boolean }> {
+  const rows = await preparedQuery<Row>(db, 'pgbell_changes_since_all', CHANGES_SINCE_ALL, [after.toString(), limit]);
+  const s = rows.find((r) => r.k === 's')!;
+  const batch = collect(rows);
+  // A full page may stop inside a transaction: the caller drops the last one and reads on from it.
+  const full = rows.filter((r) => r.k === 'a').length >= limit;
+  batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
+  return { batch, xmin: BigInt(s.itx!), full };
+}
+
+const CHANGES_SINCE_ALL = `
+    WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
+    ch AS (
+      SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
+             a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
+        FROM "Alert" a WHERE a."changedTxid" >= $1::xid8
+       ORDER BY a."changedTxid", a.seq LIMIT $2
+    ), dl AS (
+      SELECT t.id, t."userId", t.txid::text AS tx FROM "AlertTombstone" t WHERE t.txid >= $1::xid8
+    )
+    SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
+    UNION ALL
+    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl
+    UNION ALL
+    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL
+      FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
+    UNION ALL
+    SELECT 's', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(snap.s)::text, NULL, NULL, NULL FROM snap
+`;
 
 /** A user's newest alerts, newest first (the bell's list), optionally only of some types. */
 export async function newestAlerts(db: Q, userId: string, limit: number, types: ReadonlySet<string> | null = null): Promise<WireAlert[]> {

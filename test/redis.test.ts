@@ -1,0 +1,73 @@
+/**
+ * PGBELL_FANOUT=redis against the machine's Redis (127.0.0.1:6379): one relay LISTENs for the
+ * whole fleet and publishes per user; nodes subscribe for the users they hold. Killing the relay
+ * while writing loses nothing: another node takes its lock and publishes from the recorded horizon.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { freshDatabase, query } from './helpers/pg.js';
+import { Tab, until } from './helpers/tab.js';
+
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+// Users unique to this run: Redis channels are shared by every database on this Redis.
+const tag = Math.random().toString(36).slice(2, 8);
+const USERS = ['a', 'b', 'c'].map((u) => `${u}-${tag}`);
+
+let db: string;
+let nodes: TestDaemon[] = [];
+
+beforeAll(async () => {
+  db = await freshDatabase();
+  await query(db, `INSERT INTO "User" (id, email) SELECT u, u || '@example.test' FROM unnest($1::text[]) u`, [USERS]);
+  for (let i = 0; i < 3; i++) nodes.push(await startTestDaemon(db, { fanout: 'redis', redisUrl: REDIS_URL }));
+});
+afterAll(async () => {
+  for (const n of nodes) await n.stop();
+});
+
+const listenConnections = async () =>
+  (await query(db, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgbell-listener' AND datname = current_database()`))[0]!.n as number;
+
+describe('Redis fan-out', () => {
+  it('three nodes hold one LISTEN connection between them; each tab gets exactly its user\'s alerts; killing the relay mid-write loses nothing', async () => {
+    await until(async () => (await Promise.all(nodes.map((n) => health(n.http)))).filter((h) => h.body.listener.relay).length === 1, 10_000, 'one relay');
+    expect(await listenConnections()).toBe(1);
+
+    const tabs = await Promise.all(
+      nodes.flatMap((n, i) => USERS.map(async (user) => ({ user, node: i, tab: await new Tab(await tokenFor(user)).connect(n.url) }))),
+    );
+    let stop = false;
+    let written = 0;
+    const writer = (async () => {
+      for (let i = 0; !stop; i++) {
+        await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ($1, $2)`, [USERS[i % USERS.length], `w${i}`]).catch(() => {});
+        written++;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    await until(() => written > 30, 10_000, 'writes');
+
+    // Kill the relay while the writer runs; its tabs move to another node.
+    const healths = await Promise.all(nodes.map((n) => health(n.http)));
+    const relayIndex = healths.findIndex((h) => h.body.listener.relay);
+    const relay = nodes[relayIndex]!;
+    await relay.stop();
+    nodes = nodes.filter((n) => n !== relay);
+    const target = nodes[0]!;
+    await Promise.all(tabs.filter((t) => t.node === relayIndex).map(({ tab }) => tab.connect(target.url)));
+    await until(async () => (await Promise.all(nodes.map((n) => health(n.http)))).some((h) => h.body.listener.relay), 10_000, 'a new relay');
+    const at = written;
+    await until(() => written > at + 30, 10_000, 'writes after the takeover');
+    stop = true;
+    await writer;
+    expect(await listenConnections()).toBe(1);
+
+    for (const { user, tab } of tabs) {
+      const truth = new Set((await query(db, `SELECT id FROM "Alert" WHERE "userId" = $1`, [user])).map((r) => r.id));
+      await until(() => tab.ids.size >= truth.size, 15_000, `all ${truth.size} alerts of ${user} (have ${tab.ids.size})`);
+      expect(tab.ids).toEqual(truth);
+      expect(tab.repeatsWithinConnection).toEqual([]);
+      tab.close();
+    }
+  }, 60_000);
+});
