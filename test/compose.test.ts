@@ -16,8 +16,13 @@ const commands = [...HELP.matchAll(/^ {2}([a-z]+)\b/gm)].map((m) => m[1]);
 const pgbellServices = Object.entries(compose.services).filter(([, s]) => s.command?.includes('bin/pgbell.js'));
 
 describe('docker-compose.yml', () => {
-  it('runs Postgres 17 and at least two pgbell nodes with healthchecks', () => {
+  it('runs Postgres 17, Redis, and at least two pgbell nodes with healthchecks, fanning out through that Redis', () => {
     expect(compose.services.postgres!.image).toBe('postgres:17');
+    expect(compose.services.redis!.image).toMatch(/^redis:/);
+    for (const [, s] of pgbellServices.filter(([, s]) => s.command!.includes('pgbell.js start'))) {
+      expect(s.environment).toMatchObject({ PGBELL_FANOUT: 'redis', REDIS_URL: 'redis://redis:6379' });
+      expect(Object.keys(s.depends_on ?? {})).toContain('redis');
+    }
     const nodes = pgbellServices.filter(([, s]) => s.command!.includes('pgbell.js start'));
     expect(nodes.length).toBeGreaterThanOrEqual(2);
     for (const s of Object.values(compose.services)) if (s.command?.includes('pgbell.js start')) expect(s.healthcheck).toBeDefined();
