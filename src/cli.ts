@@ -117,6 +117,9 @@ async function cmdToken(config: Config, userId: string | undefined, email: strin
 async function cmdSend(config: Config, email: string | undefined): Promise<number> {
   if (!email) throw new Error('usage: pgbell send <email>');
   const client = new pg.Client({ connectionString: need(config, 'DATABASE_URL', 'send'), application_name: 'pgbell-send' });
+  // A short-lived client: a lost connection surfaces through the awaited calls; without a
+  // listener, pg's 'error' event would also be thrown as an uncaught exception.
+  client.on('error', () => {});
   await client.connect();
   try {
     const user = await client.query<{ id: string }>('SELECT id FROM "User" WHERE email = $1', [email]);

@@ -312,6 +312,9 @@ export function untilSignal(daemon: Daemon, log: { info(msg: string): void }): P
 /** A read replica accepts LISTEN but never hears the primary's NOTIFY: refuse it by name. */
 async function checkListenDatabase(url: string, name: string): Promise<void> {
   const client = new pg.Client({ connectionString: url, application_name: 'pgbell-check' });
+  // A short-lived client: a lost connection surfaces through the awaited calls; without a
+  // listener, pg's 'error' event would also be thrown as an uncaught exception.
+  client.on('error', () => {});
   try {
     await client.connect();
   } catch (err) {

@@ -20,6 +20,9 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
   };
   const listenUrl = config.LISTEN_DATABASE_URL ?? databaseUrl;
   const db = new pg.Client({ connectionString: databaseUrl, application_name: 'pgbell-doctor' });
+  // A short-lived client: a lost connection surfaces through the awaited calls; without a
+  // listener, pg's 'error' event would also be thrown as an uncaught exception.
+  db.on('error', () => {});
   try {
     await db.connect();
   } catch (err) {
@@ -46,6 +49,7 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
     }
 
     const listener = new pg.Client({ connectionString: listenUrl, application_name: 'pgbell-doctor-listen' });
+    listener.on('error', () => {});
     const which = config.LISTEN_DATABASE_URL ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL';
     try {
       await listener.connect();

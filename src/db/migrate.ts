@@ -27,6 +27,9 @@ export async function migrate(
 ): Promise<MigrateResult> {
   const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
   const client = new pg.Client({ connectionString, application_name: 'pgbell-migrate' });
+  // A short-lived client: a lost connection surfaces through the awaited calls; without a
+  // listener, pg's 'error' event would also be thrown as an uncaught exception.
+  client.on('error', () => {});
   await client.connect();
   const result: MigrateResult = { applied: [], skipped: [], channelChanged: false };
   try {

@@ -66,6 +66,8 @@ export class Relay {
     if (this.#closed || this.#trying || this.#lock) return;
     this.#trying = true;
     const client = new pg.Client({ connectionString: this.#o.databaseUrl, application_name: 'pgbell-relay-lock', keepAlive: true });
+    // Until the lock is held, a failure surfaces through the awaited calls (no uncaught 'error').
+    client.on('error', () => {});
     try {
       await client.connect();
       const { rows } = await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [RELAY_LOCK.toString()]);

@@ -47,6 +47,9 @@ export async function emptyDatabase(tag = 'e'): Promise<string> {
 /** Runs SQL on a short-lived connection. */
 export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
   const client = new pg.Client({ connectionString: url });
+  // The failure reaches the caller through the query; without a listener, pg's 'error' event
+  // (a server killed mid-query) would also be thrown as an uncaught exception.
+  client.on('error', () => {});
   await client.connect();
   try {
     return (await client.query<R>(text, params)).rows;
