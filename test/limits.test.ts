@@ -3,26 +3,22 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { TestClient } from './helpers/client.js';
-import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { daemonFleet, tokenFor } from './helpers/daemon.js';
 import { createUser, freshDatabase, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let db: string;
-const daemons: TestDaemon[] = [];
 
 beforeAll(async () => {
   db = await freshDatabase();
   for (const u of ['ana', 'bo', 'cy', 'di']) await createUser(db, u);
 });
 afterAll(async () => {
-  for (const d of daemons) await d.stop();
+  await fleet.stopAll();
 });
 
-async function daemonWith(overrides: Parameters<typeof startTestDaemon>[1]): Promise<TestDaemon> {
-  const d = await startTestDaemon(db, overrides);
-  daemons.push(d);
-  return d;
-}
+const fleet = daemonFleet(() => db);
+const daemonWith = fleet.start;
 
 /** The HTTP status of a refused handshake, or 101 if it was accepted. */
 function handshake(url: string, origin?: string): Promise<number> {

@@ -2,25 +2,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey, signSessionToken } from '../src/auth.js';
 import { TestClient, sleep } from './helpers/client.js';
-import { SECRET, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { SECRET, daemonFleet, tokenFor } from './helpers/daemon.js';
 import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
 
 let db: string;
-const daemons: TestDaemon[] = [];
 
 beforeAll(async () => {
   db = await freshDatabase();
   for (const u of ['eve', 'fay', 'gil', 'hal']) await createUser(db, u);
 });
 afterAll(async () => {
-  for (const d of daemons) await d.stop();
+  await fleet.stopAll();
 });
 
-async function daemonWith(overrides: Parameters<typeof startTestDaemon>[1]): Promise<TestDaemon> {
-  const d = await startTestDaemon(db, overrides);
-  daemons.push(d);
-  return d;
-}
+const fleet = daemonFleet(() => db);
+const daemonWith = fleet.start;
 
 describe('expiry on an open socket', () => {
   it('token_expiring ahead of exp, then 4401 at exp; a fresh auth on the open socket extends it', async () => {

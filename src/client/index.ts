@@ -6,19 +6,12 @@
  * nothing is missed or shown twice across the switches.
  */
 
+import type { WireAlert } from '../protocol.js';
+
 export type Status = 'connecting' | 'live' | 'polling' | 'offline';
 
-export interface Alert {
-  id: string;
-  userId: string;
-  type: string;
-  title: string;
-  message: string;
-  link: string | null;
-  data: unknown;
-  read: boolean;
-  createdAt: string;
-}
+/** An alert as the server sends it (a type-only import: nothing of the server is bundled). */
+export type Alert = WireAlert;
 
 export interface State {
   /** Newest first. */

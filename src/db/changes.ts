@@ -70,6 +70,11 @@ interface Row {
 const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, c.n), '{}') FROM (
       SELECT x.type, count(*) AS n FROM "Alert" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
 
+/** The rows of the CTEs every read defines: changed alerts (`ch`) and deletes (`dl`), as `Row`s. */
+const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
+    UNION ALL
+    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl`;
+
 /** Unread alerts of a user by type. */
 export type UnreadByType = Record<string, number>;
 
@@ -91,9 +96,7 @@ const changesByTxidsSql = (everyone: boolean) => `
         FROM "AlertTombstone" t
        WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'}
     )
-    SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
-    UNION ALL
-    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl
+    ${CHANGE_ROWS}
     UNION ALL
     SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
@@ -138,9 +141,7 @@ const CHANGES_SINCE = `
          ORDER BY t.txid
          LIMIT $3) t
     )
-    SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
-    UNION ALL
-    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl
+    ${CHANGE_ROWS}
     UNION ALL
     SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('req.uid')}, NULL, NULL, NULL, NULL, NULL, NULL
       FROM req
@@ -200,9 +201,7 @@ const CHANGES_SINCE_ALL = `
     ), dl AS (
       SELECT t.id, t."userId", t.txid::text AS tx FROM "AlertTombstone" t WHERE t.txid >= $1::xid8
     )
-    SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
-    UNION ALL
-    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl
+    ${CHANGE_ROWS}
     UNION ALL
     SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u

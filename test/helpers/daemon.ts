@@ -51,3 +51,18 @@ export async function health(base: string): Promise<{ status: number; body: Reco
   const res = await fetch(`${base}/health`);
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
+
+/** Daemons a test file starts as it goes, all stopped by `stopAll()` in its afterAll. */
+export function daemonFleet(databaseUrl: () => string) {
+  const started: TestDaemon[] = [];
+  return {
+    async start(overrides: Partial<DaemonOptions> = {}): Promise<TestDaemon> {
+      const d = await startTestDaemon(databaseUrl(), overrides);
+      started.push(d);
+      return d;
+    },
+    async stopAll(): Promise<void> {
+      for (const d of started) await d.stop();
+    },
+  };
+}
