@@ -7,6 +7,7 @@ import pg from 'pg';
 import { parseTtl, secretKey, signSessionToken } from './auth.js';
 import { ENV_HELP, loadConfig, need, type Config } from './config.js';
 import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
+import { install, uninstall } from './db/install.js';
 import { migrate } from './db/migrate.js';
 import { runDev } from './dev.js';
 import { doctor } from './doctor.js';
@@ -19,6 +20,11 @@ Usage: pgbell <command> [options]
 Commands:
   start                      run the daemon: LISTEN on Postgres, serve WebSocket + /health on PORT
   migrate                    create or update the schema and trigger (safe to run concurrently, idempotent)
+  install --table T --user-column C [--id-column C] [--type-column C] [--title-column C]
+          [--message-column C] [--link-column C] [--read-column C] [--created-column C] [--channel N]
+                             put pgbell onto an existing table instead of its own "Alert" (idempotent;
+                             everything it adds is named pgbell_* or lives in schema pgbell)
+  uninstall                  remove exactly what install added
   doctor                     check the database, migrations, triggers, LISTEN round trip, replica/pooler,
                              NOTIFY queue; print what to fix (exit 1 if anything fails)
   token <userId> [--email E] [--ttl 1h]
@@ -31,6 +37,9 @@ Commands:
 Options:
   --email <email>            (token) email claim to include
   --ttl <duration>           (token) lifetime: 90s, 15m, 1h, 7d (default 1h)
+  --table <name>             (install) the table, optionally schema-qualified
+  --user-column <col>        (install) whose alert a row is; tokens' sub must equal its text form
+  --channel <name>           (install) NOTIFY channel (default PGBELL_CHANNEL)
   -h, --help                 this text
 
 Environment:
@@ -53,6 +62,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       email: { type: 'string' },
       ttl: { type: 'string', default: '1h' },
       help: { type: 'boolean', short: 'h' },
+      table: { type: 'string' },
+      'user-column': { type: 'string' },
+      'id-column': { type: 'string' },
+      'type-column': { type: 'string' },
+      'title-column': { type: 'string' },
+      'message-column': { type: 'string' },
+      'link-column': { type: 'string' },
+      'read-column': { type: 'string' },
+      'created-column': { type: 'string' },
+      channel: { type: 'string' },
     },
   });
   const [command, ...rest] = positionals;
@@ -65,6 +84,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       return cmdStart(loadConfig(env));
     case 'migrate':
       return cmdMigrate(loadConfig(env));
+    case 'install':
+      return cmdInstall(loadConfig(env), values);
+    case 'uninstall':
+      return cmdUninstall(loadConfig(env));
     case 'doctor': {
       const config = loadConfig(env);
       return (await doctor(config, need(config, 'DATABASE_URL', 'doctor'), (l) => console.log(l))) ? 0 : 1;
@@ -99,6 +122,35 @@ async function cmdMigrate(config: Config): Promise<number> {
     log: (m) => console.log(m),
   });
   console.log(result.applied.length ? `migrated: ${result.applied.length} applied, ${result.skipped.length} already applied` : `up to date (${result.skipped.length} migrations already applied)`);
+  return 0;
+}
+
+async function cmdInstall(config: Config, flags: Record<string, string | boolean | undefined>): Promise<number> {
+  const flag = (name: string) => (typeof flags[name] === 'string' ? (flags[name] as string) : undefined);
+  const table = flag('table');
+  const userColumn = flag('user-column');
+  if (!table || !userColumn) throw new Error('usage: pgbell install --table <table> --user-column <column> [options]; see `pgbell --help`');
+  const result = await install(need(config, 'DATABASE_URL', 'install'), {
+    table,
+    userColumn,
+    idColumn: flag('id-column'),
+    typeColumn: flag('type-column'),
+    titleColumn: flag('title-column'),
+    messageColumn: flag('message-column'),
+    linkColumn: flag('link-column'),
+    readColumn: flag('read-column'),
+    createdColumn: flag('created-column'),
+    channel: flag('channel') ?? config.PGBELL_CHANNEL,
+  });
+  if (result.installed) console.log(`installed on ${result.table}: every committed change now notifies; start the daemon with the same PGBELL_CHANNEL`);
+  else if (result.channelChanged) console.log(`already installed on ${result.table}; its triggers now notify channel ${flag('channel') ?? config.PGBELL_CHANNEL}`);
+  else console.log(`already installed on ${result.table}; nothing to do`);
+  return 0;
+}
+
+async function cmdUninstall(config: Config): Promise<number> {
+  const table = await uninstall(need(config, 'DATABASE_URL', 'uninstall'));
+  console.log(table === null ? 'pgbell is not installed in this database; nothing to do' : `uninstalled from ${table}: its triggers, columns and schema pgbell are gone`);
   return 0;
 }
 

@@ -11,6 +11,7 @@ import type { Config } from './config.js';
 import { databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from './db/changes.js';
 import { createDb, type Db } from './db/connect.js';
 import { revokedBefore } from './db/users.js';
+import { installedTable } from './db/install.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { Delivery } from './delivery.js';
 import { alertsHandler } from './http/alerts.js';
@@ -338,9 +339,13 @@ async function checkDatabase(db: Db, channel: string): Promise<void> {
   const run = (text: string) => sql.raw(text).execute(db);
   const pending = await pendingMigrations(run);
   if (pending.length > 0) throw new StartupError(`the database is missing migrations ${pending.join(', ')}: run \`pgbell migrate\` first`);
+  const installed = await installedTable(run);
   const current = await triggerChannel(run);
-  if (current === null) throw new StartupError('the "Alert" table or its notify triggers are missing: run `pgbell migrate` first');
+  if (current === null) {
+    throw new StartupError(installed ? `the notify triggers on ${installed} are missing: run \`pgbell install\` again` : 'the "Alert" table or its notify triggers are missing: run `pgbell migrate` first');
+  }
   if (current !== channel) {
-    throw new StartupError(`the "Alert" trigger notifies channel "${current}" but PGBELL_CHANNEL is "${channel}": run \`pgbell migrate\` with the same PGBELL_CHANNEL`);
+    const remedy = installed ? `run \`pgbell install\` again with --channel ${channel}` : 'run `pgbell migrate` with the same PGBELL_CHANNEL';
+    throw new StartupError(`the ${installed ?? '"Alert"'} trigger notifies channel "${current}" but PGBELL_CHANNEL is "${channel}": ${remedy}`);
   }
 }

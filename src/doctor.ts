@@ -4,6 +4,8 @@
  */
 import pg from 'pg';
 import type { Config } from './config.js';
+import { SEARCH_PGBELL_FIRST } from './db/connect.js';
+import { installedTable } from './db/install.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 
 export interface Check {
@@ -25,6 +27,7 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
   db.on('error', () => {});
   try {
     await db.connect();
+    await db.query(SEARCH_PGBELL_FIRST);
   } catch (err) {
     report({ name: 'database', ok: false, detail: `cannot connect to DATABASE_URL: ${(err as Error).message}` });
     return false;
@@ -35,8 +38,13 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
     report({ name: 'database', ok: v.v >= 140000, detail: v.v >= 140000 ? `PostgreSQL ${v.version}` : `PostgreSQL ${v.version}: pgbell needs 14 or later` });
 
     const run = (text: string) => db.query(text);
+    const installed = await installedTable(run);
     const pending = await pendingMigrations(run);
-    report({ name: 'migrations', ok: pending.length === 0, detail: pending.length === 0 ? 'all applied' : `missing ${pending.join(', ')}: run \`pgbell migrate\`` });
+    report({
+      name: 'migrations',
+      ok: pending.length === 0,
+      detail: installed ? `none needed: pgbell is installed on ${installed}` : pending.length === 0 ? 'all applied' : `missing ${pending.join(', ')}: run \`pgbell migrate\``,
+    });
 
     if (pending.length === 0) {
       const channel = await triggerChannel(run);

@@ -38,6 +38,7 @@ export const ErrorCodes = {
   rate_limited: { close: CloseCode.RateLimited, message: 'Too many messages' },
   too_many_connections: { close: CloseCode.TooManyForUser, message: 'Too many connections for this user' },
   server_full: { close: CloseCode.TryAgainLater, message: 'The server is at its connection limit; try again later' },
+  read_not_tracked: { close: null, message: 'This alert table keeps no read state (pgbell install without --read-column)' },
 } as const satisfies Record<string, { close: CloseCode | null; message: string }>;
 export type ErrorCode = keyof typeof ErrorCodes;
 
@@ -55,6 +56,15 @@ export const HttpErrorCodes = {
   /** The cursor is invalid, from another database or too old: reload with GET /alerts. */
   cursor_reset: 410,
   payload_too_large: 413,
+  /** Marking read on a table installed without --read-column. */
+  read_not_tracked: 409,
   unavailable: 503,
 } as const;
 export type HttpErrorCode = keyof typeof HttpErrorCodes;
+
+/** Marking read where the installed table has no read column (src/db/install.ts). */
+export class ReadNotTrackedError extends Error {
+  constructor() {
+    super(ErrorCodes.read_not_tracked.message);
+  }
+}

@@ -9,7 +9,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { verifySessionToken, type Session } from './auth.js';
-import { CloseCode, ErrorCodes, type ErrorCode } from './errors.js';
+import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './errors.js';
 import { Subscriber, type Hub } from './hub.js';
 import type { AlertsHandler } from './http/alerts.js';
 import { handleWithFetch } from './http/node.js';
@@ -275,6 +275,10 @@ export class Server {
       try {
         await this.#opts.markRead(conn.session.userId, msg.all ? { all: true } : { ids: msg.ids! });
       } catch (err) {
+        if (err instanceof ReadNotTrackedError) {
+          this.#send(ws, { type: 'error', code: 'read_not_tracked', message: ErrorCodes.read_not_tracked.message });
+          return;
+        }
         this.#opts.log.warn({ err: (err as Error).message }, 'marking alerts read failed');
         this.#send(ws, { type: 'error', code: 'unavailable', message: ErrorCodes.unavailable.message });
       }

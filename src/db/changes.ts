@@ -5,6 +5,7 @@
  * snapshot and cost one round trip.
  */
 import { sql, type Kysely } from 'kysely';
+import { ReadNotTrackedError } from '../errors.js';
 import type { WireAlert } from '../protocol.js';
 import { preparedQuery } from './connect.js';
 import type { Database } from './schema.js';
@@ -247,8 +248,14 @@ export async function markRead(db: Q, userId: string, which: { ids: readonly str
     if (which.ids.length === 0) return 0;
     q = q.where(sql<boolean>`id = ANY(${[...which.ids]}::text[])`);
   }
-  const res = await q.executeTakeFirst();
-  return Number(res.numUpdatedRows);
+  try {
+    const res = await q.executeTakeFirst();
+    return Number(res.numUpdatedRows);
+  } catch (err) {
+    // An installed table without a read column presents `read` as a constant: not updatable.
+    if ((err as { code?: string }).code === '0A000' && /column "read"/.test((err as Error).message)) throw new ReadNotTrackedError();
+    throw err;
+  }
 }
 
 /** Deletes tombstones older than `hours` and records how far that went, for cursor checks. */

@@ -5,6 +5,9 @@ import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
 
+/** Puts schema "pgbell" in front of the connection's own search_path. */
+export const SEARCH_PGBELL_FIRST = `SELECT set_config('search_path', 'pgbell, ' || current_setting('search_path'), false)`;
+
 const pools = new WeakMap<object, pg.Pool>();
 
 export function createDb(connectionString: string, opts: { applicationName?: string; max?: number } = {}): Db {
@@ -16,6 +19,10 @@ export function createDb(connectionString: string, opts: { applicationName?: str
     // the pool drops it and the next query opens a fresh one.
   });
   pool.on('error', () => {});
+  // Where pgbell is installed onto an app's table, its view and bookkeeping live in schema
+  // "pgbell" (src/db/install.ts): every pooled connection looks there first. pg queues this
+  // before the query that caused the connection. Harmless where the schema does not exist.
+  pool.on('connect', (client) => void client.query(SEARCH_PGBELL_FIRST).catch(() => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   pools.set(db, pool);
   return db;

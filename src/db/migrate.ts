@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { INSTALLED_NOTIFY_TRIGGERS, installedTable } from './install.js';
 
 /** src/db/ and dist/db/ are both two levels below the package root. */
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
@@ -34,6 +35,10 @@ export async function migrate(
   const result: MigrateResult = { applied: [], skipped: [], channelChanged: false };
   try {
     await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY.toString()]);
+    const installed = await installedTable((text) => client.query(text));
+    if (installed !== null) {
+      throw new Error(`pgbell is installed on ${installed} (pgbell install); migrations create pgbell's own "Alert" table and are not for this database. To change the channel, run \`pgbell install\` again with --channel`);
+    }
     await client.query(`CREATE TABLE IF NOT EXISTS pgbell_migrations (
       name text PRIMARY KEY,
       sha256 text NOT NULL,
@@ -109,9 +114,10 @@ type Run = (text: string) => Promise<{ rows: unknown[] }>;
  * disagree (a half-finished manual change).
  */
 export async function triggerChannel(run: Run): Promise<string | null> {
-  const wanted = NOTIFY_TRIGGERS.map((t) => `(to_regclass('${t.table}'), '${t.name}')`).join(', ');
-  const { rows } = await run(`SELECT t.tgargs AS args FROM pg_trigger t WHERE (t.tgrelid, t.tgname) IN (${wanted})`);
-  if (rows.length < NOTIFY_TRIGGERS.length) return null;
+  const installed = (await installedTable(run)) !== null;
+  const wanted = installed ? INSTALLED_NOTIFY_TRIGGERS : NOTIFY_TRIGGERS.map((t) => `(to_regclass('${t.table}')::oid, '${t.name}')`);
+  const { rows } = await run(`SELECT t.tgargs AS args FROM pg_trigger t WHERE (t.tgrelid, t.tgname) IN (${wanted.join(', ')})`);
+  if (rows.length < wanted.length) return null;
   const channels = new Set(
     (rows as Array<{ args: Buffer | string }>).map(({ args }) => {
       // tgargs is bytea: NUL-terminated arguments.
@@ -122,8 +128,13 @@ export async function triggerChannel(run: Run): Promise<string | null> {
   return [...channels].join(' and ');
 }
 
-/** Migration files not yet applied to the database (all of them if pgbell never migrated it). */
+/**
+ * Migration files not yet applied to the database (all of them if pgbell never migrated it).
+ * None on a database where pgbell is installed onto the app's own table: install brings what
+ * the migrations would (see src/db/install.ts).
+ */
 export async function pendingMigrations(run: Run): Promise<string[]> {
+  if ((await installedTable(run)) !== null) return [];
   const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
   const { rows } = await run(`SELECT to_regclass('pgbell_migrations') IS NOT NULL AS present`);
   if (!(rows[0] as { present: boolean }).present) return files;

@@ -16,7 +16,7 @@ import { CursorState, decodeCursor } from '../cursor.js';
 import { changesSince, databaseId as readDatabaseId, markRead, newestAlerts, unreadOf, type Change } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
-import type { HttpErrorCode } from '../errors.js';
+import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
 import { AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
 import { originAllowed } from './origin.js';
 
@@ -133,8 +133,12 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
       return error(400, 'bad_request', `${where}${issue.message}`, cors);
     }
-    const updated = await markRead(opts.db, userId, parsed.data);
-    return json(200, { updated }, cors);
+    try {
+      return json(200, { updated: await markRead(opts.db, userId, parsed.data) }, cors);
+    } catch (err) {
+      if (err instanceof ReadNotTrackedError) return error(409, 'read_not_tracked', err.message, cors);
+      throw err;
+    }
   }
 }
 
