@@ -164,6 +164,9 @@ export class Delivery {
     const users = this.#o.hub.liveUserIds();
     const result = users.length === 0 ? undefined : await this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, users));
     const changes = result?.changes ?? [];
+    // What each socket gets from this batch of transactions goes out together at the end, so a
+    // burst can be coalesced into fewer frames (see sendAll).
+    const outbox: Outbox = new Map();
     let i = 0;
     for (const txid of txids) {
       const tx = BigInt(txid);
@@ -172,8 +175,9 @@ export class Delivery {
       if (xmin != null && xmin <= tx && xmin > this.#horizon) this.#horizon = xmin;
       const group: Change[] = [];
       while (i < changes.length && changes[i]!.txid === tx) group.push(changes[i++]!);
-      if (group.length > 0) this.#fanOut(tx, group, result!.unread);
+      if (group.length > 0) this.#fanOut(tx, group, result!.unread, this.#horizon, outbox);
     }
+    for (const [sub, frames] of outbox) sendAll(sub, frames);
     if (this.#o.metrics && result) {
       const now = performance.now();
       for (const { at } of batch) this.#o.metrics.deliveryLatency((now - at) / 1000);
@@ -181,7 +185,7 @@ export class Delivery {
   }
 
   /** Sends one transaction's changes to each live subscriber of their users that lacks it. */
-  #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon = this.#horizon): void {
+  #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon = this.#horizon, outbox?: Outbox): void {
     const { hub, log, databaseId } = this.#o;
     const byUser = new Map<string, Change[]>();
     for (const c of group) {
@@ -194,7 +198,9 @@ export class Delivery {
     for (const [uid, list] of byUser) {
       const byType = unread.get(uid);
       const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
-      const bodies = list.map((c, k) => body(c, kinds[k] === 'notification'));
+      // Each alert is serialized once, however many sockets get it.
+      const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
+      const bodies = list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!));
       const allIdx = list.map((_, k) => k);
       let sent = 0;
       for (const sub of hub.live(uid)) {
@@ -209,7 +215,13 @@ export class Delivery {
         if (mine.length === 0) continue;
         const after = cursor.encode(databaseId);
         const n = unreadOf(byType, sub.types);
-        mine.forEach((b, k) => sub.send(frame(b, n, k === mine.length - 1 ? after : before)));
+        if (outbox) {
+          let out = outbox.get(sub);
+          if (!out) outbox.set(sub, (out = []));
+          picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, unread: n, cursor: j === picked.length - 1 ? after : before }));
+        } else {
+          mine.forEach((b, k) => sub.send(frame(b, n, k === mine.length - 1 ? after : before)));
+        }
         if (this.#o.metrics) for (const k of picked) this.#o.metrics.delivered(kinds[k]!);
         sub.unread = n;
         sent++;
@@ -349,9 +361,41 @@ function userOf(c: Change): string {
 }
 
 /** A message without its trailing unread count and cursor, so one serialization serves every socket. */
-function body(c: Change, isNew: boolean): string {
+function body(c: Change, isNew: boolean, alertJson = c.kind === 'alert' ? JSON.stringify(c.alert) : ''): string {
   if (c.kind === 'delete') return `{"type":"delete","id":${JSON.stringify(c.id)}`;
-  return `{"type":"${isNew ? 'notification' : 'update'}","alert":${JSON.stringify(c.alert)}`;
+  return `{"type":"${isNew ? 'notification' : 'update'}","alert":${alertJson}`;
+}
+
+/** A message bound for one socket: its body, the alert's JSON if it is a new alert, its unread count and cursor. */
+interface Outgoing {
+  body: string;
+  alert: string | null;
+  unread: number;
+  cursor: string;
+}
+type Outbox = Map<Subscriber, Outgoing[]>;
+
+/**
+ * Sends one socket its messages from one live batch, in order. A socket that asked for batches
+ * gets each run of new alerts as one `notifications` frame carrying the run's last unread count
+ * and cursor: a frame arrives whole or not at all, so that cursor is as safe as the last
+ * message's would be.
+ */
+function sendAll(sub: Subscriber, out: Outgoing[]): void {
+  for (let i = 0; i < out.length; ) {
+    const first = out[i]!;
+    let j = i + 1;
+    if (sub.batch && first.alert !== null) while (j < out.length && out[j]!.alert !== null) j++;
+    if (j - i === 1) {
+      sub.send(frame(first.body, first.unread, first.cursor));
+    } else {
+      const last = out[j - 1]!;
+      const alerts: string[] = [];
+      for (let k = i; k < j; k++) alerts.push(out[k]!.alert!);
+      sub.send(`{"type":"notifications","alerts":[${alerts.join(',')}],"unread":${last.unread},"cursor":"${last.cursor}"}`);
+    }
+    i = j;
+  }
 }
 
 function frame(b: string, unread: number, cursor: string): string {

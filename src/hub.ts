@@ -17,6 +17,8 @@ export class Subscriber {
   readySent = false;
   /** Where a replay cut short by a full buffer goes on from once the socket has drained. */
   resumeFrom: CursorState | null = null;
+  /** The client takes `notifications` frames (auth with `batch: true`). */
+  batch = false;
   /** Alert types this socket asked for ({"type":"subscribe"}); null means all. */
   types: ReadonlySet<string> | null = null;
   /** Settles once the first sync is over (or will never happen: socket closed, daemon stopping). */

@@ -12,6 +12,8 @@ export const AuthMessage = z.object({
   after: z.string().min(1, 'after must be a cursor string').max(2048, 'after is longer than 2048 characters').optional(),
   /** Only alerts of these types (empty or absent: all). */
   types: z.lazy(() => AlertTypes).optional(),
+  /** The client understands `notifications` (several new alerts in one frame). */
+  batch: z.boolean().optional(),
 });
 export const PingMessage = z.object({ type: z.literal('ping') });
 
@@ -62,6 +64,8 @@ export interface WireAlert {
 export type ServerMessage =
   | { type: 'ready'; userId: string; email: string | null; unread: number }
   | { type: 'notification'; alert: WireAlert; unread: number; cursor: string }
+  /** Only to sockets that sent `batch: true`: new alerts that reached it in the same moment, oldest first. */
+  | { type: 'notifications'; alerts: WireAlert[]; unread: number; cursor: string }
   | { type: 'update'; alert: WireAlert; unread: number; cursor: string }
   | { type: 'delete'; id: string; unread: number; cursor: string }
   | { type: 'synced'; cursor: string; unread: number }

@@ -255,7 +255,7 @@ export class Server {
     const parsed = parseClientMessage(rawToString(data));
     if (!parsed.ok) return this.#send(ws, { type: 'error', code: 'bad_message', message: parsed.reason });
     const msg: ClientMessage = parsed.message;
-    if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token, msg.after ?? null, msg.types ?? []);
+    if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token, msg.after ?? null, msg.types ?? [], msg.batch ?? false);
     if (!conn.session) {
       this.#opts.log.warn({ reason: 'auth_required', got: msg.type }, 'WebSocket authentication failed: first message was not auth');
       return this.#fail(ws, 'auth_required');
@@ -285,7 +285,7 @@ export class Server {
     }
   }
 
-  async #authenticate(ws: WebSocket, conn: Conn, token: string, after: string | null, types: string[]): Promise<void> {
+  async #authenticate(ws: WebSocket, conn: Conn, token: string, after: string | null, types: string[], batch: boolean): Promise<void> {
     const { log, hub, keys } = this.#opts;
     const result = await verifySessionToken(token, keys, { leewaySeconds: this.#opts.leewaySeconds });
     if (ws.readyState !== ws.OPEN) return;
@@ -331,6 +331,7 @@ export class Server {
       log.warn({ userId: session.userId, buffered: ws.bufferedAmount }, `closed a slow consumer of user ${session.userId} (more than ${this.#opts.limits.maxBufferedBytes} bytes unsent)`);
     });
     if (types.length > 0) conn.sub.types = new Set(types);
+    conn.sub.batch = batch;
     hub.add(conn.sub);
     log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
     // Later messages from this socket wait until it is live (its queue awaits this).

@@ -181,7 +181,7 @@ export class PgbellClient {
     this.#ws = ws;
     ws.onopen = () => {
       this.#log('✅ WebSocket connected, authenticating...');
-      ws.send(JSON.stringify({ type: 'auth', token, ...(this.#cursor ? { after: this.#cursor } : {}), ...(this.#types.length ? { types: this.#types } : {}) }));
+      ws.send(JSON.stringify({ type: 'auth', token, batch: true, ...(this.#cursor ? { after: this.#cursor } : {}), ...(this.#types.length ? { types: this.#types } : {}) }));
     };
     ws.onmessage = (ev) => this.#onMessage(String(ev.data));
     ws.onerror = () => {};
@@ -244,6 +244,14 @@ export class PgbellClient {
         this.#log('📬 Real-time notification received:', m.alert.title);
         this.#emitChange({ unread: m.unread });
         return this.#emit('notification', m.alert);
+      case 'notifications':
+        for (const a of m.alerts) {
+          this.#byId.set(a.id, a);
+          this.#log('📬 Real-time notification received:', a.title);
+        }
+        this.#emitChange({ unread: m.unread });
+        for (const a of m.alerts) this.#emit('notification', a);
+        return;
       case 'update':
         this.#byId.set(m.alert.id, m.alert);
         return this.#emitChange({ unread: m.unread });

@@ -16,7 +16,11 @@ export class Tab {
   client: TestClient | undefined;
   connections = 0;
 
-  constructor(private readonly token: string) {}
+  constructor(
+    private readonly token: string,
+    /** Ask for `notifications` frames, as pgbell/client does. */
+    private readonly batch = false,
+  ) {}
 
   /** Connects to `url`, resuming from the last cursor; resolves when `synced` arrived. */
   async connect(url: string, timeoutMs = 15_000): Promise<this> {
@@ -27,10 +31,14 @@ export class Tab {
     client.ws.on('message', (data) => {
       const m = JSON.parse(String(data));
       if (m.cursor) this.cursor = m.cursor;
-      if (m.type === 'notification') {
-        if (seenHere.has(m.alert.id)) this.repeatsWithinConnection.push(m.alert.id);
-        seenHere.add(m.alert.id);
-        this.ids.add(m.alert.id);
+      const alerts = m.type === 'notification' ? [m.alert] : m.type === 'notifications' ? m.alerts : [];
+      for (const a of alerts) {
+        if (seenHere.has(a.id)) this.repeatsWithinConnection.push(a.id);
+        seenHere.add(a.id);
+        this.ids.add(a.id);
+      }
+      if (alerts.length > 0) {
+        // counted above
       } else if (m.type === 'update') {
         this.updates.push(m);
       } else if (m.type === 'delete') {
@@ -39,7 +47,7 @@ export class Tab {
         this.resets++;
       }
     });
-    client.send({ type: 'auth', token: this.token, ...(this.cursor ? { after: this.cursor } : {}) });
+    client.send({ type: 'auth', token: this.token, ...(this.batch ? { batch: true } : {}), ...(this.cursor ? { after: this.cursor } : {}) });
     await client.next((m) => m.type === 'synced', timeoutMs);
     return this;
   }
