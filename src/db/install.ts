@@ -158,8 +158,11 @@ function installStatements(o: Stored, channel: string): string[] {
   const created = o.createdColumn || CREATED;
   const indexName = (suffix: (typeof INDEXES)[number]) => q(indexOf(o, suffix));
   const tombstone = `${INSTALL_SCHEMA}."AlertTombstone"`;
-  const notifyBody = `PERFORM pg_notify(TG_ARGV[0],
-      '{"txid":"' || pg_current_xact_id()::text || '","xmin":"' || pg_snapshot_xmin(pg_current_snapshot())::text || '"}');`;
+  // An empty channel is poll mode: no NOTIFY (see sql/000006_poll_mode.sql).
+  const notifyBody = `IF TG_ARGV[0] <> '' THEN
+      PERFORM pg_notify(TG_ARGV[0],
+        '{"txid":"' || pg_current_xact_id()::text || '","xmin":"' || pg_snapshot_xmin(pg_current_snapshot())::text || '"}');
+      END IF;`;
   return [
     `CREATE SCHEMA ${INSTALL_SCHEMA}`,
     `COMMENT ON SCHEMA ${INSTALL_SCHEMA} IS 'pgbell: created by pgbell install, dropped by pgbell uninstall'`,
@@ -216,9 +219,11 @@ function installStatements(o: Stored, channel: string): string[] {
      END $$`,
     `CREATE FUNCTION ${INSTALL_SCHEMA}.tg_revocation__notify() RETURNS trigger LANGUAGE plpgsql AS $$
      BEGIN
-       PERFORM pg_notify(TG_ARGV[0], json_build_object(
-         'revoke', NEW."userId",
-         'before', floor(extract(epoch FROM NEW.before))::bigint::text)::text);
+       IF TG_ARGV[0] <> '' THEN
+         PERFORM pg_notify(TG_ARGV[0], json_build_object(
+           'revoke', NEW."userId",
+           'before', floor(extract(epoch FROM NEW.before))::bigint::text)::text);
+       END IF;
        RETURN NULL;
      END $$`,
     // Volatile defaults rewrite the table once: existing rows get this transaction's id, which

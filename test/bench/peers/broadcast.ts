@@ -1,0 +1,39 @@
+/**
+ * Peer D: the design pgbell replaced. The writer INSERTs, then calls POST /broadcast with the
+ * alert; this server sends it to the user's sockets. No trigger, no LISTEN; a writer that
+ * forgets the call (psql, a cron job) notifies no one.
+ *
+ *   PORT=… node --import tsx test/bench/peers/broadcast.ts
+ */
+import http from 'node:http';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+const sockets = new Map<string, Set<WebSocket>>();
+const server = http.createServer((req, res) => {
+  if (req.method !== 'POST' || req.url !== '/broadcast') {
+    res.writeHead(404).end();
+    return;
+  }
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (c: string) => (body += c));
+  req.on('end', () => {
+    const alert = JSON.parse(body) as { userId: string };
+    const frame = JSON.stringify(alert);
+    let n = 0;
+    for (const ws of sockets.get(alert.userId) ?? []) {
+      ws.send(frame);
+      n++;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(`{"sent":${n}}`);
+  });
+});
+const wss = new WebSocketServer({ server });
+wss.on('connection', (ws, req) => {
+  const user = new URL(req.url ?? '/', 'http://x').searchParams.get('user') ?? '';
+  let set = sockets.get(user);
+  if (!set) sockets.set(user, (set = new Set()));
+  set.add(ws);
+  ws.on('close', () => set.delete(ws));
+});
+server.listen(Number(process.env.PORT), '127.0.0.1', () => process.send?.('ready'));

@@ -1,0 +1,194 @@
+/**
+ * The benchmark report: JSON (everything measured), markdown (docs/benchmarks.md) and two SVG
+ * images: a chart of the headline figures and, with --profile, a flame graph of pgbell's CPU
+ * profile during the throughput scenario.
+ */
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Percentiles } from './run.js';
+
+export interface Report {
+  at: string;
+  machine: { cpus: number; cpuModel: string; memGiB: number; node: string; postgres: string };
+  params: Record<string, number>;
+  latency: Array<{ target: string; sockets: number; users: number; rate: number; achievedRate: number; expected: number; delivered: number; foreign: number; fromAck: Percentiles; fromSend: Percentiles }>;
+  connections: Array<{ target: string; sockets: number; connectMs: number; failed: number; rssIdle: number; rssHeld: number; perSocket: number }>;
+  throughput: Array<{ target: string; case: string; alerts: number; delivered: number; foreign: number; seconds: number; perSecond: number; ackToLastMs: number }>;
+  writerTax: Array<{ writers: number; off: number; notify: number; poll: number }>;
+  profile: ProfileSummary | null;
+}
+
+export interface ProfileSummary {
+  totalMs: number;
+  /** Self time by function, largest first. */
+  top: Array<{ name: string; where: string; selfMs: number; share: number }>;
+  flame: FlameNode;
+}
+
+interface FlameNode {
+  name: string;
+  value: number;
+  children: FlameNode[];
+}
+
+interface CpuProfile {
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number; children?: number[] }>;
+  startTime: number;
+  endTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Self time per function and a call tree for the flame graph, from a V8 .cpuprofile. */
+export function summarizeProfile(p: CpuProfile): ProfileSummary {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const selfUs = new Map<number, number>();
+  for (let i = 0; i < p.samples.length; i++) selfUs.set(p.samples[i]!, (selfUs.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0));
+  const totalUs = p.endTime - p.startTime;
+  const label = (n: CpuProfile['nodes'][number]) => n.callFrame.functionName || '(anonymous)';
+  const where = (n: CpuProfile['nodes'][number]) => {
+    const url = n.callFrame.url.replace(/^file:\/\//, '');
+    const short = url.includes('node_modules/') ? url.slice(url.lastIndexOf('node_modules/') + 13) : url.replace(/^.*\/(src|dist)\//, '$1/');
+    return short ? `${short}:${n.callFrame.lineNumber + 1}` : '';
+  };
+  const agg = new Map<string, { name: string; where: string; us: number }>();
+  for (const [id, us] of selfUs) {
+    const n = byId.get(id)!;
+    const key = `${label(n)} ${where(n)}`;
+    const a = agg.get(key) ?? { name: label(n), where: where(n), us: 0 };
+    a.us += us;
+    agg.set(key, a);
+  }
+  const top = [...agg.values()]
+    .sort((a, b) => b.us - a.us)
+    .slice(0, 20)
+    .map((a) => ({ name: a.name, where: a.where, selfMs: a.us / 1000, share: a.us / totalUs }));
+  const build = (id: number): FlameNode => {
+    const n = byId.get(id)!;
+    const children = (n.children ?? []).map(build).filter((c) => c.value > 0);
+    const value = (selfUs.get(id) ?? 0) + children.reduce((s, c) => s + c.value, 0);
+    return { name: `${label(n)} ${where(n)}`.trim(), value, children };
+  };
+  const root = p.nodes.find((n) => !p.nodes.some((m) => m.children?.includes(n.id)))!;
+  return { totalMs: totalUs / 1000, top, flame: build(root.id) };
+}
+
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+/** An icicle-style flame graph: root at the top, width = time, frames under 0.3% left out. */
+function flameSvg(root: FlameNode): string {
+  const W = 1200;
+  const H = 16;
+  const rects: string[] = [];
+  let depthMax = 0;
+  const draw = (n: FlameNode, x: number, depth: number) => {
+    const w = (n.value / root.value) * W;
+    if (w < W * 0.003) return;
+    depthMax = Math.max(depthMax, depth);
+    const hue = n.name.includes('node_modules') ? 40 : n.name.includes('src/') || n.name.includes('dist/') ? 10 : 200;
+    const text = w > 40 ? `<text x="${(x + 3).toFixed(1)}" y="${depth * H + 12}" font-size="10" font-family="monospace">${esc(n.name.slice(0, Math.floor(w / 6.2)))}</text>` : '';
+    rects.push(`<g><title>${esc(n.name)} (${((n.value / root.value) * 100).toFixed(1)}%)</title><rect x="${x.toFixed(1)}" y="${depth * H}" width="${w.toFixed(1)}" height="${H - 1}" fill="hsl(${hue},70%,${60 + (depth % 3) * 6}%)"/>${text}</g>`);
+    let cx = x;
+    for (const c of n.children) {
+      draw(c, cx, depth + 1);
+      cx += (c.value / root.value) * W;
+    }
+  };
+  draw(root, 0, 0);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${(depthMax + 1) * H}" viewBox="0 0 ${W} ${(depthMax + 1) * H}">${rects.join('')}</svg>\n`;
+}
+
+/** Horizontal bars: commit→socket p50 and p99 per target, and delivered alerts/s per target and case. */
+function chartSvg(r: Report): string {
+  const rows: Array<{ group: string; label: string; value: number; unit: string }> = [];
+  for (const l of r.latency) {
+    rows.push({ group: 'commit → socket latency (ms, lower is better)', label: `${l.target} p50`, value: l.fromAck.p50, unit: 'ms' });
+    rows.push({ group: 'commit → socket latency (ms, lower is better)', label: `${l.target} p99`, value: l.fromAck.p99, unit: 'ms' });
+  }
+  for (const t of r.throughput) rows.push({ group: 'delivered alerts/s (higher is better)', label: `${t.target} ${t.case.slice(0, 2)}`, value: t.perSecond, unit: '/s' });
+  for (const c of r.connections) rows.push({ group: 'RSS per idle socket (KiB, lower is better)', label: c.target, value: c.perSocket / 1024, unit: 'KiB' });
+  const groups = [...new Set(rows.map((x) => x.group))];
+  const out: string[] = [];
+  let y = 10;
+  for (const g of groups) {
+    out.push(`<text x="10" y="${y + 14}" font-size="14" font-weight="bold">${esc(g)}</text>`);
+    y += 24;
+    const mine = rows.filter((x) => x.group === g);
+    const max = Math.max(...mine.map((x) => (Number.isFinite(x.value) ? x.value : 0)), 1e-9);
+    for (const x of mine) {
+      const w = Number.isFinite(x.value) ? (x.value / max) * 600 : 0;
+      const fill = x.label.startsWith('pgbell') ? '#d9480f' : '#868e96';
+      out.push(`<text x="10" y="${y + 12}" font-size="12">${esc(x.label)}</text><rect x="180" y="${y}" width="${w.toFixed(1)}" height="15" fill="${fill}"/><text x="${(185 + w).toFixed(1)}" y="${y + 12}" font-size="12">${x.value >= 100 ? x.value.toFixed(0) : x.value.toFixed(2)} ${x.unit}</text>`);
+      y += 19;
+    }
+    y += 12;
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="900" height="${y}" viewBox="0 0 900 ${y}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>${out.join('')}</svg>\n`;
+}
+
+const fmt = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : '–');
+
+function markdown(r: Report): string {
+  const m = r.machine;
+  const lines: string[] = [];
+  lines.push('# pgbell benchmarks', '');
+  lines.push(`Measured ${r.at.slice(0, 10)} on ${m.cpus} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, PostgreSQL ${m.postgres}: the daemon, Postgres, the writers and the client processes all share these cores. Reproduce with \`npm run bench\` (see the header of test/bench/run.ts for the options); the raw figures are in benchmarks.json.`, '');
+  lines.push(`Parameters: ${Object.entries(r.params).map(([k, v]) => `${k} ${v}`).join(', ')}.`, '');
+  lines.push('![figures](benchmarks.svg)', '');
+  if (r.latency.length) {
+    lines.push('## Latency: commit → socket', '');
+    lines.push('The writer stamps each INSERT before sending it and when its commit is acknowledged; the client processes stamp receipt, all with the same monotonic clock. "from ack" can undercount by the ack\'s own trip; "from send" overcounts by the INSERT\'s execution.', '');
+    lines.push('| target | sockets | INSERTs/s | delivered | p50 | p90 | p99 | p99.9 | max | p50 from send |', '|---|---|---|---|---|---|---|---|---|---|');
+    for (const l of r.latency) {
+      const a = l.fromAck;
+      lines.push(`| ${l.target} | ${l.sockets} | ${l.achievedRate.toFixed(0)} | ${l.delivered}/${l.expected}${l.foreign ? ` (**${l.foreign} wrong user**)` : ''} | ${fmt(a.p50)} | ${fmt(a.p90)} | ${fmt(a.p99)} | ${fmt(a.p999)} | ${fmt(a.max, 1)} | ${fmt(l.fromSend.p50)} |`);
+    }
+    lines.push('');
+    const pg = r.latency.find((l) => l.target === 'pgbell');
+    if (pg) {
+      lines.push('pgbell\'s ratio to each (p50, p99):', '');
+      for (const l of r.latency) if (l.target !== 'pgbell') lines.push(`- ${l.target}: ${fmt(pg.fromAck.p50 / l.fromAck.p50)}× / ${fmt(pg.fromAck.p99 / l.fromAck.p99)}×`);
+      lines.push('');
+    }
+  }
+  if (r.connections.length) {
+    lines.push('## Connections', '');
+    lines.push('| target | sockets | connect (+ auth for pgbell) | RSS before → after | RSS per idle socket |', '|---|---|---|---|---|');
+    for (const c of r.connections) lines.push(`| ${c.target} | ${c.sockets}${c.failed ? ` (${c.failed} failed)` : ''} | ${(c.connectMs / 1000).toFixed(1)} s | ${(c.rssIdle / 2 ** 20).toFixed(0)} → ${(c.rssHeld / 2 ** 20).toFixed(0)} MiB | ${(c.perSocket / 1024).toFixed(1)} KiB |`);
+    lines.push('');
+  }
+  if (r.throughput.length) {
+    lines.push('## Throughput', '');
+    lines.push('From the first statement sent to the last alert received.', '');
+    lines.push('| target | case | delivered | time | alerts/s | ack → last |', '|---|---|---|---|---|---|');
+    for (const t of r.throughput) lines.push(`| ${t.target} | ${t.case} | ${t.delivered}/${t.alerts}${t.foreign ? ` (**${t.foreign} wrong user**)` : ''} | ${(t.seconds * 1000).toFixed(0)} ms | ${t.perSecond.toFixed(0)} | ${t.ackToLastMs.toFixed(0)} ms |`);
+    lines.push('');
+  }
+  if (r.writerTax.length) {
+    lines.push('## Writer tax', '');
+    lines.push('Single-row autocommit INSERTs per second into "Alert", same database, same run: triggers disabled; pgbell\'s triggers (one NOTIFY per statement); poll mode (the same triggers, no NOTIFY).', '');
+    lines.push('| writers | off | notify | ratio | poll | ratio |', '|---|---|---|---|---|---|');
+    for (const w of r.writerTax) lines.push(`| ${w.writers} | ${w.off.toFixed(0)} | ${w.notify.toFixed(0)} | ${fmt(w.notify / w.off)} | ${w.poll.toFixed(0)} | ${fmt(w.poll / w.off)} |`);
+    lines.push('');
+  }
+  if (r.profile) {
+    lines.push('## Where pgbell\'s CPU goes', '');
+    lines.push(`\`node --cpu-prof\` of \`pgbell start\` over the whole throughput scenario (${(r.profile.totalMs / 1000).toFixed(1)} s, idle included). Flame graph: [benchmarks-flame.svg](benchmarks-flame.svg).`, '');
+    lines.push('| self time | share | function | where |', '|---|---|---|---|');
+    for (const t of r.profile.top) lines.push(`| ${t.selfMs.toFixed(0)} ms | ${(t.share * 100).toFixed(1)}% | ${esc(t.name)} | ${t.where} |`);
+    lines.push('');
+  }
+  return lines.join('\n');
+}
+
+/** Writes benchmarks.json, benchmarks.md, benchmarks.svg (and the flame graph) into `dir`. */
+export async function writeReport(r: Report, dir: string): Promise<string[]> {
+  const files: Array<[string, string]> = [
+    ['benchmarks.json', JSON.stringify({ ...r, profile: r.profile ? { ...r.profile, flame: undefined } : null }, null, 2) + '\n'],
+    ['benchmarks.svg', chartSvg(r)],
+  ];
+  if (r.profile) files.push(['benchmarks-flame.svg', flameSvg(r.profile.flame)]);
+  files.push(['benchmarks.md', markdown(r)]);
+  for (const [name, text] of files) await writeFile(path.join(dir, name), text);
+  return files.map(([n]) => path.join(dir, n));
+}

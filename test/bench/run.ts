@@ -1,0 +1,505 @@
+/**
+ * `npm run bench`: pgbell beside its floors and its peers, same machine, same run, so the
+ * ratios hold on a noisy host.
+ *
+ *   targets   pgbell      `pgbell start`, its own process, clients authenticate and ask for batches
+ *             listen      floor A: a raw LISTEN client's receipt of the trigger's NOTIFY (no daemon)
+ *             relay       floor B: pg-listen → ws, no auth, no features (test/bench/peers/relay.ts)
+ *             socketio    peer C: Socket.IO rooms fed by pg-listen (peers/socketio.ts)
+ *             broadcast   peer D: the writer POSTs each alert to an HTTP broadcast endpoint (peers/broadcast.ts)
+ *   scenarios latency      S sockets over U users, R single-row INSERTs/s from a pool of writers;
+ *                          commit→socket percentiles (writer stamps send and ack, clients stamp receipt,
+ *                          one monotonic clock); sockets connect+auth time and RSS per idle socket
+ *             throughput  (a) transactions of 100 rows, one alert per socket; (b) bursts: 1,000-row
+ *                          transactions to 100 sockets; (c) one statement, one alert for each of S users
+ *             writers     INSERT throughput with the triggers off, on (NOTIFY), and in poll mode
+ *
+ *   npm run bench -- [--scenarios latency,throughput,writers] [--targets pgbell,listen,relay,socketio,broadcast]
+ *                    [--sockets 10000] [--users 1000] [--rate 1000] [--seconds 10] [--clients 4]
+ *                    [--tax-writers 1,8,32] [--tax-seconds 3] [--profile] [--out docs]
+ *   BENCH_DATABASE_URL=postgres://… to use a server you have (scratch databases are created on it);
+ *   otherwise embedded Postgres is started in a temp dir.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { migrate } from '../../src/db/migrate.js';
+import { freePort, startEmbeddedPostgres } from '../../src/embedded.js';
+import { databaseUrl } from '../helpers/pg.js';
+import type { ClientJob, FromClient, TargetKind, ToClient } from './clients.js';
+import { summarizeProfile, writeReport, type Report } from './report.js';
+
+const { values: args } = parseArgs({
+  options: {
+    scenarios: { type: 'string', default: 'latency,throughput,writers' },
+    targets: { type: 'string', default: 'pgbell,listen,relay,socketio,broadcast' },
+    sockets: { type: 'string', default: '10000' },
+    users: { type: 'string', default: '1000' },
+    rate: { type: 'string', default: '1000' },
+    seconds: { type: 'string', default: '10' },
+    clients: { type: 'string', default: '4' },
+    'tax-writers': { type: 'string', default: '1,8,32' },
+    'tax-seconds': { type: 'string', default: '3' },
+    'burst-rows': { type: 'string', default: '100000' },
+    profile: { type: 'boolean', default: false },
+    out: { type: 'string', default: 'docs' },
+  },
+});
+const SCENARIOS = new Set(args.scenarios.split(','));
+const TARGETS = args.targets.split(',') as Array<TargetKind | 'listen'>;
+const S = Number(args.sockets);
+const U = Number(args.users);
+const RATE = Number(args.rate);
+const SECONDS = Number(args.seconds);
+const CLIENTS = Number(args.clients);
+const SECRET = 'bench-secret-bench-secret-bench-secret';
+const WRITER_POOL = 8;
+const now = () => Number(process.hrtime.bigint());
+const ms = (ns: number) => ns / 1e6;
+const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+const log = (...a: unknown[]) => console.log(...a);
+
+interface Dbs {
+  /** pgbell's schema and triggers. */
+  pgbell: string;
+  /** pgbell's schema, its triggers replaced by a row trigger that sends the row (floor B, peer C). */
+  peer: string;
+  /** pgbell's schema, no triggers (peer D). */
+  plain: string;
+}
+
+// ---------- targets ----------
+
+interface Running {
+  kind: TargetKind;
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function startTarget(kind: TargetKind, dbs: Dbs, profileDir?: string): Promise<Running> {
+  const port = await freePort();
+  const env = { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1' };
+  let child: ChildProcess;
+  if (kind === 'pgbell') {
+    const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+    child = spawn(process.execPath, [...flags, 'bin/pgbell.js', 'start'], {
+      env: { ...env, DATABASE_URL: dbs.pgbell, SESSION_SECRET: SECRET, LOG_LEVEL: 'warn', MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    for (let i = 0; ; i++) {
+      if (child.exitCode !== null) throw new Error('pgbell exited while starting');
+      const ok = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);
+      if (ok) break;
+      if (i > 200) throw new Error('pgbell did not become healthy');
+      await sleep(100);
+    }
+  } else {
+    const file = new URL(`./peers/${kind}.ts`, import.meta.url).pathname;
+    child = fork(file, [], { env: { ...env, DATABASE_URL: dbs.peer }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', () => resolve());
+      child.once('exit', () => reject(new Error(`${kind} exited while starting`)));
+    });
+  }
+  const url = kind === 'socketio' ? `http://127.0.0.1:${port}` : `ws://127.0.0.1:${port}/`;
+  return {
+    kind,
+    url,
+    pid: child.pid!,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+/** Resident set size of a process, in bytes. */
+async function rss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+// ---------- clients ----------
+
+class Clients {
+  readonly procs: ChildProcess[] = [];
+
+  static async connect(kind: TargetKind, url: string, users: string[]): Promise<{ clients: Clients; ms: number; failed: number }> {
+    const c = new Clients();
+    const per = Math.ceil(users.length / CLIENTS);
+    const localAddrs = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
+    const jobs: Array<Promise<FromClient>> = [];
+    for (let p = 0; p * per < users.length; p++) {
+      const proc = fork(new URL('./clients.ts', import.meta.url).pathname, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      c.procs.push(proc);
+      const job: ClientJob = { kind, url, users: users.slice(p * per, (p + 1) * per), secret: SECRET, localAddrs, concurrency: kind === 'pgbell' ? 100 : 200 };
+      jobs.push(c.#ask(proc, { type: 'start', job }));
+    }
+    const ready = (await Promise.all(jobs)) as Array<Extract<FromClient, { type: 'ready' }>>;
+    return { clients: c, ms: Math.max(...ready.map((r) => r.ms)), failed: ready.reduce((n, r) => n + r.failed, 0) };
+  }
+
+  #ask(proc: ChildProcess, msg: ToClient): Promise<FromClient> {
+    return new Promise((resolve) => {
+      proc.once('message', (m) => resolve(m as FromClient));
+      proc.send(msg);
+    });
+  }
+
+  reset(): void {
+    for (const p of this.procs) p.send({ type: 'reset' } satisfies ToClient);
+  }
+
+  async collect(): Promise<{ titles: string[]; at: number[]; received: number; foreign: number; last: number }> {
+    const all = (await Promise.all(this.procs.map((p) => this.#ask(p, { type: 'collect' })))) as Array<Extract<FromClient, { type: 'samples' }>>;
+    return {
+      titles: all.flatMap((a) => a.titles),
+      at: all.flatMap((a) => a.at),
+      received: all.reduce((n, a) => n + a.received, 0),
+      foreign: all.reduce((n, a) => n + a.foreign, 0),
+      last: Math.max(...all.map((a) => a.last)),
+    };
+  }
+
+  /** Polls until `n` alerts arrived in all (or `timeoutMs` passed); returns the count. */
+  async waitFor(n: number, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const counts = (await Promise.all(this.procs.map((p) => this.#ask(p, { type: 'collect' })))) as Array<Extract<FromClient, { type: 'samples' }>>;
+      const got = counts.reduce((s, a) => s + a.received, 0);
+      if (got >= n || Date.now() > deadline) return got;
+      await sleep(100);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.procs.map((p) => new Promise((r) => (p.once('exit', r), p.send({ type: 'close' } satisfies ToClient)))));
+  }
+}
+
+// ---------- writers ----------
+
+interface Stamp {
+  send: number;
+  ack: number;
+  txid: string;
+}
+
+/**
+ * R single-row INSERTs per second for `seconds`, from a pool of writers, each on its own
+ * schedule slot. Alert k goes to user `users[k % users.length]` with title `k`. For the
+ * broadcast peer the writer then POSTs the row, as that design's writers must.
+ */
+async function paced(url: string, users: string[], rate: number, seconds: number, broadcast?: string): Promise<{ stamps: Stamp[]; achieved: number }> {
+  const total = Math.round(rate * seconds);
+  const stamps: Stamp[] = new Array(total);
+  const clients = await Promise.all(Array.from({ length: WRITER_POOL }, async () => {
+    const c = new pg.Client({ connectionString: url });
+    c.on('error', () => {});
+    await c.connect();
+    return c;
+  }));
+  let next = 0;
+  const t0 = now();
+  const writer = async (c: pg.Client) => {
+    for (;;) {
+      const k = next++;
+      if (k >= total) return;
+      const due = t0 + (k / rate) * 1e9;
+      const wait = ms(due - now());
+      if (wait > 1) await sleep(wait);
+      const user = users[(k * 7919) % users.length]!;
+      const send = now();
+      const { rows } = await c.query<{ id: string; tx: string; createdAt: Date }>(
+        'INSERT INTO "Alert" ("userId", title) VALUES ($1, $2) RETURNING id, pg_current_xact_id()::text AS tx, "createdAt"',
+        [user, String(k)],
+      );
+      const ack = now();
+      stamps[k] = { send, ack, txid: rows[0]!.tx };
+      if (broadcast) {
+        await fetch(broadcast, { method: 'POST', body: JSON.stringify({ id: rows[0]!.id, userId: user, title: String(k), createdAt: rows[0]!.createdAt }) });
+      }
+    }
+  };
+  await Promise.all(clients.map(writer));
+  const elapsed = ms(now() - t0) / 1000;
+  await Promise.all(clients.map((c) => c.end()));
+  return { stamps, achieved: total / elapsed };
+}
+
+export interface Percentiles {
+  n: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+function percentiles(samples: number[]): Percentiles {
+  const s = Float64Array.from(samples).sort();
+  const at = (q: number) => (s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))]! : NaN);
+  return { n: s.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: s.length ? s[s.length - 1]! : NaN };
+}
+
+// ---------- scenarios ----------
+
+async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report): Promise<void> {
+  const users = Array.from({ length: U }, (_, i) => `u${i}`);
+  const socketUsers = Array.from({ length: S }, (_, i) => users[i % U]!);
+  const perUser = new Map<string, number>();
+  for (const u of socketUsers) perUser.set(u, (perUser.get(u) ?? 0) + 1);
+  log(`\n== latency: ${kind}, ${kind === 'listen' ? 'no sockets' : `${S} sockets`}, ${U} users, ${RATE} INSERTs/s for ${SECONDS} s`);
+
+  if (kind === 'listen') {
+    const l = new pg.Client({ connectionString: dbs.pgbell });
+    await l.connect();
+    const got = new Map<string, number>();
+    l.on('notification', (n) => {
+      const t = now();
+      const tx = (JSON.parse(n.payload!) as { txid: string }).txid;
+      if (!got.has(tx)) got.set(tx, t);
+    });
+    await l.query('LISTEN pgbell');
+    const { stamps, achieved } = await paced(dbs.pgbell, users, RATE, SECONDS);
+    await sleep(1000);
+    await l.end();
+    const lat = stamps.filter((s) => got.has(s.txid)).map((s) => ms(got.get(s.txid)! - s.ack));
+    const upper = stamps.filter((s) => got.has(s.txid)).map((s) => ms(got.get(s.txid)! - s.send));
+    report.latency.push({ target: 'listen', sockets: 0, users: U, rate: RATE, achievedRate: achieved, expected: stamps.length, delivered: lat.length, foreign: 0, fromAck: percentiles(lat), fromSend: percentiles(upper) });
+    printLatency(report.latency.at(-1)!);
+    return;
+  }
+
+  const target = await startTarget(kind, kind === 'broadcast' ? { ...dbs, peer: dbs.plain } : dbs);
+  try {
+    await sleep(1000);
+    const rssIdle = await rss(target.pid);
+    const { clients, ms: connectMs, failed } = await Clients.connect(kind, target.url, socketUsers);
+    await sleep(2000);
+    const rssHeld = await rss(target.pid);
+    report.connections.push({ target: kind, sockets: S, connectMs, failed, rssIdle, rssHeld, perSocket: (rssHeld - rssIdle) / S });
+    log(`   ${S} sockets connected${kind === 'pgbell' ? ' and authenticated' : ''} in ${(connectMs / 1000).toFixed(1)} s (${failed} failed); RSS ${(rssIdle / 2 ** 20).toFixed(0)} → ${(rssHeld / 2 ** 20).toFixed(0)} MiB = ${((rssHeld - rssIdle) / S / 1024).toFixed(1)} KiB per socket`);
+    clients.reset();
+    const db = kind === 'pgbell' ? dbs.pgbell : kind === 'broadcast' ? dbs.plain : dbs.peer;
+    const { stamps, achieved } = await paced(db, users, RATE, SECONDS, kind === 'broadcast' ? target.url.replace('ws:', 'http:') + 'broadcast' : undefined);
+    const expected = stamps.reduce((n, _, k) => n + perUser.get(users[(k * 7919) % users.length]!)!, 0);
+    await clients.waitFor(expected, 10_000);
+    const got = await clients.collect();
+    const fromAck: number[] = [];
+    const fromSend: number[] = [];
+    for (let i = 0; i < got.titles.length; i++) {
+      const s = stamps[Number(got.titles[i])];
+      if (!s) continue;
+      fromAck.push(ms(got.at[i]! - s.ack));
+      fromSend.push(ms(got.at[i]! - s.send));
+    }
+    report.latency.push({ target: kind, sockets: S, users: U, rate: RATE, achievedRate: achieved, expected, delivered: got.received, foreign: got.foreign, fromAck: percentiles(fromAck), fromSend: percentiles(fromSend) });
+    printLatency(report.latency.at(-1)!);
+    await clients.close();
+  } finally {
+    await target.stop();
+  }
+}
+
+function printLatency(r: Report['latency'][number]): void {
+  const f = (p: Percentiles) => `p50 ${p.p50.toFixed(2)}  p90 ${p.p90.toFixed(2)}  p99 ${p.p99.toFixed(2)}  p99.9 ${p.p999.toFixed(2)}  max ${p.max.toFixed(1)} ms`;
+  log(`   ${r.achievedRate.toFixed(0)} INSERTs/s achieved; delivered ${r.delivered}/${r.expected}${r.foreign ? `, ${r.foreign} TO THE WRONG USER` : ''}`);
+  log(`   commit ack → socket: ${f(r.fromAck)}`);
+  log(`   send → socket:       ${f(r.fromSend)}`);
+}
+
+async function throughput(kind: TargetKind, dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
+  if (kind === 'broadcast') return; // one POST per alert: its writers, not its server, are the bound
+  const users = Array.from({ length: S }, (_, i) => `u${i}`);
+  log(`\n== throughput: ${kind}, ${S} sockets (one per user)`);
+  const target = await startTarget(kind, dbs, kind === 'pgbell' ? profileDir : undefined);
+  const db = kind === 'pgbell' ? dbs.pgbell : dbs.peer;
+  try {
+    const { clients } = await Clients.connect(kind, target.url, users);
+    const w = new pg.Client({ connectionString: db });
+    await w.connect();
+    const run = async (label: string, expected: number, write: () => Promise<void>): Promise<void> => {
+      clients.reset();
+      await sleep(500);
+      const t0 = now();
+      await write();
+      const acked = now();
+      const got = await clients.waitFor(expected, 120_000);
+      const { last, foreign } = await clients.collect();
+      const seconds = ms(last - t0) / 1000;
+      report.throughput.push({ target: kind, case: label, alerts: expected, delivered: got, foreign, seconds, perSecond: got / seconds, ackToLastMs: ms(last - acked) });
+      log(`   ${label}: ${got}/${expected} delivered in ${(seconds * 1000).toFixed(0)} ms = ${(got / seconds).toFixed(0)} alerts/s${foreign ? `, ${foreign} TO THE WRONG USER` : ''}`);
+    };
+    // (a) one alert per socket, transactions of 100 rows (each to 100 different users), 4 writers.
+    await run('a: 100-row transactions, one alert per socket', S, async () => {
+      const writers = await Promise.all(Array.from({ length: 4 }, async () => {
+        const c = new pg.Client({ connectionString: db });
+        await c.connect();
+        return c;
+      }));
+      let next = 0;
+      await Promise.all(writers.map(async (c) => {
+        for (;;) {
+          const start = next;
+          next += 100;
+          if (start >= S) break;
+          await c.query(`INSERT INTO "Alert" ("userId", title) SELECT 'u' || i, 'a' || i FROM generate_series($1::int, $2::int) i`, [start, Math.min(S, start + 100) - 1]);
+        }
+        await c.end();
+      }));
+    });
+    // (b) bursts: 1,000-row transactions to the same 100 sockets (10 alerts each per transaction).
+    const burst = Number(args['burst-rows']);
+    await run(`b: bursts of 1,000 rows to 100 sockets, ${burst} alerts`, burst, async () => {
+      for (let done = 0; done < burst; done += 1000) {
+        await w.query(`INSERT INTO "Alert" ("userId", title) SELECT 'u' || (i % 100), 'b' || i FROM generate_series(1, 1000) i`);
+      }
+    });
+    // (c) broadcast: one statement, one alert for each user.
+    await run(`c: one statement, one alert for each of ${S} users`, S, async () => {
+      await w.query(`INSERT INTO "Alert" ("userId", title) SELECT 'u' || i, 'c' || i FROM generate_series(0, $1::int - 1) i`, [S]);
+    });
+    await w.end();
+    await clients.close();
+  } finally {
+    await target.stop();
+  }
+}
+
+/** Single-row autocommit INSERTs/s from `writers` connections for `seconds`. */
+async function insertRate(url: string, writers: number, seconds: number): Promise<number> {
+  const clients = await Promise.all(Array.from({ length: writers }, async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    return c;
+  }));
+  let n = 0;
+  const end = Date.now() + seconds * 1000;
+  await Promise.all(clients.map(async (c, w) => {
+    while (Date.now() < end) {
+      await c.query(`INSERT INTO "Alert" ("userId", title) VALUES ($1, 'tax')`, [`u${(n * 31 + w) % U}`]);
+      n++;
+    }
+  }));
+  await Promise.all(clients.map((c) => c.end()));
+  return n / seconds;
+}
+
+async function writerTax(dbs: Dbs, report: Report): Promise<void> {
+  const seconds = Number(args['tax-seconds']);
+  log(`\n== writer tax: single-row autocommit INSERTs/s, ${seconds} s each`);
+  for (const writers of args['tax-writers'].split(',').map(Number)) {
+    await sql(dbs.pgbell, 'ALTER TABLE "Alert" DISABLE TRIGGER USER');
+    const off = await insertRate(dbs.pgbell, writers, seconds);
+    await sql(dbs.pgbell, 'ALTER TABLE "Alert" ENABLE TRIGGER USER');
+    const notify = await insertRate(dbs.pgbell, writers, seconds);
+    // Poll mode: the same triggers, told to send no NOTIFY (an empty channel).
+    await setChannel(dbs.pgbell, '');
+    const poll = await insertRate(dbs.pgbell, writers, seconds);
+    await setChannel(dbs.pgbell, 'pgbell');
+    report.writerTax.push({ writers, off, notify, poll });
+    log(`   ${String(writers).padStart(2)} writers: triggers off ${off.toFixed(0).padStart(6)}/s   notify ${notify.toFixed(0).padStart(6)}/s (${(notify / off).toFixed(2)})   poll ${poll.toFixed(0).padStart(6)}/s (${(poll / off).toFixed(2)})`);
+  }
+}
+
+async function setChannel(url: string, channel: string): Promise<void> {
+  await migrate(url, { channel });
+}
+
+// ---------- setup ----------
+
+async function sql(url: string, text: string, params: unknown[] = []): Promise<any[]> {
+  const c = new pg.Client({ connectionString: url });
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    return (await c.query(text, params)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+async function createDatabases(serverUrl: string): Promise<{ dbs: Dbs; drop: () => Promise<void> }> {
+  const names = { pgbell: `bench_pgbell_${process.pid}`, peer: `bench_peer_${process.pid}`, plain: `bench_plain_${process.pid}` };
+  const dbs = {} as Dbs;
+  const userCount = Math.max(S, U);
+  for (const [k, name] of Object.entries(names) as Array<[keyof Dbs, string]>) {
+    await sql(serverUrl, `CREATE DATABASE ${name}`);
+    const url = databaseUrl(serverUrl, name);
+    dbs[k] = url;
+    await migrate(url, { channel: 'pgbell' });
+    await sql(url, `INSERT INTO "User" (id, email) SELECT 'u' || i, 'u' || i || '@example.test' FROM generate_series(0, $1::int - 1) i`, [userCount]);
+    if (k !== 'pgbell') {
+      await sql(url, `DROP TRIGGER _900_notify ON "Alert"; DROP TRIGGER _900_notify_delete ON "Alert"`);
+    }
+    if (k === 'peer') {
+      await sql(url, `
+        CREATE FUNCTION bench_relay() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          PERFORM pg_notify('relay', json_build_object('id', NEW.id, 'userId', NEW."userId", 'type', NEW.type, 'title', NEW.title,
+            'message', NEW.message, 'createdAt', NEW."createdAt")::text);
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER bench_relay AFTER INSERT ON "Alert" FOR EACH ROW EXECUTE FUNCTION bench_relay();`);
+    }
+  }
+  return {
+    dbs,
+    drop: async () => {
+      for (const name of Object.values(names)) await sql(serverUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let serverUrl = process.env.BENCH_DATABASE_URL;
+  let cleanup = async () => {};
+  if (!serverUrl) {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgbell-bench-'));
+    await chmod(dir, 0o755);
+    const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), password: 'bench', persistent: false });
+    serverUrl = server.url;
+    cleanup = async () => {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    };
+  }
+  const { dbs, drop } = await createDatabases(serverUrl);
+  const version = (await sql(dbs.pgbell, 'SHOW server_version'))[0].server_version as string;
+  const report: Report = {
+    at: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '?', memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, postgres: version },
+    params: { sockets: S, users: U, rate: RATE, seconds: SECONDS, clients: CLIENTS, writerPool: WRITER_POOL },
+    latency: [],
+    connections: [],
+    throughput: [],
+    writerTax: [],
+    profile: null,
+  };
+  log(`pgbell benchmarks: ${report.machine.cpus} cores, ${report.machine.memGiB} GiB, Node ${process.version}, PostgreSQL ${version}`);
+  const profileDir = args.profile ? await mkdtemp(path.join(os.tmpdir(), 'pgbell-prof-')) : undefined;
+  try {
+    if (SCENARIOS.has('latency')) for (const t of TARGETS) await latency(t, dbs, report);
+    if (SCENARIOS.has('throughput')) for (const t of TARGETS) if (t !== 'listen') await throughput(t, dbs, report, profileDir);
+    if (SCENARIOS.has('writers')) await writerTax(dbs, report);
+    if (profileDir) {
+      const file = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
+      if (file) report.profile = summarizeProfile(JSON.parse(await readFile(path.join(profileDir, file), 'utf8')));
+    }
+  } finally {
+    await drop();
+    await cleanup();
+  }
+  await mkdir(args.out, { recursive: true });
+  const written = await writeReport(report, args.out);
+  log(`\nwrote ${written.join(', ')}`);
+}
+
+await main();
+process.exit(0);
