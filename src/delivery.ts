@@ -103,7 +103,7 @@ export class Delivery {
   catchUp(): void {
     const subs = [...this.#o.hub.all()].filter((s) => s.live);
     this.#o.log.info({ subscribers: subs.length }, 'catching up after the listener reconnected');
-    if (subs.length > 0) this.#push(() => this.#sync(subs, true));
+    if (subs.length > 0) this.#pushSync(() => this.#sync(subs, true));
   }
 
   /** Delivers what has arrived so far (notifications already received included), then resolves. */
@@ -131,12 +131,26 @@ export class Delivery {
     const subs = this.#pendingSync;
     this.#pendingLive = [];
     this.#pendingSync = [];
-    if (live.length > 0) this.#push(() => this.#live(live));
-    if (subs.length > 0) this.#push(() => this.#sync(subs, false));
+    if (live.length > 0) {
+      // Reads of live steps overlap (each on its own pooled connection); their results are
+      // still sent in order. Only when no sync step is ahead: a sync step can make a subscriber
+      // live, and a read started before that would leave its user out.
+      const read = this.#syncsAhead === 0 ? this.#readLive(live) : null;
+      this.#push(() => this.#live(live, read));
+    }
+    if (subs.length > 0) this.#pushSync(() => this.#sync(subs, false));
   }
 
   #push(step: () => Promise<void>): void {
     this.#chain = this.#chain.then(step).catch((err) => this.#o.log.error({ err }, 'delivery step failed'));
+  }
+
+  /** Sync and catch-up steps queued or running: while any is, live reads wait their turn. */
+  #syncsAhead = 0;
+
+  #pushSync(step: () => Promise<void>): void {
+    this.#syncsAhead++;
+    this.#push(() => step().finally(() => this.#syncsAhead--));
   }
 
   /** Runs `read` until it succeeds; undefined if the daemon stops first. */
@@ -152,7 +166,15 @@ export class Delivery {
     }
   }
 
-  async #live(batch: LiveTx[]): Promise<void> {
+  /** The rows a live step delivers: its transactions' changes for the users live right now. */
+  #readLive(batch: LiveTx[]): Promise<ChangeBatch | undefined> {
+    const txids = [...new Set(batch.map((b) => b.txid))];
+    const users = this.#o.hub.liveUserIds();
+    if (users.length === 0) return Promise.resolve(undefined);
+    return this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, users));
+  }
+
+  async #live(batch: LiveTx[], read: Promise<ChangeBatch | undefined> | null): Promise<void> {
     // One transaction can notify more than once (one per statement kind); read it once, and
     // let it move the horizon by the largest horizon it carried.
     const xminOf = new Map<string, bigint | null>();
@@ -161,8 +183,7 @@ export class Delivery {
       xminOf.set(txid, prev == null ? xmin : xmin == null || prev > xmin ? prev : xmin);
     }
     const txids = [...xminOf.keys()];
-    const users = this.#o.hub.liveUserIds();
-    const result = users.length === 0 ? undefined : await this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, users));
+    const result = await (read ?? this.#readLive(batch));
     const changes = result?.changes ?? [];
     // What each socket gets from this batch of transactions goes out together at the end, so a
     // burst can be coalesced into fewer frames (see sendAll).
@@ -209,8 +230,9 @@ export class Delivery {
         const picked = sub.types === null ? allIdx : allIdx.filter((k) => wants(sub, list[k]!));
         const mine = picked === allIdx ? bodies : picked.map((k) => bodies[k]!);
         cursor.advance(horizon);
-        // Until its last message arrives, a client has not seen the whole transaction.
-        const before = cursor.encode(databaseId);
+        // Until its last message arrives, a client has not seen the whole transaction. (Only
+        // encoded when there is more than one message: most transactions write one row.)
+        const before = mine.length > 1 ? cursor.encode(databaseId) : '';
         cursor.add(tx);
         if (mine.length === 0) continue;
         const after = cursor.encode(databaseId);

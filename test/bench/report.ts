@@ -11,7 +11,7 @@ export interface Report {
   at: string;
   machine: { cpus: number; cpuModel: string; memGiB: number; node: string; postgres: string };
   params: Record<string, number>;
-  latency: Array<{ target: string; sockets: number; users: number; rate: number; achievedRate: number; expected: number; delivered: number; foreign: number; fromAck: Percentiles; fromSend: Percentiles }>;
+  latency: Array<{ target: string; sockets: number; users: number; rate: number; achievedRate: number; expected: number; delivered: number; foreign: number; fromAck: Percentiles; fromSend: Percentiles; cpuSeconds?: number }>;
   connections: Array<{ target: string; sockets: number; connectMs: number; failed: number; rssIdle: number; rssHeld: number; perSocket: number }>;
   throughput: Array<{ target: string; case: string; alerts: number; delivered: number; foreign: number; seconds: number; perSecond: number; ackToLastMs: number }>;
   writerTax: Array<{ writers: number; off: number; notify: number; poll: number }>;
@@ -19,6 +19,8 @@ export interface Report {
 }
 
 export interface ProfileSummary {
+  /** The scenario profiled. */
+  scenario?: string;
   totalMs: number;
   /** Self time by function, largest first. */
   top: Array<{ name: string; where: string; selfMs: number; share: number }>;
@@ -173,7 +175,7 @@ function markdown(r: Report): string {
   }
   if (r.profile) {
     lines.push('## Where pgbell\'s CPU goes', '');
-    lines.push(`\`node --cpu-prof\` of \`pgbell start\` over the whole throughput scenario (${(r.profile.totalMs / 1000).toFixed(1)} s, idle included). Flame graph: [benchmarks-flame.svg](benchmarks-flame.svg).`, '');
+    lines.push(`\`node --cpu-prof\` of \`pgbell start\` over the whole ${r.profile.scenario ?? 'throughput'} scenario (${(r.profile.totalMs / 1000).toFixed(1)} s, idle included). Flame graph: [benchmarks-flame.svg](benchmarks-flame.svg).`, '');
     lines.push('| self time | share | function | where |', '|---|---|---|---|');
     for (const t of r.profile.top) lines.push(`| ${t.selfMs.toFixed(0)} ms | ${(t.share * 100).toFixed(1)}% | ${esc(t.name)} | ${t.where} |`);
     lines.push('');

@@ -118,6 +118,13 @@ async function startTarget(kind: TargetKind, dbs: Dbs, profileDir?: string): Pro
   };
 }
 
+/** CPU time a process has used (user + system), in seconds. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** Resident set size of a process, in bytes. */
 async function rss(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -249,7 +256,7 @@ function percentiles(samples: number[]): Percentiles {
 
 // ---------- scenarios ----------
 
-async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report): Promise<void> {
+async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
   const users = Array.from({ length: U }, (_, i) => `u${i}`);
   const socketUsers = Array.from({ length: S }, (_, i) => users[i % U]!);
   const perUser = new Map<string, number>();
@@ -276,7 +283,7 @@ async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report): P
     return;
   }
 
-  const target = await startTarget(kind, kind === 'broadcast' ? { ...dbs, peer: dbs.plain } : dbs);
+  const target = await startTarget(kind, kind === 'broadcast' ? { ...dbs, peer: dbs.plain } : dbs, kind === 'pgbell' ? profileDir : undefined);
   try {
     await sleep(1000);
     const rssIdle = await rss(target.pid);
@@ -287,9 +294,18 @@ async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report): P
     log(`   ${S} sockets connected${kind === 'pgbell' ? ' and authenticated' : ''} in ${(connectMs / 1000).toFixed(1)} s (${failed} failed); RSS ${(rssIdle / 2 ** 20).toFixed(0)} → ${(rssHeld / 2 ** 20).toFixed(0)} MiB = ${((rssHeld - rssIdle) / S / 1024).toFixed(1)} KiB per socket`);
     clients.reset();
     const db = kind === 'pgbell' ? dbs.pgbell : kind === 'broadcast' ? dbs.plain : dbs.peer;
+    const cpu0 = await cpuSeconds(target.pid);
     const { stamps, achieved } = await paced(db, users, RATE, SECONDS, kind === 'broadcast' ? target.url.replace('ws:', 'http:') + 'broadcast' : undefined);
     const expected = stamps.reduce((n, _, k) => n + perUser.get(users[(k * 7919) % users.length]!)!, 0);
     await clients.waitFor(expected, 10_000);
+    const cpu = (await cpuSeconds(target.pid)) - cpu0;
+    if (kind === 'pgbell') {
+      // pgbell's own view: notification received → fanned out (includes its read of the rows).
+      const text = await (await fetch(target.url.replace('ws:', 'http:') + 'metrics')).text();
+      const sum = Number(/^pgbell_delivery_seconds_sum (\S+)/m.exec(text)?.[1]);
+      const count = Number(/^pgbell_delivery_seconds_count (\S+)/m.exec(text)?.[1]);
+      log(`   inside pgbell: notification → sent, mean ${((sum / count) * 1000).toFixed(2)} ms over ${count} notifications`);
+    }
     const got = await clients.collect();
     const fromAck: number[] = [];
     const fromSend: number[] = [];
@@ -299,7 +315,7 @@ async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report): P
       fromAck.push(ms(got.at[i]! - s.ack));
       fromSend.push(ms(got.at[i]! - s.send));
     }
-    report.latency.push({ target: kind, sockets: S, users: U, rate: RATE, achievedRate: achieved, expected, delivered: got.received, foreign: got.foreign, fromAck: percentiles(fromAck), fromSend: percentiles(fromSend) });
+    report.latency.push({ target: kind, sockets: S, users: U, rate: RATE, achievedRate: achieved, expected, delivered: got.received, foreign: got.foreign, fromAck: percentiles(fromAck), fromSend: percentiles(fromSend), cpuSeconds: cpu });
     printLatency(report.latency.at(-1)!);
     await clients.close();
   } finally {
@@ -309,7 +325,7 @@ async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report): P
 
 function printLatency(r: Report['latency'][number]): void {
   const f = (p: Percentiles) => `p50 ${p.p50.toFixed(2)}  p90 ${p.p90.toFixed(2)}  p99 ${p.p99.toFixed(2)}  p99.9 ${p.p999.toFixed(2)}  max ${p.max.toFixed(1)} ms`;
-  log(`   ${r.achievedRate.toFixed(0)} INSERTs/s achieved; delivered ${r.delivered}/${r.expected}${r.foreign ? `, ${r.foreign} TO THE WRONG USER` : ''}`);
+  log(`   ${r.achievedRate.toFixed(0)} INSERTs/s achieved; delivered ${r.delivered}/${r.expected}${r.foreign ? `, ${r.foreign} TO THE WRONG USER` : ''}${r.cpuSeconds !== undefined ? `; server CPU ${r.cpuSeconds.toFixed(2)} s (${((r.cpuSeconds / r.delivered) * 1e6).toFixed(0)} µs per delivery)` : ''}`);
   log(`   commit ack → socket: ${f(r.fromAck)}`);
   log(`   send → socket:       ${f(r.fromSend)}`);
 }
@@ -485,12 +501,14 @@ async function main(): Promise<void> {
   log(`pgbell benchmarks: ${report.machine.cpus} cores, ${report.machine.memGiB} GiB, Node ${process.version}, PostgreSQL ${version}`);
   const profileDir = args.profile ? await mkdtemp(path.join(os.tmpdir(), 'pgbell-prof-')) : undefined;
   try {
-    if (SCENARIOS.has('latency')) for (const t of TARGETS) await latency(t, dbs, report);
-    if (SCENARIOS.has('throughput')) for (const t of TARGETS) if (t !== 'listen') await throughput(t, dbs, report, profileDir);
+    // The profile is of pgbell in the first scenario run.
+    if (SCENARIOS.has('latency')) for (const t of TARGETS) await latency(t, dbs, report, profileDir);
+    const throughputProfile = SCENARIOS.has('latency') ? undefined : profileDir;
+    if (SCENARIOS.has('throughput')) for (const t of TARGETS) if (t !== 'listen') await throughput(t, dbs, report, throughputProfile);
     if (SCENARIOS.has('writers')) await writerTax(dbs, report);
     if (profileDir) {
       const file = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
-      if (file) report.profile = summarizeProfile(JSON.parse(await readFile(path.join(profileDir, file), 'utf8')));
+      if (file) report.profile = { ...summarizeProfile(JSON.parse(await readFile(path.join(profileDir, file), 'utf8'))), scenario: SCENARIOS.has('latency') ? 'latency' : 'throughput' };
     }
   } finally {
     await drop();
