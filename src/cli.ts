@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { parseTtl, secretKey, signSessionToken } from './auth.js';
-import { ENV_HELP, loadConfig, need, type Config } from './config.js';
+import { ENV_HELP, loadConfig, need, triggerChannelFor, type Config } from './config.js';
 import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { install, uninstall } from './db/install.js';
 import { migrate } from './db/migrate.js';
@@ -118,7 +118,7 @@ async function cmdStart(config: Config): Promise<number> {
 
 async function cmdMigrate(config: Config): Promise<number> {
   const result = await migrate(need(config, 'DATABASE_URL', 'migrate'), {
-    channel: config.PGBELL_CHANNEL,
+    channel: triggerChannelFor(config),
     log: (m) => console.log(m),
   });
   console.log(result.applied.length ? `migrated: ${result.applied.length} applied, ${result.skipped.length} already applied` : `up to date (${result.skipped.length} migrations already applied)`);
@@ -140,10 +140,12 @@ async function cmdInstall(config: Config, flags: Record<string, string | boolean
     linkColumn: flag('link-column'),
     readColumn: flag('read-column'),
     createdColumn: flag('created-column'),
-    channel: flag('channel') ?? config.PGBELL_CHANNEL,
+    channel: config.PGBELL_MODE === 'poll' ? '' : (flag('channel') ?? config.PGBELL_CHANNEL),
   });
   if (result.installed) console.log(`installed on ${result.table}: every committed change now notifies; start the daemon with the same PGBELL_CHANNEL`);
-  else if (result.channelChanged) console.log(`already installed on ${result.table}; its triggers now notify channel ${flag('channel') ?? config.PGBELL_CHANNEL}`);
+  else if (result.channelChanged) {
+    console.log(`already installed on ${result.table}; its triggers now ${config.PGBELL_MODE === 'poll' ? 'send no NOTIFY (poll mode)' : `notify channel ${flag('channel') ?? config.PGBELL_CHANNEL}`}`);
+  }
   else console.log(`already installed on ${result.table}; nothing to do`);
   return 0;
 }

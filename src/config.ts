@@ -28,6 +28,8 @@ const schema = z.object({
   DATABASE_URL: postgresUrl.optional(),
   LISTEN_DATABASE_URL: postgresUrl.optional(),
   PGBELL_FANOUT: z.enum(['listen', 'redis'], 'must be listen (every node LISTENs) or redis (one relay LISTENs, Redis spreads)').default('listen'),
+  PGBELL_MODE: z.enum(['notify', 'poll'], 'must be notify (the trigger sends NOTIFY) or poll (the daemon reads new changes every PGBELL_POLL_MS)').default('notify'),
+  PGBELL_POLL_MS: int(10, 60_000).default(100),
   REDIS_URL: z.string().trim().refine((v) => /^rediss?:\/\//.test(v), 'must be a redis:// or rediss:// URL').optional(),
   SESSION_SECRET: z
     .string()
@@ -81,6 +83,8 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['DATABASE_URL', 'Postgres connection URL (required for start/migrate/send; `dev` starts embedded Postgres without it)'],
   ['LISTEN_DATABASE_URL', 'where the listener connects, if not DATABASE_URL: a direct session connection to the primary (not a transaction pooler, not a replica)'],
   ['PGBELL_FANOUT', 'listen (default: every node LISTENs) or redis (one relay LISTENs and publishes to Redis; needs REDIS_URL)'],
+  ['PGBELL_MODE', 'notify (default: the trigger sends NOTIFY) or poll (no NOTIFY; the daemon reads new changes every PGBELL_POLL_MS; set it for `pgbell migrate` too)'],
+  ['PGBELL_POLL_MS', 'poll mode: how often to read new changes, in ms (default 100)'],
   ['REDIS_URL', 'Redis for PGBELL_FANOUT=redis, e.g. redis://127.0.0.1:6379'],
   ['SESSION_SECRET', 'HS256 key for session tokens, >= 32 chars (required for start/token; `dev` generates one)'],
   ['SESSION_SECRET_PREVIOUS', 'comma-separated earlier secrets that still verify tokens (key rotation; default none)'],
@@ -107,6 +111,14 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
 ];
 
 /**
+ * The channel pgbell's triggers are given: PGBELL_CHANNEL, or none in poll mode (the triggers
+ * then send no NOTIFY; sql/000006_poll_mode.sql).
+ */
+export function triggerChannelFor(config: Pick<Config, 'PGBELL_MODE' | 'PGBELL_CHANNEL'>): string {
+  return config.PGBELL_MODE === 'poll' ? '' : config.PGBELL_CHANNEL;
+}
+
+/**
  * Parse settings from an environment (process.env by default). Empty strings count as unset,
  * so `PORT= pgbell start` means the default rather than an error.
  */
@@ -126,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`${name} ${issue.message}${shown}`);
   }
   if (parsed.data.PGBELL_FANOUT === 'redis' && parsed.data.REDIS_URL === undefined) throw new ConfigError('REDIS_URL is required when PGBELL_FANOUT is redis');
+  if (parsed.data.PGBELL_FANOUT === 'redis' && parsed.data.PGBELL_MODE === 'poll') throw new ConfigError('PGBELL_MODE=poll works with PGBELL_FANOUT=listen only (the Redis relay LISTENs)');
   if ((parsed.data.TLS_CERT === undefined) !== (parsed.data.TLS_KEY === undefined)) {
     throw new ConfigError(`${parsed.data.TLS_CERT === undefined ? 'TLS_CERT' : 'TLS_KEY'} is required when ${parsed.data.TLS_CERT === undefined ? 'TLS_KEY' : 'TLS_CERT'} is set`);
   }

@@ -19,12 +19,17 @@ import { Hub } from './hub.js';
 import { Relay } from './fanout/relay.js';
 import { RedisFanout } from './fanout/redis.js';
 import { Listener } from './listener.js';
+import { Poller } from './poller.js';
 import { Metrics } from './metrics.js';
 import { createLogger, type Logger } from './log.js';
 import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 
 export interface DaemonOptions {
   databaseUrl: string;
+  /** 'poll': no LISTEN; new changes are read every pollMs (the triggers must have been migrated for it). */
+  mode?: 'notify' | 'poll';
+  /** Poll mode's interval (default 100 ms). */
+  pollMs?: number;
   /** 'redis': one relay LISTENs and publishes per user to Redis; nodes subscribe for their users. */
   fanout?: 'listen' | 'redis';
   redisUrl?: string | undefined;
@@ -64,7 +69,7 @@ export interface Daemon {
   /** ws://host:port/ */
   url: string;
   hub: Hub;
-  listener: Listener;
+  listener: Listener | Poller;
   stop(): Promise<void>;
 }
 
@@ -81,6 +86,8 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     previousSecrets: config.SESSION_SECRET_PREVIOUS,
     listenDatabaseUrl: config.LISTEN_DATABASE_URL,
     fanout: config.PGBELL_FANOUT,
+    mode: config.PGBELL_MODE,
+    pollMs: config.PGBELL_POLL_MS,
     redisUrl: config.REDIS_URL,
     tls: config.TLS_CERT && config.TLS_KEY ? { certFile: config.TLS_CERT, keyFile: config.TLS_KEY } : undefined,
     tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
@@ -111,7 +118,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const db = createDb(opts.databaseUrl);
   let dbId: string;
   try {
-    await checkDatabase(db, opts.channel);
+    await checkDatabase(db, opts.mode === 'poll' ? '' : opts.channel);
     dbId = await databaseId(db);
   } catch (err) {
     await db.destroy();
@@ -133,13 +140,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const keys = [key, ...(opts.previousSecrets ?? []).map(secretKey)];
   const hub = new Hub();
   const listenUrl = opts.listenDatabaseUrl ?? opts.databaseUrl;
-  const listener = new Listener({
-    connectionString: listenUrl,
-    channel: opts.channel,
-    log,
-    checkIntervalMs: opts.heartbeatMs,
-    notify: async (payload) => void (await sql`SELECT pg_notify(${opts.channel}, ${payload})`.execute(db)),
-  });
+  // Where committed changes are heard of: LISTEN (notify mode) or reading by transaction id (poll mode).
+  const listener: Listener | Poller =
+    opts.mode === 'poll'
+      ? new Poller({ db, intervalMs: opts.pollMs ?? 100, log })
+      : new Listener({
+          connectionString: listenUrl,
+          channel: opts.channel,
+          log,
+          checkIntervalMs: opts.heartbeatMs,
+          notify: async (payload) => void (await sql`SELECT pg_notify(${opts.channel}, ${payload})`.execute(db)),
+        });
   let queueUsage: number | null = null;
   let pendingAuth = () => 0;
   const metrics = new Metrics({
@@ -237,7 +248,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let checkTimer: NodeJS.Timeout | undefined;
 
   try {
-    await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
+    if (opts.mode !== 'poll') await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
     if (fanout) {
       try {
         await fanout.start();
@@ -257,7 +268,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     const address = await server.listen();
     const host = address.family === 'IPv6' ? (address.address === '::' ? 'localhost' : `[${address.address}]`) : address.address === '0.0.0.0' ? 'localhost' : address.address;
     const url = `${tls ? 'wss' : 'ws'}://${host}:${address.port}/`;
-    log.info({ port: address.port, channel: opts.channel }, `pgbell listening on ${url} (channel ${opts.channel})`);
+    const source = opts.mode === 'poll' ? `poll mode, every ${opts.pollMs ?? 100} ms` : `channel ${opts.channel}`;
+    log.info({ port: address.port, channel: opts.channel, mode: opts.mode ?? 'notify' }, `pgbell listening on ${url} (${source})`);
     if ((opts.socketOrigins ?? 'any') === 'any') log.warn('ALLOWED_ORIGINS is not set: WebSocket handshakes from any web origin are accepted (a token is still required)');
     let stopped: Promise<void> | undefined;
     return {
@@ -345,7 +357,9 @@ async function checkDatabase(db: Db, channel: string): Promise<void> {
     throw new StartupError(installed ? `the notify triggers on ${installed} are missing: run \`pgbell install\` again` : 'the "Alert" table or its notify triggers are missing: run `pgbell migrate` first');
   }
   if (current !== channel) {
-    const remedy = installed ? `run \`pgbell install\` again with --channel ${channel}` : 'run `pgbell migrate` with the same PGBELL_CHANNEL';
-    throw new StartupError(`the ${installed ?? '"Alert"'} trigger notifies channel "${current}" but PGBELL_CHANNEL is "${channel}": ${remedy}`);
+    const what = (c: string) => (c === '' ? 'sends no NOTIFY (poll mode)' : `notifies channel "${c}"`);
+    const want = channel === '' ? 'PGBELL_MODE is poll' : `PGBELL_CHANNEL is "${channel}"${current === '' ? ' and PGBELL_MODE is notify' : ''}`;
+    const remedy = installed ? `run \`pgbell install\` again with the same PGBELL_MODE${channel === '' ? '' : ` and --channel ${channel}`}` : 'run `pgbell migrate` with the same PGBELL_CHANNEL and PGBELL_MODE';
+    throw new StartupError(`the ${installed ?? '"Alert"'} trigger ${what(current)} but ${want}: ${remedy}`);
   }
 }

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { secretKey, signSessionToken } from './auth.js';
-import type { Config } from './config.js';
+import { triggerChannelFor, type Config } from './config.js';
 import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { ensureUser } from './db/users.js';
 import { createDb } from './db/connect.js';
@@ -33,7 +33,7 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
   }
   try {
     const sessionSecret = config.SESSION_SECRET ?? (await devSecret(stateDir));
-    await migrate(databaseUrl, { channel: config.PGBELL_CHANNEL, log: (m) => log.info(m) });
+    await migrate(databaseUrl, { channel: triggerChannelFor(config), log: (m) => log.info(m) });
     const db = createDb(databaseUrl, { max: 1 });
     try {
       await ensureUser(db, DEMO_USER);

@@ -3,7 +3,7 @@
  * Exit code 0 when everything passes.
  */
 import pg from 'pg';
-import type { Config } from './config.js';
+import { triggerChannelFor, type Config } from './config.js';
 import { SEARCH_PGBELL_FIRST } from './db/connect.js';
 import { installedTable } from './db/install.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
@@ -48,14 +48,41 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
 
     if (pending.length === 0) {
       const channel = await triggerChannel(run);
-      const ok = channel === config.PGBELL_CHANNEL;
+      const wanted = triggerChannelFor(config);
+      const ok = channel === wanted;
+      const what = (c: string) => (c === '' ? 'send no NOTIFY (poll mode)' : `notify channel "${c}"`);
+      const fix = installed ? '`pgbell install` again' : '`pgbell migrate`';
       report({
         name: 'triggers',
         ok,
-        detail: channel === null ? 'missing: run `pgbell migrate`' : ok ? `notify channel "${channel}"` : `notify channel "${channel}" but PGBELL_CHANNEL is "${config.PGBELL_CHANNEL}": run \`pgbell migrate\` with the same PGBELL_CHANNEL`,
+        detail:
+          channel === null
+            ? `missing: run ${fix}`
+            : ok
+              ? what(channel)
+              : `${what(channel)} but PGBELL_MODE is ${config.PGBELL_MODE}${wanted === '' ? '' : ` and PGBELL_CHANNEL "${wanted}"`}: run ${fix} with the same PGBELL_CHANNEL and PGBELL_MODE`,
       });
     }
 
+    if (config.PGBELL_MODE === 'poll') {
+      report({ name: 'poll mode', ok: true, detail: `no LISTEN needed: the daemon reads new changes every ${config.PGBELL_POLL_MS} ms` });
+    } else await checkListen();
+
+    const usage = Number((await db.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u')).rows[0]!.u);
+    report({
+      name: 'NOTIFY queue',
+      ok: usage <= 0.5,
+      detail: usage <= 0.5 ? `${(usage * 100).toFixed(1)}% used` : `${(usage * 100).toFixed(1)}% used: a LISTEN session is not reading (see pg_stat_activity); writers fail when it is full`,
+    });
+  } finally {
+    await db.end().catch(() => {});
+  }
+  const failed = checks.filter((c) => !c.ok).length;
+  out(failed === 0 ? 'all checks passed' : `${failed} check${failed === 1 ? '' : 's'} failed`);
+  return failed === 0;
+
+  /** The listener's connection reaches the primary and hears a NOTIFY sent on DATABASE_URL. */
+  async function checkListen(): Promise<void> {
     const listener = new pg.Client({ connectionString: listenUrl, application_name: 'pgbell-doctor-listen' });
     listener.on('error', () => {});
     const which = config.LISTEN_DATABASE_URL ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL';
@@ -86,17 +113,5 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
     } finally {
       await listener.end().catch(() => {});
     }
-
-    const usage = Number((await db.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u')).rows[0]!.u);
-    report({
-      name: 'NOTIFY queue',
-      ok: usage <= 0.5,
-      detail: usage <= 0.5 ? `${(usage * 100).toFixed(1)}% used` : `${(usage * 100).toFixed(1)}% used: a LISTEN session is not reading (see pg_stat_activity); writers fail when it is full`,
-    });
-  } finally {
-    await db.end().catch(() => {});
   }
-  const failed = checks.filter((c) => !c.ok).length;
-  out(failed === 0 ? 'all checks passed' : `${failed} check${failed === 1 ? '' : 's'} failed`);
-  return failed === 0;
 }

@@ -252,9 +252,15 @@ export class PgbellClient {
         this.#emitChange({ unread: m.unread });
         for (const a of m.alerts) this.#emit('notification', a);
         return;
-      case 'update':
+      case 'update': {
+        // An alert inserted and changed again before it reached this client arrives as an
+        // update of an id it does not have: to the app, it is a new notification.
+        const isNew = !this.#byId.has(m.alert.id);
         this.#byId.set(m.alert.id, m.alert);
-        return this.#emitChange({ unread: m.unread });
+        this.#emitChange({ unread: m.unread });
+        if (isNew) this.#emit('notification', m.alert);
+        return;
+      }
       case 'delete':
         this.#byId.delete(m.id);
         return this.#emitChange({ unread: m.unread });

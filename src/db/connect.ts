@@ -16,10 +16,24 @@ export const SEARCH_PGBELL_FIRST = `SELECT set_config('search_path', 'pgbell, ' 
  */
 const SESSION_SETUP = `${SEARCH_PGBELL_FIRST}, set_config('plan_cache_mode', 'force_generic_plan', false)`;
 
+/**
+ * A pooled connection that runs SESSION_SETUP before it is handed out. Where pgbell is installed
+ * onto an app's table, its view and bookkeeping live in schema "pgbell" (src/db/install.ts);
+ * harmless where the schema does not exist. (pg's Pool calls connect with a callback.)
+ */
+class SetupClient extends pg.Client {
+  override connect(callback?: any): any {
+    const ready = super.connect().then(() => this.query(SESSION_SETUP)).then(() => this);
+    if (!callback) return ready;
+    ready.then(() => callback(null, this), (err: Error) => callback(err));
+  }
+}
+
 const pools = new WeakMap<object, pg.Pool>();
 
 export function createDb(connectionString: string, opts: { applicationName?: string; max?: number } = {}): Db {
   const pool = new pg.Pool({
+    Client: SetupClient as unknown as typeof pg.Client,
     connectionString,
     application_name: opts.applicationName ?? 'pgbell',
     max: opts.max ?? 5,
@@ -27,10 +41,6 @@ export function createDb(connectionString: string, opts: { applicationName?: str
     // the pool drops it and the next query opens a fresh one.
   });
   pool.on('error', () => {});
-  // Where pgbell is installed onto an app's table, its view and bookkeeping live in schema
-  // "pgbell" (src/db/install.ts): every pooled connection looks there first. pg queues this
-  // before the query that caused the connection. Harmless where the schema does not exist.
-  pool.on('connect', (client) => void client.query(SESSION_SETUP).catch(() => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   pools.set(db, pool);
   return db;

@@ -69,7 +69,7 @@ export async function migrate(
       opts.log?.(`applied ${file}`);
     }
     result.channelChanged = await syncTriggerChannel(client, opts.channel);
-    if (result.channelChanged) opts.log?.(`trigger now notifies channel ${opts.channel}`);
+    if (result.channelChanged) opts.log?.(opts.channel === '' ? 'triggers now send no NOTIFY (poll mode)' : `trigger now notifies channel ${opts.channel}`);
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [LOCK_KEY.toString()]).catch(() => {});
     await client.end();

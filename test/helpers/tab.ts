@@ -40,7 +40,10 @@ export class Tab {
       if (alerts.length > 0) {
         // counted above
       } else if (m.type === 'update') {
+        // An alert inserted and changed again before it was delivered arrives as `update`
+        // (its current state); it counts as received.
         this.updates.push(m);
+        this.ids.add(m.alert.id);
       } else if (m.type === 'delete') {
         this.deleted.add(m.id);
       } else if (m.type === 'reset') {

@@ -1,0 +1,158 @@
+/**
+ * Poll mode (PGBELL_MODE=poll): finds committed changes by reading "changedTxid" every
+ * PGBELL_POLL_MS instead of LISTENing, for databases where writers should not pay for NOTIFY
+ * (a queued NOTIFY holds a cluster-wide lock until the commit is flushed, so notifying writers
+ * cannot group-commit; see sql/000006_poll_mode.sql).
+ *
+ * It emits what the Listener emits (`txid` with a horizon, `revoke`), so delivery is the same
+ * code in both modes. One poll is one statement, one snapshot S:
+ * - every transaction id at or above the previous horizon that changed a row or left a
+ *   tombstone and is visible in S, oldest first, minus those already emitted;
+ * - S's xmin: every transaction below it has finished and, if it changed alerts, was in this
+ *   or an earlier poll. That is the next poll's starting point and the horizon sent along:
+ *   for a transaction below xmin, its own id (every lower one was emitted before it); for one
+ *   at or above, xmin;
+ * - revocations with an id above the last one seen.
+ * A failed poll is retried from the same point, so a database restart loses nothing; there is
+ * no connection whose loss needs a catch-up.
+ */
+import { EventEmitter } from 'node:events';
+import { sql } from 'kysely';
+import type { Db } from './db/connect.js';
+import type { ListenerEvents, ListenerState } from './listener.js';
+import type { Logger } from './log.js';
+
+export interface PollerOptions {
+  db: Db;
+  intervalMs: number;
+  log: Logger;
+}
+
+interface Row {
+  k: 't' | 'x' | 'r';
+  v: string;
+  u: string | null;
+  b: string | null;
+}
+
+export class Poller extends EventEmitter<ListenerEvents> {
+  #state: ListenerState = 'connecting';
+  #since = new Date();
+  #failures = 0;
+  #reconnects = 0;
+  #probe: { ok: boolean | null; at: string | null } = { ok: null, at: null };
+  /** Transactions at or above this are read again by each poll. */
+  #after = 0n;
+  /** Emitted transactions at or above #after, so a re-read does not emit them twice. */
+  #emitted = new Set<bigint>();
+  #lastRevocation = '0';
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<boolean> | null = null;
+  readonly #o: PollerOptions;
+
+  constructor(opts: PollerOptions) {
+    super();
+    this.#o = opts;
+  }
+
+  get state(): ListenerState {
+    return this.#state;
+  }
+
+  get deaf(): boolean {
+    return this.#probe.ok === false;
+  }
+
+  status(): { state: ListenerState; mode: 'poll'; since: string; reconnects: number; intervalMs: number; probe: { ok: boolean | null; at: string | null } } {
+    return { state: this.#state, mode: 'poll', since: this.#since.toISOString(), reconnects: this.#reconnects, intervalMs: this.#o.intervalMs, probe: this.#probe };
+  }
+
+  /** Starts from now: what committed before is for sockets to read from their cursors. */
+  async start(): Promise<void> {
+    const { rows } = await sql<{ x: string; r: string }>`
+      SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x, coalesce(max(id), 0)::text AS r FROM pgbell_revocation`.execute(this.#o.db);
+    this.#after = BigInt(rows[0]!.x);
+    this.#lastRevocation = rows[0]!.r;
+    this.#setState('connected');
+    this.#schedule();
+  }
+
+  /** Runs a poll now; true if it worked. (What the Listener's round-trip probe is in notify mode.) */
+  async probe(): Promise<boolean> {
+    return this.#poll();
+  }
+
+  async close(): Promise<void> {
+    this.#setState('closed');
+    clearTimeout(this.#timer);
+    await this.#running;
+  }
+
+  #schedule(): void {
+    if (this.#state === 'closed') return;
+    this.#timer = setTimeout(() => void this.#poll().finally(() => this.#schedule()), this.#o.intervalMs);
+  }
+
+  #poll(): Promise<boolean> {
+    // One poll at a time: a probe during a scheduled poll shares its outcome.
+    this.#running ??= this.#pollOnce().finally(() => (this.#running = null));
+    return this.#running;
+  }
+
+  async #pollOnce(): Promise<boolean> {
+    if (this.#state === 'closed') return false;
+    let rows: Row[];
+    try {
+      ({ rows } = await sql<Row>`
+        WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s)
+        SELECT 't' AS k, t.tx::text AS v, NULL AS u, NULL AS b FROM (
+          SELECT DISTINCT "changedTxid" AS tx FROM "Alert" WHERE "changedTxid" >= ${this.#after.toString()}::xid8
+          UNION
+          SELECT txid FROM "AlertTombstone" WHERE txid >= ${this.#after.toString()}::xid8) t
+        UNION ALL
+        SELECT 'x', pg_snapshot_xmin(snap.s)::text, NULL, NULL FROM snap
+        UNION ALL
+        SELECT 'r', id::text, "userId", floor(extract(epoch FROM before))::bigint::text
+          FROM pgbell_revocation WHERE id > ${this.#lastRevocation}::bigint`.execute(this.#o.db));
+    } catch (err) {
+      if (this.#failures++ === 0) {
+        this.#reconnects++;
+        this.#setState('reconnecting');
+        this.#o.log.warn({ err: (err as Error).message }, 'polling for changes failed; retrying from the same point');
+      }
+      this.#probe = { ok: false, at: new Date().toISOString() };
+      return false;
+    }
+    if (this.#failures > 0) this.#o.log.info('polling for changes works again');
+    this.#failures = 0;
+    this.#setState('connected');
+    this.#probe = { ok: true, at: new Date().toISOString() };
+
+    const xmin = BigInt(rows.find((r) => r.k === 'x')!.v);
+    const txids = rows
+      .filter((r) => r.k === 't')
+      .map((r) => BigInt(r.v))
+      .filter((t) => !this.#emitted.has(t))
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const r of rows) {
+      if (r.k !== 'r') continue;
+      if (BigInt(r.v) > BigInt(this.#lastRevocation)) this.#lastRevocation = r.v;
+      this.emit('revoke', r.u!, Number(r.b));
+    }
+    for (const tx of txids) {
+      this.#emitted.add(tx);
+      this.emit('txid', tx.toString(), tx < xmin ? tx : xmin);
+    }
+    if (xmin > this.#after) {
+      this.#after = xmin;
+      for (const t of this.#emitted) if (t < xmin) this.#emitted.delete(t);
+    }
+    return true;
+  }
+
+  #setState(state: ListenerState): void {
+    if (this.#state === state || this.#state === 'closed') return;
+    this.#state = state;
+    this.#since = new Date();
+  }
+}

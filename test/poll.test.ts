@@ -1,0 +1,141 @@
+/**
+ * Poll mode (PGBELL_MODE=poll): the triggers send no NOTIFY, the daemon reads new changes by
+ * transaction id. Same guarantees: every committed insert, update and delete reaches exactly
+ * its user's sockets, through dropped sockets, dropped database connections and a daemon
+ * replaced by another.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { PgbellClient, type SocketConstructor } from '../src/client/index.js';
+import { cleanEnv, run } from './helpers/cli.js';
+import { TestClient } from './helpers/client.js';
+import { daemonFleet, health, tokenFor } from './helpers/daemon.js';
+import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
+import { Tab, until } from './helpers/tab.js';
+
+let db: string;
+const fleet = daemonFleet(() => db);
+const poll = { mode: 'poll' as const, pollMs: 50 };
+
+beforeAll(async () => {
+  db = await freshDatabase();
+  for (const u of ['pia', 'pol']) await createUser(db, u);
+  const r = await run(['migrate'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'poll' }));
+  expect(r.stdout).toMatch(/triggers now send no NOTIFY \(poll mode\)/);
+  expect(r.code).toBe(0);
+});
+afterAll(() => fleet.stopAll());
+
+describe('poll mode', () => {
+  it('writers send no NOTIFY; a psql INSERT still reaches its user\'s socket, and only that user\'s', async () => {
+    const d = await fleet.start(poll);
+    const listen = new pg.Client({ connectionString: db });
+    await listen.connect();
+    const heard: string[] = [];
+    listen.on('notification', (n) => heard.push(n.payload ?? ''));
+    await listen.query('LISTEN pgbell');
+    const pia = await new Tab(await tokenFor('pia'), true).connect(d.url);
+    const pol = await new Tab(await tokenFor('pol')).connect(d.url);
+
+    await psql(db, `INSERT INTO "Alert" ("userId", title) VALUES ('pia', 'polled in')`);
+    await until(() => pia.ids.size === 1, 5000, 'the alert by polling');
+    await psql(db, `UPDATE "Alert" SET read = true WHERE "userId" = 'pia'`);
+    await until(() => pia.updates.length === 1, 5000, 'the update by polling');
+    await psql(db, `DELETE FROM "Alert" WHERE "userId" = 'pia'`);
+    await until(() => pia.deleted.size === 1, 5000, 'the delete by polling');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(heard).toEqual([]);
+    expect(pol.ids.size).toBe(0);
+    await listen.end();
+
+    const h = await health(d.http);
+    expect(h.status).toBe(200);
+    expect(h.body.listener).toMatchObject({ state: 'connected', mode: 'poll', intervalMs: 50 });
+    pia.close();
+    pol.close();
+  });
+
+  it('loses nothing: multi-row writers, updates and deletes through dropped tabs, killed pool connections and a replaced daemon', async () => {
+    const d1 = await fleet.start(poll);
+    const tabs = [new Tab(await tokenFor('pia'), true), new Tab(await tokenFor('pol')), new Tab(await tokenFor('pia'))];
+    await Promise.all(tabs.map((t) => t.connect(d1.url)));
+    const before = new Set((await query<{ id: string }>(db, 'SELECT id FROM "Alert"')).map((r) => r.id));
+    let stop = false;
+    const writers = [0, 1, 2].map(async (w) => {
+      for (let i = 0; !stop; i++) {
+        await query(db, `INSERT INTO "Alert" ("userId", title) SELECT CASE WHEN g % 2 = 0 THEN 'pia' ELSE 'pol' END, $1 || '-' || g FROM generate_series(1, $2::int) g`, [`w${w}.${i}`, 1 + (i % 5)]);
+        if (i % 4 === 3) await query(db, `UPDATE "Alert" SET read = true WHERE id IN (SELECT id FROM "Alert" WHERE NOT read ORDER BY random() LIMIT 2)`);
+        if (i % 6 === 5) await query(db, `DELETE FROM "Alert" WHERE id IN (SELECT id FROM "Alert" WHERE title LIKE 'w%' ORDER BY random() LIMIT 1)`);
+      }
+    });
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    await pause(300);
+    tabs[0]!.drop();
+    await pause(200);
+    await tabs[0]!.connect(d1.url);
+    // The daemon's pooled connections die under it (its polls fail, then resume from the same point).
+    await query(db, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pgbell' AND pid <> pg_backend_pid()`);
+    await pause(300);
+    const d2 = await fleet.start(poll);
+    await d1.stop();
+    await Promise.all(tabs.map((t) => t.connect(d2.url)));
+    await pause(300);
+    stop = true;
+    await Promise.all(writers);
+
+    for (const [t, user] of [[tabs[0]!, 'pia'], [tabs[1]!, 'pol'], [tabs[2]!, 'pia']] as const) {
+      const rows = await query<{ id: string }>(db, `SELECT id FROM "Alert" WHERE "userId" = $1`, [user]);
+      const deleted = (await query<{ id: string }>(db, `SELECT id FROM "AlertTombstone" WHERE "userId" = $1`, [user])).map((r) => r.id);
+      const live = new Set(rows.map((r) => r.id).filter((id) => !before.has(id)));
+      // Every alert still there was received; every one received is either there or deleted (and the delete was seen).
+      await until(() => [...live].every((id) => t.ids.has(id)), 10_000, `every alert of ${user}`);
+      for (const id of t.ids) expect(live.has(id) || deleted.includes(id), id).toBe(true);
+      for (const id of t.ids) if (!live.has(id)) await until(() => t.deleted.has(id), 5000, `the delete of ${id}`);
+      expect(t.repeatsWithinConnection).toEqual([]);
+      expect(t.resets).toBe(0);
+      t.close();
+    }
+  });
+
+  it('an alert inserted and changed before the daemon read it arrives as update; pgbell/client announces it as a new notification', async () => {
+    // A slow poll makes the race certain: both transactions commit within one interval.
+    const d = await fleet.start({ mode: 'poll', pollMs: 1000 });
+    const client = new PgbellClient({ url: d.url, token: await tokenFor('pol'), WebSocket: WebSocket as unknown as SocketConstructor });
+    const announced: string[] = [];
+    client.on('notification', (a) => announced.push(a.id));
+    await client.start();
+    await until(() => client.state.status === 'live', 5000, 'live');
+    const raw = await TestClient.connect(d.url);
+    raw.send({ type: 'auth', token: await tokenFor('pol') });
+    await raw.next((m) => m.type === 'synced');
+    const id = (await query<{ id: string }>(db, `INSERT INTO "Alert" ("userId", title) VALUES ('pol', 'raced') RETURNING id`))[0]!.id;
+    await query(db, `UPDATE "Alert" SET title = 'raced, then edited' WHERE id = $1`, [id]);
+    const upd = await raw.next((m) => m.type === 'update', 5000);
+    expect(upd.alert).toMatchObject({ id, title: 'raced, then edited' });
+    expect(raw.of('notification')).toEqual([]);
+    await until(() => announced.includes(id), 5000, 'the client to announce it');
+    expect(client.state.alerts.find((a) => a.id === id)?.title).toBe('raced, then edited');
+    client.stop();
+    raw.close();
+  });
+
+  it('a revocation is found by polling too: the user\'s sockets close with 4403', async () => {
+    const d = await fleet.start(poll);
+    const c = await TestClient.connect(d.url);
+    c.send({ type: 'auth', token: await tokenFor('pol') });
+    await c.next((m) => m.type === 'synced');
+    await psql(db, `INSERT INTO pgbell_revocation ("userId", before) VALUES ('pol', now() + interval '1 second')`);
+    expect(await c.closed).toEqual({ code: 4403, reason: 'token_revoked' });
+  });
+
+  it('a daemon refuses to start when its mode and the triggers disagree, saying what to run', async () => {
+    await expect(fleet.start()).rejects.toThrow(/trigger sends no NOTIFY \(poll mode\) but PGBELL_CHANNEL is "pgbell" and PGBELL_MODE is notify: run `pgbell migrate` with the same PGBELL_CHANNEL and PGBELL_MODE/);
+    const notifying = await freshDatabase();
+    await expect(daemonFleet(() => notifying).start(poll)).rejects.toThrow(/trigger notifies channel "pgbell" but PGBELL_MODE is poll/);
+    const doctor = await run(['doctor'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'poll' }));
+    expect(doctor.stdout).toMatch(/✓ triggers: send no NOTIFY \(poll mode\)/);
+    expect(doctor.stdout).toMatch(/✓ poll mode: no LISTEN needed/);
+    expect(doctor.code).toBe(0);
+  });
+});
