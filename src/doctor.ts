@@ -60,7 +60,7 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
             ? `missing: run ${fix}`
             : ok
               ? what(channel)
-              : `${what(channel)} but PGBELL_MODE is ${config.PGBELL_MODE}${wanted === '' ? '' : ` and PGBELL_CHANNEL "${wanted}"`}: run ${fix} with the same PGBELL_CHANNEL and PGBELL_MODE`,
+              : `${what(channel)} but ${wanted === '' ? 'PGBELL_MODE is poll' : channel === '' ? 'PGBELL_MODE is notify' : `PGBELL_CHANNEL is "${wanted}"`}: run ${fix} with the same PGBELL_CHANNEL and PGBELL_MODE`,
       });
     }
 

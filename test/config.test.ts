@@ -4,7 +4,7 @@ import { ConfigError, loadConfig, need } from '../src/config.js';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
-    expect(loadConfig({})).toEqual({ PGBELL_FANOUT: 'listen', SESSION_SECRET_PREVIOUS: [], TOKEN_LEEWAY_SECONDS: 30, TOKEN_EXPIRING_SECONDS: 60, PORT: 8080, DEMO_PORT: 3007, HEARTBEAT_MS: 30000, AUTH_TIMEOUT_MS: 5000, PGBELL_CHANNEL: 'pgbell', ALLOWED_ORIGINS: [], MAX_REPLAY: 10000, MAX_CONNECTIONS: 20000, MAX_UNAUTHENTICATED: 1000, MAX_CONNECTIONS_PER_USER: 20, RATE_LIMIT: 100, RATE_WINDOW_MS: 10000, MAX_BUFFERED_BYTES: 1048576, TOMBSTONE_RETENTION_HOURS: 168, LOG_LEVEL: 'info' });
+    expect(loadConfig({})).toEqual({ PGBELL_FANOUT: 'listen', PGBELL_MODE: 'notify', PGBELL_POLL_MS: 100, SESSION_SECRET_PREVIOUS: [], TOKEN_LEEWAY_SECONDS: 30, TOKEN_EXPIRING_SECONDS: 60, PORT: 8080, DEMO_PORT: 3007, HEARTBEAT_MS: 30000, AUTH_TIMEOUT_MS: 5000, PGBELL_CHANNEL: 'pgbell', ALLOWED_ORIGINS: [], MAX_REPLAY: 10000, MAX_CONNECTIONS: 20000, MAX_UNAUTHENTICATED: 1000, MAX_CONNECTIONS_PER_USER: 20, RATE_LIMIT: 100, RATE_WINDOW_MS: 10000, MAX_BUFFERED_BYTES: 1048576, TOMBSTONE_RETENTION_HOURS: 168, LOG_LEVEL: 'info' });
   });
 
   it('parses every variable', () => {
@@ -35,6 +35,9 @@ describe('loadConfig', () => {
     [{ SESSION_SECRET: 'short' }, /^SESSION_SECRET must be at least 32 characters/],
     [{ PGBELL_CHANNEL: 'Bad-Name' }, /^PGBELL_CHANNEL must be a lowercase Postgres identifier/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL /],
+    [{ PGBELL_MODE: 'push' }, /^PGBELL_MODE must be notify \(the trigger sends NOTIFY\) or poll/],
+    [{ PGBELL_POLL_MS: '5' }, /^PGBELL_POLL_MS must be at least 10/],
+    [{ PGBELL_MODE: 'poll', PGBELL_FANOUT: 'redis', REDIS_URL: 'redis://127.0.0.1:6379' }, /^PGBELL_MODE=poll works with PGBELL_FANOUT=listen only/],
   ])('%o → ConfigError naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);

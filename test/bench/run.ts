@@ -3,6 +3,7 @@
  * ratios hold on a noisy host.
  *
  *   targets   pgbell      `pgbell start`, its own process, clients authenticate and ask for batches
+ *             pgbell-poll the same in poll mode (PGBELL_MODE=poll, --poll-ms), triggers without NOTIFY
  *             listen      floor A: a raw LISTEN client's receipt of the trigger's NOTIFY (no daemon)
  *             relay       floor B: pg-listen → ws, no auth, no features (test/bench/peers/relay.ts)
  *             socketio    peer C: Socket.IO rooms fed by pg-listen (peers/socketio.ts)
@@ -35,7 +36,8 @@ import { summarizeProfile, writeReport, type Report } from './report.js';
 const { values: args } = parseArgs({
   options: {
     scenarios: { type: 'string', default: 'latency,throughput,writers' },
-    targets: { type: 'string', default: 'pgbell,listen,relay,socketio,broadcast' },
+    targets: { type: 'string', default: 'pgbell,pgbell-poll,listen,relay,socketio,broadcast' },
+    'poll-ms': { type: 'string', default: '100' },
     sockets: { type: 'string', default: '10000' },
     users: { type: 'string', default: '1000' },
     rate: { type: 'string', default: '1000' },
@@ -49,7 +51,8 @@ const { values: args } = parseArgs({
   },
 });
 const SCENARIOS = new Set(args.scenarios.split(','));
-const TARGETS = args.targets.split(',') as Array<TargetKind | 'listen'>;
+type Target = TargetKind | 'listen' | 'pgbell-poll';
+const TARGETS = args.targets.split(',') as Target[];
 const S = Number(args.sockets);
 const U = Number(args.users);
 const RATE = Number(args.rate);
@@ -65,6 +68,8 @@ const log = (...a: unknown[]) => console.log(...a);
 interface Dbs {
   /** pgbell's schema and triggers. */
   pgbell: string;
+  /** pgbell's schema, its triggers migrated for poll mode (no NOTIFY). */
+  poll: string;
   /** pgbell's schema, its triggers replaced by a row trigger that sends the row (floor B, peer C). */
   peer: string;
   /** pgbell's schema, no triggers (peer D). */
@@ -74,20 +79,21 @@ interface Dbs {
 // ---------- targets ----------
 
 interface Running {
-  kind: TargetKind;
+  kind: Target;
   url: string;
   pid: number;
   stop(): Promise<void>;
 }
 
-async function startTarget(kind: TargetKind, dbs: Dbs, profileDir?: string): Promise<Running> {
+async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir?: string): Promise<Running> {
   const port = await freePort();
   const env = { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1' };
   let child: ChildProcess;
-  if (kind === 'pgbell') {
+  if (kind === 'pgbell' || kind === 'pgbell-poll') {
     const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+    const mode = kind === 'pgbell-poll' ? { DATABASE_URL: dbs.poll, PGBELL_MODE: 'poll', PGBELL_POLL_MS: args['poll-ms'] } : { DATABASE_URL: dbs.pgbell };
     child = spawn(process.execPath, [...flags, 'bin/pgbell.js', 'start'], {
-      env: { ...env, DATABASE_URL: dbs.pgbell, SESSION_SECRET: SECRET, LOG_LEVEL: 'warn', MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
+      env: { ...env, ...mode, SESSION_SECRET: SECRET, LOG_LEVEL: 'warn', MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     for (let i = 0; ; i++) {
@@ -136,7 +142,8 @@ async function rss(pid: number): Promise<number> {
 class Clients {
   readonly procs: ChildProcess[] = [];
 
-  static async connect(kind: TargetKind, url: string, users: string[]): Promise<{ clients: Clients; ms: number; failed: number }> {
+  static async connect(target: Exclude<Target, 'listen'>, url: string, users: string[]): Promise<{ clients: Clients; ms: number; failed: number }> {
+    const kind: TargetKind = target === 'pgbell-poll' ? 'pgbell' : target;
     const c = new Clients();
     const per = Math.ceil(users.length / CLIENTS);
     const localAddrs = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
@@ -256,7 +263,7 @@ function percentiles(samples: number[]): Percentiles {
 
 // ---------- scenarios ----------
 
-async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
+async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
   const users = Array.from({ length: U }, (_, i) => `u${i}`);
   const socketUsers = Array.from({ length: S }, (_, i) => users[i % U]!);
   const perUser = new Map<string, number>();
@@ -291,9 +298,9 @@ async function latency(kind: TargetKind | 'listen', dbs: Dbs, report: Report, pr
     await sleep(2000);
     const rssHeld = await rss(target.pid);
     report.connections.push({ target: kind, sockets: S, connectMs, failed, rssIdle, rssHeld, perSocket: (rssHeld - rssIdle) / S });
-    log(`   ${S} sockets connected${kind === 'pgbell' ? ' and authenticated' : ''} in ${(connectMs / 1000).toFixed(1)} s (${failed} failed); RSS ${(rssIdle / 2 ** 20).toFixed(0)} → ${(rssHeld / 2 ** 20).toFixed(0)} MiB = ${((rssHeld - rssIdle) / S / 1024).toFixed(1)} KiB per socket`);
+    log(`   ${S} sockets connected${kind.startsWith('pgbell') ? ' and authenticated' : ''} in ${(connectMs / 1000).toFixed(1)} s (${failed} failed); RSS ${(rssIdle / 2 ** 20).toFixed(0)} → ${(rssHeld / 2 ** 20).toFixed(0)} MiB = ${((rssHeld - rssIdle) / S / 1024).toFixed(1)} KiB per socket`);
     clients.reset();
-    const db = kind === 'pgbell' ? dbs.pgbell : kind === 'broadcast' ? dbs.plain : dbs.peer;
+    const db = kind === 'pgbell' ? dbs.pgbell : kind === 'pgbell-poll' ? dbs.poll : kind === 'broadcast' ? dbs.plain : dbs.peer;
     const cpu0 = await cpuSeconds(target.pid);
     const { stamps, achieved } = await paced(db, users, RATE, SECONDS, kind === 'broadcast' ? target.url.replace('ws:', 'http:') + 'broadcast' : undefined);
     const expected = stamps.reduce((n, _, k) => n + perUser.get(users[(k * 7919) % users.length]!)!, 0);
@@ -330,8 +337,10 @@ function printLatency(r: Report['latency'][number]): void {
   log(`   send → socket:       ${f(r.fromSend)}`);
 }
 
-async function throughput(kind: TargetKind, dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
-  if (kind === 'broadcast') return; // one POST per alert: its writers, not its server, are the bound
+async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
+  // Broadcast: one POST per alert, so its writers, not its server, are the bound. Poll mode:
+  // the same delivery path as pgbell, plus up to one interval.
+  if (kind === 'broadcast' || kind === 'listen' || kind === 'pgbell-poll') return;
   const users = Array.from({ length: S }, (_, i) => `u${i}`);
   log(`\n== throughput: ${kind}, ${S} sockets (one per user)`);
   const target = await startTarget(kind, dbs, kind === 'pgbell' ? profileDir : undefined);
@@ -442,16 +451,16 @@ async function sql(url: string, text: string, params: unknown[] = []): Promise<a
 }
 
 async function createDatabases(serverUrl: string): Promise<{ dbs: Dbs; drop: () => Promise<void> }> {
-  const names = { pgbell: `bench_pgbell_${process.pid}`, peer: `bench_peer_${process.pid}`, plain: `bench_plain_${process.pid}` };
+  const names = { pgbell: `bench_pgbell_${process.pid}`, poll: `bench_poll_${process.pid}`, peer: `bench_peer_${process.pid}`, plain: `bench_plain_${process.pid}` };
   const dbs = {} as Dbs;
   const userCount = Math.max(S, U);
   for (const [k, name] of Object.entries(names) as Array<[keyof Dbs, string]>) {
     await sql(serverUrl, `CREATE DATABASE ${name}`);
     const url = databaseUrl(serverUrl, name);
     dbs[k] = url;
-    await migrate(url, { channel: 'pgbell' });
+    await migrate(url, { channel: k === 'poll' ? '' : 'pgbell' });
     await sql(url, `INSERT INTO "User" (id, email) SELECT 'u' || i, 'u' || i || '@example.test' FROM generate_series(0, $1::int - 1) i`, [userCount]);
-    if (k !== 'pgbell') {
+    if (k === 'peer' || k === 'plain') {
       await sql(url, `DROP TRIGGER _900_notify ON "Alert"; DROP TRIGGER _900_notify_delete ON "Alert"`);
     }
     if (k === 'peer') {
@@ -504,7 +513,7 @@ async function main(): Promise<void> {
     // The profile is of pgbell in the first scenario run.
     if (SCENARIOS.has('latency')) for (const t of TARGETS) await latency(t, dbs, report, profileDir);
     const throughputProfile = SCENARIOS.has('latency') ? undefined : profileDir;
-    if (SCENARIOS.has('throughput')) for (const t of TARGETS) if (t !== 'listen') await throughput(t, dbs, report, throughputProfile);
+    if (SCENARIOS.has('throughput')) for (const t of TARGETS) await throughput(t, dbs, report, throughputProfile);
     if (SCENARIOS.has('writers')) await writerTax(dbs, report);
     if (profileDir) {
       const file = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
