@@ -21,6 +21,9 @@ import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
+/** Above this many connected users, live reads are not filtered by user in SQL. */
+const LIVE_FILTER_MAX_USERS = 100;
+
 /** Users per catch-up read: 10k sockets mean 20 reads, not 10k. */
 export const SYNC_BATCH_USERS = 500;
 
@@ -171,7 +174,10 @@ export class Delivery {
     const txids = [...new Set(batch.map((b) => b.txid))];
     const users = this.#o.hub.liveUserIds();
     if (users.length === 0) return Promise.resolve(undefined);
-    return this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, users));
+    // With many users connected, sending their ids costs more than reading the transactions'
+    // rows for everyone (fan-out skips users with no socket here).
+    const which = users.length > LIVE_FILTER_MAX_USERS ? 'all' : users;
+    return this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, which));
   }
 
   async #live(batch: LiveTx[], read: Promise<ChangeBatch | undefined> | null): Promise<void> {
@@ -217,6 +223,8 @@ export class Delivery {
     }
     const logEach = log.isLevelEnabled('info');
     for (const [uid, list] of byUser) {
+      // Reads for everyone (many users connected, or Redis mode's relay) include users with no socket here.
+      if (hub.countFor(uid) === 0) continue;
       const byType = unread.get(uid);
       const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
       // Each alert is serialized once, however many sockets get it.

@@ -9,8 +9,20 @@ import type { CursorState } from './cursor.js';
 import { CloseCode } from './errors.js';
 
 export class Subscriber {
+  #cursor: CursorState | null = null;
+  /** Told when the subscriber becomes live or stops being live (the Hub's live-user cache). */
+  onLiveChange: () => void = () => {};
+
   /** Set once the first sync has run; live deliveries skip a subscriber until then. */
-  cursor: CursorState | null = null;
+  get cursor(): CursorState | null {
+    return this.#cursor;
+  }
+
+  set cursor(c: CursorState | null) {
+    const was = this.#cursor !== null;
+    this.#cursor = c;
+    if (was !== (c !== null)) this.onLiveChange();
+  }
   /** Last unread count sent, for a `ready` after re-authentication. */
   unread = 0;
   /** `ready` has been sent (a replay cut short by a full buffer continues without another). */
@@ -84,6 +96,11 @@ export class Subscriber {
 export class Hub {
   readonly #byUser = new Map<string, Set<Subscriber>>();
   #count = 0;
+  /** liveUserIds() as last computed; null once a subscriber came, went, or changed liveness. */
+  #liveUsers: string[] | null = null;
+  readonly #invalidate = () => {
+    this.#liveUsers = null;
+  };
 
   add(sub: Subscriber): void {
     let set = this.#byUser.get(sub.userId);
@@ -91,6 +108,8 @@ export class Hub {
     if (!set.has(sub)) {
       set.add(sub);
       this.#count++;
+      sub.onLiveChange = this.#invalidate;
+      this.#liveUsers = null;
     }
   }
 
@@ -98,6 +117,7 @@ export class Hub {
     const set = this.#byUser.get(sub.userId);
     if (!set?.delete(sub)) return;
     this.#count--;
+    this.#liveUsers = null;
     if (set.size === 0) this.#byUser.delete(sub.userId);
   }
 
@@ -116,8 +136,12 @@ export class Hub {
     return this.#count;
   }
 
-  /** Users with at least one live subscriber: the only users whose changes are worth reading. */
+  /**
+   * Users with at least one live subscriber: the only users whose changes are worth reading.
+   * Cached: every live read asks, and 10,000 sockets are not worth walking 1,000 times a second.
+   */
   liveUserIds(): string[] {
+    if (this.#liveUsers) return this.#liveUsers;
     const ids: string[] = [];
     for (const [id, set] of this.#byUser) {
       for (const s of set) {
@@ -127,6 +151,7 @@ export class Hub {
         }
       }
     }
+    this.#liveUsers = ids;
     return ids;
   }
 

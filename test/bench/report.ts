@@ -137,6 +137,7 @@ function markdown(r: Report): string {
   lines.push(`Measured ${r.at.slice(0, 10)} on ${m.cpus} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, PostgreSQL ${m.postgres}: the daemon, Postgres, the writers and the client processes all share these cores. Reproduce with \`npm run bench\` (see the header of test/bench/run.ts for the options); the raw figures are in benchmarks.json.`, '');
   lines.push(`Parameters: ${Object.entries(r.params).map(([k, v]) => `${k} ${v}`).join(', ')}.`, '');
   lines.push('![figures](benchmarks.svg)', '');
+  lines.push(...targets(r));
   if (r.latency.length) {
     lines.push('## Latency: commit → socket', '');
     lines.push('The writer stamps each INSERT before sending it and when its commit is acknowledged; the client processes stamp receipt, all with the same monotonic clock. "from ack" can undercount by the ack\'s own trip; "from send" overcounts by the INSERT\'s execution.', '');
@@ -181,6 +182,40 @@ function markdown(r: Report): string {
     lines.push('');
   }
   return lines.join('\n');
+}
+
+/** The goals pgbell set itself, each with the figure measured in this run and whether it was met. */
+function targets(r: Report): string[] {
+  const pg = r.latency.find((l) => l.target === 'pgbell');
+  const relay = r.latency.find((l) => l.target === 'relay');
+  const conn = (t: string) => r.connections.find((c) => c.target === t);
+  const tp = (t: string, c: string) => r.throughput.find((x) => x.target === t && x.case.startsWith(c));
+  const rows: Array<[string, string, boolean | null]> = [];
+  const add = (goal: string, measured: number | undefined, ok: (v: number) => boolean, show: (v: number) => string) =>
+    rows.push([goal, measured === undefined || !Number.isFinite(measured) ? 'not measured' : show(measured), measured === undefined || !Number.isFinite(measured) ? null : ok(measured)]);
+  const rate = pg ? `${pg.achievedRate.toFixed(0)} INSERTs/s, ${pg.sockets} sockets` : '';
+  add(`commit → socket p50 ≤ 1 ms (${rate})`, pg?.fromAck.p50, (v) => v <= 1, (v) => `${v.toFixed(2)} ms`);
+  add(`commit → socket p99 ≤ 5 ms (${rate})`, pg?.fromAck.p99, (v) => v <= 5, (v) => `${v.toFixed(2)} ms`);
+  add('p50 within 1.3× of floor B (minimal relay)', pg && relay ? pg.fromAck.p50 / relay.fromAck.p50 : undefined, (v) => v <= 1.3, (v) => `${v.toFixed(1)}×`);
+  add('≥ 50,000 delivered/s, one alert per socket (a)', tp('pgbell', 'a')?.perSecond, (v) => v >= 50_000, (v) => `${v.toFixed(0)}/s`);
+  add('≥ 150,000 alerts/s when bursts coalesce (b)', tp('pgbell', 'b')?.perSecond, (v) => v >= 150_000, (v) => `${v.toFixed(0)}/s`);
+  add('≤ 5 KB RSS per idle authenticated socket', conn('pgbell')?.perSocket, (v) => v <= 5000, (v) => `${(v / 1024).toFixed(1)} KiB`);
+  for (const c of ['a', 'b', 'c']) {
+    const mine = tp('pgbell', c);
+    const theirs = tp('socketio', c);
+    add(`≥ 2× peer C's (Socket.IO) throughput (${c})`, mine && theirs ? mine.perSecond / theirs.perSecond : undefined, (v) => v >= 2, (v) => `${v.toFixed(2)}×`);
+  }
+  const mine = conn('pgbell');
+  const theirs = conn('socketio');
+  add("≤ 0.5× peer C's memory per connection", mine && theirs ? mine.perSocket / theirs.perSocket : undefined, (v) => v <= 0.5, (v) => `${v.toFixed(2)}×`);
+  return [
+    '## Goals',
+    '',
+    '| goal | this run | met |',
+    '|---|---|---|',
+    ...rows.map(([g, m, ok]) => `| ${g} | ${m} | ${ok === null ? '–' : ok ? 'yes' : '**no**'} |`),
+    '',
+  ];
 }
 
 /** Writes benchmarks.json, benchmarks.md, benchmarks.svg (and the flame graph) into `dir`. */
