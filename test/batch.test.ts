@@ -94,3 +94,22 @@ describe('batched delivery', () => {
     }
   });
 });
+
+describe('many users connected', () => {
+  it('150 users online and 50 offline, one statement for all 200: each socket gets exactly its own (the read is not filtered by user above 100)', async () => {
+    const online = Array.from({ length: 150 }, (_, i) => `many${i}`);
+    const offline = Array.from({ length: 50 }, (_, i) => `away${i}`);
+    await query(db, `INSERT INTO "User" (id, email) SELECT u, u || '@example.test' FROM unnest($1::text[]) u`, [[...online, ...offline]]);
+    const sockets = await Promise.all(online.map((u) => socket(u, true)));
+    const rows = await query<{ id: string; userId: string }>(db, `INSERT INTO "Alert" ("userId", title) SELECT u, 'for ' || u FROM unnest($1::text[]) u RETURNING id, "userId"`, [[...online, ...offline]]);
+    const want = new Map(rows.map((r) => [r.userId, r.id]));
+    await Promise.all(sockets.map((s) => s.next((m) => m.type === 'notification' || m.type === 'notifications')));
+    await new Promise((r) => setTimeout(r, 200));
+    sockets.forEach((s, i) => {
+      const got = [...s.of('notification').map((m) => m.alert), ...s.of('notifications').flatMap((m) => m.alerts)];
+      expect(got.map((a: any) => a.id)).toEqual([want.get(online[i]!)]);
+      expect(got[0].userId).toBe(online[i]);
+      s.close();
+    });
+  });
+});

@@ -379,12 +379,19 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
         await c.end();
       }));
     });
-    // (b) bursts: 1,000-row transactions to the same 100 sockets (10 alerts each per transaction).
+    // (b) bursts: 1,000-row transactions to the same 100 sockets (10 alerts each per transaction), 4 writers.
     const burst = Number(args['burst-rows']);
     await run(`b: bursts of 1,000 rows to 100 sockets, ${burst} alerts`, burst, async () => {
-      for (let done = 0; done < burst; done += 1000) {
-        await w.query(`INSERT INTO "Alert" ("userId", title) SELECT 'u' || (i % 100), 'b' || i FROM generate_series(1, 1000) i`);
-      }
+      const writers = await Promise.all(Array.from({ length: 4 }, async () => {
+        const c = new pg.Client({ connectionString: db });
+        await c.connect();
+        return c;
+      }));
+      let next = 0;
+      await Promise.all(writers.map(async (c) => {
+        while ((next += 1000) <= burst) await c.query(`INSERT INTO "Alert" ("userId", title) SELECT 'u' || (i % 100), 'b' || i FROM generate_series(1, 1000) i`);
+        await c.end();
+      }));
     });
     // (c) broadcast: one statement, one alert for each user.
     await run(`c: one statement, one alert for each of ${S} users`, S, async () => {
