@@ -272,6 +272,7 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
 
   if (kind === 'listen') {
     const l = new pg.Client({ connectionString: dbs.pgbell });
+    l.on('error', () => {});
     await l.connect();
     const got = new Map<string, number>();
     l.on('notification', (n) => {
@@ -348,6 +349,7 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
   try {
     const { clients } = await Clients.connect(kind, target.url, users);
     const w = new pg.Client({ connectionString: db });
+    w.on('error', () => {});
     await w.connect();
     const run = async (label: string, expected: number, write: () => Promise<void>): Promise<void> => {
       clients.reset();
@@ -365,6 +367,7 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
     await run('a: 100-row transactions, one alert per socket', S, async () => {
       const writers = await Promise.all(Array.from({ length: 4 }, async () => {
         const c = new pg.Client({ connectionString: db });
+        c.on('error', () => {});
         await c.connect();
         return c;
       }));
@@ -381,15 +384,17 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
     });
     // (b) bursts: 1,000-row transactions to the same 100 sockets (10 alerts each per transaction), 4 writers.
     const burst = Number(args['burst-rows']);
-    await run(`b: bursts of 1,000 rows to 100 sockets, ${burst} alerts`, burst, async () => {
+    const burstUsers = Math.min(100, S);
+    await run(`b: bursts of 1,000 rows to ${burstUsers} sockets, ${burst} alerts`, burst, async () => {
       const writers = await Promise.all(Array.from({ length: 4 }, async () => {
         const c = new pg.Client({ connectionString: db });
+        c.on('error', () => {});
         await c.connect();
         return c;
       }));
       let next = 0;
       await Promise.all(writers.map(async (c) => {
-        while ((next += 1000) <= burst) await c.query(`INSERT INTO "Alert" ("userId", title) SELECT 'u' || (i % 100), 'b' || i FROM generate_series(1, 1000) i`);
+        while ((next += 1000) <= burst) await c.query(`INSERT INTO "Alert" ("userId", title) SELECT 'u' || (i % $1::int), 'b' || i FROM generate_series(1, 1000) i`, [burstUsers]);
         await c.end();
       }));
     });
@@ -408,6 +413,7 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
 async function insertRate(url: string, writers: number, seconds: number): Promise<number> {
   const clients = await Promise.all(Array.from({ length: writers }, async () => {
     const c = new pg.Client({ connectionString: url });
+    c.on('error', () => {});
     await c.connect();
     return c;
   }));

@@ -1,0 +1,40 @@
+/**
+ * The benchmark harness itself, at toy scale: it runs end to end against the test server,
+ * every target delivers every alert to the right sockets, and it writes its report. (Speed is
+ * not asserted here; `npm run bench` measures it.)
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, inject, it } from 'vitest';
+
+const exec = promisify(execFile);
+
+describe('npm run bench', () => {
+  it('runs every target and scenario at toy scale and writes JSON, markdown and charts', async () => {
+    const out = await mkdtemp(path.join(os.tmpdir(), 'pgbell-bench-test-'));
+    const args = ['--import', 'tsx', 'test/bench/run.ts', '--sockets', '40', '--users', '8', '--rate', '100', '--seconds', '1', '--clients', '2', '--tax-writers', '1,2', '--tax-seconds', '0.3', '--burst-rows', '2000', '--poll-ms', '50', '--profile', '--out', out];
+    const { stdout } = await exec(process.execPath, args, { env: { ...process.env, BENCH_DATABASE_URL: inject('pg').adminUrl }, timeout: 170_000, maxBuffer: 1 << 24 });
+    expect(stdout).not.toMatch(/WRONG USER/);
+    const report = JSON.parse(await readFile(path.join(out, 'benchmarks.json'), 'utf8'));
+    expect(report.latency.map((l: any) => l.target)).toEqual(['pgbell', 'pgbell-poll', 'listen', 'relay', 'socketio', 'broadcast']);
+    for (const l of report.latency) {
+      expect(l.delivered, l.target).toBe(l.expected);
+      expect(l.foreign, l.target).toBe(0);
+      expect(l.fromAck.n, l.target).toBe(l.expected);
+    }
+    expect(report.throughput.map((t: any) => `${t.target} ${t.case[0]}`)).toEqual(['pgbell a', 'pgbell b', 'pgbell c', 'relay a', 'relay b', 'relay c', 'socketio a', 'socketio b', 'socketio c']);
+    for (const t of report.throughput) expect(t.delivered, `${t.target} ${t.case}`).toBe(t.alerts);
+    expect(report.connections.map((c: any) => c.target)).toEqual(['pgbell', 'pgbell-poll', 'relay', 'socketio', 'broadcast']);
+    expect(report.writerTax.map((w: any) => w.writers)).toEqual([1, 2]);
+    for (const w of report.writerTax) for (const k of ['off', 'notify', 'poll']) expect(w[k]).toBeGreaterThan(0);
+    expect(report.profile.top.length).toBeGreaterThan(0);
+    const md = await readFile(path.join(out, 'benchmarks.md'), 'utf8');
+    expect(md).toMatch(/## Goals/);
+    expect(md).toMatch(/\| pgbell \| 40 \|/);
+    expect(await readFile(path.join(out, 'benchmarks.svg'), 'utf8')).toMatch(/^<svg/);
+    expect(await readFile(path.join(out, 'benchmarks-flame.svg'), 'utf8')).toMatch(/^<svg/);
+  }, 180_000);
+});
