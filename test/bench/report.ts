@@ -3,7 +3,7 @@
  * images: a chart of the headline figures and, with --profile, a flame graph of pgbell's CPU
  * profile during the throughput scenario.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Percentiles } from './run.js';
 
@@ -24,7 +24,8 @@ export interface ProfileSummary {
   totalMs: number;
   /** Self time by function, largest first. */
   top: Array<{ name: string; where: string; selfMs: number; share: number }>;
-  flame: FlameNode;
+  /** Absent when the report is rewritten from its JSON (the flame graph is written once). */
+  flame?: FlameNode;
 }
 
 interface FlameNode {
@@ -141,16 +142,18 @@ function markdown(r: Report): string {
   if (r.latency.length) {
     lines.push('## Latency: commit → socket', '');
     lines.push('The writer stamps each INSERT before sending it and when its commit is acknowledged; the client processes stamp receipt, all with the same monotonic clock. "from ack" can undercount by the ack\'s own trip; "from send" overcounts by the INSERT\'s execution.', '');
-    lines.push('| target | sockets | INSERTs/s | delivered | p50 | p90 | p99 | p99.9 | max | p50 from send |', '|---|---|---|---|---|---|---|---|---|---|');
+    lines.push('Times in ms. "server CPU" is the target process\'s user + system time over the run, per alert delivered.', '');
+    lines.push('| target | sockets | INSERTs/s | delivered | p50 | p90 | p99 | p99.9 | max | p50 from send | server CPU |', '|---|---|---|---|---|---|---|---|---|---|---|');
     for (const l of r.latency) {
       const a = l.fromAck;
-      lines.push(`| ${l.target} | ${l.sockets} | ${l.achievedRate.toFixed(0)} | ${l.delivered}/${l.expected}${l.foreign ? ` (**${l.foreign} wrong user**)` : ''} | ${fmt(a.p50)} | ${fmt(a.p90)} | ${fmt(a.p99)} | ${fmt(a.p999)} | ${fmt(a.max, 1)} | ${fmt(l.fromSend.p50)} |`);
+      const cpu = l.cpuSeconds === undefined ? '–' : `${((l.cpuSeconds / l.delivered) * 1e6).toFixed(0)} µs`;
+      lines.push(`| ${l.target} | ${l.sockets} | ${l.achievedRate.toFixed(0)} | ${l.delivered}/${l.expected}${l.foreign ? ` (**${l.foreign} wrong user**)` : ''} | ${fmt(a.p50)} | ${fmt(a.p90)} | ${fmt(a.p99)} | ${fmt(a.p999)} | ${fmt(a.max, 1)} | ${fmt(l.fromSend.p50)} | ${cpu} |`);
     }
     lines.push('');
     const pg = r.latency.find((l) => l.target === 'pgbell');
     if (pg) {
       lines.push('pgbell\'s ratio to each (p50, p99):', '');
-      for (const l of r.latency) if (l.target !== 'pgbell') lines.push(`- ${l.target}: ${fmt(pg.fromAck.p50 / l.fromAck.p50)}× / ${fmt(pg.fromAck.p99 / l.fromAck.p99)}×`);
+      for (const l of r.latency) if (l.target !== 'pgbell' && l.target !== 'pgbell-poll') lines.push(`- ${l.target}: ${fmt(pg.fromAck.p50 / l.fromAck.p50)}× / ${fmt(pg.fromAck.p99 / l.fromAck.p99)}×`);
       lines.push('');
     }
   }
@@ -218,14 +221,23 @@ function targets(r: Report): string[] {
   ];
 }
 
+/** The hand-written reading of the figures (test/bench/notes.md), appended to the report. */
+async function notes(): Promise<string> {
+  try {
+    return '\n' + (await readFile(new URL('./notes.md', import.meta.url), 'utf8'));
+  } catch {
+    return '';
+  }
+}
+
 /** Writes benchmarks.json, benchmarks.md, benchmarks.svg (and the flame graph) into `dir`. */
 export async function writeReport(r: Report, dir: string): Promise<string[]> {
   const files: Array<[string, string]> = [
     ['benchmarks.json', JSON.stringify({ ...r, profile: r.profile ? { ...r.profile, flame: undefined } : null }, null, 2) + '\n'],
     ['benchmarks.svg', chartSvg(r)],
   ];
-  if (r.profile) files.push(['benchmarks-flame.svg', flameSvg(r.profile.flame)]);
-  files.push(['benchmarks.md', markdown(r)]);
+  if (r.profile?.flame) files.push(['benchmarks-flame.svg', flameSvg(r.profile.flame)]);
+  files.push(['benchmarks.md', markdown(r) + (await notes())]);
   for (const [name, text] of files) await writeFile(path.join(dir, name), text);
   return files.map(([n]) => path.join(dir, n));
 }

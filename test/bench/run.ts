@@ -17,7 +17,9 @@
  *
  *   npm run bench -- [--scenarios latency,throughput,writers] [--targets pgbell,listen,relay,socketio,broadcast]
  *                    [--sockets 10000] [--users 1000] [--rate 1000] [--seconds 10] [--clients 4]
- *                    [--tax-writers 1,8,32] [--tax-seconds 3] [--profile] [--out docs]
+ *                    [--tax-writers 1,8,32] [--tax-seconds 3] [--burst-rows 100000] [--poll-ms 100]
+ *                    [--profile] [--out docs]
+ *   npm run bench -- --from-json docs/benchmarks.json   rewrite the report (e.g. after editing notes.md)
  *   BENCH_DATABASE_URL=postgres://… to use a server you have (scratch databases are created on it);
  *   otherwise embedded Postgres is started in a temp dir.
  */
@@ -48,6 +50,7 @@ const { values: args } = parseArgs({
     'burst-rows': { type: 'string', default: '100000' },
     profile: { type: 'boolean', default: false },
     out: { type: 'string', default: 'docs' },
+    'from-json': { type: 'string' },
   },
 });
 const SCENARIOS = new Set(args.scenarios.split(','));
@@ -541,5 +544,9 @@ async function main(): Promise<void> {
   log(`\nwrote ${written.join(', ')}`);
 }
 
-await main();
+if (args['from-json']) {
+  // Rewrites the markdown and chart from a report's JSON (after editing notes.md), without running anything.
+  const written = await writeReport(JSON.parse(await readFile(args['from-json'], 'utf8')) as Report, args.out);
+  log(`wrote ${written.join(', ')}`);
+} else await main();
 process.exit(0);
