@@ -24,6 +24,9 @@ const AUTH_FAILURES = new Set<ErrorCode>(['invalid_token', 'auth_required', 'aut
 /** Largest inbound frame. An auth message is the biggest thing a client sends. */
 export const MAX_PAYLOAD = 64 * 1024;
 
+/** A heartbeat pass is spread over this many timer ticks (see #beat). */
+const HEARTBEAT_SLICES = 20;
+
 /** What one client may cost. Defaults are in src/config.ts. */
 export interface Limits {
   maxConnections: number;
@@ -87,6 +90,8 @@ interface Conn {
   expiry: NodeJS.Timeout[];
   sub: Subscriber | null;
   alive: boolean;
+  /** When the unanswered ping was sent (performance.now()). */
+  pingedAt: number;
   authTimer: NodeJS.Timeout | undefined;
   /** Messages of one socket are handled one after another (auth verification is async). */
   queue: Promise<void>;
@@ -134,7 +139,7 @@ export class Server {
         resolve();
       });
     });
-    this.#heartbeat = setInterval(() => this.#beat(), this.#opts.heartbeatMs);
+    this.#heartbeat = setInterval(() => this.#beat(), Math.max(5, Math.floor(this.#opts.heartbeatMs / HEARTBEAT_SLICES)));
     return this.http.address() as AddressInfo;
   }
 
@@ -202,7 +207,7 @@ export class Server {
     const { log, authTimeoutMs } = this.#opts;
     const remote = req.socket.remoteAddress;
     log.info({ remote }, 'New WebSocket connection attempt');
-    const conn: Conn = { session: null, expiry: [], sub: null, alive: true, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
+    const conn: Conn = { session: null, expiry: [], sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
     const { limits } = this.#opts;
     const pending = this.#conns.size - this.#opts.hub.connections;
     if (this.#conns.size >= limits.maxConnections || pending >= limits.maxUnauthenticated) {
@@ -388,15 +393,38 @@ export class Server {
     if (entry.close !== null) ws.close(entry.close, code);
   }
 
-  /** Ping everyone; whoever did not answer the previous ping is gone. */
+  /** Where the current heartbeat pass over the sockets has got to. */
+  #pass: Iterator<[WebSocket, Conn]> | null = null;
+  #passStarted = 0;
+
+  /**
+   * One slice of a heartbeat pass: pings the next 1/HEARTBEAT_SLICES of the sockets, so that
+   * 20,000 pings (and their pongs) are spread over the interval instead of stalling deliveries
+   * for most of a second. A socket whose ping has gone unanswered for a whole interval is gone.
+   */
   #beat(): void {
-    for (const [ws, conn] of this.#conns) {
+    const now = performance.now();
+    if (this.#pass === null) {
+      // A pass takes at least the interval, however many sockets left meanwhile.
+      if (now - this.#passStarted < this.#opts.heartbeatMs) return;
+      this.#pass = this.#conns.entries();
+      this.#passStarted = now;
+    }
+    for (let n = Math.ceil(this.#conns.size / HEARTBEAT_SLICES); n > 0; n--) {
+      const next = this.#pass.next();
+      if (next.done) {
+        this.#pass = null;
+        return;
+      }
+      const [ws, conn] = next.value;
       if (!conn.alive) {
+        if (now - conn.pingedAt < this.#opts.heartbeatMs) continue;
         this.#opts.log.info({ userId: conn.session?.userId }, 'terminated a WebSocket that missed its pong');
         ws.terminate();
         continue;
       }
       conn.alive = false;
+      conn.pingedAt = now;
       ws.ping();
     }
   }

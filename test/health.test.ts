@@ -1,6 +1,7 @@
 /** /health tells the truth: real socket counts, and 503 while the listener is not connected. */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { DEFAULT_LIMITS } from '../src/server.js';
 import { TestClient } from './helpers/client.js';
 import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
@@ -121,6 +122,24 @@ describe('heartbeat', () => {
       await psql(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'to the healthy one')`);
       expect((await healthy.next((m) => m.type === 'notification')).alert.title).toBe('to the healthy one');
       healthy.close();
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('pings are spread over the heartbeat interval, not sent to every socket at once', async () => {
+    const d = await startTestDaemon(db, { heartbeatMs: 1000, limits: { ...DEFAULT_LIMITS, maxPerUser: 100 } });
+    try {
+      const token = await tokenFor('alice');
+      const sockets = await Promise.all(Array.from({ length: 40 }, () => TestClient.ready(d.url, token)));
+      const firstPing = await Promise.all(sockets.map((s) => new Promise<number>((resolve) => s.ws.once('ping', () => resolve(performance.now())))));
+      const spread = Math.max(...firstPing) - Math.min(...firstPing);
+      // One pass is 20 slices of 50 ms; all at once would be a few ms.
+      expect(spread).toBeGreaterThan(400);
+      // And every socket, answering, stays.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(sockets.every((s) => s.ws.readyState === s.ws.OPEN)).toBe(true);
+      for (const s of sockets) s.close();
     } finally {
       await d.stop();
     }

@@ -93,7 +93,8 @@ async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir
   const env = { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1' };
   let child: ChildProcess;
   if (kind === 'pgbell' || kind === 'pgbell-poll') {
-    const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+    // BENCH_PGBELL_FLAGS: extra node flags for the daemon, e.g. "--trace-gc" or "--max-semi-space-size=64".
+    const flags = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...(process.env.BENCH_PGBELL_FLAGS?.split(' ').filter(Boolean) ?? [])];
     const mode = kind === 'pgbell-poll' ? { DATABASE_URL: dbs.poll, PGBELL_MODE: 'poll', PGBELL_POLL_MS: args['poll-ms'] } : { DATABASE_URL: dbs.pgbell };
     child = spawn(process.execPath, [...flags, 'bin/pgbell.js', 'start'], {
       env: { ...env, ...mode, SESSION_SECRET: SECRET, LOG_LEVEL: 'warn', MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
