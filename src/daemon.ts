@@ -60,6 +60,8 @@ export interface DaemonOptions {
   limits?: Partial<Limits>;
   /** Users per catch-up read (tests use a small number to see the batching). */
   syncBatchUsers?: number;
+  /** Above this many connected users, live reads are not filtered by user (tests use a small number). */
+  liveFilterMaxUsers?: number;
   log?: Logger;
   logLevel?: string;
 }
@@ -160,7 +162,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     listenerReconnects: () => listener.status().reconnects,
     queueUsage: () => queueUsage,
   });
-  const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers, metrics });
+  const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, metrics });
   listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
   listener.on('resumed', () => {
     delivery.catchUp();

@@ -137,6 +137,22 @@ export class Hub {
   }
 
   /**
+   * liveUserIds() as a Postgres array literal, built once per change to the list: serializing a
+   * thousand ids for every read cost more CPU than the read.
+   */
+  liveUserIdsLiteral(): string {
+    const ids = this.liveUserIds();
+    if (this.#literalOf !== ids) {
+      this.#literal = `{${ids.map((id) => `"${id.replace(/[\\"]/g, '\\$&')}"`).join(',')}}`;
+      this.#literalOf = ids;
+    }
+    return this.#literal;
+  }
+
+  #literal = '{}';
+  #literalOf: string[] | null = null;
+
+  /**
    * Users with at least one live subscriber: the only users whose changes are worth reading.
    * Cached: every live read asks, and 10,000 sockets are not worth walking 1,000 times a second.
    */

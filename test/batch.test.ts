@@ -2,7 +2,7 @@
  * `notifications`: a socket that authenticates with `batch: true` gets each run of new alerts
  * from one moment as one frame. Same alerts, same order, same guarantees as one frame each.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished as onTeardown } from 'vitest';
 import { TestClient } from './helpers/client.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { createUser, freshDatabase, query } from './helpers/pg.js';
@@ -18,8 +18,8 @@ beforeAll(async () => {
 });
 afterAll(() => daemon?.stop());
 
-async function socket(userId: string, batch: boolean): Promise<TestClient> {
-  const c = await TestClient.connect(daemon.url);
+async function socket(userId: string, batch: boolean, on: TestDaemon = daemon): Promise<TestClient> {
+  const c = await TestClient.connect(on.url);
   c.send({ type: 'auth', token: await tokenFor(userId), ...(batch ? { batch: true } : {}) });
   await c.next((m) => m.type === 'synced');
   return c;
@@ -96,11 +96,13 @@ describe('batched delivery', () => {
 });
 
 describe('many users connected', () => {
-  it('150 users online and 50 offline, one statement for all 200: each socket gets exactly its own (the read is not filtered by user above 100)', async () => {
+  it('150 users online and 50 offline, one statement for all 200: each socket gets exactly its own (the read is not filtered by user above liveFilterMaxUsers)', async () => {
     const online = Array.from({ length: 150 }, (_, i) => `many${i}`);
     const offline = Array.from({ length: 50 }, (_, i) => `away${i}`);
     await query(db, `INSERT INTO "User" (id, email) SELECT u, u || '@example.test' FROM unnest($1::text[]) u`, [[...online, ...offline]]);
-    const sockets = await Promise.all(online.map((u) => socket(u, true)));
+    const unfiltered = await startTestDaemon(db, { liveFilterMaxUsers: 100 });
+    onTeardown(() => unfiltered.stop());
+    const sockets = await Promise.all(online.map((u) => socket(u, true, unfiltered)));
     const rows = await query<{ id: string; userId: string }>(db, `INSERT INTO "Alert" ("userId", title) SELECT u, 'for ' || u FROM unnest($1::text[]) u RETURNING id, "userId"`, [[...online, ...offline]]);
     const want = new Map(rows.map((r) => [r.userId, r.id]));
     await Promise.all(sockets.map((s) => s.next((m) => m.type === 'notification' || m.type === 'notifications')));
@@ -109,6 +111,21 @@ describe('many users connected', () => {
       const got = [...s.of('notification').map((m) => m.alert), ...s.of('notifications').flatMap((m) => m.alerts)];
       expect(got.map((a: any) => a.id)).toEqual([want.get(online[i]!)]);
       expect(got[0].userId).toBe(online[i]);
+      s.close();
+    });
+  });
+});
+
+describe('the user filter', () => {
+  it('user ids that need quoting in an array literal (quotes, backslashes, commas, braces, NULL) each get exactly their own alert', async () => {
+    const odd = ['we"ird', 'back\\slash', 'com,ma', '{brace}', 'sp ace', 'NULL', 'é-ü'];
+    await query(db, `INSERT INTO "User" (id, email) SELECT u, md5(u) || '@example.test' FROM unnest($1::text[]) u`, [odd]);
+    const sockets = await Promise.all(odd.map((u) => socket(u, false)));
+    const rows = await query<{ id: string; userId: string }>(db, `INSERT INTO "Alert" ("userId", title) SELECT u, 'for ' || u FROM unnest($1::text[]) u RETURNING id, "userId"`, [odd]);
+    await Promise.all(sockets.map((s) => s.next((m) => m.type === 'notification')));
+    await new Promise((r) => setTimeout(r, 100));
+    sockets.forEach((s, i) => {
+      expect(s.of('notification').map((m) => m.alert.id)).toEqual([rows.find((r) => r.userId === odd[i])!.id]);
       s.close();
     });
   });

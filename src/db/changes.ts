@@ -106,15 +106,16 @@ const CHANGES_BY_TXIDS = changesByTxidsSql(false);
 const CHANGES_BY_TXIDS_ALL = changesByTxidsSql(true);
 
 /**
- * Changes made by the given transactions, for the given users only. `txids` is in commit order
+ * Changes made by the given transactions, for the given users only (a list, or a ready-made
+ * Postgres array literal of one), or for everyone. `txids` is in commit order
  * (the order their notifications arrived); the result keeps it.
  */
-export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[] | 'all'): Promise<ChangeBatch> {
-  if (txids.length === 0 || userIds.length === 0) return { changes: [], unread: new Map() };
+export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[] | { literal: string } | 'all'): Promise<ChangeBatch> {
+  if (txids.length === 0 || (Array.isArray(userIds) && userIds.length === 0)) return { changes: [], unread: new Map() };
   const rows =
     userIds === 'all'
       ? await preparedQuery<Row>(db, 'pgbell_changes_by_txids_all', CHANGES_BY_TXIDS_ALL, [[...txids]])
-      : await preparedQuery<Row>(db, 'pgbell_changes_by_txids', CHANGES_BY_TXIDS, [[...txids], [...userIds]]);
+      : await preparedQuery<Row>(db, 'pgbell_changes_by_txids', CHANGES_BY_TXIDS, [[...txids], 'literal' in userIds ? userIds.literal : [...userIds]]);
   const order = new Map(txids.map((t, i) => [BigInt(t), i]));
   const batch = collect(rows);
   batch.changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)! || byRow(a, b));
