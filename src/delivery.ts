@@ -93,7 +93,9 @@ export class Delivery {
       // The horizon holds for this user only: messages of one user arrive in order on one
       // channel, but channels (shards) do not keep order between them.
       const horizon = xmin != null && xmin <= tx ? xmin : 0n;
-      if (group.length > 0) this.#fanOut(tx, group, batch.unread, horizon);
+      const outbox: Outbox = new Map();
+      if (group.length > 0) this.#fanOut(tx, group, batch.unread, horizon, outbox);
+      for (const [sub, frames] of outbox) sendAll(sub, frames);
     });
   }
 
@@ -220,8 +222,8 @@ export class Delivery {
     }
   }
 
-  /** Sends one transaction's changes to each live subscriber of their users that lacks it. */
-  #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon = this.#horizon, outbox?: Outbox): void {
+  /** Queues one transaction's changes in `outbox` for each live subscriber of their users that lacks it. */
+  #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon: bigint, outbox: Outbox): void {
     const { hub, log, databaseId } = this.#o;
     const byUser = new Map<string, Change[]>();
     for (const c of group) {
@@ -247,22 +249,17 @@ export class Delivery {
         const cursor = sub.cursor!;
         if (cursor.has(tx)) continue;
         const picked = sub.types === null ? allIdx : allIdx.filter((k) => wants(sub, list[k]!));
-        const mine = picked === allIdx ? bodies : picked.map((k) => bodies[k]!);
         cursor.advance(horizon);
         // Until its last message arrives, a client has not seen the whole transaction. (Only
         // encoded when there is more than one message: most transactions write one row.)
-        const before = mine.length > 1 ? cursor.encode(databaseId) : '';
+        const before = picked.length > 1 ? cursor.encode(databaseId) : '';
         cursor.add(tx);
-        if (mine.length === 0) continue;
+        if (picked.length === 0) continue;
         const after = cursor.encode(databaseId);
         const n = unreadOf(byType, sub.types);
-        if (outbox) {
-          let out = outbox.get(sub);
-          if (!out) outbox.set(sub, (out = []));
-          picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, unread: n, cursor: j === picked.length - 1 ? after : before }));
-        } else {
-          mine.forEach((b, k) => sub.send(frame(b, n, k === mine.length - 1 ? after : before)));
-        }
+        let out = outbox.get(sub);
+        if (!out) outbox.set(sub, (out = []));
+        picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, unread: n, cursor: j === picked.length - 1 ? after : before }));
         for (const k of picked) counts[kinds[k]!]++;
         sub.unread = n;
         sent++;

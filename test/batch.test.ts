@@ -5,15 +5,14 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFinished as onTeardown } from 'vitest';
 import { TestClient } from './helpers/client.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let db: string;
 let daemon: TestDaemon;
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  for (const u of ['ann', 'ben']) await createUser(db, u);
+  db = await freshDatabase(['ann', 'ben']);
   daemon = await startTestDaemon(db);
 });
 afterAll(() => daemon?.stop());

@@ -12,7 +12,7 @@ import { createDb, type Db } from '../src/db/connect.js';
 import { alertsHandler } from '../src/http/alerts.js';
 import { handleWithFetch } from '../src/http/node.js';
 import { SECRET, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, query } from './helpers/pg.js';
 import { until } from './helpers/tab.js';
 
 let db: string;
@@ -21,8 +21,7 @@ let app: http.Server;
 let appUrl: string;
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  for (const u of ['ann', 'ben', 'cat']) await createUser(db, u);
+  db = await freshDatabase(['ann', 'ben', 'cat']);
   kdb = createDb(db);
   const handler = alertsHandler({ db: kdb, key: secretKey(SECRET), allowedOrigins: [], maxReplay: 1000 });
   app = http.createServer((req, res) => void handleWithFetch(req, res, handler));

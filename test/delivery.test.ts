@@ -2,15 +2,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from './helpers/client.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
+import { freshDatabase, psql, query } from './helpers/pg.js';
 
 let db: string;
 let daemon: TestDaemon;
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  await createUser(db, 'alice');
-  await createUser(db, 'bob');
+  db = await freshDatabase(['alice', 'bob']);
   daemon = await startTestDaemon(db);
 });
 afterAll(async () => {

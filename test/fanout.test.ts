@@ -14,8 +14,7 @@ let daemon: TestDaemon;
 const USERS = Array.from({ length: 12 }, (_, i) => `user-${i}`);
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  for (const u of USERS) await createUser(db, u);
+  db = await freshDatabase(USERS);
   daemon = await startTestDaemon(db);
 });
 afterAll(async () => {

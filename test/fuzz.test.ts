@@ -9,15 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey, signSessionToken, verifySessionToken } from '../src/auth.js';
 import { parseClientMessage } from '../src/protocol.js';
 import { health, SECRET, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let db: string;
 let daemon: TestDaemon;
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  await createUser(db, 'alice');
+  db = await freshDatabase(['alice']);
   daemon = await startTestDaemon(db);
 });
 afterAll(async () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../src/server.js';
 import { TestClient } from './helpers/client.js';
 import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
+import { freshDatabase, psql, query } from './helpers/pg.js';
 
 let db: string;
 let dbName: string;
@@ -22,10 +22,8 @@ async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeou
 }
 
 beforeAll(async () => {
-  db = await freshDatabase();
+  db = await freshDatabase(['alice', 'bob']);
   dbName = new URL(db).pathname.slice(1);
-  await createUser(db, 'alice');
-  await createUser(db, 'bob');
   daemon = await startTestDaemon(db);
 });
 afterAll(async () => {

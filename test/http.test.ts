@@ -7,7 +7,7 @@ import { secretKey } from '../src/auth.js';
 import { createDb } from '../src/db/connect.js';
 import { alertsHandler } from '../src/http/alerts.js';
 import { startTestDaemon, tokenFor, SECRET, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
+import { freshDatabase, psql, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let db: string;
@@ -15,8 +15,7 @@ let daemon: TestDaemon;
 const ORIGIN = 'https://app.example.test';
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  for (const u of ['alice', 'bob', 'carol']) await createUser(db, u);
+  db = await freshDatabase(['alice', 'bob', 'carol']);
   daemon = await startTestDaemon(db, { allowedOrigins: [ORIGIN] });
 });
 afterAll(async () => {

@@ -10,8 +10,7 @@ import { Tab, until } from './helpers/tab.js';
 let db: string;
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  for (const u of ['ana', 'bo', 'cy', 'di']) await createUser(db, u);
+  db = await freshDatabase(['ana', 'bo', 'cy', 'di']);
 });
 afterAll(async () => {
   await fleet.stopAll();

@@ -8,16 +8,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StartupError } from '../src/daemon.js';
 import { Tab, until } from './helpers/tab.js';
 import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, query } from './helpers/pg.js';
 
 let db: string;
 let other: string;
 const daemons: TestDaemon[] = [];
 
 beforeAll(async () => {
-  db = await freshDatabase();
+  db = await freshDatabase(['ivy']);
   other = await freshDatabase();
-  await createUser(db, 'ivy');
 });
 afterAll(async () => {
   for (const d of daemons) await d.stop();

@@ -2,14 +2,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from './helpers/client.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, query } from './helpers/pg.js';
 
 let db: string;
 let daemon: TestDaemon;
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  await createUser(db, 'mo');
+  db = await freshDatabase(['mo']);
   daemon = await startTestDaemon(db);
 });
 afterAll(async () => {

@@ -4,16 +4,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let db: string;
 let nodes: TestDaemon[] = [];
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  await createUser(db, 'ola');
-  await createUser(db, 'pip');
+  db = await freshDatabase(['ola', 'pip']);
   nodes = await Promise.all([1, 2, 3].map(() => startTestDaemon(db)));
 });
 afterAll(async () => {

@@ -11,7 +11,7 @@ import { PgbellClient, type SocketConstructor } from '../src/client/index.js';
 import { cleanEnv, run } from './helpers/cli.js';
 import { TestClient } from './helpers/client.js';
 import { daemonFleet, health, tokenFor } from './helpers/daemon.js';
-import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
+import { freshDatabase, psql, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let db: string;
@@ -19,8 +19,7 @@ const fleet = daemonFleet(() => db);
 const poll = { mode: 'poll' as const, pollMs: 50 };
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  for (const u of ['pia', 'pol']) await createUser(db, u);
+  db = await freshDatabase(['pia', 'pol']);
   const r = await run(['migrate'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'poll' }));
   expect(r.stdout).toMatch(/triggers now send no NOTIFY \(poll mode\)/);
   expect(r.code).toBe(0);

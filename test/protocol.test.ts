@@ -3,14 +3,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseClientMessage } from '../src/protocol.js';
 import { TestClient } from './helpers/client.js';
 import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, psql } from './helpers/pg.js';
+import { freshDatabase, psql } from './helpers/pg.js';
 
 let daemon: TestDaemon;
 let db: string;
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  await createUser(db, 'alice');
+  db = await freshDatabase(['alice']);
   daemon = await startTestDaemon(db);
 });
 afterAll(async () => {

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestClient, sleep } from './helpers/client.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
+import { freshDatabase, psql, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let db: string;
@@ -23,9 +23,8 @@ async function tab(userId: string): Promise<Tab> {
 }
 
 beforeAll(async () => {
-  db = await freshDatabase();
+  db = await freshDatabase(['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gus', 'hank', 'ivy', 'kim']);
   dbName = new URL(db).pathname.slice(1);
-  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gus', 'hank', 'ivy', 'kim']) await createUser(db, u);
   daemon = await startTestDaemon(db);
 });
 afterAll(async () => {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { loadConfig } from '../src/config.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, query } from './helpers/pg.js';
 
 let dir: string;
 let cert: Buffer;
@@ -24,8 +24,7 @@ beforeAll(async () => {
     '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'),
   ]);
   cert = await readFile(path.join(dir, 'cert.pem'));
-  db = await freshDatabase();
-  await createUser(db, 'tia');
+  db = await freshDatabase(['tia']);
   daemon = await startTestDaemon(db, { tls: { certFile: path.join(dir, 'cert.pem'), keyFile: path.join(dir, 'key.pem') } });
 });
 afterAll(async () => {

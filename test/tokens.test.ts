@@ -3,13 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey, signSessionToken } from '../src/auth.js';
 import { TestClient, sleep } from './helpers/client.js';
 import { SECRET, daemonFleet, tokenFor } from './helpers/daemon.js';
-import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
+import { freshDatabase, psql, query } from './helpers/pg.js';
 
 let db: string;
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  for (const u of ['eve', 'fay', 'gil', 'hal']) await createUser(db, u);
+  db = await freshDatabase(['eve', 'fay', 'gil', 'hal']);
 });
 afterAll(async () => {
   await fleet.stopAll();

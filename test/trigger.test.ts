@@ -1,15 +1,14 @@
 /** The trigger, seen from a plain LISTEN connection: what it sends, and that it never hurts the writer. */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createUser, freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, query } from './helpers/pg.js';
 
 let db: string;
 let listener: pg.Client;
 const received: string[] = [];
 
 beforeAll(async () => {
-  db = await freshDatabase();
-  await createUser(db, 'alice');
+  db = await freshDatabase(['alice']);
   listener = new pg.Client({ connectionString: db });
   await listener.connect();
   listener.on('notification', (n) => received.push(n.payload ?? ''));

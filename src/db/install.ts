@@ -14,6 +14,7 @@
  * `pgbell uninstall` drops the triggers, the columns (their indexes go with them) and the schema.
  */
 import pg from 'pg';
+import { inTransaction, withSchemaLock } from './lock.js';
 
 export const INSTALL_SCHEMA = 'pgbell';
 
@@ -47,9 +48,6 @@ export interface InstallResult {
 const ADDED = ['pgbell_txid', 'pgbell_changed_txid', 'pgbell_seq'] as const;
 const CREATED = 'pgbell_created_at';
 
-/** Advisory lock key shared with migrate: installs and migrations never interleave. */
-const LOCK_KEY = 0x706762656c6cn;
-
 const q = pg.escapeIdentifier;
 const lit = pg.escapeLiteral;
 
@@ -74,7 +72,7 @@ export const INSTALLED_NOTIFY_TRIGGERS = [
 ];
 
 export async function install(connectionString: string, opts: InstallOptions): Promise<InstallResult> {
-  return withLockedClient(connectionString, 'pgbell-install', async (client) => {
+  return withSchemaLock(connectionString, 'pgbell-install', async (client) => {
     const target = await describeTable(client, opts.table);
     const cols = new Map(target.columns.map((c) => [c.name, c.type]));
     const need = (flag: string, name: string | undefined, check?: (type: string) => string | null): string | null => {
@@ -132,7 +130,7 @@ export async function install(connectionString: string, opts: InstallOptions): P
 
 /** Removes exactly what install added. Returns the table it was on, or null if pgbell was not installed. */
 export async function uninstall(connectionString: string): Promise<string | null> {
-  return withLockedClient(connectionString, 'pgbell-uninstall', async (client) => {
+  return withSchemaLock(connectionString, 'pgbell-uninstall', async (client) => {
     const existing = await readInstall(client);
     if (!existing) return null;
     const t = existing.tableSql;
@@ -330,29 +328,4 @@ async function readInstall(client: pg.Client): Promise<{ options: Stored; channe
   const res = await client.query<{ options: Stored; channel: string }>(`SELECT options, channel FROM ${INSTALL_SCHEMA}.install`);
   const row = res.rows[0];
   return row ? { ...row, tableSql: tableSql(row.options.table) } : null;
-}
-
-async function withLockedClient<T>(connectionString: string, name: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString, application_name: name });
-  // A short-lived client: a lost connection surfaces through the awaited calls.
-  client.on('error', () => {});
-  await client.connect();
-  try {
-    await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY.toString()]);
-    return await fn(client);
-  } finally {
-    await client.query('SELECT pg_advisory_unlock($1)', [LOCK_KEY.toString()]).catch(() => {});
-    await client.end();
-  }
-}
-
-async function inTransaction(client: pg.Client, fn: () => Promise<void>): Promise<void> {
-  await client.query('BEGIN');
-  try {
-    await fn();
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  }
 }

@@ -8,12 +8,10 @@ import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { INSTALLED_NOTIFY_TRIGGERS, installedTable } from './install.js';
+import { inTransaction, withSchemaLock } from './lock.js';
 
 /** src/db/ and dist/db/ are both two levels below the package root. */
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
-
-/** Advisory lock key: the bytes of "pgbell" read as a number. Advisory locks are per database. */
-const LOCK_KEY = 0x706762656c6cn;
 
 export interface MigrateResult {
   applied: string[];
@@ -27,14 +25,8 @@ export async function migrate(
   opts: { channel: string; log?: (msg: string) => void },
 ): Promise<MigrateResult> {
   const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
-  const client = new pg.Client({ connectionString, application_name: 'pgbell-migrate' });
-  // A short-lived client: a lost connection surfaces through the awaited calls; without a
-  // listener, pg's 'error' event would also be thrown as an uncaught exception.
-  client.on('error', () => {});
-  await client.connect();
-  const result: MigrateResult = { applied: [], skipped: [], channelChanged: false };
-  try {
-    await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY.toString()]);
+  return withSchemaLock(connectionString, 'pgbell-migrate', async (client) => {
+    const result: MigrateResult = { applied: [], skipped: [], channelChanged: false };
     const installed = await installedTable((text) => client.query(text));
     if (installed !== null) {
       throw new Error(`pgbell is installed on ${installed} (pgbell install); migrations create pgbell's own "Alert" table and are not for this database. To change the channel, run \`pgbell install\` again with --channel`);
@@ -56,13 +48,12 @@ export async function migrate(
         result.skipped.push(file);
         continue;
       }
-      await client.query('BEGIN');
       try {
-        await client.query('INSERT INTO pgbell_migrations (name, sha256) VALUES ($1, $2)', [file, sha]);
-        await client.query(text);
-        await client.query('COMMIT');
+        await inTransaction(client, async () => {
+          await client.query('INSERT INTO pgbell_migrations (name, sha256) VALUES ($1, $2)', [file, sha]);
+          await client.query(text);
+        });
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
         throw new Error(`migration ${file} failed: ${(err as Error).message}`);
       }
       result.applied.push(file);
@@ -70,11 +61,8 @@ export async function migrate(
     }
     result.channelChanged = await syncTriggerChannel(client, opts.channel);
     if (result.channelChanged) opts.log?.(opts.channel === '' ? 'triggers now send no NOTIFY (poll mode)' : `trigger now notifies channel ${opts.channel}`);
-  } finally {
-    await client.query('SELECT pg_advisory_unlock($1)', [LOCK_KEY.toString()]).catch(() => {});
-    await client.end();
-  }
-  return result;
+    return result;
+  });
 }
 
 /**
@@ -145,15 +133,10 @@ export async function pendingMigrations(run: Run): Promise<string[]> {
 async function syncTriggerChannel(client: pg.Client, channel: string): Promise<boolean> {
   const current = await triggerChannel((text) => client.query(text));
   if (current === channel) return false;
-  // CREATE OR REPLACE TRIGGER (Postgres 14+) swaps the argument atomically; both in one
-  // transaction so the two never disagree.
-  await client.query('BEGIN');
-  try {
+  // CREATE OR REPLACE TRIGGER (Postgres 14+) swaps the argument atomically; all in one
+  // transaction so they never disagree.
+  await inTransaction(client, async () => {
     for (const t of NOTIFY_TRIGGERS) await client.query(t.define(client.escapeLiteral(channel)));
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  }
+  });
   return true;
 }

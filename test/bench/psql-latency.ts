@@ -9,16 +9,14 @@
  *   otherwise embedded Postgres is started in a temp dir.
  */
 import { spawn } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { secretKey, signSessionToken } from '../../src/auth.js';
 import { migrate } from '../../src/db/migrate.js';
-import { freePort, startEmbeddedPostgres } from '../../src/embedded.js';
+import { freePort } from '../../src/embedded.js';
 import { databaseUrl } from '../helpers/pg.js';
+import { benchServer } from './server.js';
 
 const { values } = parseArgs({ options: { n: { type: 'string', default: '20' }, 'gap-ms': { type: 'string', default: '50' } } });
 const N = Number(values.n);
@@ -27,18 +25,7 @@ const SECRET = 'bench-secret-bench-secret-bench-secret';
 const now = () => performance.timeOrigin + performance.now();
 
 async function main() {
-  let serverUrl = process.env.BENCH_DATABASE_URL;
-  let cleanup = async () => {};
-  if (!serverUrl) {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgbell-bench-'));
-    await chmod(dir, 0o755);
-    const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), password: 'bench', persistent: false });
-    serverUrl = server.url;
-    cleanup = async () => {
-      await server.stop();
-      await rm(dir, { recursive: true, force: true });
-    };
-  }
+  const { url: serverUrl, stop: cleanup } = await benchServer();
   const dbName = `pgbell_bench_${process.pid}`;
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();

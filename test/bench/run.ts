@@ -24,14 +24,15 @@
  *   otherwise embedded Postgres is started in a temp dir.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.js';
-import { freePort, startEmbeddedPostgres } from '../../src/embedded.js';
+import { freePort } from '../../src/embedded.js';
 import { databaseUrl } from '../helpers/pg.js';
+import { benchServer } from './server.js';
 import type { ClientJob, FromClient, TargetKind, ToClient } from './clients.js';
 import { summarizeProfile, writeReport, type Report } from './report.js';
 
@@ -216,12 +217,7 @@ interface Stamp {
 async function paced(url: string, users: string[], rate: number, seconds: number, broadcast?: string): Promise<{ stamps: Stamp[]; achieved: number }> {
   const total = Math.round(rate * seconds);
   const stamps: Stamp[] = new Array(total);
-  const clients = await Promise.all(Array.from({ length: WRITER_POOL }, async () => {
-    const c = new pg.Client({ connectionString: url });
-    c.on('error', () => {});
-    await c.connect();
-    return c;
-  }));
+  const clients = await connectMany(url, WRITER_POOL);
   let next = 0;
   const t0 = now();
   const writer = async (c: pg.Client) => {
@@ -275,9 +271,7 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
   log(`\n== latency: ${kind}, ${kind === 'listen' ? 'no sockets' : `${S} sockets`}, ${U} users, ${RATE} INSERTs/s for ${SECONDS} s`);
 
   if (kind === 'listen') {
-    const l = new pg.Client({ connectionString: dbs.pgbell });
-    l.on('error', () => {});
-    await l.connect();
+    const [l] = (await connectMany(dbs.pgbell, 1)) as [pg.Client];
     const got = new Map<string, number>();
     l.on('notification', (n) => {
       const t = now();
@@ -352,9 +346,7 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
   const db = kind === 'pgbell' ? dbs.pgbell : dbs.peer;
   try {
     const { clients } = await Clients.connect(kind, target.url, users);
-    const w = new pg.Client({ connectionString: db });
-    w.on('error', () => {});
-    await w.connect();
+    const [w] = (await connectMany(db, 1)) as [pg.Client];
     const run = async (label: string, expected: number, write: () => Promise<void>): Promise<void> => {
       clients.reset();
       await sleep(500);
@@ -369,12 +361,7 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
     };
     // (a) one alert per socket, transactions of 100 rows (each to 100 different users), 4 writers.
     await run('a: 100-row transactions, one alert per socket', S, async () => {
-      const writers = await Promise.all(Array.from({ length: 4 }, async () => {
-        const c = new pg.Client({ connectionString: db });
-        c.on('error', () => {});
-        await c.connect();
-        return c;
-      }));
+      const writers = await connectMany(db, 4);
       let next = 0;
       await Promise.all(writers.map(async (c) => {
         for (;;) {
@@ -390,12 +377,7 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
     const burst = Number(args['burst-rows']);
     const burstUsers = Math.min(100, S);
     await run(`b: bursts of 1,000 rows to ${burstUsers} sockets, ${burst} alerts`, burst, async () => {
-      const writers = await Promise.all(Array.from({ length: 4 }, async () => {
-        const c = new pg.Client({ connectionString: db });
-        c.on('error', () => {});
-        await c.connect();
-        return c;
-      }));
+      const writers = await connectMany(db, 4);
       let next = 0;
       await Promise.all(writers.map(async (c) => {
         while ((next += 1000) <= burst) await c.query(`INSERT INTO "Alert" ("userId", title) SELECT 'u' || (i % $1::int), 'b' || i FROM generate_series(1, 1000) i`, [burstUsers]);
@@ -415,12 +397,7 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
 
 /** Single-row autocommit INSERTs/s from `writers` connections for `seconds`. */
 async function insertRate(url: string, writers: number, seconds: number): Promise<number> {
-  const clients = await Promise.all(Array.from({ length: writers }, async () => {
-    const c = new pg.Client({ connectionString: url });
-    c.on('error', () => {});
-    await c.connect();
-    return c;
-  }));
+  const clients = await connectMany(url, writers);
   let n = 0;
   const end = Date.now() + seconds * 1000;
   await Promise.all(clients.map(async (c, w) => {
@@ -456,10 +433,23 @@ async function setChannel(url: string, channel: string): Promise<void> {
 
 // ---------- setup ----------
 
+/**
+ * `n` connected clients. Each gets an 'error' listener: a database dropped WITH (FORCE) under a
+ * failed run would otherwise crash the process instead of ending it with the real error.
+ */
+async function connectMany(url: string, n: number): Promise<pg.Client[]> {
+  return Promise.all(
+    Array.from({ length: n }, async () => {
+      const c = new pg.Client({ connectionString: url });
+      c.on('error', () => {});
+      await c.connect();
+      return c;
+    }),
+  );
+}
+
 async function sql(url: string, text: string, params: unknown[] = []): Promise<any[]> {
-  const c = new pg.Client({ connectionString: url });
-  c.on('error', () => {});
-  await c.connect();
+  const [c] = (await connectMany(url, 1)) as [pg.Client];
   try {
     return (await c.query(text, params)).rows;
   } finally {
@@ -500,18 +490,7 @@ async function createDatabases(serverUrl: string): Promise<{ dbs: Dbs; drop: () 
 }
 
 async function main(): Promise<void> {
-  let serverUrl = process.env.BENCH_DATABASE_URL;
-  let cleanup = async () => {};
-  if (!serverUrl) {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgbell-bench-'));
-    await chmod(dir, 0o755);
-    const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), password: 'bench', persistent: false });
-    serverUrl = server.url;
-    cleanup = async () => {
-      await server.stop();
-      await rm(dir, { recursive: true, force: true });
-    };
-  }
+  const { url: serverUrl, stop: cleanup } = await benchServer();
   const { dbs, drop } = await createDatabases(serverUrl);
   const version = (await sql(dbs.pgbell, 'SHOW server_version'))[0].server_version as string;
   const report: Report = {

@@ -12,8 +12,8 @@ export function databaseUrl(serverUrl: string, database: string): string {
 
 let counter = 0;
 
-/** A new, migrated, empty database of its own. */
-export async function freshDatabase(): Promise<string> {
+/** A new, migrated database of its own, with these users in "User" (and nothing else). */
+export async function freshDatabase(users: readonly string[] = []): Promise<string> {
   const { adminUrl, template, prefix } = inject('pg');
   const name = `${prefix}${process.pid}_${++counter}`;
   const admin = new pg.Client({ connectionString: adminUrl });
@@ -33,7 +33,9 @@ export async function freshDatabase(): Promise<string> {
   } finally {
     await admin.end();
   }
-  return databaseUrl(adminUrl, name);
+  const url = databaseUrl(adminUrl, name);
+  for (const u of users) await createUser(url, u);
+  return url;
 }
 
 /** A new database with nothing in it (not migrated). */

@@ -37,9 +37,7 @@ export class Tab {
         seenHere.add(a.id);
         this.ids.add(a.id);
       }
-      if (alerts.length > 0) {
-        // counted above
-      } else if (m.type === 'update') {
+      if (m.type === 'update') {
         // An alert inserted and changed again before it was delivered arrives as `update`
         // (its current state); it counts as received.
         this.updates.push(m);

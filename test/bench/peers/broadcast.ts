@@ -6,9 +6,9 @@
  *   PORT=… node --import tsx test/bench/peers/broadcast.ts
  */
 import http from 'node:http';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer } from 'ws';
+import { socketsByUser } from './sockets.js';
 
-const sockets = new Map<string, Set<WebSocket>>();
 const server = http.createServer((req, res) => {
   if (req.method !== 'POST' || req.url !== '/broadcast') {
     res.writeHead(404).end();
@@ -28,12 +28,5 @@ const server = http.createServer((req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' }).end(`{"sent":${n}}`);
   });
 });
-const wss = new WebSocketServer({ server });
-wss.on('connection', (ws, req) => {
-  const user = new URL(req.url ?? '/', 'http://x').searchParams.get('user') ?? '';
-  let set = sockets.get(user);
-  if (!set) sockets.set(user, (set = new Set()));
-  set.add(ws);
-  ws.on('close', () => set.delete(ws));
-});
+const sockets = socketsByUser(new WebSocketServer({ server }));
 server.listen(Number(process.env.PORT), '127.0.0.1', () => process.send?.('ready'));

@@ -7,18 +7,11 @@
  */
 import http from 'node:http';
 import pgListen from 'pg-listen';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer } from 'ws';
+import { socketsByUser } from './sockets.js';
 
-const sockets = new Map<string, Set<WebSocket>>();
 const server = http.createServer();
-const wss = new WebSocketServer({ server });
-wss.on('connection', (ws, req) => {
-  const user = new URL(req.url ?? '/', 'http://x').searchParams.get('user') ?? '';
-  let set = sockets.get(user);
-  if (!set) sockets.set(user, (set = new Set()));
-  set.add(ws);
-  ws.on('close', () => set.delete(ws));
-});
+const sockets = socketsByUser(new WebSocketServer({ server }));
 const sub = pgListen.default({ connectionString: process.env.DATABASE_URL! });
 sub.notifications.on('relay', (row: { userId: string }) => {
   const frame = JSON.stringify(row);
