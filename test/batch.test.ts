@@ -88,7 +88,8 @@ describe('batched delivery', () => {
       await until(() => [...want].every((id) => t.ids.has(id)), 10_000, `all of ${user}'s alerts`);
       expect(t.ids).toEqual(want);
       expect(t.repeatsWithinConnection).toEqual([]);
-      expect(t.client!.of('notifications').length).toBeGreaterThan(0);
+      // Over the tab's connections (its last one may only have had a replay, which is not batched).
+      expect(t.batchFrames).toBeGreaterThan(0);
       t.close();
     }
   });

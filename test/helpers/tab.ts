@@ -12,6 +12,8 @@ export class Tab {
   readonly deleted = new Set<string>();
   readonly updates: any[] = [];
   resets = 0;
+  /** `notifications` frames received, over all connections. */
+  batchFrames = 0;
   cursor: string | undefined;
   client: TestClient | undefined;
   connections = 0;
@@ -32,6 +34,7 @@ export class Tab {
       const m = JSON.parse(String(data));
       if (m.cursor) this.cursor = m.cursor;
       const alerts = m.type === 'notification' ? [m.alert] : m.type === 'notifications' ? m.alerts : [];
+      if (m.type === 'notifications') this.batchFrames++;
       for (const a of alerts) {
         if (seenHere.has(a.id)) this.repeatsWithinConnection.push(a.id);
         seenHere.add(a.id);
