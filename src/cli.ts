@@ -10,6 +10,7 @@ import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { install, uninstall } from './db/install.js';
 import { migrate } from './db/migrate.js';
 import { runDev } from './dev.js';
+import { clean, withRunningDev } from './devstate.js';
 import { doctor } from './doctor.js';
 import { createLogger } from './log.js';
 
@@ -31,7 +32,11 @@ Commands:
                              print a session token for userId, signed with SESSION_SECRET
   send <email>               insert 3 test alerts for the user with that email (plain SQL, like any writer)
   dev                        zero-setup: embedded Postgres in ./.pgbell (unless DATABASE_URL is set),
-                             migrate, a demo user, the daemon; prints a token and a psql command
+                             migrate, a demo user, the daemon; prints a token and a psql command.
+                             While it runs, the other commands run from the same checkout use its
+                             database and secret when DATABASE_URL / SESSION_SECRET are unset
+  clean                      delete this checkout's dev state and embedded Postgres data (.pgbell/,
+                             and the data folder dev's banner names when it is elsewhere)
   help                       this text
 
 Options:
@@ -79,32 +84,39 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.stdout.write(HELP);
     return 0;
   }
+  if (command === 'dev') return runDev(loadConfig(env), { cwd: process.cwd() });
+  if (command === 'clean') {
+    const removed = await clean(process.cwd());
+    console.log(removed.length ? `removed ${removed.join(' and ')}` : 'nothing to clean here (no .pgbell/)');
+    return 0;
+  }
+  // A second terminal beside `pgbell dev` needs no environment: the running dev's database
+  // and secret fill what the environment leaves unset.
+  const loadConfigFor = (e: NodeJS.ProcessEnv) => withRunningDev(loadConfig(e), process.cwd());
   switch (command) {
     case 'start':
       return cmdStart(loadConfig(env));
     case 'migrate':
-      return cmdMigrate(loadConfig(env));
+      return cmdMigrate(await loadConfigFor(env));
     case 'install':
-      return cmdInstall(loadConfig(env), values);
+      return cmdInstall(await loadConfigFor(env), values);
     case 'uninstall':
-      return cmdUninstall(loadConfig(env));
+      return cmdUninstall(await loadConfigFor(env));
     case 'doctor': {
-      const config = loadConfig(env);
+      const config = await loadConfigFor(env);
       return (await doctor(config, need(config, 'DATABASE_URL', 'doctor'), (l) => console.log(l))) ? 0 : 1;
     }
     case 'token':
-      return cmdToken(loadConfig(env), rest[0], values.email, values.ttl);
+      return cmdToken(await loadConfigFor(env), rest[0], values.email, values.ttl);
     case 'send':
-      return cmdSend(loadConfig(env), rest[0]);
-    case 'dev':
-      return runDev(loadConfig(env), { cwd: process.cwd() });
+      return cmdSend(await loadConfigFor(env), rest[0]);
     default:
       throw new Error(`unknown command "${command}"; run \`pgbell --help\` for the list`);
   }
 }
 
 async function cmdStart(config: Config): Promise<number> {
-  const log = createLogger(config.LOG_LEVEL);
+  const log = createLogger(config.LOG_LEVEL ?? 'info', { format: config.LOG_FORMAT });
   const daemon = await startDaemon(
     daemonOptions(config, {
       databaseUrl: need(config, 'DATABASE_URL', 'start'),

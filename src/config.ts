@@ -70,7 +70,9 @@ const schema = z.object({
   RATE_WINDOW_MS: int(100, 3_600_000).default(10_000),
   MAX_BUFFERED_BYTES: int(1024, 1 << 30).default(1 << 20),
   TOMBSTONE_RETENTION_HOURS: int(1, 87_600).default(168),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // No default here: `start` defaults to info, `dev` to debug (a person is reading).
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+  LOG_FORMAT: z.enum(['pretty', 'json'], 'must be pretty (human lines) or json (one JSON object per line)').optional(),
 });
 
 export type Config = Readonly<z.infer<typeof schema>>;
@@ -107,7 +109,8 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['MAX_BUFFERED_BYTES', 'unsent output a socket may hold before it is closed with 4008 "slow consumer" (default 1048576)'],
   ['MAX_REPLAY', 'most changes replayed to one user on resume before a {"type":"reset"} instead (default 10000)'],
   ['TOMBSTONE_RETENTION_HOURS', 'how long deletes are kept for resuming clients; older cursors get a reset (default 168)'],
-  ['LOG_LEVEL', 'fatal|error|warn|info|debug|trace|silent (default info)'],
+  ['LOG_LEVEL', 'fatal|error|warn|info|debug|trace|silent (default info; `dev`: debug, with a line per alert and socket)'],
+  ['LOG_FORMAT', 'pretty (human lines) or json (default: pretty on a terminal and under `dev`, json otherwise)'],
 ];
 
 /**
@@ -145,11 +148,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze(parsed.data);
 }
 
-/** Returns a required setting or fails naming it and the command that needs it. */
+/** Returns a required setting or fails naming it, the command that needs it, and the ways out. */
 export function need<K extends keyof Config>(config: Config, key: K, command: string): NonNullable<Config[K]> {
   const value = config[key];
   if (value === undefined || value === null) {
-    throw new ConfigError(`${key} is required for \`pgbell ${command}\` (see \`pgbell --help\`)`);
+    // Every command but start (production) can take these from a running `pgbell dev`.
+    const devToo = (key === 'DATABASE_URL' || key === 'SESSION_SECRET') && command !== 'start';
+    throw new ConfigError(
+      devToo
+        ? `${key} is required for \`pgbell ${command}\`: set it, or run this from a checkout where \`npm start\` (pgbell dev) is running, whose database and secret are then used`
+        : `${key} is required for \`pgbell ${command}\` (see \`pgbell --help\`)`,
+    );
   }
   return value as NonNullable<Config[K]>;
 }

@@ -21,6 +21,7 @@ import { RedisFanout } from './fanout/redis.js';
 import { Listener } from './listener.js';
 import { Poller } from './poller.js';
 import { Metrics } from './metrics.js';
+import { startSummary } from './summary.js';
 import { createLogger, type Logger } from './log.js';
 import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 
@@ -64,6 +65,8 @@ export interface DaemonOptions {
   liveFilterMaxUsers?: number;
   log?: Logger;
   logLevel?: string;
+  /** How often the info summary line is logged (default 60 s; tests use less). */
+  summaryMs?: number;
 }
 
 export interface Daemon {
@@ -248,6 +251,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     }
   };
   let checkTimer: NodeJS.Timeout | undefined;
+  let stopSummary = () => {};
 
   try {
     if (opts.mode !== 'poll') await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
@@ -267,6 +271,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await check();
     checkTimer = setInterval(() => void check(), opts.heartbeatMs);
     checkTimer.unref();
+    stopSummary = startSummary({ log, tally: metrics.tally, intervalMs: opts.summaryMs ?? 60_000, connections: () => hub.connections, users: () => hub.users });
     const address = await server.listen();
     const host = address.family === 'IPv6' ? (address.address === '::' ? 'localhost' : `[${address.address}]`) : address.address === '0.0.0.0' ? 'localhost' : address.address;
     const url = `${tls ? 'wss' : 'ws'}://${host}:${address.port}/`;
@@ -283,6 +288,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         (stopped ??= (async () => {
           clearInterval(pruneTimer);
           clearInterval(checkTimer);
+          stopSummary();
           // Graceful under load: take no new sockets and no new notifications, let the reads in
           // flight reach their sockets (bounded), then close them with 1001. Whatever a client
           // did not get, it gets by resuming from its cursor on another node.

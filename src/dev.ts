@@ -2,9 +2,7 @@
  * `pgbell dev` (what `npm start` runs): everything needed to see a live notification on a
  * machine with nothing installed. Embedded Postgres unless DATABASE_URL is set.
  */
-import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { secretKey, signSessionToken } from './auth.js';
 import { triggerChannelFor, type Config } from './config.js';
@@ -14,25 +12,40 @@ import { createDb } from './db/connect.js';
 import { migrate } from './db/migrate.js';
 import { startDemoServer, type DemoServer } from './demo/server.js';
 import { LOCAL_ORIGINS } from './http/origin.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';
+import { devSecret, recordDataDir, removeDevState, stateDirOf, writeDevState } from './devstate.js';
+import { serverCanUse, sharedDirFor, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';
 import { createLogger } from './log.js';
 
 export const DEMO_USER = { id: 'demo-user', email: 'demo@pgbell.dev', name: 'Demo User' } as const;
 
+/**
+ * Dev listens on this machine only unless HOST says otherwise: the demo's /api/token signs a
+ * token for the demo user for anyone who asks.
+ */
+export const DEV_HOST = '127.0.0.1';
+
 export async function runDev(config: Config, opts: { cwd: string }): Promise<number> {
-  const log = createLogger(config.LOG_LEVEL);
-  const stateDir = path.join(opts.cwd, '.pgbell');
-  await mkdir(stateDir, { recursive: true });
+  // A person is reading: human lines (LOG_FORMAT=json to override), and the per-alert and
+  // per-socket lines (debug) unless LOG_LEVEL says otherwise.
+  const log = createLogger(config.LOG_LEVEL ?? 'debug', { pretty: true, format: config.LOG_FORMAT });
+  const stateDir = stateDirOf(opts.cwd);
+  await mkdir(stateDir, { recursive: true, mode: 0o755 });
+  const host = config.HOST ?? DEV_HOST;
 
   let embedded: EmbeddedPostgres | undefined;
   let databaseUrl = config.DATABASE_URL;
   if (!databaseUrl) {
-    log.info(`starting embedded Postgres (data in ${path.join(stateDir, 'data')})`);
-    embedded = await startEmbeddedPostgres({ dataDir: path.join(stateDir, 'data'), password: 'pgbell' });
+    // As root, Postgres runs as the `postgres` user; a checkout it cannot enter (root's 0700
+    // home, a mktemp folder) keeps its data in a per-checkout folder under /var/lib/pgbell.
+    const dataDir = (await serverCanUse(stateDir)) ? path.join(stateDir, 'data') : path.join(await sharedDirFor(opts.cwd), 'data');
+    await recordDataDir(stateDir, dataDir);
+    log.info(`starting embedded Postgres (data in ${dataDir})`);
+    embedded = await startEmbeddedPostgres({ dataDir, password: 'pgbell' });
     databaseUrl = embedded.url;
   }
   try {
-    const sessionSecret = config.SESSION_SECRET ?? (await devSecret(stateDir));
+    const generated = config.SESSION_SECRET === undefined ? await devSecret(stateDir) : undefined;
+    const sessionSecret = config.SESSION_SECRET ?? generated!.secret;
     await migrate(databaseUrl, { channel: triggerChannelFor(config), log: (m) => log.info(m) });
     const db = createDb(databaseUrl, { max: 1 });
     try {
@@ -41,7 +54,7 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
       await db.destroy();
     }
     // Dev lets local pages (the demo app) open sockets, on top of any ALLOWED_ORIGINS.
-    const daemon = await startDaemon({ ...daemonOptions(config, { databaseUrl, sessionSecret, log }), socketOrigins: [...config.ALLOWED_ORIGINS, ...LOCAL_ORIGINS] });
+    const daemon = await startDaemon({ ...daemonOptions(config, { databaseUrl, sessionSecret, log }), host, socketOrigins: [...config.ALLOWED_ORIGINS, ...LOCAL_ORIGINS] });
     const key = secretKey(sessionSecret);
     const token = await signSessionToken(key, { userId: DEMO_USER.id, email: DEMO_USER.email, ttlSeconds: 7 * 86400 });
     const sql = `INSERT INTO \\"Alert\\" (\\"userId\\", title, message) VALUES ('${DEMO_USER.id}', 'Hello from psql', 'Inserted by hand')`;
@@ -50,7 +63,7 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
     try {
       demo = await startDemoServer({
         port: config.DEMO_PORT,
-        host: config.HOST,
+        host,
         db: appDb,
         key,
         wsUrl: daemon.url,
@@ -64,6 +77,8 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
       await appDb.destroy();
       throw err;
     }
+    await writeDevState(stateDir, { pid: process.pid, databaseUrl, wsUrl: daemon.url, demoUrl: demo.url, secretFile: generated?.file });
+    const listening = host === DEV_HOST || host === 'localhost' || host === '::1' ? `${host} only (this machine; set HOST to change)` : `${host} (set by HOST)`;
     process.stdout.write(
       [
         '',
@@ -71,20 +86,27 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
         `  Demo app:   ${demo.url}   (the live bell; open it in a browser)`,
         `  WebSocket:  ${daemon.url}`,
         `  Health:     ${daemon.url.replace(/^ws/, 'http')}health`,
-        `  Database:   ${databaseUrl}${embedded ? '  (embedded, data in .pgbell/)' : ''}`,
+        `  Listening:  ${listening}`,
+        `  Database:   ${databaseUrl}${embedded ? `  (embedded, data in ${embedded.dataDir}; \`npx pgbell clean\` deletes it)` : ''}`,
         `  Demo user:  ${DEMO_USER.id} <${DEMO_USER.email}>`,
         `  Token:      ${token}`,
         '',
-        'Connect any WebSocket client to the URL above and send:',
-        `  {"type":"auth","token":"${token}"}`,
-        'Then insert an alert for the demo user:',
+        'In another terminal of this checkout, send three test alerts to the demo user:',
+        `  npx pgbell send ${DEMO_USER.email}`,
+        'or insert one by hand:',
         `  psql "${databaseUrl}" -c "${sql}"`,
+        'Any WebSocket client can connect to the URL above and send:',
+        `  {"type":"auth","token":"${token}"}`,
         '',
         'Ctrl-C stops everything.',
         '',
       ].join('\n'),
     );
-    await untilSignal(daemon, log);
+    try {
+      await untilSignal(daemon, log);
+    } finally {
+      await removeDevState(stateDir);
+    }
     await demo.close();
     await appDb.destroy();
     return 0;
@@ -94,13 +116,4 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
       log.info('embedded Postgres stopped');
     }
   }
-}
-
-/** A stable per-checkout secret, so printed tokens keep working across restarts. */
-async function devSecret(stateDir: string): Promise<string> {
-  const file = path.join(stateDir, 'session-secret');
-  if (existsSync(file)) return (await readFile(file, 'utf8')).trim();
-  const secret = randomBytes(32).toString('base64url');
-  await writeFile(file, secret + '\n', { mode: 0o600 });
-  return secret;
 }

@@ -12,8 +12,18 @@ export interface MetricSources {
   queueUsage: () => number | null;
 }
 
+/** Plain running totals for the periodic info summary in the log (src/summary.ts). */
+export interface Tally {
+  /** New alerts that reached at least one socket. */
+  alerts: number;
+  /** Messages written to sockets (notification, update, delete). */
+  delivered: number;
+  authenticated: number;
+}
+
 export class Metrics {
   readonly registry = new Registry();
+  readonly tally: Tally = { alerts: 0, delivered: 0, authenticated: 0 };
   readonly #delivered: Counter<'kind'>;
   readonly #latency: Histogram;
   readonly #replayed: Counter<'reason'>;
@@ -54,6 +64,11 @@ export class Metrics {
 
   delivered(kind: 'notification' | 'update' | 'delete', n = 1): void {
     this.#delivered.inc({ kind }, n);
+    this.tally.delivered += n;
+  }
+
+  authenticated(): void {
+    this.tally.authenticated++;
   }
 
   deliveryLatency(seconds: number): void {

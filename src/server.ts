@@ -206,7 +206,9 @@ export class Server {
   #onConnection(ws: WebSocket, req: http.IncomingMessage): void {
     const { log, authTimeoutMs } = this.#opts;
     const remote = req.socket.remoteAddress;
-    log.info({ remote }, 'New WebSocket connection attempt');
+    // Per-socket lines are debug: a reconnect storm would write 10,000 of them (the info
+    // summary counts authentications).
+    if (log.isLevelEnabled('debug')) log.debug({ remote }, 'New WebSocket connection attempt');
     const conn: Conn = { session: null, expiry: [], sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
     const { limits } = this.#opts;
     const pending = this.#conns.size - this.#opts.hub.connections;
@@ -338,7 +340,8 @@ export class Server {
     if (types.length > 0) conn.sub.types = new Set(types);
     conn.sub.batch = batch;
     hub.add(conn.sub);
-    log.info({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
+    this.#opts.metrics?.authenticated();
+    if (log.isLevelEnabled('debug')) log.debug({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
     // Later messages from this socket wait until it is live (its queue awaits this).
     await this.#opts.subscribe(conn.sub);
   }

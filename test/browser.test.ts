@@ -82,6 +82,8 @@ describe.skipIf(!haveBrowser)('demo bell in Chromium', () => {
     await page.getByTestId('bell-count').filter({ hasText: String(before + 1) }).waitFor({ timeout: 1000 });
     await page.getByTestId('alert-item').filter({ hasText: 'Hello from psql' }).waitFor({ timeout: 1000 - (Date.now() - t0) });
     expect(lines).toEqual(expect.arrayContaining(['✅ WebSocket connected, authenticating...', `✅ WebSocket authenticated: ${USER.email}`, '📬 Real-time notification received: Hello from psql']));
+    // Only the seed's lines: no 404 for a favicon, no other error.
+    expect(lines.filter((l) => !/^(✅|📬|🔌|♻️)/u.test(l))).toEqual([]);
     // Two components use the hook (the bell and the page title): one socket for the page.
     expect(await page.title()).toBe(`(${before + 1}) pgbell demo`);
     expect((await health(daemon.http)).body.connections).toBe(1);

@@ -112,7 +112,8 @@ describe('pgbell start', () => {
     const url = await freshDatabase();
     await createUser(url, 'sam', 'sam@example.test');
     const port = await freePort();
-    const p = launch(['start'], cleanEnv({ DATABASE_URL: url, SESSION_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1' }));
+    // The per-alert and per-socket lines are debug (the info level gets a periodic summary).
+    const p = launch(['start'], cleanEnv({ DATABASE_URL: url, SESSION_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'debug' }));
     await p.waitFor(/pgbell listening on/);
     const c = await TestClient.ready(`ws://127.0.0.1:${port}/`, await tokenFor('sam', { email: 'sam@example.test' }));
     const send = await run(['send', 'sam@example.test'], cleanEnv({ DATABASE_URL: url }));
@@ -125,6 +126,20 @@ describe('pgbell start', () => {
     expect(r.code).toBe(0);
     const logs = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l).msg);
     expect(logs).toEqual(expect.arrayContaining(['New WebSocket connection attempt', 'User sam (sam@example.test) authenticated via WebSocket', 'Broadcasted notification to user sam (1 connections)', 'SIGTERM received; shutting down', 'pgbell stopped']));
+  });
+
+  it('LOG_FORMAT=pretty gives human lines with time and level even when stdout is not a terminal', async () => {
+    const url = await freshDatabase();
+    const port = await freePort();
+    const p = launch(['start'], cleanEnv({ DATABASE_URL: url, SESSION_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_FORMAT: 'pretty' }));
+    await p.waitFor(/\[\d\d:\d\d:\d\d\.\d{3}\] INFO: pgbell listening on ws:\/\/127\.0\.0\.1:\d+\//);
+    p.child.kill('SIGTERM');
+    const r = await p.exited;
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toMatch(/^\{/m);
+
+    const bad = await run(['start'], cleanEnv({ DATABASE_URL: url, SESSION_SECRET: SECRET, LOG_FORMAT: 'loud' }));
+    expect(bad.stderr.trim()).toBe('pgbell: LOG_FORMAT must be pretty (human lines) or json (one JSON object per line) (got "loud")');
   });
 
   it('on an unmigrated database it says to run migrate, exit 1', async () => {

@@ -2,14 +2,17 @@
  * `npm start` = `pgbell dev` on a machine with nothing installed: embedded Postgres, migrate,
  * demo user, daemon, and a printed token + psql command that work as printed.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort } from '../src/embedded.js';
+import { mkdir, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { EmbeddedPostgresError, freePort, startEmbeddedPostgres } from '../src/embedded.js';
 import { TestClient } from './helpers/client.js';
 import { cleanEnv, launch } from './helpers/cli.js';
 import { emptyDatabase, query } from './helpers/pg.js';
@@ -38,7 +41,7 @@ describe('pgbell dev', () => {
     dirs.push(cwd);
 
     const first = await startDev(cwd);
-    expect(first.wsUrl).toBe(`ws://localhost:${first.port}/`);
+    expect(first.wsUrl).toBe(`ws://127.0.0.1:${first.port}/`); // this machine only (HOST unset)
     // The demo app: its page, a dev token for the demo user, and /alerts mounted beside them.
     const page = await fetch(first.demoUrl);
     expect(page.status).toBe(200);
@@ -92,8 +95,11 @@ describe('pgbell dev', () => {
   // When the suite runs as root, the test above covered root (Postgres runs as the `postgres`
   // system user); this one covers an ordinary account. As non-root the test above is the
   // ordinary-user case already.
-  it.runIf(process.getuid?.() === 0)('works for an ordinary (non-root) user too', async () => {
-    const nobody = { uid: 65534, gid: 65534 };
+  // An ordinary user runs the checkout's own binaries; a checkout inside root's private folder
+  // is out of nobody's reach (that is the root case, tested in checkout.test.ts).
+  const nobody = { uid: 65534, gid: 65534 };
+  const nobodyReaches = process.getuid?.() === 0 && spawnSync(process.execPath, ['-e', '0'], { cwd: fileURLToPath(new URL('..', import.meta.url)), ...nobody }).status === 0;
+  it.runIf(nobodyReaches)('works for an ordinary (non-root) user too', async () => {
     const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
     await chown(cwd, nobody.uid, nobody.gid);
     dirs.push(cwd);
@@ -107,12 +113,44 @@ describe('pgbell dev', () => {
     expect((await dev.p.exited).code).toBe(0);
   }, 120_000);
 
-  it('with DATABASE_URL: uses that database instead, and starts no embedded Postgres', async () => {
+  it('embedded Postgres that cannot start gives one line with the cause and the fix, never a stack', async () => {
+    // Data made by another major version (an old cluster).
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
+    await chmod(cwd, 0o755);
+    dirs.push(cwd);
+    await mkdir(path.join(cwd, '.pgbell', 'data'), { recursive: true });
+    await writeFile(path.join(cwd, '.pgbell', 'data', 'PG_VERSION'), '9\n');
+    const old = await launch(['dev'], cleanEnv({ PORT: '0', DEMO_PORT: '0' }), cwd).exited;
+    expect(old.code).toBe(1);
+    expect(old.stderr.trim().split('\n')).toHaveLength(1);
+    expect(old.stderr).toMatch(/^pgbell: the embedded Postgres data in .*\/\.pgbell\/data was made by PostgreSQL 9, but the installed binaries are PostgreSQL \d+: run `pgbell clean` to start over/);
+
+    // A port already taken.
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+    const port = (taken.address() as net.AddressInfo).port;
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'pgbell-port-'));
+    await chmod(dataDir, 0o755);
+    dirs.push(dataDir);
+    const err = await startEmbeddedPostgres({ dataDir: path.join(dataDir, 'data'), password: 'x', port, persistent: false }).then(
+      async (pg) => {
+        await pg.stop();
+        return null;
+      },
+      (e: unknown) => e,
+    );
+    taken.close();
+    expect(err).toBeInstanceOf(EmbeddedPostgresError);
+    expect((err as Error).message).toBe(`embedded Postgres cannot listen on 127.0.0.1:${port}: the port is in use; stop what uses it or let pgbell pick a free one`);
+  }, 60_000);
+
+  it('with DATABASE_URL: uses that database instead, and starts no embedded Postgres; LOG_FORMAT=json gives JSON lines', async () => {
     const url = await emptyDatabase('dev');
     const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
     dirs.push(cwd);
 
-    const dev = await startDev(cwd, { DATABASE_URL: url });
+    const dev = await startDev(cwd, { DATABASE_URL: url, LOG_FORMAT: 'json' });
+    expect(dev.p.stdout()).toMatch(/^\{"level":30,.*"msg":"pgbell listening on ws:\/\/127\.0\.0\.1:/m);
     expect(dev.psqlCommand).toContain(url);
     expect(existsSync(path.join(cwd, '.pgbell', 'data'))).toBe(false);
     const c = await TestClient.ready(`ws://127.0.0.1:${dev.port}/`, dev.token);

@@ -81,10 +81,12 @@ export async function startDemoServer(opts: DemoOptions): Promise<DemoServer> {
     );
     server.listen(opts.port, opts.host, () => resolve());
   });
-  const port = (server.address() as AddressInfo).port;
+  const { port, address, family } = server.address() as AddressInfo;
+  // The address it listens on (127.0.0.1 under dev), or localhost when it is every interface.
+  const host = address === '0.0.0.0' || address === '::' ? 'localhost' : family === 'IPv6' ? `[${address}]` : address;
   return {
     port,
-    url: `http://localhost:${port}/`,
+    url: `http://${host}:${port}/`,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -107,6 +109,8 @@ function html(config: object): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pgbell demo</title>
+<!-- An empty icon: without one the browser asks for /favicon.ico and logs its 404 in the console. -->
+<link rel="icon" href="data:,">
 <style>
   * { box-sizing: border-box; }
   body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; background: #f6f8fa; }

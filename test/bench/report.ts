@@ -153,8 +153,13 @@ function markdown(r: Report): string {
     const pg = r.latency.find((l) => l.target === 'pgbell');
     if (pg) {
       lines.push('pgbell\'s ratio to each (p50, p99):', '');
-      for (const l of r.latency) if (l.target !== 'pgbell' && l.target !== 'pgbell-poll') lines.push(`- ${l.target}: ${fmt(pg.fromAck.p50 / l.fromAck.p50)}× / ${fmt(pg.fromAck.p99 / l.fromAck.p99)}×`);
+      for (const l of r.latency) if (!l.target.startsWith('pgbell')) lines.push(`- ${l.target}: ${fmt(pg.fromAck.p50 / l.fromAck.p50)}× / ${fmt(pg.fromAck.p99 / l.fromAck.p99)}×`);
       lines.push('');
+      const dbg = r.latency.find((l) => l.target === 'pgbell-debug');
+      if (dbg) {
+        const cpu = (l: typeof pg) => (l.cpuSeconds ?? NaN) / l.delivered;
+        lines.push(`Cost of the per-alert and per-socket log lines (pgbell-debug against pgbell at its default level, info): p50 ${fmt(dbg.fromAck.p50 / pg.fromAck.p50)}×, p99 ${fmt(dbg.fromAck.p99 / pg.fromAck.p99)}×, server CPU per delivery ${fmt(cpu(dbg) / cpu(pg))}×.`, '');
+      }
     }
   }
   if (r.connections.length) {

@@ -19,7 +19,7 @@ export function captureLogger() {
       cb();
     },
   });
-  return { log: pino({ level: process.env.TEST_LOG_LEVEL ?? 'debug' }, stream), capture };
+  return { log: pino({ level: process.env.TEST_LOG_LEVEL ?? 'trace' }, stream), capture };
 }
 
 export interface TestDaemon extends Daemon {
