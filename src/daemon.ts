@@ -18,7 +18,7 @@ import { alertsHandler } from './http/alerts.js';
 import { Hub } from './hub.js';
 import { Relay } from './fanout/relay.js';
 import { RedisFanout } from './fanout/redis.js';
-import { Listener } from './listener.js';
+import { Listener, probeQuery } from './listener.js';
 import { Poller } from './poller.js';
 import { Metrics } from './metrics.js';
 import { startSummary } from './summary.js';
@@ -154,7 +154,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           channel: opts.channel,
           log,
           checkIntervalMs: opts.heartbeatMs,
-          notify: async (payload) => void (await sql`SELECT pg_notify(${opts.channel}, ${payload})`.execute(db)),
+          notify: async (nonce) => void (await probeQuery(opts.channel, nonce).execute(db)),
         });
   let queueUsage: number | null = null;
   let pendingAuth = () => 0;
@@ -175,7 +175,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       (err) => log.warn({ err: (err as Error).message }, 'checking revocations after the listener reconnected failed'),
     );
   });
-  listener.on('revoke', (userId, before) => server.revoke(userId, before));
+  if (listener instanceof Listener) listener.on('horizon', (xmin) => delivery.horizon(xmin));
+  // A revocation payload is a hint any role can send: what closes sockets is the table's row.
+  const confirmRevocation = (userId: string) =>
+    void revokedBefore(db, [userId]).then(
+      (found) => found.forEach((before, id) => server.revoke(id, before)),
+      (err) => log.warn({ err: (err as Error).message }, 'checking a revocation failed'),
+    );
+  listener.on('revoke', (userId) => confirmRevocation(userId));
 
   // Redis fan-out: this node's own listener stays off; the relay (whichever node holds its lock)
   // LISTENs for everyone, and this node subscribes for the users whose sockets it holds.
@@ -186,7 +193,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         channel: opts.channel,
         log,
         onChanges: (txid, xmin, batch) => delivery.deliverRead(txid, xmin, batch),
-        onRevoke: (userId, before) => server.revoke(userId, before),
+        onRevoke: (userId) => confirmRevocation(userId),
         onResumed: () => delivery.catchUp(),
       })
     : null;

@@ -49,8 +49,12 @@ export interface DeliveryOptions {
   metrics?: Metrics;
 }
 
+/**
+ * An entry of the live stream, in arrival order: a transaction to read (`txid`), or a horizon
+ * (`txid` null): every transaction below `xmin` was announced by an earlier entry.
+ */
 interface LiveTx {
-  txid: string;
+  txid: string | null;
   xmin: bigint | null;
   /** performance.now() when the notification arrived. */
   at: number;
@@ -64,10 +68,10 @@ export class Delivery {
   #stopping = false;
   /**
    * Every transaction below this has been delivered to (or skipped by) every live subscriber:
-   * the largest snapshot horizon carried by a notification processed so far. A notification's
-   * horizon covers everything that committed before it was sent, and those notifications came
-   * first; after a listener gap, the catch-up step covers what was lost before any later
-   * notification is processed.
+   * the largest trusted horizon processed so far, from the daemon's own probes (see
+   * Listener.probe) or the poller's reads, never from a payload. A horizon covers everything
+   * that committed before it was taken, and their notifications came first; after a listener
+   * gap, the catch-up step covers what was lost before any later notification is processed.
    */
   #horizon = 0n;
   readonly #o: DeliveryOptions;
@@ -76,9 +80,18 @@ export class Delivery {
     this.#o = opts;
   }
 
-  /** A transaction's notification arrived (in commit order). */
+  /**
+   * A transaction's notification arrived (in commit order). `xmin`, when given, must come from
+   * pgbell's own reads (the poller), never from a payload.
+   */
   enqueue(txid: string, xmin: bigint | null = null): void {
     this.#pendingLive.push({ txid, xmin, at: performance.now() });
+    this.#schedule();
+  }
+
+  /** Every transaction below `xmin` was enqueued before this call (the daemon's own probe came back). */
+  horizon(xmin: bigint): void {
+    this.#pendingLive.push({ txid: null, xmin, at: performance.now() });
     this.#schedule();
   }
 
@@ -167,13 +180,21 @@ export class Delivery {
     this.#push(() => step().finally(() => this.#syncsAhead--));
   }
 
-  /** Runs `read` until it succeeds; undefined if the daemon stops first. */
-  async #retry<T>(what: string, read: () => Promise<T>): Promise<T | undefined> {
+  /**
+   * Runs `read` until it succeeds; undefined if the daemon stops first. With giveUpOnBadInput,
+   * an error that no retry can cure (SQLSTATE class 22, data exception: a value out of range)
+   * ends it with undefined instead of stalling every later step.
+   */
+  async #retry<T>(what: string, read: () => Promise<T>, opts: { giveUpOnBadInput?: boolean } = {}): Promise<T | undefined> {
     for (let attempt = 0; ; attempt++) {
       if (this.#stopping) return undefined;
       try {
         return await read();
       } catch (err) {
+        if (opts.giveUpOnBadInput && String((err as { code?: unknown }).code ?? '').startsWith('22')) {
+          this.#o.log.error({ err: (err as Error).message }, `${what} failed on its input; skipped`);
+          return undefined;
+        }
         this.#o.log.warn({ err: (err as Error).message, attempt }, `${what} failed; retrying`);
         await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** attempt)));
       }
@@ -182,43 +203,48 @@ export class Delivery {
 
   /** The rows a live step delivers: its transactions' changes for the users live right now. */
   #readLive(batch: LiveTx[]): Promise<ChangeBatch | undefined> {
-    const txids = [...new Set(batch.map((b) => b.txid))];
+    const txids = [...new Set(batch.flatMap((b) => (b.txid === null ? [] : [b.txid])))];
     const users = this.#o.hub.liveUserIds();
-    if (users.length === 0) return Promise.resolve(undefined);
+    if (users.length === 0 || txids.length === 0) return Promise.resolve(undefined);
     // With very many users connected, filtering costs more than reading the transactions' rows
     // for everyone (fan-out skips users with no socket here).
     const which = users.length > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: this.#o.hub.liveUserIdsLiteral() };
-    return this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, which));
+    return this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, which), { giveUpOnBadInput: true });
   }
 
   async #live(batch: LiveTx[], read: Promise<ChangeBatch | undefined> | null): Promise<void> {
-    // One transaction can notify more than once (one per statement kind); read it once, and
-    // let it move the horizon by the largest horizon it carried.
-    const xminOf = new Map<string, bigint | null>();
-    for (const { txid, xmin } of batch) {
-      const prev = xminOf.get(txid);
-      xminOf.set(txid, prev == null ? xmin : xmin == null || prev > xmin ? prev : xmin);
-    }
-    const txids = [...xminOf.keys()];
     const result = await (read ?? this.#readLive(batch));
     const changes = result?.changes ?? [];
+    const byTx = new Map<bigint, Change[]>();
+    for (const c of changes) {
+      let list = byTx.get(c.txid);
+      if (!list) byTx.set(c.txid, (list = []));
+      list.push(c);
+    }
     // What each socket gets from this batch of transactions goes out together at the end, so a
     // burst can be coalesced into fewer frames (see sendAll).
     const outbox: Outbox = new Map();
-    let i = 0;
-    for (const txid of txids) {
+    const done = new Set<bigint>();
+    // In arrival order: a horizon covers only the transactions announced before it, so it moves
+    // cursors only after they went out. One transaction can notify more than once (one per
+    // statement kind); it is delivered once.
+    for (const { txid, xmin } of batch) {
+      if (txid === null) {
+        if (xmin !== null && xmin > this.#horizon) this.#horizon = xmin;
+        continue;
+      }
       const tx = BigInt(txid);
-      const xmin = xminOf.get(txid);
-      // A horizon above the transaction's own id cannot come from the trigger; ignore it.
+      // The poller's horizon (from its own read); one above the transaction's id cannot be.
       if (xmin != null && xmin <= tx && xmin > this.#horizon) this.#horizon = xmin;
-      const group: Change[] = [];
-      while (i < changes.length && changes[i]!.txid === tx) group.push(changes[i++]!);
-      if (group.length > 0) this.#fanOut(tx, group, result!.unread, this.#horizon, outbox);
+      if (done.has(tx)) continue;
+      done.add(tx);
+      const group = byTx.get(tx);
+      if (group) this.#fanOut(tx, group, result!.unread, this.#horizon, outbox);
     }
     for (const [sub, frames] of outbox) sendAll(sub, frames);
     if (this.#o.metrics && result) {
       const now = performance.now();
-      for (const { at } of batch) this.#o.metrics.deliveryLatency((now - at) / 1000);
+      for (const { at, txid } of batch) if (txid !== null) this.#o.metrics.deliveryLatency((now - at) / 1000);
     }
   }
 

@@ -4,7 +4,9 @@
  * findable in pg_stat_activity as `pgbell-listener`, it reports its state for /health, and
  * it turns raw payloads into transaction ids (garbage is logged and dropped).
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { sql } from 'kysely';
 import pgListen, { type Subscriber } from 'pg-listen';
 import { z } from 'zod';
 import type { Logger } from './log.js';
@@ -16,17 +18,36 @@ export const LISTENER_APPLICATION_NAME = 'pgbell-listener';
 
 export type ListenerState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
+/** A decimal transaction id within xid8's range (a larger one would fail every read that casts it). */
+const xid8 = z.string().refine((v) => /^\d{1,20}$/.test(v) && BigInt(v) < 1n << 64n, 'not a transaction id');
+
 /**
- * What the trigger sends: the writer's transaction id and its snapshot horizon, as decimal
- * strings. (Triggers from before the horizon was added send only the id.)
+ * What the trigger sends: the writer's transaction id (and its snapshot horizon, which is not
+ * used: any role can send this payload, so it is only a hint of which transaction to read).
  */
-const Payload = z.object({ txid: z.string().regex(/^\d{1,20}$/), xmin: z.string().regex(/^\d{1,20}$/).optional() });
-/** What the revocation trigger sends: a user id and "tokens issued before" (epoch seconds). */
+const Payload = z.object({ txid: xid8, xmin: z.string().optional() });
+/**
+ * What the revocation trigger sends: a user id and "tokens issued before" (epoch seconds). A
+ * hint too: the daemon checks pgbell_revocation before closing anyone.
+ */
 const Revocation = z.object({ revoke: z.string().min(1).max(1000), before: z.string().regex(/^\d{1,15}$/) });
+/**
+ * A probe this daemon sent itself (see probe()): its nonce, and the snapshot horizon of the
+ * statement that sent it. Every transaction below that horizon had finished before the probe
+ * was sent, so its notification came first: once the probe arrives, those transactions have
+ * all been seen, and cursors may move up to it. Only a nonce this listener is waiting for
+ * counts, and only once, so a forged or replayed probe moves nothing.
+ */
+const Probe = z.object({ probe: z.string().min(1).max(100), xmin: xid8.optional() });
 
 export interface ListenerEvents {
-  /** A transaction that changed alerts committed; `xmin` is its snapshot horizon, if sent. */
+  /**
+   * A transaction that changed alerts committed (a hint: read it to find out). `xmin` is always
+   * null here (a payload's horizon is not trusted; 'horizon' is); the poller sends its own.
+   */
   txid: [txid: string, xmin: bigint | null];
+  /** Every transaction below `xmin` has been announced by an earlier 'txid' (from this daemon's own probe). */
+  horizon: [xmin: bigint];
   /** LISTEN works again after the connection was lost: notifications sent meanwhile are gone. */
   resumed: [];
   /** A row was inserted into pgbell_revocation. */
@@ -42,8 +63,13 @@ export interface ListenerOptions {
    * with a trivial query (pg-listen's paranoid check) that times out after the other half.
    */
   checkIntervalMs: number;
-  /** Sends a notification on the channel through another connection (the round-trip probe). */
-  notify: (payload: string) => Promise<void>;
+  /**
+   * Sends `{"probe":<nonce>,"xmin":<its snapshot horizon>}` on the channel through another
+   * connection, the horizon computed by the same statement (see probeStatement).
+   */
+  notify: (nonce: string) => Promise<void>;
+  /** How often a probe is sent while notifications arrive, to move the horizon (default 250 ms). */
+  fenceMs?: number;
 }
 
 /** Reconnect delay: exponential with full jitter, 100 ms base, 5 s cap. */
@@ -60,6 +86,10 @@ export class Listener extends EventEmitter<ListenerEvents> {
   #early: Array<string | undefined> = [];
   /** Probes in flight: nonce → resolve. */
   readonly #probes = new Map<string, () => void>();
+  /** A transaction was announced since the last fence: the horizon has somewhere to go. */
+  #dirty = false;
+  #fencing = false;
+  #fenceTimer: NodeJS.Timeout | undefined;
   #probe: { ok: boolean | null; at: string | null } = { ok: null, at: null };
   readonly #sub: Subscriber;
   readonly #opts: ListenerOptions;
@@ -138,7 +168,16 @@ export class Listener extends EventEmitter<ListenerEvents> {
    * not on a half-open connection). Never throws.
    */
   async probe(timeoutMs: number): Promise<boolean> {
-    const nonce = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    const ok = await this.#roundTrip(timeoutMs);
+    if (!ok && this.#probe.ok !== false) this.#opts.log.error(`the listener did not receive its probe within ${timeoutMs} ms: LISTEN is not working`);
+    if (ok && this.#probe.ok === false) this.#opts.log.info('the listener receives its probes again');
+    this.#probe = { ok, at: new Date().toISOString() };
+    return ok;
+  }
+
+  /** One probe: resolves true when it came back within `timeoutMs`. Never throws. */
+  async #roundTrip(timeoutMs: number): Promise<boolean> {
+    const nonce = randomBytes(12).toString('base64url');
     const arrived = new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         this.#probes.delete(nonce);
@@ -151,15 +190,22 @@ export class Listener extends EventEmitter<ListenerEvents> {
       });
     });
     try {
-      await this.#opts.notify(JSON.stringify({ probe: nonce }));
+      await this.#opts.notify(nonce);
     } catch (err) {
       this.#opts.log.warn({ err: (err as Error).message }, 'could not send the listener probe');
     }
-    const ok = await arrived;
-    if (!ok && this.#probe.ok !== false) this.#opts.log.error(`the listener did not receive its probe within ${timeoutMs} ms: LISTEN is not working`);
-    if (ok && this.#probe.ok === false) this.#opts.log.info('the listener receives its probes again');
-    this.#probe = { ok, at: new Date().toISOString() };
-    return ok;
+    return arrived;
+  }
+
+  /**
+   * While transactions are announced, a probe every fenceMs moves the horizon (cursors carry
+   * fewer ids, resumes read less). At most one in flight.
+   */
+  #fence(): void {
+    if (!this.#dirty || this.#fencing || this.#state !== 'connected') return;
+    this.#dirty = false;
+    this.#fencing = true;
+    void this.#roundTrip(5000).finally(() => (this.#fencing = false));
   }
 
   async start(): Promise<void> {
@@ -167,9 +213,12 @@ export class Listener extends EventEmitter<ListenerEvents> {
     await this.#sub.listenTo(this.#opts.channel);
     this.#listening = true;
     this.#setState('connected');
+    this.#fenceTimer = setInterval(() => this.#fence(), this.#opts.fenceMs ?? 250);
+    this.#fenceTimer.unref();
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#fenceTimer);
     this.#setState('closed');
     await this.#sub.close().catch(() => {});
   }
@@ -187,10 +236,13 @@ export class Listener extends EventEmitter<ListenerEvents> {
     } catch {
       parsed = undefined;
     }
-    const probe = (parsed as { probe?: unknown } | undefined)?.probe;
-    if (typeof probe === 'string' && Object.keys(parsed as object).length === 1) {
-      // Probes of other daemons on the same channel are none of our business.
-      this.#probes.get(probe)?.();
+    const probe = Probe.safeParse(parsed);
+    if (probe.success) {
+      // Probes of other daemons on the same channel (and forged ones) are none of our business.
+      const waiting = this.#probes.get(probe.data.probe);
+      if (!waiting) return;
+      waiting();
+      if (probe.data.xmin !== undefined) this.emit('horizon', BigInt(probe.data.xmin));
       return;
     }
     const revocation = Revocation.safeParse(parsed);
@@ -200,9 +252,18 @@ export class Listener extends EventEmitter<ListenerEvents> {
     }
     const ok = Payload.safeParse(parsed);
     if (!ok.success) {
-      this.#opts.log.warn({ payload: (raw ?? '').slice(0, 200) }, 'dropped a notification whose payload is not {"txid":"<digits>","xmin":"<digits>"}');
+      this.#opts.log.warn({ payload: (raw ?? '').slice(0, 200) }, 'dropped a notification whose payload is not {"txid":"<transaction id>"}');
       return;
     }
-    this.emit('txid', ok.data.txid, ok.data.xmin === undefined ? null : BigInt(ok.data.xmin));
+    this.#dirty = true;
+    this.emit('txid', ok.data.txid, null);
   }
+}
+
+/**
+ * The statement that sends a probe: the payload's horizon comes from the same statement's
+ * snapshot, so it is below every transaction that had not finished when the probe was sent.
+ */
+export function probeQuery(channel: string, nonce: string) {
+  return sql`SELECT pg_notify(${channel}, json_build_object('probe', ${nonce}::text, 'xmin', pg_snapshot_xmin(pg_current_snapshot())::text)::text)`;
 }

@@ -85,4 +85,18 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
       tab.close();
     }
   }, 60_000);
+
+  it('a forged horizon on the channel is not recorded as the relay horizon, and moves no cursor', async () => {
+    await until(async () => (await Promise.all(nodes.map((n) => health(n.http)))).some((h) => h.body.listener.relay), 10_000, 'a relay');
+    const user = USERS[0]!;
+    const tab = await new Tab(await tokenFor(user)).connect(nodes[0]!.url);
+    await query(db, `SELECT pg_notify('pgbell', '{"txid":"999999999999","xmin":"999999999999"}')`);
+    const truth = new Set<string>();
+    for (let i = 0; i < 3; i++) truth.add((await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ($1, $2) RETURNING id`, [user, `after forgery ${i}`]))[0]!.id);
+    await until(() => tab.ids.size >= truth.size, 10_000, `all ${truth.size} alerts (have ${tab.ids.size})`);
+    expect(tab.ids).toEqual(truth);
+    const [row] = await query(db, `SELECT "relayTxid"::text::numeric < 999999999999 AS sane, "relayTxid" <= pg_current_xact_id() AS below FROM pgbell_state`);
+    expect(row).toMatchObject({ sane: true, below: true });
+    tab.close();
+  }, 30_000);
 });

@@ -9,7 +9,8 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { changesByTxids, changesSinceAll, type ChangeBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
-import { Listener } from '../listener.js';
+import { revokedBefore } from '../db/users.js';
+import { Listener, probeQuery } from '../listener.js';
 import type { Logger } from '../log.js';
 import type { RedisFanout } from './redis.js';
 
@@ -17,6 +18,8 @@ import type { RedisFanout } from './redis.js';
 const RELAY_LOCK = 0x706762656c6c52n;
 /** Rows per catch-up page. */
 const PAGE = 20_000;
+
+type RelayEntry = { txid: string } | { horizon: bigint };
 
 export interface RelayOptions {
   databaseUrl: string;
@@ -100,25 +103,33 @@ export class Relay {
       channel: this.#o.channel,
       log,
       checkIntervalMs: this.#o.heartbeatMs,
-      notify: async (payload) => void (await sql`SELECT pg_notify(${this.#o.channel}, ${payload})`.execute(db)),
+      notify: async (nonce) => void (await probeQuery(this.#o.channel, nonce).execute(db)),
     });
-    const xmins = new Map<string, bigint | null>();
-    let pending: string[] = [];
+    // In arrival order: transactions to read, and horizons from this relay's own probes (never
+    // a payload's). A horizon covers only what was announced before it.
+    let pending: RelayEntry[] = [];
     let scheduled = false;
-    listener.on('txid', (txid, xmin) => {
-      xmins.set(txid, xmin);
-      pending.push(txid);
+    const queue = (e: RelayEntry) => {
+      pending.push(e);
       if (scheduled) return;
       scheduled = true;
       setImmediate(() => {
         scheduled = false;
-        const batch = [...new Set(pending)];
+        const batch = pending;
         pending = [];
-        this.#push(() => this.#relay(batch, xmins));
+        this.#push(() => this.#relay(batch));
       });
-    });
+    };
+    listener.on('txid', (txid) => queue({ txid }));
+    listener.on('horizon', (xmin) => queue({ horizon: xmin }));
     listener.on('resumed', () => this.#push(() => this.#catchUp()));
-    listener.on('revoke', (userId, before) => void fanout.publishRevocation(userId, before).catch(() => {}));
+    // A revocation payload is a hint: publish what pgbell_revocation says, if anything.
+    listener.on('revoke', (userId) =>
+      void revokedBefore(db, [userId]).then(
+        (found) => Promise.all([...found].map(([id, before]) => fanout.publishRevocation(id, before))),
+        (err) => log.warn({ err: (err as Error).message }, 'checking a revocation failed'),
+      ).catch(() => {}),
+    );
     this.#listener = listener;
     await listener.start();
     log.info('this node is now the relay (the only LISTEN connection in the fleet)');
@@ -139,12 +150,17 @@ export class Relay {
     this.#chain = this.#chain.then(step).catch((err) => this.#o.log.error({ err }, 'relay step failed'));
   }
 
-  async #retry<T>(what: string, fn: () => Promise<T>): Promise<T | undefined> {
+  /** Like Delivery's: retries while this node is the relay; a data exception (class 22) is not retried when asked. */
+  async #retry<T>(what: string, fn: () => Promise<T>, opts: { giveUpOnBadInput?: boolean } = {}): Promise<T | undefined> {
     for (let attempt = 0; ; attempt++) {
       if (!this.isRelay) return undefined;
       try {
         return await fn();
       } catch (err) {
+        if (opts.giveUpOnBadInput && String((err as { code?: unknown }).code ?? '').startsWith('22')) {
+          this.#o.log.error({ err: (err as Error).message }, `${what} failed on its input; skipped`);
+          return undefined;
+        }
         this.#o.log.warn({ err: (err as Error).message, attempt }, `${what} failed; retrying`);
         await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** attempt)));
       }
@@ -152,16 +168,24 @@ export class Relay {
   }
 
   /** Reads the notified transactions' changes for every user and publishes them in commit order. */
-  async #relay(txids: string[], xmins: Map<string, bigint | null>): Promise<void> {
-    const batch = await this.#retry('relay read', () => changesByTxids(this.#o.db, txids, 'all'));
-    if (!batch) return;
-    for (const txid of txids) {
-      const tx = BigInt(txid);
-      const one: ChangeBatch = { changes: batch.changes.filter((c) => c.txid === tx), unread: batch.unread };
-      const xmin = xmins.get(txid) ?? null;
-      xmins.delete(txid);
-      if (one.changes.length > 0) await this.#retry('publishing', () => this.#o.fanout.publish(one, () => (xmin !== null && xmin <= tx ? xmin : null)));
-      if (xmin !== null && xmin <= tx && xmin > this.#horizon) this.#horizon = xmin;
+  async #relay(entries: RelayEntry[]): Promise<void> {
+    const txids = [...new Set(entries.flatMap((e) => ('txid' in e ? [e.txid] : [])))];
+    const batch = txids.length > 0 ? await this.#retry('relay read', () => changesByTxids(this.#o.db, txids, 'all'), { giveUpOnBadInput: true }) : undefined;
+    if (txids.length > 0 && !batch) return;
+    const done = new Set<string>();
+    for (const e of entries) {
+      if ('horizon' in e) {
+        if (e.horizon > this.#horizon) this.#horizon = e.horizon;
+        continue;
+      }
+      if (done.has(e.txid)) continue;
+      done.add(e.txid);
+      const tx = BigInt(e.txid);
+      const one: ChangeBatch = { changes: batch!.changes.filter((c) => c.txid === tx), unread: batch!.unread };
+      // Nodes move a user's cursor to this horizon on this message: everything below it was
+      // published before it (on that user's channel too).
+      const horizon = this.#horizon > 0n && this.#horizon <= tx ? this.#horizon : null;
+      if (one.changes.length > 0) await this.#retry('publishing', () => this.#o.fanout.publish(one, () => horizon));
     }
     await this.#record();
   }
