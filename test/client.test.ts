@@ -196,4 +196,42 @@ describe('client against a daemon', () => {
     expect(client.state.unread).toBe(2);
     client.stop();
   });
+
+  it('stop() while getToken() is pending opens no socket (the React hook stops during a token fetch)', async () => {
+    daemon ??= await startTestDaemon(db);
+    let release!: (t: string) => void;
+    const token = await tokenFor('ann');
+    const client = new PgbellClient({ url: daemon.url, getToken: () => new Promise<string>((r) => (release = r)), WebSocket: WS });
+    void client.start();
+    await until(() => release !== undefined, 2000, 'token asked');
+    client.stop();
+    release(token);
+    await new Promise((r) => setTimeout(r, 500));
+    const held = (await (await fetch(`http://127.0.0.1:${daemon.port}/health`)).json()) as { connections: number; pendingAuth?: number };
+    expect(held.connections).toBe(0);
+    expect(client.state.status).not.toBe('live');
+  });
+
+  it('subscribe(types) called before synced reaches the server: the new filter holds live', async () => {
+    daemon ??= await startTestDaemon(db);
+    let opened!: () => void;
+    const openedP = new Promise<void>((r) => (opened = r));
+    class Watching extends WebSocket {
+      constructor(url: string) {
+        super(url);
+        this.once('open', () => opened());
+      }
+    }
+    const client = new PgbellClient({ url: daemon.url, token: await tokenFor('cat'), WebSocket: Watching as unknown as SocketConstructor });
+    void client.start();
+    await openedP; // auth sent, not synced yet
+    expect(client.state.status).not.toBe('live');
+    await client.subscribe(['security']);
+    await until(() => client.state.status === 'live', 5000, 'live');
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('cat', 'billing', 'not wanted'), ('cat', 'security', 'wanted')`);
+    await until(() => client.state.alerts.some((a) => a.title === 'wanted'), 5000, 'the security alert');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(client.state.alerts.map((a) => a.title)).toEqual(['wanted']);
+    client.stop();
+  });
 });

@@ -157,7 +157,9 @@ export class PgbellClient {
     this.#types = [...types];
     this.#byId.clear();
     this.#emitChange({});
-    if (this.#live && this.#ws?.readyState === OPEN) this.#ws.send(JSON.stringify({ type: 'subscribe', types: this.#types }));
+    // An open socket has sent its auth: the server applies this once that socket is live (its
+    // messages wait for the sync). A socket still connecting will send the new types in its auth.
+    if (this.#ws?.readyState === OPEN) this.#ws.send(JSON.stringify({ type: 'subscribe', types: this.#types }));
     if (this.#o.pollUrl) await this.#loadList().catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
   }
 
@@ -175,6 +177,8 @@ export class PgbellClient {
       this.#emit('error', err as Error);
       return this.#onDisconnect();
     }
+    // stop() may have run while the token was being fetched (the React hook's delayed stop).
+    if (this.#stopped) return;
     const Ctor = this.#o.WebSocket ?? (globalThis as { WebSocket?: SocketConstructor }).WebSocket;
     if (!Ctor) throw new Error('pgbell client: no WebSocket implementation; pass options.WebSocket');
     const ws = new Ctor(this.#o.url);
