@@ -201,9 +201,15 @@ function installStatements(o: Stored, channel: string): string[] {
        ${notifyBody}
        RETURN NULL;
      END $$`,
+    // A change of owner is a delete for the old one and a new alert for the new one (see
+    // sql/000008_owner_change.sql).
     `CREATE FUNCTION ${INSTALL_SCHEMA}.tg_alert__changed() RETURNS trigger LANGUAGE plpgsql AS $$
      BEGIN
        NEW.pgbell_changed_txid := pg_current_xact_id();
+       IF NEW.${q(o.userColumn)} IS DISTINCT FROM OLD.${q(o.userColumn)} THEN
+         NEW.pgbell_txid := pg_current_xact_id();
+         INSERT INTO ${tombstone} (id, "userId") VALUES (OLD.${q(o.idColumn)}::text, OLD.${q(o.userColumn)}::text);
+       END IF;
        RETURN NEW;
      END $$`,
     // The column names are baked in: one install per database, so one function.
