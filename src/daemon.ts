@@ -167,13 +167,16 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, metrics });
   listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
-  listener.on('resumed', () => {
-    delivery.catchUp();
-    // A revocation sent while the listener was away was missed too: check the table.
+  // A revocation sent while notifications could not reach this node (listener gap, Redis gap,
+  // relay takeover) was missed too: check the table for every user with a socket here.
+  const recheckRevocations = (why: string) =>
     void revokedBefore(db, server.userIds()).then(
       (found) => found.forEach((before, userId) => server.revoke(userId, before)),
-      (err) => log.warn({ err: (err as Error).message }, 'checking revocations after the listener reconnected failed'),
+      (err) => log.warn({ err: (err as Error).message }, `checking revocations ${why} failed`),
     );
+  listener.on('resumed', () => {
+    delivery.catchUp();
+    recheckRevocations('after the listener reconnected');
   });
   if (listener instanceof Listener) listener.on('horizon', (xmin) => delivery.horizon(xmin));
   // A revocation payload is a hint any role can send: what closes sockets is the table's row.
@@ -194,7 +197,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         log,
         onChanges: (txid, xmin, batch) => delivery.deliverRead(txid, xmin, batch),
         onRevoke: (userId) => confirmRevocation(userId),
-        onResumed: () => delivery.catchUp(),
+        onResumed: () => {
+          delivery.catchUp();
+          recheckRevocations('after Redis reconnected');
+        },
+        databaseId: dbId,
       })
     : null;
   const relay = fanout
@@ -234,7 +241,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
     alerts: alertsHandler({ db, key: keys, allowedOrigins: opts.allowedOrigins ?? [], maxReplay, leewaySeconds: opts.tokenLeewaySeconds ?? 30 }),
     log,
-    listenerStatus: () => (fanout ? { state: fanout.ready ? 'connected' : 'reconnecting', mode: 'redis', relay: relay!.isRelay, channel: opts.channel } : listener.status()),
+    listenerStatus: () =>
+      fanout
+        ? { state: fanout.ready ? 'connected' : 'reconnecting', mode: 'redis', relay: relay!.isRelay, channel: opts.channel, ...(relay!.probeStatus && { probe: relay!.probeStatus }) }
+        : listener.status(),
     queueUsage: () => queueUsage,
     metrics,
   });
@@ -246,7 +256,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     if (checking) return;
     checking = true;
     try {
-      if (!fanout) await listener.probe(Math.min(5000, Math.max(250, opts.heartbeatMs)));
+      const timeoutMs = Math.min(5000, Math.max(250, opts.heartbeatMs));
+      if (!fanout) await listener.probe(timeoutMs);
+      else {
+        // The relay's LISTEN is the fleet's only one: probe it like a node's own.
+        await relay!.probe(timeoutMs);
+        // A revocation published while this node's Redis or the relay was away is not
+        // re-sent; the table is checked once per heartbeat instead.
+        recheckRevocations('in Redis mode');
+      }
       const { rows } = await sql<{ u: number }>`SELECT pg_notification_queue_usage() AS u`.execute(db);
       const wasHigh = (queueUsage ?? 0) > 0.5;
       queueUsage = Number(rows[0]!.u);

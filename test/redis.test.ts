@@ -5,8 +5,10 @@
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { freshDatabase, query } from './helpers/pg.js';
+import { captureLogger, health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { TestClient, sleep } from './helpers/client.js';
+import { emptyDatabase, freshDatabase, query } from './helpers/pg.js';
+import { RedisFanout } from '../src/fanout/redis.js';
 import { Tab, until } from './helpers/tab.js';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -98,5 +100,69 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
     const [row] = await query(db, `SELECT "relayTxid"::text::numeric < 999999999999 AS sane, "relayTxid" <= pg_current_xact_id() AS below FROM pgbell_state`);
     expect(row).toMatchObject({ sane: true, below: true });
     tab.close();
+  }, 30_000);
+
+  it('two deployments on one Redis with the same channel and the same user id never see each other', async () => {
+    const other = await freshDatabase(['42']);
+    const mine = await freshDatabase(['42']);
+    const a = await startTestDaemon(mine, { fanout: 'redis', redisUrl: REDIS_URL });
+    const b = await startTestDaemon(other, { fanout: 'redis', redisUrl: REDIS_URL });
+    try {
+      await until(async () => (await health(a.http)).body.listener.relay && (await health(b.http)).body.listener.relay, 10_000, 'both relays');
+      const ta = await TestClient.ready(a.url, await tokenFor('42'));
+      const tb = await TestClient.ready(b.url, await tokenFor('42'));
+      await query(mine, `INSERT INTO "Alert" ("userId", title) VALUES ('42', 'mine')`);
+      await query(other, `INSERT INTO "Alert" ("userId", title) VALUES ('42', 'theirs')`);
+      await ta.next((m) => m.type === 'notification');
+      await tb.next((m) => m.type === 'notification');
+      await sleep(300);
+      expect(ta.alerts().map((x) => x.title)).toEqual(['mine']);
+      expect(tb.alerts().map((x) => x.title)).toEqual(['theirs']);
+      ta.close();
+      tb.close();
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  }, 30_000);
+
+  it("a user's second socket waits for the same SSUBSCRIBE confirmation as the first", async () => {
+    const fanout = new RedisFanout({ url: REDIS_URL, channel: 'pgbell', databaseId: `w${tag}`, log: captureLogger().log, onChanges: () => {}, onRevoke: () => {}, onResumed: () => {} });
+    await fanout.start();
+    try {
+      let firstDone = false;
+      const first = fanout.watch('twin').then(() => (firstDone = true));
+      await fanout.watch('twin');
+      expect(firstDone).toBe(true);
+      await first;
+    } finally {
+      await fanout.close();
+    }
+  });
+
+  it('a revocation that sent no notification at all still closes the sockets within a heartbeat (the table is checked)', async () => {
+    const quiet = await freshDatabase(['rv']);
+    const n = await startTestDaemon(quiet, { fanout: 'redis', redisUrl: REDIS_URL, heartbeatMs: 400 });
+    try {
+      const c = await TestClient.ready(n.url, await tokenFor('rv'));
+      // The revocation trigger is skipped: nothing is published, as when the relay was away.
+      await query(quiet, `BEGIN; SET LOCAL session_replication_role = replica; INSERT INTO pgbell_revocation ("userId") VALUES ('rv'); COMMIT;`);
+      expect((await c.closed).code).toBe(4403);
+    } finally {
+      await n.stop();
+    }
+  }, 20_000);
+
+  it("the relay's LISTEN is probed: a relay that hears nothing makes /health 503", async () => {
+    const deafDb = await freshDatabase();
+    const elsewhere = await emptyDatabase('deaf');
+    const n = await startTestDaemon(deafDb, { fanout: 'redis', redisUrl: REDIS_URL, heartbeatMs: 400, listenDatabaseUrl: elsewhere });
+    try {
+      await until(async () => (await health(n.http)).body.listener.relay === true, 10_000, 'relay');
+      await until(async () => (await health(n.http)).status === 503, 10_000, '503');
+      expect((await health(n.http)).body.listener.probe.ok).toBe(false);
+    } finally {
+      await n.stop();
+    }
   }, 30_000);
 });

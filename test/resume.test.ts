@@ -121,6 +121,28 @@ describe('resume from a cursor', () => {
     c.close();
   });
 
+  it('a cursor from a clone of this database (CREATE DATABASE … TEMPLATE) is another database there: reset, not a silent gap', async () => {
+    const first = await tab('erin');
+    const cursor = first.cursor!;
+    first.close();
+    const cloneName = `${dbName}_clone`;
+    // A template must have no other sessions: the daemon's pool is connected, so clone a
+    // fresh copy of the run's template instead (it is what this file's database was cloned from).
+    await query(admin(), `CREATE DATABASE ${cloneName} TEMPLATE ${inject('pg').template}`);
+    const cloneUrl = db.replace(new RegExp(`/${dbName}(\\?|$)`), `/${cloneName}$1`);
+    const onClone = await startTestDaemon(cloneUrl);
+    try {
+      const c = await TestClient.connect(onClone.url);
+      c.send({ type: 'auth', token: await tokenFor('erin'), after: cursor });
+      await c.next((m) => m.type === 'synced');
+      expect(c.messages[1]).toEqual({ type: 'reset', reason: 'cursor is from another database' });
+      c.close();
+    } finally {
+      await onClone.stop();
+      await query(admin(), `DROP DATABASE ${cloneName} WITH (FORCE)`);
+    }
+  });
+
   it('more changes since the cursor than MAX_REPLAY → reset instead of a flood', async () => {
     const small = await startTestDaemon(db, { maxReplay: 5 });
     try {

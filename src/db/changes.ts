@@ -67,6 +67,17 @@ interface Row {
   n: string | null;
 }
 
+/**
+ * What identifies this database's transaction ids in a cursor and in Redis channel names: the
+ * random id the migration wrote (pgbell_state, alias st), plus a digest of the cluster's system
+ * identifier and the database's oid. A copy keeps the stored id but not both of those: a
+ * CREATE DATABASE … TEMPLATE clone has another oid, a pg_dump restore into another cluster
+ * another system identifier, so their cursors reset instead of being read against another
+ * database's transaction ids, and two clones on one Redis do not share channels. A failover to
+ * a physical replica keeps both (the same transaction history), so cursors stay valid.
+ */
+const DATABASE_ID = `(st."databaseId" || '-' || substr(md5((SELECT system_identifier FROM pg_control_system())::text || '/' || (SELECT oid FROM pg_database WHERE datname = current_database())::text), 1, 6))`;
+
 /** A user's unread count per alert type, as a JSON object (uses the partial unread index). */
 const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, c.n), '{}') FROM (
       SELECT x.type, count(*) AS n FROM "Alert" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
@@ -148,7 +159,7 @@ const CHANGES_SINCE = `
     SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('req.uid')}, NULL, NULL, NULL, NULL, NULL, NULL
       FROM req
     UNION ALL
-    SELECT 's', st."databaseId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    SELECT 's', ${DATABASE_ID}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            pg_snapshot_xmin(snap.s)::text, pg_snapshot_xmax(snap.s)::text, st."prunedTxid"::text, NULL
       FROM snap, pgbell_state st
 `;
@@ -232,9 +243,9 @@ export async function unreadCounts(db: Q, userId: string): Promise<UnreadByType>
   return rows[0]?.c ?? {};
 }
 
-/** The id that goes into cursors; written once by the migration. */
+/** The id that goes into cursors (see DATABASE_ID). */
 export async function databaseId(db: Q): Promise<string> {
-  const { rows } = await sql<{ id: string }>`SELECT "databaseId" AS id FROM pgbell_state`.execute(db);
+  const { rows } = await sql<{ id: string }>`SELECT ${sql.raw(DATABASE_ID)} AS id FROM pgbell_state st`.execute(db);
   if (!rows[0]) throw new Error('pgbell_state is empty: run `pgbell migrate`');
   return rows[0].id;
 }

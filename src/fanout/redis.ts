@@ -21,8 +21,13 @@ interface Wire {
 
 export interface FanoutOptions {
   url: string;
-  /** Namespace of the channels (the NOTIFY channel name, so several deployments can share a Redis). */
+  /** The NOTIFY channel name: part of the channels' namespace. */
   channel: string;
+  /**
+   * The database's id (pgbell_state): the rest of the namespace, so that deployments sharing a
+   * Redis (and a channel name, and user ids) never see each other's messages.
+   */
+  databaseId: string;
   log: Logger;
   /** A transaction's changes for a user this node holds. */
   onChanges: (txid: string, xmin: bigint | null, batch: ChangeBatch) => void;
@@ -35,7 +40,8 @@ export interface FanoutOptions {
 export class RedisFanout {
   readonly #pub: RedisClientType;
   readonly #sub: RedisClientType;
-  readonly #watched = new Map<string, number>();
+  /** Users watched: how many sockets, and the SSUBSCRIBE every one of them awaits. */
+  readonly #watched = new Map<string, { n: number; subscribed: Promise<void> }>();
   readonly #o: FanoutOptions;
   #connectedOnce = false;
   #lost = false;
@@ -81,19 +87,33 @@ export class RedisFanout {
     });
   }
 
-  /** Subscribes for a user (counted); resolves once Redis confirmed, so nothing published after is missed. */
+  /**
+   * Subscribes for a user (counted); resolves once Redis confirmed, so nothing published after
+   * is missed. A second socket of the user waits for the same confirmation (two tabs
+   * reconnecting together must not go live before it).
+   */
   async watch(userId: string): Promise<void> {
-    const n = this.#watched.get(userId) ?? 0;
-    this.#watched.set(userId, n + 1);
-    if (n > 0) return;
-    await this.#sub.sSubscribe(this.#userChannel(userId), (message) => this.#onMessage(message));
+    const entry = this.#watched.get(userId);
+    if (entry) {
+      entry.n++;
+      return entry.subscribed;
+    }
+    const subscribed = this.#sub.sSubscribe(this.#userChannel(userId), (message) => this.#onMessage(message));
+    const fresh = { n: 1, subscribed };
+    this.#watched.set(userId, fresh);
+    // A failed subscription is not kept: the next socket of the user tries again.
+    subscribed.catch(() => {
+      if (this.#watched.get(userId) === fresh) this.#watched.delete(userId);
+    });
+    return subscribed;
   }
 
   unwatch(userId: string): void {
-    const n = (this.#watched.get(userId) ?? 0) - 1;
-    if (n > 0) return void this.#watched.set(userId, n);
+    const entry = this.#watched.get(userId);
+    if (!entry) return;
+    if (--entry.n > 0) return;
     this.#watched.delete(userId);
-    void this.#sub.sUnsubscribe(this.#userChannel(userId)).catch(() => {});
+    void entry.subscribed.then(() => this.#sub.sUnsubscribe(this.#userChannel(userId))).catch(() => {});
   }
 
   /** Publishes a batch's changes, one message per user and transaction. */
@@ -150,10 +170,10 @@ export class RedisFanout {
   }
 
   #userChannel(userId: string): string {
-    return `pgbell:${this.#o.channel}:u:${userId}`;
+    return `pgbell:${this.#o.databaseId}:${this.#o.channel}:u:${userId}`;
   }
 
   #revokeChannel(): string {
-    return `pgbell:${this.#o.channel}:revoke`;
+    return `pgbell:${this.#o.databaseId}:${this.#o.channel}:revoke`;
   }
 }

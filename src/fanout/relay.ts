@@ -51,6 +51,19 @@ export class Relay {
     return this.#listener !== null;
   }
 
+  /** While this node is the relay: the last probe of its LISTEN (for /health); else null. */
+  get probeStatus(): { ok: boolean | null; at: string | null } | null {
+    return this.#listener?.status().probe ?? null;
+  }
+
+  /**
+   * While this node is the relay, checks its LISTEN end to end (a transaction pooler, a replica
+   * or a half-open connection would otherwise be a silent fleet-wide outage). Never throws.
+   */
+  async probe(timeoutMs: number): Promise<void> {
+    await this.#listener?.probe(timeoutMs);
+  }
+
   start(): void {
     const tick = () => void this.#tryAcquire();
     tick();
