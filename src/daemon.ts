@@ -63,6 +63,8 @@ export interface DaemonOptions {
   syncBatchUsers?: number;
   /** Above this many connected users, live reads are not filtered by user (tests use a small number). */
   liveFilterMaxUsers?: number;
+  /** Redis mode: how often a standby tries to become the relay, and rows per catch-up page (tests). */
+  relay?: { retryMs?: number; pageRows?: number };
   log?: Logger;
   logLevel?: string;
   /** How often the info summary line is logged (default 60 s; tests use less). */
@@ -205,7 +207,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       })
     : null;
   const relay = fanout
-    ? new Relay({ databaseUrl: opts.databaseUrl, listenUrl: opts.listenDatabaseUrl ?? opts.databaseUrl, channel: opts.channel, db, fanout, log, heartbeatMs: opts.heartbeatMs })
+    ? new Relay({ databaseUrl: opts.databaseUrl, listenUrl: opts.listenDatabaseUrl ?? opts.databaseUrl, channel: opts.channel, db, fanout, log, heartbeatMs: opts.heartbeatMs, ...opts.relay })
     : null;
 
   const retentionHours = opts.tombstoneRetentionHours ?? 168;

@@ -165,4 +165,27 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
       await n.stop();
     }
   }, 30_000);
+
+  it('a takeover publishes whole transactions page by page: a delete above the page cut skips nothing', async () => {
+    const pdb = await freshDatabase(['pg1']);
+    const first = await startTestDaemon(pdb, { fanout: 'redis', redisUrl: REDIS_URL });
+    await until(async () => (await health(first.http)).body.listener.relay === true, 10_000, 'first relay');
+    // A node that will not try the relay lock again during the test: it holds the tab.
+    const holder = await startTestDaemon(pdb, { fanout: 'redis', redisUrl: REDIS_URL, relay: { retryMs: 600_000 } });
+    let second: TestDaemon | undefined;
+    try {
+      const old = (await query(pdb, `INSERT INTO "Alert" ("userId", title) VALUES ('pg1', 'old') RETURNING id`))[0]!.id as string;
+      const tab = await new Tab(await tokenFor('pg1')).connect(holder.url);
+      await sleep(600); // the relay records its horizon
+      await first.stop(); // no relay now
+      const ids = (await query(pdb, `INSERT INTO "Alert" ("userId", title) SELECT 'pg1', 'row ' || i FROM generate_series(1, 3) i RETURNING id`)).map((r) => r.id as string);
+      await query(pdb, `DELETE FROM "Alert" WHERE id = $1`, [old]);
+      second = await startTestDaemon(pdb, { fanout: 'redis', redisUrl: REDIS_URL, relay: { pageRows: 2 } });
+      await until(() => ids.every((id) => tab.ids.has(id)) && tab.deleted.has(old), 10_000, 'the 3 rows and the delete');
+      tab.close();
+    } finally {
+      await holder.stop();
+      await second?.stop();
+    }
+  }, 40_000);
 });

@@ -194,14 +194,18 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
  * Every user's changes at or after `after`, oldest transaction first, with the read's snapshot
  * horizon: what a relay that took over publishes first. At most `limit` rows.
  */
-export async function changesSinceAll(db: Q, after: bigint, limit: number): Promise<{ batch: ChangeBatch; xmin: bigint; full: boolean }> {
+export async function changesSinceAll(db: Q, after: bigint, limit: number): Promise<{ batch: ChangeBatch; xmin: bigint; next: bigint | null }> {
   const rows = await preparedQuery<Row>(db, 'pgbell_changes_since_all', CHANGES_SINCE_ALL, [after.toString(), limit]);
   const s = rows.find((r) => r.k === 's')!;
   const batch = collect(rows);
-  // A full page may stop inside a transaction: the caller drops the last one and reads on from it.
-  const full = rows.filter((r) => r.k === 'a').length >= limit;
   batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
-  return { batch, xmin: BigInt(s.itx!), full };
+  // A full page may stop inside the transaction of its last alert row, and the tombstones (not
+  // limited) may reach beyond it: the page keeps only what is below that transaction, whole,
+  // and the next page starts at it (`next`). Null: this page is everything.
+  const alerts = batch.changes.filter((c) => c.kind === 'alert');
+  if (alerts.length < limit) return { batch, xmin: BigInt(s.itx!), next: null };
+  const cut = alerts.at(-1)!.txid;
+  return { batch: { changes: batch.changes.filter((c) => c.txid < cut), unread: batch.unread }, xmin: BigInt(s.itx!), next: cut };
 }
 
 const CHANGES_SINCE_ALL = `

@@ -31,6 +31,8 @@ export interface RelayOptions {
   heartbeatMs: number;
   /** How often a standby node tries to become the relay. */
   retryMs?: number;
+  /** Alert rows per catch-up page (default PAGE). */
+  pageRows?: number;
 }
 
 export class Relay {
@@ -213,28 +215,23 @@ export class Relay {
     if (!stored) return;
     let after = stored.h === null ? BigInt(stored.now) : BigInt(stored.h);
     let published = 0;
-    let limit = PAGE;
+    let limit = this.#o.pageRows ?? PAGE;
     for (;;) {
       const page = await this.#retry('relay catch-up read', () => changesSinceAll(db, after, limit));
       if (!page) return;
-      let changes = page.batch.changes;
-      if (page.full) {
-        // The page may end inside its last transaction: leave that one for the next page.
-        const last = changes.at(-1)!.txid;
-        const whole = changes.filter((c) => c.txid !== last);
-        if (whole.length === 0) {
-          limit *= 2;
-          continue;
-        }
-        changes = whole;
-        after = last;
+      const { changes } = page.batch;
+      if (page.next !== null && changes.length === 0) {
+        // One transaction has more rows than a page: read a bigger one.
+        limit *= 2;
+        continue;
       }
       if (changes.length > 0) await this.#retry('publishing', () => fanout.publish({ changes, unread: page.batch.unread }, () => null));
       published += changes.length;
-      if (!page.full) {
+      if (page.next === null) {
         if (page.xmin > this.#horizon) this.#horizon = page.xmin;
         break;
       }
+      after = page.next;
     }
     await this.#record();
     log.info({ published }, `relay caught up: published ${published} changes`);
