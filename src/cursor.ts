@@ -10,15 +10,27 @@
 
 /** Ids above the horizon a cursor carries at most; beyond that the oldest are dropped. */
 export const MAX_CURSOR_IDS = 64;
+/**
+ * Ids above the horizon a live cursor keeps in memory at most. A transaction held open (a
+ * session idle in transaction) stops the horizon; without a bound, every transaction of the
+ * user after it would stay in every socket's cursor. Past the bound the oldest are forgotten:
+ * nothing is lost (a forgotten id only makes a later re-read send that transaction again),
+ * and the wire form carries MAX_CURSOR_IDS anyway.
+ */
+export const MAX_MEMORY_IDS = 1024;
 const VERSION = '1';
 
 export class CursorState {
   #horizon: bigint;
   readonly #seen = new Set<bigint>();
+  /** The same ids, ascending: encode() takes the last MAX_CURSOR_IDS without sorting. */
+  readonly #sorted: bigint[] = [];
+  /** encode()'s last result; every socket of a busy user encodes after every message. */
+  #encoded: { databaseId: string; text: string } | null = null;
 
   constructor(horizon: bigint, seen: Iterable<bigint> = []) {
     this.#horizon = horizon;
-    for (const t of seen) if (t >= horizon) this.#seen.add(t);
+    for (const t of seen) this.add(t);
   }
 
   get horizon(): bigint {
@@ -27,7 +39,12 @@ export class CursorState {
 
   /** Ids at or above the horizon that were seen, ascending. */
   get ids(): bigint[] {
-    return [...this.#seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return [...this.#sorted];
+  }
+
+  /** How many ids above the horizon are kept (at most MAX_MEMORY_IDS). */
+  get size(): number {
+    return this.#sorted.length;
   }
 
   has(txid: bigint): boolean {
@@ -35,14 +52,33 @@ export class CursorState {
   }
 
   add(txid: bigint): void {
-    if (txid >= this.#horizon) this.#seen.add(txid);
+    if (txid < this.#horizon || this.#seen.has(txid)) return;
+    this.#seen.add(txid);
+    // Transactions mostly arrive in ascending order: an append, else a binary-search insert.
+    const a = this.#sorted;
+    if (a.length === 0 || a[a.length - 1]! < txid) a.push(txid);
+    else {
+      let lo = 0;
+      let hi = a.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (a[mid]! < txid) lo = mid + 1;
+        else hi = mid;
+      }
+      a.splice(lo, 0, txid);
+    }
+    if (a.length > MAX_MEMORY_IDS) this.#seen.delete(a.shift()!);
+    this.#encoded = null;
   }
 
   /** Everything below `horizon` is known to be seen; forget the ids it now covers. */
   advance(horizon: bigint): void {
     if (horizon <= this.#horizon) return;
     this.#horizon = horizon;
-    for (const t of this.#seen) if (t < horizon) this.#seen.delete(t);
+    let n = 0;
+    while (n < this.#sorted.length && this.#sorted[n]! < horizon) this.#seen.delete(this.#sorted[n++]!);
+    if (n > 0) this.#sorted.splice(0, n);
+    this.#encoded = null;
   }
 
   /**
@@ -51,9 +87,12 @@ export class CursorState {
    * those transactions' alerts, with the same ids, rather than skipping anything.
    */
   encode(databaseId: string): string {
-    const ids = this.ids.slice(-MAX_CURSOR_IDS);
+    if (this.#encoded?.databaseId === databaseId) return this.#encoded.text;
+    const ids = this.#sorted.slice(-MAX_CURSOR_IDS);
     const parts = [VERSION, databaseId, this.#horizon.toString(36), ...ids.map((t) => (t - this.#horizon).toString(36))];
-    return parts.join('.');
+    const text = parts.join('.');
+    this.#encoded = { databaseId, text };
+    return text;
   }
 }
 

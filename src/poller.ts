@@ -5,13 +5,15 @@
  * cannot group-commit; see sql/000006_poll_mode.sql).
  *
  * It emits what the Listener emits (`txid` with a horizon, `revoke`), so delivery is the same
- * code in both modes. One poll is one statement, one snapshot S:
- * - every transaction id at or above the previous horizon that changed a row or left a
- *   tombstone and is visible in S, oldest first, minus those already emitted;
+ * code in both modes. One poll is one statement, one snapshot S (xmin, xmax, and the ids in
+ * progress between them):
+ * - every transaction id that changed a row or left a tombstone and is visible in S, oldest
+ *   first, among those the previous snapshot could not see: at or above its xmax, or in
+ *   progress then. Everything else below the previous xmax was emitted already, so nothing is
+ *   read twice and no set of emitted ids is kept, however long a transaction stays open;
  * - S's xmin: every transaction below it has finished and, if it changed alerts, was in this
- *   or an earlier poll. That is the next poll's starting point and the horizon sent along:
- *   for a transaction below xmin, its own id (every lower one was emitted before it); for one
- *   at or above, xmin;
+ *   or an earlier poll. That is the horizon sent along: for a transaction below xmin, its own
+ *   id (every lower one was emitted before it); for one at or above, xmin;
  * - revocations with an id above the last one seen.
  * A failed poll is retried from the same point, so a database restart loses nothing; there is
  * no connection whose loss needs a catch-up.
@@ -29,7 +31,7 @@ export interface PollerOptions {
 }
 
 interface Row {
-  k: 't' | 'x' | 'r';
+  k: 't' | 'x' | 'm' | 'p' | 'r';
   v: string;
   u: string | null;
   b: string | null;
@@ -41,10 +43,10 @@ export class Poller extends EventEmitter<ListenerEvents> {
   #failures = 0;
   #reconnects = 0;
   #probe: { ok: boolean | null; at: string | null } = { ok: null, at: null };
-  /** Transactions at or above this are read again by each poll. */
+  /** The previous snapshot's xmax: transactions at or above it are read by the next poll. */
   #after = 0n;
-  /** Emitted transactions at or above #after, so a re-read does not emit them twice. */
-  #emitted = new Set<bigint>();
+  /** The previous snapshot's in-progress transactions: read by the next poll too. */
+  #inProgress: string[] = [];
   #lastRevocation = '0';
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<boolean> | null = null;
@@ -106,11 +108,16 @@ export class Poller extends EventEmitter<ListenerEvents> {
       ({ rows } = await sql<Row>`
         WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s)
         SELECT 't' AS k, t.tx::text AS v, NULL AS u, NULL AS b FROM (
-          SELECT DISTINCT "changedTxid" AS tx FROM "Alert" WHERE "changedTxid" >= ${this.#after.toString()}::xid8
+          SELECT DISTINCT "changedTxid" AS tx FROM "Alert"
+           WHERE "changedTxid" >= ${this.#after.toString()}::xid8 OR "changedTxid" = ANY(${this.#inProgress}::xid8[])
           UNION
-          SELECT txid FROM "AlertTombstone" WHERE txid >= ${this.#after.toString()}::xid8) t
+          SELECT txid FROM "AlertTombstone" WHERE txid >= ${this.#after.toString()}::xid8 OR txid = ANY(${this.#inProgress}::xid8[])) t
         UNION ALL
         SELECT 'x', pg_snapshot_xmin(snap.s)::text, NULL, NULL FROM snap
+        UNION ALL
+        SELECT 'm', pg_snapshot_xmax(snap.s)::text, NULL, NULL FROM snap
+        UNION ALL
+        SELECT 'p', x::text, NULL, NULL FROM snap, pg_snapshot_xip(snap.s) x
         UNION ALL
         SELECT 'r', id::text, "userId", floor(extract(epoch FROM before))::bigint::text
           FROM pgbell_revocation WHERE id > ${this.#lastRevocation}::bigint`.execute(this.#o.db));
@@ -132,21 +139,15 @@ export class Poller extends EventEmitter<ListenerEvents> {
     const txids = rows
       .filter((r) => r.k === 't')
       .map((r) => BigInt(r.v))
-      .filter((t) => !this.#emitted.has(t))
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const r of rows) {
       if (r.k !== 'r') continue;
       if (BigInt(r.v) > BigInt(this.#lastRevocation)) this.#lastRevocation = r.v;
       this.emit('revoke', r.u!, Number(r.b));
     }
-    for (const tx of txids) {
-      this.#emitted.add(tx);
-      this.emit('txid', tx.toString(), tx < xmin ? tx : xmin);
-    }
-    if (xmin > this.#after) {
-      this.#after = xmin;
-      for (const t of this.#emitted) if (t < xmin) this.#emitted.delete(t);
-    }
+    for (const tx of txids) this.emit('txid', tx.toString(), tx < xmin ? tx : xmin);
+    this.#after = BigInt(rows.find((r) => r.k === 'm')!.v);
+    this.#inProgress = rows.filter((r) => r.k === 'p').map((r) => r.v);
     return true;
   }
 
