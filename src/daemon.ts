@@ -63,6 +63,8 @@ export interface DaemonOptions {
   syncBatchUsers?: number;
   /** Above this many connected users, live reads are not filtered by user (tests use a small number). */
   liveFilterMaxUsers?: number;
+  /** Proxies whose X-Forwarded-For is trusted (the per-address unauthenticated budget). */
+  trustProxyHops?: number | undefined;
   /** Redis mode: how often a standby tries to become the relay, and rows per catch-up page (tests). */
   relay?: { retryMs?: number; pageRows?: number };
   log?: Logger;
@@ -98,6 +100,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     redisUrl: config.REDIS_URL,
     tls: config.TLS_CERT && config.TLS_KEY ? { certFile: config.TLS_CERT, keyFile: config.TLS_KEY } : undefined,
     tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
+    trustProxyHops: config.TRUST_PROXY_HOPS,
     tokenExpiringSeconds: config.TOKEN_EXPIRING_SECONDS,
     maxReplay: config.MAX_REPLAY,
     tombstoneRetentionHours: config.TOMBSTONE_RETENTION_HOURS,
@@ -105,6 +108,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     limits: {
       maxConnections: config.MAX_CONNECTIONS,
       maxUnauthenticated: config.MAX_UNAUTHENTICATED,
+      maxUnauthenticatedPerAddress: config.MAX_UNAUTHENTICATED_PER_ADDRESS,
       maxPerUser: config.MAX_CONNECTIONS_PER_USER,
       rateLimit: config.RATE_LIMIT,
       rateWindowMs: config.RATE_WINDOW_MS,
@@ -222,6 +226,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const server = new Server({
     tls,
     port: opts.port,
+    trustProxyHops: opts.trustProxyHops,
     host: opts.host,
     heartbeatMs: opts.heartbeatMs,
     authTimeoutMs: opts.authTimeoutMs,

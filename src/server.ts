@@ -31,6 +31,8 @@ const HEARTBEAT_SLICES = 20;
 export interface Limits {
   maxConnections: number;
   maxUnauthenticated: number;
+  /** Of those, from one client address (0 = no per-address budget). */
+  maxUnauthenticatedPerAddress: number;
   maxPerUser: number;
   rateLimit: number;
   rateWindowMs: number;
@@ -40,6 +42,7 @@ export interface Limits {
 export const DEFAULT_LIMITS: Limits = {
   maxConnections: 20_000,
   maxUnauthenticated: 1_000,
+  maxUnauthenticatedPerAddress: 100,
   maxPerUser: 20,
   rateLimit: 100,
   rateWindowMs: 10_000,
@@ -48,6 +51,11 @@ export const DEFAULT_LIMITS: Limits = {
 
 export interface ServerOptions {
   port: number;
+  /**
+   * Proxies in front of the daemon whose X-Forwarded-For is trusted: the client address is the
+   * entry this many from the right. 0 (default): the socket's peer address.
+   */
+  trustProxyHops?: number | undefined;
   /** PEM certificate and key: serve https:// and wss:// instead of http:// and ws://. */
   tls?: { cert: Buffer; key: Buffer } | undefined;
   /** Origins whose pages may open a socket; 'any' skips the check. */
@@ -99,6 +107,17 @@ interface Conn {
   windowStart: number;
   messages: number;
   limited: boolean;
+  /** Counted in the per-address unauthenticated budget under this address, until it authenticates or closes. */
+  pendingAddress?: string | undefined;
+}
+
+/** Loopback, private (RFC 1918), link-local and unique-local addresses, IPv4 (also IPv4-mapped) and IPv6. */
+export function isPrivateAddress(address: string): boolean {
+  const a = address.replace(/^::ffff:/, '');
+  if (/^(127\.|10\.|192\.168\.|169\.254\.)/.test(a)) return true;
+  const m = /^172\.(\d+)\./.exec(a);
+  if (m && Number(m[1]) >= 16 && Number(m[1]) <= 31) return true;
+  return a === '::1' || /^f[cd][0-9a-f]{2}:/i.test(a) || /^fe80:/i.test(a);
 }
 
 export class Server {
@@ -216,11 +235,26 @@ export class Server {
       log.warn({ remote, connections: this.#conns.size, pendingAuth: pending }, 'refused a WebSocket: at the connection limit');
       return this.#fail(ws, 'server_full');
     }
+    // One address may not hold the whole unauthenticated budget (a client opening sockets it
+    // never authenticates would starve every newcomer).
+    const address = this.#budgetAddress(req);
+    if (address !== null && limits.maxUnauthenticatedPerAddress > 0) {
+      const n = this.#pendingByAddress.get(address) ?? 0;
+      if (n >= limits.maxUnauthenticatedPerAddress) {
+        log.warn({ remote, address, pendingAuth: n }, `refused a WebSocket: ${n} sockets from ${address} have not authenticated yet`);
+        return this.#fail(ws, 'server_full');
+      }
+      this.#pendingByAddress.set(address, n + 1);
+      conn.pendingAddress = address;
+    }
     this.#conns.set(ws, conn);
     conn.authTimer = setTimeout(() => {
       if (!conn.session) {
         log.warn({ remote, reason: 'auth_timeout' }, `WebSocket authentication failed: no auth message within ${authTimeoutMs} ms`);
         this.#fail(ws, 'auth_timeout');
+        // Hard: a peer that ignores the close frame would otherwise hold its place for ws's
+        // 30 s close-handshake wait. The frame is written first; the socket goes next turn.
+        setImmediate(() => ws.terminate());
       }
     }, authTimeoutMs);
     ws.on('pong', () => {
@@ -244,6 +278,7 @@ export class Server {
     });
     ws.on('close', () => {
       clearTimeout(conn.authTimer);
+      this.#releaseAddress(conn);
       for (const t of conn.expiry) clearTimeout(t);
       this.#conns.delete(ws);
       if (conn.sub) {
@@ -321,6 +356,7 @@ export class Server {
       return this.#fail(ws, 'invalid_token');
     }
     conn.session = session;
+    this.#releaseAddress(conn);
     clearTimeout(conn.authTimer);
     this.#scheduleExpiry(ws, conn, session);
     if (conn.sub) {
@@ -376,6 +412,37 @@ export class Server {
     }
     if (n > 0) this.#opts.log.info({ userId, sockets: n }, `revoked: closed ${n} sockets of user ${userId}`);
     return n;
+  }
+
+  /** Unauthenticated sockets per client address (see #budgetAddress). */
+  readonly #pendingByAddress = new Map<string, number>();
+
+  /**
+   * The address a socket's unauthenticated budget is counted under, or null for none. With
+   * trusted proxies, the X-Forwarded-For entry they vouch for. Without, the peer address, except
+   * a loopback or private one: that is where a proxy sits, and counting it would put every
+   * user behind it into one budget (set TRUST_PROXY_HOPS there).
+   */
+  #budgetAddress(req: http.IncomingMessage): string | null {
+    const hops = this.#opts.trustProxyHops ?? 0;
+    const peer = req.socket.remoteAddress ?? '';
+    if (hops > 0) {
+      const forwarded = String(req.headers['x-forwarded-for'] ?? '')
+        .split(',')
+        .map((a) => a.trim())
+        .filter(Boolean);
+      return forwarded[forwarded.length - hops] ?? peer;
+    }
+    return isPrivateAddress(peer) ? null : peer;
+  }
+
+  #releaseAddress(conn: Conn): void {
+    const address = conn.pendingAddress;
+    if (address === undefined) return;
+    conn.pendingAddress = undefined;
+    const n = (this.#pendingByAddress.get(address) ?? 1) - 1;
+    if (n > 0) this.#pendingByAddress.set(address, n);
+    else this.#pendingByAddress.delete(address);
   }
 
   /** Users with an authenticated socket, for re-checking revocations after a listener gap. */

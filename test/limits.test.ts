@@ -1,6 +1,7 @@
 /** What one client may cost: origins, connection caps, message rate, and slow consumers. */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import net from 'node:net';
 import WebSocket from 'ws';
 import { TestClient } from './helpers/client.js';
 import { daemonFleet, tokenFor } from './helpers/daemon.js';
@@ -79,6 +80,32 @@ describe('connection caps', () => {
 });
 
 describe('message rate', () => {
+  it('one address cannot hold the whole unauthenticated budget: its sockets beyond MAX_UNAUTHENTICATED_PER_ADDRESS get 1013, a newcomer from elsewhere gets in (X-Forwarded-For trusted one hop)', async () => {
+    const d = await daemonWith({ limits: { maxUnauthenticated: 8, maxUnauthenticatedPerAddress: 5 }, trustProxyHops: 1 });
+    const from = (addr: string) => ({ headers: { 'x-forwarded-for': `10.9.9.9, ${addr}` } });
+    const idle: TestClient[] = [];
+    for (let i = 0; i < 8; i++) idle.push(await TestClient.connect(d.url, from('203.0.113.5')));
+    const codes = await Promise.all(idle.slice(5).map(async (c) => (await c.closed).code));
+    expect(codes).toEqual([1013, 1013, 1013]);
+    const newcomer = await TestClient.connect(d.url, from('198.51.100.7'));
+    newcomer.send({ type: 'auth', token: await tokenFor('ana') });
+    await newcomer.next((m) => m.type === 'synced');
+    for (const c of [...idle, newcomer]) c.close();
+  });
+
+  it('a socket that never authenticates is cut at AUTH_TIMEOUT_MS even if it ignores the close handshake', async () => {
+    const d = await daemonWith({ authTimeoutMs: 300 });
+    const { port } = new URL(d.url);
+    const sock = net.connect(Number(port), '127.0.0.1');
+    sock.write(['GET / HTTP/1.1', `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version: 13', '', ''].join('\r\n'));
+    sock.on('data', () => {}); // reads, never answers the close frame
+    const t0 = Date.now();
+    await new Promise<void>((resolve) => sock.once('close', () => resolve()));
+    expect(Date.now() - t0).toBeLessThan(5000); // not ws's 30 s close-handshake wait
+    const h = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { pendingAuth?: number };
+    expect(h.pendingAuth ?? 0).toBe(0);
+  });
+
   it('more than RATE_LIMIT messages in RATE_WINDOW_MS: an error, then close 4429', async () => {
     const d = await daemonWith({ limits: { rateLimit: 5, rateWindowMs: 60_000 } });
     const c = await TestClient.ready(d.url, await tokenFor('di')); // the auth message counts: 1
