@@ -128,9 +128,14 @@ export class Delivery {
    * notification that arrived on the new connection.
    */
   catchUp(): void {
-    const subs = [...this.#o.hub.all()].filter((s) => s.live);
-    this.#o.log.info({ subscribers: subs.length }, 'catching up after the listener reconnected');
-    if (subs.length > 0) this.#pushSync(() => this.#sync(subs, true));
+    this.#o.log.info({ subscribers: this.#o.hub.connections }, 'catching up after the listener reconnected');
+    // Who to catch up is decided when the step runs, not now: a subscriber whose first sync is
+    // reading right now (its snapshot older than the new LISTEN) goes live before this step
+    // runs, and needs it as much as the others.
+    this.#pushSync(async () => {
+      const subs = [...this.#o.hub.all()].filter((s) => s.live);
+      if (subs.length > 0) await this.#sync(subs, true);
+    });
   }
 
   /** Delivers what has arrived so far (notifications already received included), then resolves. */

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestClient, sleep } from './helpers/client.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { freshDatabase, psql, query } from './helpers/pg.js';
+import { HoldingProxy } from './helpers/proxy.js';
 import { Tab, until } from './helpers/tab.js';
 
 let db: string;
@@ -23,7 +24,7 @@ async function tab(userId: string): Promise<Tab> {
 }
 
 beforeAll(async () => {
-  db = await freshDatabase(['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gus', 'hank', 'ivy', 'kim']);
+  db = await freshDatabase(['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gus', 'hank', 'ivy', 'kim', 'lou']);
   dbName = new URL(db).pathname.slice(1);
   daemon = await startTestDaemon(db);
 });
@@ -319,6 +320,40 @@ describe('listener loss', () => {
     expect(daemon.logs.messages()).toContain('catching up after the listener reconnected');
     t.close();
   });
+
+  it('a socket whose first sync is in flight when the listener comes back is caught up too', async () => {
+    const proxy = await HoldingProxy.start(db);
+    const d = await startTestDaemon(proxy.url(db), { listenDatabaseUrl: db });
+    try {
+      const first = await new Tab(await tokenFor('lou')).connect(d.url);
+      first.drop();
+      // The resume's read runs (its snapshot is taken) but its answer is held back.
+      const held = proxy.holdAfter('pgbell_changes_since\0');
+      const resumed = first.connect(d.url);
+      await held;
+      // Meanwhile the listener is lost (kept out for a moment), and a transaction commits while
+      // it is away, from a connection opened before.
+      const writer = new pg.Client({ connectionString: db });
+      await writer.connect();
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS false`);
+      await query(admin(), `SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = 'pgbell-listener' AND datname = $1`, [dbName]);
+      const lost = (await writer.query(`INSERT INTO "Alert" ("userId", title) VALUES ('lou', 'while the listener was away') RETURNING id`)).rows[0].id as string;
+      await writer.end();
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS true`);
+      await until(() => d.logs.messages().includes('catching up after the listener reconnected'), 10_000, 'the listener back');
+      proxy.release();
+      await resumed;
+      const after = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('lou', 'after') RETURNING id`))[0]!.id as string;
+      await until(() => first.ids.has(after), 5000, 'the next alert');
+      await until(() => first.ids.has(lost), 5000, 'the alert committed while the listener was away');
+      expect(first.repeatsWithinConnection).toEqual([]);
+      first.close();
+    } finally {
+      await query(admin(), `ALTER DATABASE ${dbName} ALLOW_CONNECTIONS true`);
+      await d.stop();
+      await proxy.close();
+    }
+  }, 30_000);
 
   it('catch-up reads in batches of users, not one query per socket', async () => {
     const batched = await startTestDaemon(db, { syncBatchUsers: 2 });
