@@ -234,4 +234,56 @@ describe('client against a daemon', () => {
     expect(client.state.alerts.map((a) => a.title)).toEqual(['wanted']);
     client.stop();
   });
+
+  it('polling after a 410 starts over from a fresh list and its cursor (one 410, not one per poll), and applies deletes', async () => {
+    const own = await startTestDaemon(db);
+    const statuses: number[] = [];
+    const counting: typeof fetch = async (url, init) => {
+      const res = await fetch(url, init);
+      if (String(url).includes('after=')) statuses.push(res.status);
+      return res;
+    };
+    const client = new PgbellClient({ url: own.url, pollUrl: appUrl, token: await tokenFor('ben'), WebSocket: WS, fetch: counting, pollIntervalMs: 100, backoff: { baseMs: 60_000, capMs: 60_000 } });
+    await client.start();
+    await until(() => client.state.status === 'live', 5000, 'live');
+    await own.stop();
+    await until(() => client.state.status === 'polling', 10_000, 'polling');
+    // More changes than the handler's MAX_REPLAY (1000): the cursor is refused with 410.
+    await query(db, `INSERT INTO "Alert" ("userId", title) SELECT 'ben', 'bulk ' || i FROM generate_series(1, 1001) i`);
+    await until(() => statuses.includes(410), 5000, 'a 410');
+    const keep = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ben', 'keep') RETURNING id`))[0]!.id as string;
+    await until(() => client.state.alerts.some((a) => a.id === keep), 5000, 'the next alert, by polling');
+    await query(db, `DELETE FROM "Alert" WHERE id = $1`, [keep]);
+    await until(() => !client.state.alerts.some((a) => a.id === keep), 5000, 'the delete, by polling');
+    expect(statuses.filter((x) => x === 410)).toEqual([410]);
+    client.stop();
+  }, 30_000);
+
+  it('a list reload in flight does not bring back an alert a live delete removed meanwhile', async () => {
+    daemon ??= await startTestDaemon(db);
+    const doomed = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'doomed') RETURNING id`))[0]!.id as string;
+    let slow = false;
+    let reloadSent!: () => void;
+    const sent = new Promise<void>((r) => (reloadSent = r));
+    const slowList: typeof fetch = async (url, init) => {
+      if (slow && String(url).includes('limit=')) {
+        const res = await fetch(url, init); // the list's snapshot is taken now: it has the alert
+        reloadSent();
+        await new Promise((r) => setTimeout(r, 500));
+        return res;
+      }
+      return fetch(url, init);
+    };
+    const client = new PgbellClient({ url: daemon.url, pollUrl: appUrl, token: await tokenFor('ann'), WebSocket: WS, fetch: slowList });
+    await client.start();
+    await until(() => client.state.status === 'live' && client.state.alerts.some((a) => a.id === doomed), 5000, 'live with the alert');
+    slow = true;
+    const reload = client.subscribe([]);
+    await sent;
+    await query(db, `DELETE FROM "Alert" WHERE id = $1`, [doomed]);
+    await until(() => !client.state.alerts.some((a) => a.id === doomed), 5000, 'the live delete');
+    await reload;
+    expect(client.state.alerts.some((a) => a.id === doomed)).toBe(false);
+    client.stop();
+  });
 });

@@ -99,6 +99,13 @@ export class PgbellClient {
   #started = false;
   #stopped = false;
   #token: string | undefined;
+  /**
+   * While a list reload is in flight, the ids live messages changed (id → #liveSeq then): the
+   * reload's older snapshot must not overwrite them (a deleted alert would come back).
+   */
+  #touched = new Map<string, number>();
+  #liveSeq = 0;
+  #loading = 0;
   #timers = { reconnect: undefined as ReturnType<typeof setTimeout> | undefined, poll: undefined as ReturnType<typeof setTimeout> | undefined, stable: undefined as ReturnType<typeof setTimeout> | undefined, refresh: undefined as ReturnType<typeof setTimeout> | undefined };
   readonly #listeners: { [K in keyof Events]: Set<(...args: Events[K]) => void> } = { change: new Set(), status: new Set(), notification: new Set(), error: new Set() };
   readonly #o: Required<Pick<ClientOptions, 'pollIntervalMs' | 'limit'>> & ClientOptions;
@@ -125,7 +132,7 @@ export class PgbellClient {
     if (this.#started) return;
     this.#started = true;
     this.#setStatus('connecting');
-    if (this.#o.pollUrl) await this.#loadList().catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
+    if (this.#o.pollUrl) await this.#loadList({ takeCursor: true }).catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
     if (!this.#stopped) void this.#connect();
   }
 
@@ -160,7 +167,7 @@ export class PgbellClient {
     // An open socket has sent its auth: the server applies this once that socket is live (its
     // messages wait for the sync). A socket still connecting will send the new types in its auth.
     if (this.#ws?.readyState === OPEN) this.#ws.send(JSON.stringify({ type: 'subscribe', types: this.#types }));
-    if (this.#o.pollUrl) await this.#loadList().catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
+    if (this.#o.pollUrl) await this.#loadList({ takeCursor: true }).catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
   }
 
   async #getToken(): Promise<string> {
@@ -234,7 +241,7 @@ export class PgbellClient {
         this.#log('♻️ Cursor reset by the server, reloading:', m.reason);
         this.#byId.clear();
         this.#emitChange({});
-        if (this.#o.pollUrl) void this.#loadList(false).catch(() => {});
+        if (this.#o.pollUrl) void this.#loadList({ replace: true }).catch(() => {});
         return;
       case 'synced':
         this.#live = true;
@@ -244,12 +251,14 @@ export class PgbellClient {
         this.#setStatus('live');
         return this.#emitChange({ unread: m.unread });
       case 'notification':
+        this.#touch(m.alert.id);
         this.#byId.set(m.alert.id, m.alert);
         this.#log('📬 Real-time notification received:', m.alert.title);
         this.#emitChange({ unread: m.unread });
         return this.#emit('notification', m.alert);
       case 'notifications':
         for (const a of m.alerts) {
+          this.#touch(a.id);
           this.#byId.set(a.id, a);
           this.#log('📬 Real-time notification received:', a.title);
         }
@@ -260,12 +269,14 @@ export class PgbellClient {
         // An alert inserted and changed again before it reached this client arrives as an
         // update of an id it does not have: to the app, it is a new notification.
         const isNew = !this.#byId.has(m.alert.id);
+        this.#touch(m.alert.id);
         this.#byId.set(m.alert.id, m.alert);
         this.#emitChange({ unread: m.unread });
         if (isNew) this.#emit('notification', m.alert);
         return;
       }
       case 'delete':
+        this.#touch(m.id);
         this.#byId.delete(m.id);
         return this.#emitChange({ unread: m.unread });
       case 'subscribed':
@@ -314,7 +325,10 @@ export class PgbellClient {
   async #poll(): Promise<void> {
     if (!this.#cursor) return this.#loadList();
     const res = await this.#http(`?after=${encodeURIComponent(this.#cursor)}${this.#typesParam()}`);
-    if (res.status === 410) return this.#loadList(false);
+    // The cursor is refused (too old, too far behind, another database): start over from a
+    // fresh list and its cursor, or every later poll would be refused too. What was deleted
+    // meanwhile is unknown, so the list replaces what is held.
+    if (res.status === 410) return this.#loadList({ replace: true, takeCursor: true });
     const body = (await this.#json(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string };
     if (this.#live) return; // the socket came back meanwhile and is authoritative
     for (const a of body.alerts) {
@@ -326,13 +340,30 @@ export class PgbellClient {
     this.#emitChange({ unread: body.unread });
   }
 
-  /** GET the newest alerts; with `takeCursor`, resume from the list's snapshot. */
-  async #loadList(takeCursor = true): Promise<void> {
-    const res = await this.#http(`?limit=${this.#o.limit}${this.#typesParam()}`);
-    const body = (await this.#json(res)) as { alerts: Alert[]; unread: number; cursor: string };
-    for (const a of body.alerts) this.#byId.set(a.id, a);
-    if (takeCursor || !this.#cursor) this.#cursor = body.cursor;
-    this.#emitChange({ unread: body.unread });
+  /**
+   * GET the newest alerts. `replace`: drop what is held first (after a reset); `takeCursor`:
+   * resume from the list's snapshot (unless the socket went live meanwhile: its cursor is
+   * newer). Ids a live message changed while the request was out keep their live state.
+   */
+  async #loadList(opts: { replace?: boolean; takeCursor?: boolean } = {}): Promise<void> {
+    const started = this.#liveSeq;
+    this.#loading++;
+    try {
+      const res = await this.#http(`?limit=${this.#o.limit}${this.#typesParam()}`);
+      const body = (await this.#json(res)) as { alerts: Alert[]; unread: number; cursor: string };
+      const newer = (id: string) => (this.#touched.get(id) ?? -1) > started;
+      if (opts.replace) for (const id of [...this.#byId.keys()]) if (!newer(id)) this.#byId.delete(id);
+      for (const a of body.alerts) if (!newer(a.id)) this.#byId.set(a.id, a);
+      if ((opts.takeCursor && !this.#live) || !this.#cursor) this.#cursor = body.cursor;
+      this.#emitChange({ unread: body.unread });
+    } finally {
+      if (--this.#loading === 0) this.#touched.clear();
+    }
+  }
+
+  /** A live message changed this id (see #touched). */
+  #touch(id: string): void {
+    if (this.#loading > 0) this.#touched.set(id, ++this.#liveSeq);
   }
 
   async #sendRead(body: { ids: string[] } | { all: true }): Promise<void> {
