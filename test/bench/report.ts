@@ -160,6 +160,11 @@ function markdown(r: Report): string {
         const cpu = (l: typeof pg) => (l.cpuSeconds ?? NaN) / l.delivered;
         lines.push(`Cost of the per-alert and per-socket log lines (pgbell-debug against pgbell at its default level, info): p50 ${fmt(dbg.fromAck.p50 / pg.fromAck.p50)}×, p99 ${fmt(dbg.fromAck.p99 / pg.fromAck.p99)}×, server CPU per delivery ${fmt(cpu(dbg) / cpu(pg))}×.`, '');
       }
+      const quiet = r.latency.find((l) => l.target === 'pgbell-warn');
+      if (quiet) {
+        const cpu = (l: typeof pg) => (l.cpuSeconds ?? NaN) / l.delivered;
+        lines.push(`Cost of logging at the default level (pgbell at info against pgbell-warn): p50 ${fmt(pg.fromAck.p50 / quiet.fromAck.p50)}×, p99 ${fmt(pg.fromAck.p99 / quiet.fromAck.p99)}×, INSERTs/s achieved ${fmt(pg.achievedRate / quiet.achievedRate)}×, server CPU per delivery ${fmt(cpu(pg) / cpu(quiet))}×.`, '');
+      }
     }
   }
   if (r.connections.length) {

@@ -6,6 +6,8 @@
  *             pgbell-poll the same in poll mode (PGBELL_MODE=poll, --poll-ms), triggers without NOTIFY
  *             pgbell-debug pgbell at LOG_LEVEL=debug: one log line per alert and user and per socket
  *                         (the cost of those lines, against pgbell at its default level)
+ *             pgbell-warn pgbell at LOG_LEVEL=warn (not in the default set): the floor for the
+ *                         cost of logging at the default level
  *             listen      floor A: a raw LISTEN client's receipt of the trigger's NOTIFY (no daemon)
  *             relay       floor B: pg-listen → ws, no auth, no features (test/bench/peers/relay.ts)
  *             socketio    peer C: Socket.IO rooms fed by pg-listen (peers/socketio.ts)
@@ -58,7 +60,7 @@ const { values: args } = parseArgs({
   },
 });
 const SCENARIOS = new Set(args.scenarios.split(','));
-type Target = TargetKind | 'listen' | 'pgbell-poll' | 'pgbell-debug';
+type Target = TargetKind | 'listen' | 'pgbell-poll' | 'pgbell-debug' | 'pgbell-warn';
 const TARGETS = args.targets.split(',') as Target[];
 const S = Number(args.sockets);
 const U = Number(args.users);
@@ -96,7 +98,7 @@ async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir
   const port = await freePort();
   const env = { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1' };
   let child: ChildProcess;
-  if (kind === 'pgbell' || kind === 'pgbell-poll' || kind === 'pgbell-debug') {
+  if (kind === 'pgbell' || kind === 'pgbell-poll' || kind === 'pgbell-debug' || kind === 'pgbell-warn') {
     // BENCH_PGBELL_FLAGS: extra node flags for the daemon, e.g. "--trace-gc" or "--max-semi-space-size=64".
     const flags = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...(process.env.BENCH_PGBELL_FLAGS?.split(' ').filter(Boolean) ?? [])];
     const mode = kind === 'pgbell-poll' ? { DATABASE_URL: dbs.poll, PGBELL_MODE: 'poll', PGBELL_POLL_MS: args['poll-ms'] } : { DATABASE_URL: dbs.pgbell };
@@ -105,7 +107,7 @@ async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir
     const logFile = path.join(os.tmpdir(), `pgbell-bench-${kind}.log`);
     const out = openSync(logFile, 'w');
     child = spawn(process.execPath, [...flags, 'bin/pgbell.js', 'start'], {
-      env: { ...env, ...mode, SESSION_SECRET: SECRET, ...(kind === 'pgbell-debug' ? { LOG_LEVEL: 'debug' } : {}), MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
+      env: { ...env, ...mode, SESSION_SECRET: SECRET, ...(kind === 'pgbell-debug' ? { LOG_LEVEL: 'debug' } : kind === 'pgbell-warn' ? { LOG_LEVEL: 'warn' } : {}), MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
       stdio: ['ignore', out, 'inherit'],
     });
     closeSync(out);
@@ -156,7 +158,7 @@ class Clients {
   readonly procs: ChildProcess[] = [];
 
   static async connect(target: Exclude<Target, 'listen'>, url: string, users: string[]): Promise<{ clients: Clients; ms: number; failed: number }> {
-    const kind: TargetKind = target === 'pgbell-poll' || target === 'pgbell-debug' ? 'pgbell' : target;
+    const kind: TargetKind = target === 'pgbell-poll' || target === 'pgbell-debug' || target === 'pgbell-warn' ? 'pgbell' : target;
     const c = new Clients();
     const per = Math.ceil(users.length / CLIENTS);
     const localAddrs = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
@@ -307,13 +309,13 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
     report.connections.push({ target: kind, sockets: S, connectMs, failed, rssIdle, rssHeld, perSocket: (rssHeld - rssIdle) / S });
     log(`   ${S} sockets connected${kind.startsWith('pgbell') ? ' and authenticated' : ''} in ${(connectMs / 1000).toFixed(1)} s (${failed} failed); RSS ${(rssIdle / 2 ** 20).toFixed(0)} → ${(rssHeld / 2 ** 20).toFixed(0)} MiB = ${((rssHeld - rssIdle) / S / 1024).toFixed(1)} KiB per socket`);
     clients.reset();
-    const db = kind === 'pgbell' || kind === 'pgbell-debug' ? dbs.pgbell : kind === 'pgbell-poll' ? dbs.poll : kind === 'broadcast' ? dbs.plain : dbs.peer;
+    const db = kind === 'pgbell' || kind === 'pgbell-debug' || kind === 'pgbell-warn' ? dbs.pgbell : kind === 'pgbell-poll' ? dbs.poll : kind === 'broadcast' ? dbs.plain : dbs.peer;
     const cpu0 = await cpuSeconds(target.pid);
     const { stamps, achieved } = await paced(db, users, RATE, SECONDS, kind === 'broadcast' ? target.url.replace('ws:', 'http:') + 'broadcast' : undefined);
     const expected = stamps.reduce((n, _, k) => n + perUser.get(users[(k * 7919) % users.length]!)!, 0);
     await clients.waitFor(expected, 10_000);
     const cpu = (await cpuSeconds(target.pid)) - cpu0;
-    if (kind === 'pgbell' || kind === 'pgbell-debug') {
+    if (kind === 'pgbell' || kind === 'pgbell-debug' || kind === 'pgbell-warn') {
       // pgbell's own view: notification received → fanned out (includes its read of the rows).
       const text = await (await fetch(target.url.replace('ws:', 'http:') + 'metrics')).text();
       const sum = Number(/^pgbell_delivery_seconds_sum (\S+)/m.exec(text)?.[1]);
@@ -347,7 +349,7 @@ function printLatency(r: Report['latency'][number]): void {
 async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
   // Broadcast: one POST per alert, so its writers, not its server, are the bound. Poll mode:
   // the same delivery path as pgbell, plus up to one interval.
-  if (kind === 'broadcast' || kind === 'listen' || kind === 'pgbell-poll' || kind === 'pgbell-debug') return;
+  if (kind === 'broadcast' || kind === 'listen' || kind === 'pgbell-poll' || kind === 'pgbell-debug' || kind === 'pgbell-warn') return;
   const users = Array.from({ length: S }, (_, i) => `u${i}`);
   log(`\n== throughput: ${kind}, ${S} sockets (one per user)`);
   const target = await startTarget(kind, dbs, kind === 'pgbell' ? profileDir : undefined);
