@@ -4,7 +4,7 @@
  * has and hand it a cursor to resume from. Alerts reach a user's sockets and no one else's
  * because this map is the only way to a socket.
  */
-import type { WebSocket } from 'ws';
+import type { Socket } from './http/sse.js';
 import type { CursorState } from './cursor.js';
 import { CloseCode } from './errors.js';
 
@@ -38,7 +38,7 @@ export class Subscriber {
   #settle!: () => void;
 
   constructor(
-    readonly ws: WebSocket,
+    readonly ws: Socket,
     readonly userId: string,
     readonly email: string | null,
     /** The cursor the client sent with its first auth message, if any. */

@@ -8,6 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import { SseSocket, streamToken, type Socket } from './http/sse.js';
 import { verifySessionToken, type Session } from './auth.js';
 import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './errors.js';
 import { Subscriber, type Hub } from './hub.js';
@@ -123,7 +124,8 @@ export function isPrivateAddress(address: string): boolean {
 export class Server {
   readonly http: http.Server;
   readonly #wss: WebSocketServer;
-  readonly #conns = new Map<WebSocket, Conn>();
+  /** Every socket and SSE stream, authenticated or not. */
+  readonly #conns = new Map<Socket, Conn>();
   readonly #opts: ServerOptions;
   #heartbeat: NodeJS.Timeout | undefined;
   #closing = false;
@@ -187,6 +189,14 @@ export class Server {
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/alerts/stream') {
+      this.#onStream(req, res).catch((err) => {
+        this.#opts.log.error({ err }, 'error while opening an /alerts/stream');
+        if (!res.headersSent) json(res, 500, { error: 'internal', message: 'internal error' });
+        else res.destroy();
+      });
+      return;
+    }
     if (path === '/alerts' || path === '/alerts/read') {
       handleWithFetch(req, res, this.#opts.alerts).catch((err) => {
         this.#opts.log.error({ err }, 'error while handling an /alerts request');
@@ -220,6 +230,63 @@ export class Server {
       });
     }
     json(res, 404, { error: 'not_found', message: `no route for ${req.method} ${path}; try GET /health, GET /alerts or a WebSocket on /` });
+  }
+
+  /**
+   * GET /alerts/stream (Server-Sent Events): the WebSocket's messages over one HTTP response,
+   * with the same auth, resume, limits and close reasons (see src/http/sse.ts). Refusals come
+   * as HTTP statuses before the stream starts: 401 bad token, 403 origin, 400 bad parameters,
+   * 503 at the connection limit or shutting down.
+   */
+  async #onStream(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const { log, limits, allowedOrigins } = this.#opts;
+    if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', message: 'GET /alerts/stream' });
+    const url = new URL(req.url ?? '/', 'http://x');
+    const origin = req.headers.origin;
+    if (origin !== undefined && allowedOrigins !== 'any' && !originAllowed(origin, allowedOrigins)) {
+      log.warn({ origin, remote: req.socket.remoteAddress }, `refused an event stream from origin ${origin}`);
+      return json(res, 403, { error: 'forbidden_origin', message: `origin ${origin} is not in ALLOWED_ORIGINS` });
+    }
+    if (this.#closing || this.#conns.size >= limits.maxConnections) {
+      res.setHeader('retry-after', '1');
+      return json(res, 503, { error: 'server_full', message: ErrorCodes.server_full.message });
+    }
+    const token = streamToken(req, url);
+    if (!token) return json(res, 401, { error: 'invalid_token', message: 'send Authorization: Bearer <token>, or ?token=<token> (EventSource cannot send headers)' });
+    // The same validation as the socket's auth message: Last-Event-ID (or ?after=) is `after`.
+    const after = (req.headers['last-event-id'] as string | undefined) || url.searchParams.get('after') || undefined;
+    const types = url.searchParams.get('types')?.split(',').filter(Boolean);
+    const batch = ['1', 'true'].includes(url.searchParams.get('batch') ?? '');
+    const parsed = parseClientMessage(JSON.stringify({ type: 'auth', token, ...(after ? { after } : {}), ...(types ? { types } : {}), ...(batch ? { batch } : {}) }));
+    if (!parsed.ok || parsed.message.type !== 'auth') return json(res, 400, { error: 'bad_request', message: parsed.ok ? 'bad request' : parsed.reason });
+    const verified = await verifySessionToken(token, this.#opts.keys, { leewaySeconds: this.#opts.leewaySeconds });
+    if (!verified.ok) {
+      this.#opts.metrics?.authFailure('invalid_token');
+      log.warn({ reason: verified.reason }, `event stream authentication failed: ${verified.reason}`);
+      return json(res, 401, { error: 'invalid_token', message: verified.reason });
+    }
+    // A page of an allowed origin reads the stream with EventSource: CORS, as for /alerts.
+    const cors: Record<string, string> = origin !== undefined ? { 'access-control-allow-origin': allowedOrigins === 'any' ? '*' : origin, vary: 'Origin' } : {};
+    const sock = new SseSocket(res, cors);
+    const conn: Conn = { session: null, expiry: [], sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
+    sock.onPong = () => (conn.alive = true);
+    this.#conns.set(sock, conn);
+    res.once('close', () => this.#gone(sock, conn));
+    const msg = parsed.message;
+    conn.queue = this.#authenticate(sock, conn, msg.token, msg.after ?? null, msg.types ?? [], msg.batch ?? false);
+    await conn.queue;
+  }
+
+  /** A socket or stream closed: forget it and its subscriber. */
+  #gone(ws: Socket, conn: Conn): void {
+    clearTimeout(conn.authTimer);
+    this.#releaseAddress(conn);
+    for (const t of conn.expiry) clearTimeout(t);
+    this.#conns.delete(ws);
+    if (conn.sub) {
+      this.#opts.hub.remove(conn.sub);
+      this.#opts.unsubscribe?.(conn.sub);
+    }
   }
 
   #onConnection(ws: WebSocket, req: http.IncomingMessage): void {
@@ -276,16 +343,7 @@ export class Server {
         log.error({ err }, 'error while handling a WebSocket message');
       });
     });
-    ws.on('close', () => {
-      clearTimeout(conn.authTimer);
-      this.#releaseAddress(conn);
-      for (const t of conn.expiry) clearTimeout(t);
-      this.#conns.delete(ws);
-      if (conn.sub) {
-        this.#opts.hub.remove(conn.sub);
-        this.#opts.unsubscribe?.(conn.sub);
-      }
-    });
+    ws.on('close', () => this.#gone(ws, conn));
     // ws reports protocol violations (oversized frame, bad UTF-8) here, then closes the
     // socket with the matching code (1009, 1007...). Nothing else to do but note it.
     ws.on('error', (err) => log.info({ remote, err: err.message }, 'WebSocket error'));
@@ -327,7 +385,7 @@ export class Server {
     }
   }
 
-  async #authenticate(ws: WebSocket, conn: Conn, token: string, after: string | null, types: string[], batch: boolean): Promise<void> {
+  async #authenticate(ws: Socket, conn: Conn, token: string, after: string | null, types: string[], batch: boolean): Promise<void> {
     const { log, hub, keys } = this.#opts;
     const result = await verifySessionToken(token, keys, { leewaySeconds: this.#opts.leewaySeconds });
     if (ws.readyState !== ws.OPEN) return;
@@ -383,7 +441,7 @@ export class Server {
   }
 
   /** Expiry is enforced on open sockets: a warning ahead of `exp`, then 4401 unless a new token came. */
-  #scheduleExpiry(ws: WebSocket, conn: Conn, session: Session): void {
+  #scheduleExpiry(ws: Socket, conn: Conn, session: Session): void {
     for (const t of conn.expiry) clearTimeout(t);
     const now = Date.now();
     const warnIn = (session.exp - this.#opts.expiringSeconds) * 1000 - now;
@@ -450,12 +508,12 @@ export class Server {
     return [...new Set([...this.#conns.values()].flatMap((c) => (c.session ? [c.session.userId] : [])))];
   }
 
-  #send(ws: WebSocket, msg: ServerMessage): void {
+  #send(ws: Socket, msg: ServerMessage): void {
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
   }
 
   /** Error message, then the close code the error table assigns. */
-  #fail(ws: WebSocket, code: ErrorCode): void {
+  #fail(ws: Socket, code: ErrorCode): void {
     const entry = ErrorCodes[code];
     if (AUTH_FAILURES.has(code)) this.#opts.metrics?.authFailure(code);
     if (entry.close !== null) this.#opts.metrics?.closed(code);
@@ -464,7 +522,7 @@ export class Server {
   }
 
   /** Where the current heartbeat pass over the sockets has got to. */
-  #pass: Iterator<[WebSocket, Conn]> | null = null;
+  #pass: Iterator<[Socket, Conn]> | null = null;
   #passStarted = 0;
 
   /**
