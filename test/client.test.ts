@@ -7,7 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { secretKey } from '../src/auth.js';
-import { backoffDelay, PgbellClient, tokenExpiry, type SocketConstructor, type Status } from '../src/client/index.js';
+import { EventSource } from 'eventsource';
+import { backoffDelay, PgbellClient, tokenExpiry, type EventSourceConstructor, type SocketConstructor, type Status } from '../src/client/index.js';
 import { createDb, type Db } from '../src/db/connect.js';
 import { alertsHandler } from '../src/http/alerts.js';
 import { handleWithFetch } from '../src/http/node.js';
@@ -285,5 +286,32 @@ describe('client against a daemon', () => {
     await reload;
     expect(client.state.alerts.some((a) => a.id === doomed)).toBe(false);
     client.stop();
+  });
+
+  it('transport auto: when the WebSocket cannot connect, it streams over SSE (state.transport), live, and marks read over HTTP', async () => {
+    daemon ??= await startTestDaemon(db);
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('cat', 'listed')`);
+    const transports: Array<string | null> = [];
+    const client = new PgbellClient({
+      url: 'ws://127.0.0.1:1/', // refused, as behind a proxy that drops upgrades
+      streamUrl: `${daemon.http}/alerts/stream`,
+      pollUrl: appUrl,
+      token: await tokenFor('cat'),
+      WebSocket: WS,
+      EventSource: EventSource as unknown as EventSourceConstructor,
+      backoff: { baseMs: 10, capMs: 50 },
+    });
+    client.on('change', (st) => transports.at(-1) !== st.transport && transports.push(st.transport));
+    client.on('error', () => {});
+    await client.start();
+    await until(() => client.state.status === 'live', 10_000, 'live');
+    expect(client.state.transport).toBe('sse');
+    const id = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('cat', 'over sse') RETURNING id`))[0]!.id as string;
+    await until(() => client.state.alerts.some((a) => a.id === id), 5000, 'the alert over SSE');
+    await client.markRead([id]);
+    await until(async () => (await query(db, `SELECT read FROM "Alert" WHERE id = $1`, [id]))[0]!.read === true, 5000, 'read in the database');
+    expect(transports).toContain('sse');
+    client.stop();
+    await until(async () => (await (await fetch(`${daemon!.http}/health`)).json() as { connections: number }).connections === 0, 5000, 'stream closed');
   });
 });

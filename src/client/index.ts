@@ -2,7 +2,8 @@
  * `pgbell/client`: the browser side, framework-free (browsers and Node). It loads the list over
  * HTTP, goes live over the WebSocket from the list's cursor, keeps `alerts` / `unread` / `status`,
  * reconnects with exponential backoff and full jitter, and polls `GET /alerts?after=` while the
- * socket is down. Every switch resumes from the last cursor, and alerts are kept by id, so
+ * socket is down. Where WebSocket cannot connect (a proxy that refuses upgrades), it streams the
+ * same messages over Server-Sent Events (`streamUrl`) before falling back to polling. Every switch resumes from the last cursor, and alerts are kept by id, so
  * nothing is missed or shown twice across the switches.
  */
 
@@ -18,7 +19,23 @@ export interface State {
   alerts: readonly Alert[];
   unread: number;
   status: Status;
+  /** What the stream is carried by right now: a WebSocket or Server-Sent Events (null: neither). */
+  transport: Transport | null;
 }
+
+export type Transport = 'websocket' | 'sse';
+
+/** The part of the EventSource API the client uses: the browser's, or a package's in Node. */
+export interface EventSourceLike {
+  readonly readyState: number;
+  close(): void;
+  addEventListener(type: string, listener: (ev: { data?: unknown }) => void): void;
+  onerror: ((ev: { data?: unknown }) => void) | null;
+}
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
+
+/** The event names of the stream (each server message's type). */
+const STREAM_EVENTS = ['ready', 'synced', 'notification', 'notifications', 'update', 'delete', 'reset', 'subscribed', 'token_expiring', 'error'];
 
 /** The part of the WebSocket API the client uses: the browser's, or the `ws` package's. */
 export interface SocketLike {
@@ -52,6 +69,15 @@ export interface ClientOptions {
   debug?: boolean;
   /** Defaults to globalThis.WebSocket. */
   WebSocket?: SocketConstructor;
+  /**
+   * The daemon's event stream, e.g. http://localhost:8080/alerts/stream. With it and transport
+   * 'auto' (the default), the client streams over Server-Sent Events once the WebSocket has
+   * failed to connect; with 'sse', always. Marking read then goes over `pollUrl`.
+   */
+  streamUrl?: string;
+  transport?: 'auto' | 'websocket' | 'sse';
+  /** Defaults to globalThis.EventSource. */
+  EventSource?: EventSourceConstructor;
   /** Defaults to globalThis.fetch. */
   fetch?: typeof fetch;
   /** Defaults to console.log. */
@@ -89,11 +115,14 @@ export function tokenExpiry(token: string): number | null {
 const OPEN = 1;
 
 export class PgbellClient {
-  #state: State = { alerts: [], unread: 0, status: 'connecting' };
+  #state: State = { alerts: [], unread: 0, status: 'connecting', transport: null };
   readonly #byId = new Map<string, Alert>();
   #cursor: string | undefined;
   #types: string[];
   #ws: SocketLike | null = null;
+  #es: EventSourceLike | null = null;
+  /** WebSocket attempts in a row that never opened: with `streamUrl`, the next goes over SSE. */
+  #wsFailures = 0;
   #live = false;
   #attempt = 0;
   #started = false;
@@ -143,6 +172,8 @@ export class PgbellClient {
     const ws = this.#ws;
     this.#ws = null;
     ws?.close(1000, 'client stopped');
+    this.#es?.close();
+    this.#es = null;
   }
 
   async markRead(ids: readonly string[]): Promise<void> {
@@ -167,6 +198,8 @@ export class PgbellClient {
     // An open socket has sent its auth: the server applies this once that socket is live (its
     // messages wait for the sync). A socket still connecting will send the new types in its auth.
     if (this.#ws?.readyState === OPEN) this.#ws.send(JSON.stringify({ type: 'subscribe', types: this.#types }));
+    // A stream's filter is in its URL: reopen it from the cursor with the new types.
+    else if (this.#es) this.#reopenStream();
     if (this.#o.pollUrl) await this.#loadList({ takeCursor: true }).catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
   }
 
@@ -186,11 +219,16 @@ export class PgbellClient {
     }
     // stop() may have run while the token was being fetched (the React hook's delayed stop).
     if (this.#stopped) return;
+    const transport = this.#o.transport ?? 'auto';
+    if (this.#o.streamUrl && (transport === 'sse' || (transport === 'auto' && this.#wsFailures > 0))) return this.#connectStream(token);
     const Ctor = this.#o.WebSocket ?? (globalThis as { WebSocket?: SocketConstructor }).WebSocket;
     if (!Ctor) throw new Error('pgbell client: no WebSocket implementation; pass options.WebSocket');
     const ws = new Ctor(this.#o.url);
     this.#ws = ws;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
+      this.#wsFailures = 0;
       this.#log('✅ WebSocket connected, authenticating...');
       ws.send(JSON.stringify({ type: 'auth', token, batch: true, ...(this.#cursor ? { after: this.#cursor } : {}), ...(this.#types.length ? { types: this.#types } : {}) }));
     };
@@ -199,15 +237,59 @@ export class PgbellClient {
     ws.onclose = (ev) => {
       if (this.#ws !== ws) return;
       this.#ws = null;
+      if (!opened) this.#wsFailures++;
       if (ev.code === 4401) this.#token = undefined;
       this.#onDisconnect();
     };
+  }
+
+  /** The same messages over Server-Sent Events (GET /alerts/stream), resuming from the cursor. */
+  #connectStream(token: string): void {
+    const Ctor = this.#o.EventSource ?? (globalThis as unknown as { EventSource?: EventSourceConstructor }).EventSource;
+    if (!Ctor) throw new Error('pgbell client: no EventSource implementation; pass options.EventSource');
+    const url = new URL(this.#o.streamUrl!);
+    url.searchParams.set('token', token);
+    url.searchParams.set('batch', '1');
+    if (this.#cursor) url.searchParams.set('after', this.#cursor);
+    if (this.#types.length) url.searchParams.set('types', this.#types.join(','));
+    const es = new Ctor(url.toString());
+    this.#es = es;
+    this.#log('✅ Event stream connecting (WebSocket unavailable)...');
+    for (const type of STREAM_EVENTS) {
+      es.addEventListener(type, (ev) => {
+        // The server's own `error` messages carry data; the EventSource's connection errors do not.
+        if (this.#es === es && typeof ev.data === 'string') this.#onMessage(ev.data);
+      });
+    }
+    const lost = () => {
+      if (this.#es !== es) return;
+      es.close();
+      this.#es = null;
+      this.#onDisconnect();
+    };
+    // pgbell ended the stream (shutdown, revocation, slow consumer): the message says why.
+    es.addEventListener('close', lost);
+    // A lost connection: reconnect (and poll meanwhile) the same way as for a socket, from the
+    // cursor, rather than let EventSource retry with a token that may have expired.
+    es.onerror = (ev) => {
+      if (typeof ev.data !== 'string') lost();
+    };
+  }
+
+  /** Reopens the event stream from the cursor (new types, or a fresh token before expiry). */
+  #reopenStream(): void {
+    const old = this.#es;
+    this.#es = null;
+    old?.close();
+    this.#live = false;
+    void this.#connect();
   }
 
   #onDisconnect(): void {
     if (this.#stopped) return;
     const wasLive = this.#live;
     this.#live = false;
+    this.#setTransport(null);
     clearTimeout(this.#timers.stable);
     clearTimeout(this.#timers.refresh);
     if (wasLive || this.#state.status === 'connecting') {
@@ -245,6 +327,7 @@ export class PgbellClient {
         return;
       case 'synced':
         this.#live = true;
+        this.#setTransport(this.#es ? 'sse' : 'websocket');
         clearTimeout(this.#timers.poll);
         this.#timers.poll = undefined;
         this.#timers.stable = setTimeout(() => (this.#attempt = 0), this.#o.backoff?.stableMs ?? 10_000);
@@ -295,6 +378,7 @@ export class PgbellClient {
     const inMs = Math.max(1_000, exp * 1000 - Date.now() - (this.#o.refreshLeadMs ?? 60_000));
     this.#timers.refresh = setTimeout(async () => {
       try {
+        if (this.#es) return this.#reopenStream(); // asks getToken() for a fresh one
         const token = await this.#getToken();
         if (this.#ws?.readyState === OPEN) this.#ws.send(JSON.stringify({ type: 'auth', token }));
       } catch (err) {
@@ -393,6 +477,12 @@ export class PgbellClient {
     const body = (await res.json()) as { error?: string; message?: string };
     if (!res.ok) throw new Error(`${res.status} ${body.error ?? ''}: ${body.message ?? ''}`);
     return body;
+  }
+
+  #setTransport(transport: Transport | null): void {
+    if (this.#state.transport === transport) return;
+    this.#state = { ...this.#state, transport };
+    this.#emit('change', this.#state);
   }
 
   #setStatus(status: Status): void {
