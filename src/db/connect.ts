@@ -24,6 +24,10 @@ const SESSION_SETUP = `${SEARCH_PGBELL_FIRST}, set_config('plan_cache_mode', 'fo
  */
 class SetupClient extends pg.Client {
   override connect(callback?: any): any {
+    // A server that dies while this connection is being set up (an immediate shutdown) fails
+    // the connect below, and pg also emits 'error'; the pool listens only once it holds the
+    // client, so without this the 'error' would be an uncaught exception.
+    if (this.listenerCount('error') === 0) this.on('error', () => {});
     const ready = super.connect().then(() => this.query(SESSION_SETUP)).then(() => this);
     if (!callback) return ready;
     ready.then(() => callback(null, this), (err: Error) => callback(err));
