@@ -3,24 +3,18 @@
  * playwright-core. Without Chromium these tests are skipped with one line, unless
  * PGBELL_REQUIRE_BROWSER=1 (set by .ci/run), which makes a missing browser a failure.
  */
-import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey } from '../src/auth.js';
 import { createDb, type Db } from '../src/db/connect.js';
 import { startDemoServer, type DemoServer } from '../src/demo/server.js';
 import { captureLogger, health, SECRET, startTestDaemon, type TestDaemon } from './helpers/daemon.js';
+import { haveBrowser, launchChromium } from './helpers/browser.js';
 import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const haveBrowser = existsSync(CHROMIUM);
-if (!haveBrowser) {
-  if (process.env.PGBELL_REQUIRE_BROWSER === '1') throw new Error(`PGBELL_REQUIRE_BROWSER=1 but ${CHROMIUM} does not exist (apt-get install chromium)`);
-  console.warn(`browser tests skipped: ${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
-}
 
 const USER = { id: 'demo-user', email: 'demo@pgbell.dev' };
 let db: string;
@@ -48,12 +42,7 @@ describe.skipIf(!haveBrowser)('demo bell in Chromium', () => {
       maxReplay: 10_000,
       log: captureLogger().log,
     });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      // This machine's network is closed: keep Chromium from phoning home at start.
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   }, 60_000);
   afterAll(async () => {
     await browser?.close();

@@ -4,11 +4,11 @@
  * restart. Every reader ends with exactly its user's committed alerts.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser, launchChromium } from './helpers/browser.js';
 import { sleep } from './helpers/client.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { freshDatabase, psql, query } from './helpers/pg.js';
@@ -148,10 +148,6 @@ describe('GET /alerts/stream', () => {
   });
 });
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const haveBrowser = existsSync(CHROMIUM);
-if (!haveBrowser && process.env.PGBELL_REQUIRE_BROWSER === '1') throw new Error(`PGBELL_REQUIRE_BROWSER=1 but ${CHROMIUM} does not exist`);
-
 describe.skipIf(!haveBrowser)("Chromium's own EventSource", () => {
   let browser: Browser;
   let page: http.Server;
@@ -161,11 +157,7 @@ describe.skipIf(!haveBrowser)("Chromium's own EventSource", () => {
       res.end('<!doctype html><title>sse</title><link rel="icon" href="data:,">');
     });
     await new Promise<void>((r) => page.listen(0, '127.0.0.1', r));
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   }, 60_000);
   afterAll(async () => {
     await browser?.close();
