@@ -98,7 +98,8 @@ describe('pgbell dev', () => {
   // An ordinary user runs the checkout's own binaries; a checkout inside root's private folder
   // is out of nobody's reach (that is the root case, tested in checkout.test.ts).
   const nobody = { uid: 65534, gid: 65534 };
-  const nobodyReaches = process.getuid?.() === 0 && spawnSync(process.execPath, ['-e', '0'], { cwd: fileURLToPath(new URL('..', import.meta.url)), ...nobody }).status === 0;
+  const nobodyReaches =
+    process.getuid?.() === 0 && spawnSync('/bin/sh', ['-c', 'test -r "$1"', 'sh', fileURLToPath(new URL('../bin/pgbell.js', import.meta.url))], nobody).status === 0;
   it.runIf(nobodyReaches)('works for an ordinary (non-root) user too', async () => {
     const cwd = await mkdtemp(path.join(os.tmpdir(), 'pgbell-dev-'));
     await chown(cwd, nobody.uid, nobody.gid);
