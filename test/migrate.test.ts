@@ -2,7 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import { readdirSync } from 'node:fs';
 import { migrate, SQL_DIR, triggerChannel } from '../src/db/migrate.js';
-import { emptyDatabase, query } from './helpers/pg.js';
+import { TestClient } from './helpers/client.js';
+import { startTestDaemon, tokenFor } from './helpers/daemon.js';
+import { emptyDatabase, freshDatabase, query } from './helpers/pg.js';
 
 /** Every migration file, in order. */
 const FILES = readdirSync(SQL_DIR).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
@@ -58,5 +60,33 @@ describe('migrate', () => {
     await query(url, `CREATE TABLE "User" (id int)`); // collides with 000001
     await expect(migrate(url, { channel: 'pgbell' })).rejects.toThrow(/migration 000001_schema.sql failed: relation "User" already exists/);
     expect(await query(url, `SELECT * FROM pgbell_migrations`)).toEqual([]);
+  });
+
+  it('a database restored from another cluster (row transaction ids from its future) is re-stamped, and then streams as usual', async () => {
+    const url = await freshDatabase(['rs']);
+    const id = (await query(url, `INSERT INTO "Alert" ("userId", title) VALUES ('rs', 'from the old cluster') RETURNING id`))[0]!.id as string;
+    // What a restore brings: ids far above anything this cluster has handed out.
+    await query(url, `BEGIN; ALTER TABLE "Alert" DISABLE TRIGGER _100_changed;
+      UPDATE "Alert" SET txid = (pg_current_xact_id()::text::bigint + 1000000)::text::xid8, "changedTxid" = (pg_current_xact_id()::text::bigint + 1000000)::text::xid8;
+      INSERT INTO "AlertTombstone" (id, "userId", txid) VALUES ('gone', 'rs', (pg_current_xact_id()::text::bigint + 1000001)::text::xid8);
+      UPDATE pgbell_state SET "relayTxid" = (pg_current_xact_id()::text::bigint + 1000002)::text::xid8;
+      ALTER TABLE "Alert" ENABLE TRIGGER _100_changed; COMMIT;`);
+    const r = await migrate(url, { channel: 'pgbell', log: () => {} });
+    expect(r.applied).toEqual([]);
+    const [row] = await query(url, `SELECT txid::text AS t, "changedTxid"::text AS c, (SELECT "relayTxid" FROM pgbell_state) AS relay, (SELECT txid::text FROM "AlertTombstone" WHERE id = 'gone') AS tomb FROM "Alert" WHERE id = $1`, [id]);
+    expect(row).toEqual({ t: '3', c: '3', relay: null, tomb: '3' });
+    // A resume now reads nothing stale, and a new alert streams.
+    const d = await startTestDaemon(url);
+    try {
+      const c = await TestClient.ready(d.url, await tokenFor('rs'));
+      await query(url, `INSERT INTO "Alert" ("userId", title) VALUES ('rs', 'after the restore')`);
+      expect((await c.next((m) => m.type === 'notification')).alert.title).toBe('after the restore');
+      const again = await TestClient.ready(d.url, await tokenFor('rs'), c.cursor());
+      expect(again.alerts()).toEqual([]);
+      c.close();
+      again.close();
+    } finally {
+      await d.stop();
+    }
   });
 });

@@ -188,4 +188,20 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
       await second?.stop();
     }
   }, 40_000);
+
+  it('a relay horizon from another cluster (ahead of this server) is forgotten, and horizons are recorded again', async () => {
+    const rdb = await freshDatabase(['rh']);
+    await query(rdb, `UPDATE pgbell_state SET "relayTxid" = (pg_current_xact_id()::text::bigint + 1000000)::text::xid8`);
+    const n = await startTestDaemon(rdb, { fanout: 'redis', redisUrl: REDIS_URL });
+    try {
+      await until(async () => (await health(n.http)).body.listener.relay === true, 10_000, 'relay');
+      const c = await TestClient.ready(n.url, await tokenFor('rh'));
+      await query(rdb, `INSERT INTO "Alert" ("userId", title) VALUES ('rh', 'after')`);
+      await c.next((m) => m.type === 'notification');
+      await until(async () => (await query(rdb, `SELECT "relayTxid" IS NOT NULL AND "relayTxid" <= pg_current_xact_id() AS ok FROM pgbell_state`))[0]!.ok === true, 5000, 'a horizon of this server recorded');
+      c.close();
+    } finally {
+      await n.stop();
+    }
+  }, 20_000);
 });

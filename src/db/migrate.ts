@@ -59,6 +59,8 @@ export async function migrate(
       result.applied.push(file);
       opts.log?.(`applied ${file}`);
     }
+    const foreign = await renormalizeForeignTxids(client);
+    if (foreign > 0) opts.log?.(`re-stamped ${foreign} rows whose transaction ids this server has not handed out yet (restored from another cluster); open cursors reset`);
     result.channelChanged = await syncTriggerChannel(client, opts.channel);
     if (result.channelChanged) opts.log?.(opts.channel === '' ? 'triggers now send no NOTIFY (poll mode)' : `trigger now notifies channel ${opts.channel}`);
     return result;
@@ -128,6 +130,45 @@ export async function pendingMigrations(run: Run): Promise<string[]> {
   if (!(rows[0] as { present: boolean }).present) return files;
   const done = new Set((await run('SELECT name FROM pgbell_migrations')).rows.map((r) => (r as { name: string }).name));
   return files.filter((f) => !done.has(f));
+}
+
+/**
+ * A database restored (pg_dump, pg_restore) into another cluster keeps the transaction ids its
+ * rows were stamped with in the old one. Where those are above what this cluster has handed
+ * out, every horizon is below them: the rows would be re-read by every sync and poll, and a
+ * relay would catch up from a horizon in the future (publishing nothing). They are re-stamped
+ * as old ('3', the first normal transaction id): cursors from the old cluster reset anyway (the
+ * database id includes the cluster's). `_100_changed` is off meanwhile, or the UPDATE would make
+ * every row a change of this transaction. Returns how many rows were re-stamped.
+ */
+async function renormalizeForeignTxids(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ x: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x`);
+  const x = rows[0]!.x;
+  const { rows: seen } = await client.query<{ n: string }>(
+    `SELECT (SELECT count(*) FROM "Alert" WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8)
+          + (SELECT count(*) FROM "AlertTombstone" WHERE txid >= $1::xid8)
+          + (SELECT count(*) FROM pgbell_state WHERE "relayTxid" >= $1::xid8 OR "prunedTxid" >= $1::xid8) AS n`,
+    [x],
+  );
+  const n = Number(seen[0]!.n);
+  if (n === 0) return 0;
+  await inTransaction(client, async () => {
+    await client.query(`ALTER TABLE "Alert" DISABLE TRIGGER _100_changed`);
+    await client.query(
+      `UPDATE "Alert" SET txid = CASE WHEN txid >= $1::xid8 THEN '3'::xid8 ELSE txid END,
+                          "changedTxid" = CASE WHEN "changedTxid" >= $1::xid8 THEN '3'::xid8 ELSE "changedTxid" END
+        WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8`,
+      [x],
+    );
+    await client.query(`UPDATE "AlertTombstone" SET txid = '3' WHERE txid >= $1::xid8`, [x]);
+    await client.query(
+      `UPDATE pgbell_state SET "relayTxid" = CASE WHEN "relayTxid" >= $1::xid8 THEN NULL ELSE "relayTxid" END,
+                               "prunedTxid" = CASE WHEN "prunedTxid" >= $1::xid8 THEN '0'::xid8 ELSE "prunedTxid" END`,
+      [x],
+    );
+    await client.query(`ALTER TABLE "Alert" ENABLE TRIGGER _100_changed`);
+  });
+  return n;
 }
 
 async function syncTriggerChannel(client: pg.Client, channel: string): Promise<boolean> {

@@ -209,11 +209,19 @@ export class Relay {
   async #catchUp(): Promise<void> {
     const { db, fanout, log } = this.#o;
     const stored = await this.#retry('reading the relay horizon', async () => {
-      const { rows } = await sql<{ h: string | null; now: string }>`SELECT "relayTxid"::text AS h, pg_snapshot_xmin(pg_current_snapshot())::text AS now FROM pgbell_state`.execute(db);
+      const { rows } = await sql<{ h: string | null; now: string; xmax: string }>`SELECT "relayTxid"::text AS h, pg_snapshot_xmin(pg_current_snapshot())::text AS now, pg_snapshot_xmax(pg_current_snapshot())::text AS xmax FROM pgbell_state`.execute(db);
       return rows[0]!;
     });
     if (!stored) return;
-    let after = stored.h === null ? BigInt(stored.now) : BigInt(stored.h);
+    // A horizon this server has not reached yet was recorded in another cluster (a restore that
+    // `pgbell migrate` has not re-stamped): reading from it would publish nothing.
+    const foreign = stored.h !== null && BigInt(stored.h) > BigInt(stored.xmax);
+    if (foreign) {
+      log.warn({ relayTxid: stored.h }, 'the recorded relay horizon is ahead of this server (restored from another cluster?): catching up from now; run `pgbell migrate`');
+      // Forgotten, or no later horizon could ever be recorded over it.
+      await this.#retry('forgetting a foreign relay horizon', () => sql`UPDATE pgbell_state SET "relayTxid" = NULL`.execute(db));
+    }
+    let after = stored.h === null || foreign ? BigInt(stored.now) : BigInt(stored.h);
     let published = 0;
     let limit = this.#o.pageRows ?? PAGE;
     for (;;) {
