@@ -3,7 +3,7 @@
  * anything else touches them; outbound ones are typed so the server cannot drift from the docs.
  */
 import { z } from 'zod';
-import type { ErrorCode } from './errors.js';
+import { ErrorCodes, type ErrorCode } from './errors.js';
 
 export const AuthMessage = z.object({
   type: z.literal('auth'),
@@ -44,36 +44,44 @@ export const ClientMessage = z.discriminatedUnion('type', [AuthMessage, PingMess
 export type ClientMessage = z.infer<typeof ClientMessage>;
 
 /** An alert as clients receive it: createdAt as ISO-8601, data as JSON. */
-export interface WireAlert {
-  id: string;
-  userId: string;
-  type: string;
-  title: string;
-  message: string;
-  link: string | null;
-  data: unknown;
-  read: boolean;
-  createdAt: string;
-}
+export const WireAlert = z.object({
+  id: z.string(),
+  userId: z.string(),
+  type: z.string(),
+  title: z.string(),
+  message: z.string(),
+  link: z.string().nullable(),
+  /** The row's `data` (jsonb), or on an installed table the row itself. */
+  data: z.unknown(),
+  read: z.boolean(),
+  createdAt: z.string().describe('ISO-8601'),
+});
+export type WireAlert = z.infer<typeof WireAlert>;
+
+const cursor = z.string().describe('what to send as `after` (or Last-Event-ID) when reconnecting');
+const unread = z.number().int().nonnegative().describe("the user's unread count (of the subscribed types) as of the read that produced the message");
+const errorCode = z.enum(Object.keys(ErrorCodes) as [ErrorCode, ...ErrorCode[]]);
 
 /**
- * `unread` is the user's unread count as of the read that produced the message; `cursor` is
- * what to send as `after` when reconnecting. Replayed messages carry the cursor the client
- * resumed from: it only moves past them with `synced`.
+ * Every message the server sends. `unread` is the user's unread count as of the read that
+ * produced the message; `cursor` is what to send as `after` when reconnecting. Replayed
+ * messages carry the cursor the client resumed from: it only moves past them with `synced`.
  */
-export type ServerMessage =
-  | { type: 'ready'; userId: string; email: string | null; unread: number }
-  | { type: 'notification'; alert: WireAlert; unread: number; cursor: string }
+export const ServerMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('ready'), userId: z.string(), email: z.string().nullable(), unread }),
+  z.object({ type: z.literal('notification'), alert: WireAlert, unread, cursor }),
   /** Only to sockets that sent `batch: true`: new alerts that reached it in the same moment, oldest first. */
-  | { type: 'notifications'; alerts: WireAlert[]; unread: number; cursor: string }
-  | { type: 'update'; alert: WireAlert; unread: number; cursor: string }
-  | { type: 'delete'; id: string; unread: number; cursor: string }
-  | { type: 'synced'; cursor: string; unread: number }
-  | { type: 'reset'; reason: string }
-  | { type: 'subscribed'; types: string[]; unread: number }
-  | { type: 'token_expiring'; exp: number }
-  | { type: 'pong' }
-  | { type: 'error'; code: ErrorCode; message: string };
+  z.object({ type: z.literal('notifications'), alerts: z.array(WireAlert), unread, cursor }),
+  z.object({ type: z.literal('update'), alert: WireAlert, unread, cursor }),
+  z.object({ type: z.literal('delete'), id: z.string(), unread, cursor }),
+  z.object({ type: z.literal('synced'), cursor, unread }),
+  z.object({ type: z.literal('reset'), reason: z.string() }),
+  z.object({ type: z.literal('subscribed'), types: z.array(z.string()), unread }),
+  z.object({ type: z.literal('token_expiring'), exp: z.number().int().describe('the token expires at this time (seconds since the epoch)') }),
+  z.object({ type: z.literal('pong') }),
+  z.object({ type: z.literal('error'), code: errorCode, message: z.string() }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
 
 export type ParseResult = { ok: true; message: ClientMessage } | { ok: false; reason: string };
 
