@@ -158,6 +158,7 @@ async function cmdInstall(config: Config, flags: Record<string, string | boolean
   else if (result.channelChanged) {
     console.log(`already installed on ${result.table}; its triggers now ${config.PGBELL_MODE === 'poll' ? 'send no NOTIFY (poll mode)' : `notify channel ${flag('channel') ?? config.PGBELL_CHANNEL}`}`);
   }
+  else if (result.refreshed) console.log(`already installed on ${result.table}; its trigger functions were brought up to date`);
   else console.log(`already installed on ${result.table}; nothing to do`);
   return 0;
 }

@@ -57,8 +57,14 @@ describe('a change of owner', () => {
   it('an installed table: the same', async () => {
     const url = await emptyDatabase('owner');
     await query(url, `CREATE TABLE notes (id bigserial PRIMARY KEY, owner text NOT NULL, title text NOT NULL)`);
-    const r = await run(['install', '--table', 'notes', '--user-column', 'owner', '--title-column', 'title'], cleanEnv({ DATABASE_URL: url }));
+    const install = () => run(['install', '--table', 'notes', '--user-column', 'owner', '--title-column', 'title'], cleanEnv({ DATABASE_URL: url }));
+    const r = await install();
     expect(r.code, r.stderr).toBe(0);
+    // As an older pgbell installed it (no owner-change logic): running install again updates it.
+    await query(url, `CREATE OR REPLACE FUNCTION pgbell.tg_alert__changed() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN NEW.pgbell_changed_txid := pg_current_xact_id(); RETURN NEW; END $$`);
+    expect((await install()).stdout).toMatch(/already installed on .*notes; its trigger functions were brought up to date/);
+    expect((await install()).stdout).toMatch(/already installed on .*notes; nothing to do/);
     const fleet2 = daemonFleet(() => url);
     const d = await fleet2.start();
     try {

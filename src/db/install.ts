@@ -41,6 +41,8 @@ export interface InstallResult {
   installed: boolean;
   /** The channel was changed on an existing install. */
   channelChanged: boolean;
+  /** Already installed by an older pgbell: its trigger functions were brought up to date. */
+  refreshed: boolean;
   table: string;
 }
 
@@ -110,12 +112,14 @@ export async function install(connectionString: string, opts: InstallOptions): P
       if (!same) {
         throw new Error(`pgbell is already installed on ${existing.options.table} with other options; run \`pgbell uninstall\` first`);
       }
-      if (existing.channel === opts.channel) return { installed: false, channelChanged: false, table: target.name };
+      // The same install from an older pgbell: its trigger functions are brought up to date.
+      const refreshed = await refreshFunctions(client, stored, existing.channel);
+      if (existing.channel === opts.channel) return { installed: false, channelChanged: false, refreshed, table: target.name };
       await inTransaction(client, async () => {
         for (const statement of triggerStatements(stored, opts.channel)) await client.query(statement);
         await client.query(`UPDATE ${INSTALL_SCHEMA}.install SET channel = $1`, [opts.channel]);
       });
-      return { installed: false, channelChanged: true, table: target.name };
+      return { installed: false, channelChanged: true, refreshed, table: target.name };
     }
 
     for (const c of [...ADDED, ...(stored.createdColumn ? [] : [CREATED])]) {
@@ -124,7 +128,7 @@ export async function install(connectionString: string, opts: InstallOptions): P
     await inTransaction(client, async () => {
       for (const statement of installStatements(stored, opts.channel)) await client.query(statement);
     });
-    return { installed: true, channelChanged: false, table: target.name };
+    return { installed: true, channelChanged: false, refreshed: false, table: target.name };
   });
 }
 
@@ -266,6 +270,23 @@ function installStatements(o: Stored, channel: string): string[] {
 }
 
 /** The triggers that carry the channel: created by install, replaced when the channel changes. */
+/** Re-creates install's trigger functions as this version writes them; true if any changed. */
+async function refreshFunctions(client: pg.Client, o: Stored, channel: string): Promise<boolean> {
+  const digest = async () =>
+    (
+      await client.query<{ d: string | null }>(
+        `SELECT md5(string_agg(pg_get_functiondef(p.oid), '' ORDER BY p.proname)) AS d FROM pg_proc p WHERE p.pronamespace = ${lit(INSTALL_SCHEMA)}::regnamespace`,
+      )
+    ).rows[0]!.d;
+  const before = await digest();
+  await inTransaction(client, async () => {
+    for (const statement of installStatements(o, channel)) {
+      if (statement.startsWith('CREATE FUNCTION')) await client.query(statement.replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION'));
+    }
+  });
+  return (await digest()) !== before;
+}
+
 function triggerStatements(o: Stored, channel: string): string[] {
   const t = tableSql(o.table);
   return [
