@@ -173,25 +173,21 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, metrics });
   listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
-  // A revocation sent while notifications could not reach this node (listener gap, Redis gap,
-  // relay takeover) was missed too: check the table for every user with a socket here.
-  const recheckRevocations = (why: string) =>
-    void revokedBefore(db, server.userIds()).then(
+  // Revocations are read from pgbell_revocation, never taken from a message: a payload (any
+  // role can send one) only names a user to check, and after a gap (listener, Redis, relay
+  // takeover) every user with a socket here is checked.
+  const checkRevocations = (userIds: string[], why: string) =>
+    void revokedBefore(db, userIds).then(
       (found) => found.forEach((before, userId) => server.revoke(userId, before)),
       (err) => log.warn({ err: (err as Error).message }, `checking revocations ${why} failed`),
     );
+  const recheckRevocations = (why: string) => checkRevocations(server.userIds(), why);
   listener.on('resumed', () => {
     delivery.catchUp();
     recheckRevocations('after the listener reconnected');
   });
   if (listener instanceof Listener) listener.on('horizon', (xmin) => delivery.horizon(xmin));
-  // A revocation payload is a hint any role can send: what closes sockets is the table's row.
-  const confirmRevocation = (userId: string) =>
-    void revokedBefore(db, [userId]).then(
-      (found) => found.forEach((before, id) => server.revoke(id, before)),
-      (err) => log.warn({ err: (err as Error).message }, 'checking a revocation failed'),
-    );
-  listener.on('revoke', (userId) => confirmRevocation(userId));
+  listener.on('revoke', (userId) => checkRevocations([userId], 'for a revocation notice'));
 
   // Redis fan-out: this node's own listener stays off; the relay (whichever node holds its lock)
   // LISTENs for everyone, and this node subscribes for the users whose sockets it holds.
@@ -202,7 +198,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         channel: opts.channel,
         log,
         onChanges: (txid, xmin, batch) => delivery.deliverRead(txid, xmin, batch),
-        onRevoke: (userId) => confirmRevocation(userId),
+        onRevoke: (userId) => checkRevocations([userId], 'for a revocation notice'),
         onResumed: () => {
           delivery.catchUp();
           recheckRevocations('after Redis reconnected');

@@ -20,6 +20,7 @@ import type { Db } from './db/connect.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import { retry } from './retry.js';
 
 /**
  * Above this many connected users, live reads are not filtered by user in SQL. Below it the
@@ -185,25 +186,9 @@ export class Delivery {
     this.#push(() => step().finally(() => this.#syncsAhead--));
   }
 
-  /**
-   * Runs `read` until it succeeds; undefined if the daemon stops first. With giveUpOnBadInput,
-   * an error that no retry can cure (SQLSTATE class 22, data exception: a value out of range)
-   * ends it with undefined instead of stalling every later step.
-   */
-  async #retry<T>(what: string, read: () => Promise<T>, opts: { giveUpOnBadInput?: boolean } = {}): Promise<T | undefined> {
-    for (let attempt = 0; ; attempt++) {
-      if (this.#stopping) return undefined;
-      try {
-        return await read();
-      } catch (err) {
-        if (opts.giveUpOnBadInput && String((err as { code?: unknown }).code ?? '').startsWith('22')) {
-          this.#o.log.error({ err: (err as Error).message }, `${what} failed on its input; skipped`);
-          return undefined;
-        }
-        this.#o.log.warn({ err: (err as Error).message, attempt }, `${what} failed; retrying`);
-        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** attempt)));
-      }
-    }
+  /** Runs `read` until it succeeds; undefined if the daemon stops first (see src/retry.ts). */
+  #retry<T>(what: string, read: () => Promise<T>, opts: { giveUpOnBadInput?: boolean } = {}): Promise<T | undefined> {
+    return retry(what, read, { log: this.#o.log, stopped: () => this.#stopping, ...opts });
   }
 
   /** The rows a live step delivers: its transactions' changes for the users live right now. */
@@ -219,13 +204,9 @@ export class Delivery {
 
   async #live(batch: LiveTx[], read: Promise<ChangeBatch | undefined> | null): Promise<void> {
     const result = await (read ?? this.#readLive(batch));
+    // Changes come grouped by transaction in the order asked for: first occurrences in `batch`.
     const changes = result?.changes ?? [];
-    const byTx = new Map<bigint, Change[]>();
-    for (const c of changes) {
-      let list = byTx.get(c.txid);
-      if (!list) byTx.set(c.txid, (list = []));
-      list.push(c);
-    }
+    let i = 0;
     // What each socket gets from this batch of transactions goes out together at the end, so a
     // burst can be coalesced into fewer frames (see sendAll).
     const outbox: Outbox = new Map();
@@ -243,8 +224,9 @@ export class Delivery {
       if (xmin != null && xmin <= tx && xmin > this.#horizon) this.#horizon = xmin;
       if (done.has(tx)) continue;
       done.add(tx);
-      const group = byTx.get(tx);
-      if (group) this.#fanOut(tx, group, result!.unread, this.#horizon, outbox);
+      const group: Change[] = [];
+      while (i < changes.length && changes[i]!.txid === tx) group.push(changes[i++]!);
+      if (group.length > 0) this.#fanOut(tx, group, result!.unread, this.#horizon, outbox);
     }
     for (const [sub, frames] of outbox) sendAll(sub, frames);
     if (this.#o.metrics && result) {

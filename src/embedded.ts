@@ -147,7 +147,7 @@ export async function startEmbeddedPostgres(opts: {
     });
     child.once('close', (code, signal) => {
       clearTimeout(timer);
-      if (!ready) reject(new EmbeddedPostgresError(explain(tail, { dataDir, port, exit: signal ?? code })));
+      if (!ready) reject(new EmbeddedPostgresError(explain(tail, { dataDir, port, otherwise: `exited (${signal ?? code}) before it was ready` })));
     });
   });
 
@@ -166,7 +166,8 @@ export async function startEmbeddedPostgres(opts: {
 }
 
 /** The server's last complaint, turned into one line with the cause and the fix. */
-function explain(tail: string[], ctx: { dataDir: string; port: number; exit: string | number | null }): string {
+/** `otherwise`: what happened, for a complaint none of the known causes matches. */
+function explain(tail: string[], ctx: { dataDir: string; port: number; otherwise: string }): string {
   const text = tail.join('\n');
   const lib = text.match(/error while loading shared libraries: ([^:\s]+)/);
   if (lib) return `embedded Postgres cannot run: this system lacks the shared library ${lib[1]}; install it (Debian/Ubuntu: apt-get install the package that provides it) or set DATABASE_URL to use another server`;
@@ -174,7 +175,7 @@ function explain(tail: string[], ctx: { dataDir: string; port: number; exit: str
   if (/lock file "postmaster\.pid" already exists/.test(text)) return `another Postgres is already running on ${ctx.dataDir}: stop it (or the other \`pgbell dev\`) first`;
   if (/incompatible with server/.test(text)) return `the data in ${ctx.dataDir} was made by another PostgreSQL version: run \`pgbell clean\` to start over (it deletes the dev data) or set DATABASE_URL`;
   if (/Permission denied/i.test(text)) return `embedded Postgres cannot read or write ${ctx.dataDir} (${lastError(tail)}): give its account access, or run \`pgbell clean\` to start over`;
-  return `embedded Postgres exited (${ctx.exit}) before it was ready (data in ${ctx.dataDir}): ${lastError(tail)}`;
+  return `embedded Postgres ${ctx.otherwise} (data in ${ctx.dataDir}): ${lastError(tail)}`;
 }
 
 function lastError(tail: string[]): string {
@@ -203,7 +204,7 @@ async function initdb(bin: string, dataDir: string, password: string, as: RunAs 
     const e = err as { stderr?: string; message: string };
     const tail = (e.stderr ?? e.message).split('\n').filter((l) => l.trim());
     await rm(dataDir, { recursive: true, force: true });
-    throw new EmbeddedPostgresError(explain(tail, { dataDir, port: 0, exit: 'initdb' }).replace('exited (initdb) before it was ready', 'could not initialise its data'));
+    throw new EmbeddedPostgresError(explain(tail, { dataDir, port: 0, otherwise: 'could not initialise its data' }));
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

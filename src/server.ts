@@ -112,6 +112,10 @@ interface Conn {
   pendingAddress?: string | undefined;
 }
 
+function newConn(): Conn {
+  return { session: null, expiry: [], sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
+}
+
 /** Loopback, private (RFC 1918), link-local and unique-local addresses, IPv4 (also IPv4-mapped) and IPv6. */
 export function isPrivateAddress(address: string): boolean {
   const a = address.replace(/^::ffff:/, '');
@@ -268,7 +272,7 @@ export class Server {
     // A page of an allowed origin reads the stream with EventSource: CORS, as for /alerts.
     const cors: Record<string, string> = origin !== undefined ? { 'access-control-allow-origin': allowedOrigins === 'any' ? '*' : origin, vary: 'Origin' } : {};
     const sock = new SseSocket(res, cors);
-    const conn: Conn = { session: null, expiry: [], sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
+    const conn = newConn();
     sock.onPong = () => (conn.alive = true);
     this.#conns.set(sock, conn);
     res.once('close', () => this.#gone(sock, conn));
@@ -295,7 +299,7 @@ export class Server {
     // Per-socket lines are debug: a reconnect storm would write 10,000 of them (the info
     // summary counts authentications).
     if (log.isLevelEnabled('debug')) log.debug({ remote }, 'New WebSocket connection attempt');
-    const conn: Conn = { session: null, expiry: [], sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
+    const conn = newConn();
     const { limits } = this.#opts;
     const pending = this.#conns.size - this.#opts.hub.connections;
     if (this.#conns.size >= limits.maxConnections || pending >= limits.maxUnauthenticated) {

@@ -269,7 +269,6 @@ function installStatements(o: Stored, channel: string): string[] {
   ];
 }
 
-/** The triggers that carry the channel: created by install, replaced when the channel changes. */
 /** Re-creates install's trigger functions as this version writes them; true if any changed. */
 async function refreshFunctions(client: pg.Client, o: Stored, channel: string): Promise<boolean> {
   const digest = async () =>
@@ -287,6 +286,7 @@ async function refreshFunctions(client: pg.Client, o: Stored, channel: string): 
   return (await digest()) !== before;
 }
 
+/** The triggers that carry the channel: created by install, replaced when the channel changes. */
 function triggerStatements(o: Stored, channel: string): string[] {
   const t = tableSql(o.table);
   return [

@@ -12,6 +12,7 @@ import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { Listener, probeQuery } from '../listener.js';
 import type { Logger } from '../log.js';
+import { retry } from '../retry.js';
 import type { RedisFanout } from './redis.js';
 
 /** Advisory lock key of the relay role: "pgbellR". */
@@ -165,21 +166,9 @@ export class Relay {
     this.#chain = this.#chain.then(step).catch((err) => this.#o.log.error({ err }, 'relay step failed'));
   }
 
-  /** Like Delivery's: retries while this node is the relay; a data exception (class 22) is not retried when asked. */
-  async #retry<T>(what: string, fn: () => Promise<T>, opts: { giveUpOnBadInput?: boolean } = {}): Promise<T | undefined> {
-    for (let attempt = 0; ; attempt++) {
-      if (!this.isRelay) return undefined;
-      try {
-        return await fn();
-      } catch (err) {
-        if (opts.giveUpOnBadInput && String((err as { code?: unknown }).code ?? '').startsWith('22')) {
-          this.#o.log.error({ err: (err as Error).message }, `${what} failed on its input; skipped`);
-          return undefined;
-        }
-        this.#o.log.warn({ err: (err as Error).message, attempt }, `${what} failed; retrying`);
-        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** attempt)));
-      }
-    }
+  /** Retries while this node is the relay (see src/retry.ts). */
+  #retry<T>(what: string, fn: () => Promise<T>, opts: { giveUpOnBadInput?: boolean } = {}): Promise<T | undefined> {
+    return retry(what, fn, { log: this.#o.log, stopped: () => !this.isRelay, ...opts });
   }
 
   /** Reads the notified transactions' changes for every user and publishes them in commit order. */

@@ -101,8 +101,3 @@ export function streamToken(req: http.IncomingMessage, url: URL): string | null 
   const header = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
   return header ?? url.searchParams.get('token');
 }
-
-/** `?token=…` replaced by `token=***`, for anything that logs a stream's URL. */
-export function redactToken(url: string): string {
-  return url.replace(/([?&]token=)[^&]*/gi, '$1***');
-}
