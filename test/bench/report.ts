@@ -221,6 +221,10 @@ function targets(r: Report): string[] {
   const mine = conn('pgbell');
   const theirs = conn('socketio');
   add("≤ 0.5× peer C's memory per connection", mine && theirs ? mine.perSocket / theirs.perSocket : undefined, (v) => v <= 0.5, (v) => `${v.toFixed(2)}×`);
+  // Logging at the default level (info) against pgbell-warn: at most 10% of latency and throughput.
+  const quiet = r.latency.find((l) => l.target === 'pgbell-warn');
+  add('default-level logging: p50 ≤ 1.1× pgbell-warn', pg && quiet ? pg.fromAck.p50 / quiet.fromAck.p50 : undefined, (v) => v <= 1.1, (v) => `${v.toFixed(2)}×`);
+  add('default-level logging: INSERTs/s achieved ≥ 0.9× pgbell-warn', pg && quiet ? pg.achievedRate / quiet.achievedRate : undefined, (v) => v >= 0.9, (v) => `${v.toFixed(2)}×`);
   return [
     '## Goals',
     '',
