@@ -49,6 +49,10 @@ export type ErrorCode = keyof typeof ErrorCodes;
 export const HttpErrorCodes = {
   bad_request: 400,
   unauthorized: 401,
+  /** GET /alerts/stream from a page whose origin is not in ALLOWED_ORIGINS. */
+  forbidden_origin: 403,
+  /** GET /alerts/stream while the daemon is at MAX_CONNECTIONS or shutting down (with Retry-After). */
+  server_full: 503,
   /** The token was revoked from SQL. */
   token_revoked: 403,
   not_found: 404,

@@ -256,7 +256,7 @@ export class Server {
       return json(res, 503, { error: 'server_full', message: ErrorCodes.server_full.message });
     }
     const token = streamToken(req, url);
-    if (!token) return json(res, 401, { error: 'invalid_token', message: 'send Authorization: Bearer <token>, or ?token=<token> (EventSource cannot send headers)' });
+    if (!token) return json(res, 401, { error: 'unauthorized', message: 'send Authorization: Bearer <token>, or ?token=<token> (EventSource cannot send headers)' });
     // The same validation as the socket's auth message: Last-Event-ID (or ?after=) is `after`.
     const after = (req.headers['last-event-id'] as string | undefined) || url.searchParams.get('after') || undefined;
     const types = url.searchParams.get('types')?.split(',').filter(Boolean);
@@ -267,7 +267,7 @@ export class Server {
     if (!verified.ok) {
       this.#opts.metrics?.authFailure('invalid_token');
       log.warn({ reason: verified.reason }, `event stream authentication failed: ${verified.reason}`);
-      return json(res, 401, { error: 'invalid_token', message: verified.reason });
+      return json(res, 401, { error: 'unauthorized', message: verified.reason });
     }
     // A page of an allowed origin reads the stream with EventSource: CORS, as for /alerts.
     const cors: Record<string, string> = origin !== undefined ? { 'access-control-allow-origin': allowedOrigins === 'any' ? '*' : origin, vary: 'Origin' } : {};
