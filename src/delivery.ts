@@ -1,15 +1,16 @@
 /**
  * Turns committed transactions into messages on sockets, without losing or repeating any.
  *
- * Work runs as steps on one chain, one at a time, so each socket sees changes in commit order:
- *   live    the transactions whose notifications arrived in one event-loop turn: one read,
- *           then each change goes to the live subscribers of its user that have not seen it;
- *   sync    subscribers that just authenticated (from their cursor, or fresh) and, after the
- *           listener reconnects, every live subscriber (catch-up): one read per batch of users
- *           from their cursors, then the changes each has not seen.
- * A sync step queued behind a live step sees at least what that step delivered, and a live step
- * behind a sync step skips what the sync sent: the cursor says which transactions a subscriber
- * has, so the order in which they interleave does not matter.
+ * Live work runs as steps on one chain, one at a time, so each socket sees changes in commit order:
+ *   live      the transactions whose notifications arrived in one event-loop turn: one read,
+ *             then each change goes to the live subscribers of its user that have not seen it;
+ *   catch-up  after the listener reconnects, every live subscriber: one read per batch of users
+ *             from their cursors, then the changes each has not seen; later live steps wait.
+ * Subscribers that just authenticated sync off the chain, so a reconnect storm's reads never
+ * hold up live delivery. While a subscriber's sync read runs, live steps stash its user's changes
+ * on it; once the read is back it gets the read's changes, then the stashed ones it lacks (its
+ * cursor says which it has), and is live. Whatever a live step handled before the read began
+ * committed before the read's snapshot, so the read has it.
  *
  * A failed read (database restarting) is retried with capped backoff for as long as the daemon
  * runs; later steps wait behind it so order holds.
@@ -34,6 +35,27 @@ export const LIVE_FILTER_MAX_USERS = 100;
 
 /** Users per catch-up read: 10k sockets mean 20 reads, not 10k. */
 export const SYNC_BATCH_USERS = 500;
+
+/**
+ * Sync reads running at once, off the live chain. Two keep a storm moving while leaving the
+ * pool's other connections to live reads.
+ */
+const SYNC_RUNNERS = 2;
+
+/** One transaction's changes for one user, as a live step prepared them for every socket. */
+export interface Stashed {
+  tx: bigint;
+  horizon: bigint;
+  changes: UserChanges;
+}
+
+interface UserChanges {
+  list: Change[];
+  kinds: Array<'notification' | 'update' | 'delete'>;
+  alertJson: string[];
+  bodies: string[];
+  byType: UnreadByType | undefined;
+}
 
 export interface DeliveryOptions {
   db: Db;
@@ -63,7 +85,12 @@ interface LiveTx {
 
 export class Delivery {
   #pendingLive: LiveTx[] = [];
-  #pendingSync: Subscriber[] = [];
+  /** Subscribers waiting for their first sync (or for the rest of a paused replay). */
+  #syncQueue: Subscriber[] = [];
+  #syncRunners = 0;
+  #syncIdle: Array<() => void> = [];
+  /** Bumped when the listener (or Redis) comes back: a sync read older than that may miss what was lost. */
+  #generation = 0;
   #chain: Promise<void> = Promise.resolve();
   #scheduled = false;
   #stopping = false;
@@ -117,10 +144,32 @@ export class Delivery {
   subscribe(sub: Subscriber): Promise<void> {
     if (this.#stopping) sub.settle();
     else {
-      this.#pendingSync.push(sub);
-      this.#schedule();
+      this.#syncQueue.push(sub);
+      this.#runSyncs();
     }
     return sub.synced;
+  }
+
+  /** Starts sync runners while there are subscribers waiting; each takes everything queued. */
+  #runSyncs(): void {
+    while (this.#syncQueue.length > 0 && this.#syncRunners < SYNC_RUNNERS) {
+      const subs = this.#syncQueue;
+      this.#syncQueue = [];
+      this.#syncRunners++;
+      void this.#sync(subs, false)
+        .catch((err) => this.#o.log.error({ err }, 'syncing subscribers failed'))
+        .finally(() => {
+          this.#syncRunners--;
+          if (this.#syncQueue.length > 0 && !this.#stopping) this.#runSyncs();
+          else if (this.#syncRunners === 0) for (const done of this.#syncIdle.splice(0)) done();
+        });
+    }
+  }
+
+  /** Resolves when no sync read is running or queued. */
+  #syncsSettled(): Promise<void> {
+    if (this.#syncRunners === 0 && this.#syncQueue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#syncIdle.push(resolve));
   }
 
   /**
@@ -129,10 +178,11 @@ export class Delivery {
    * notification that arrived on the new connection.
    */
   catchUp(): void {
+    this.#generation++;
     this.#o.log.info({ subscribers: this.#o.hub.connections }, 'catching up after the listener reconnected');
-    // Who to catch up is decided when the step runs, not now: a subscriber whose first sync is
-    // reading right now (its snapshot older than the new LISTEN) goes live before this step
-    // runs, and needs it as much as the others.
+    // Who to catch up is decided when the step runs, not now: a subscriber whose first sync
+    // finished meanwhile needs it as much as the others. (A first sync whose read began before
+    // this call reads again: see #syncAll.)
     this.#pushSync(async () => {
       const subs = [...this.#o.hub.all()].filter((s) => s.live);
       if (subs.length > 0) await this.#sync(subs, true);
@@ -142,14 +192,15 @@ export class Delivery {
   /** Delivers what has arrived so far (notifications already received included), then resolves. */
   async drain(): Promise<void> {
     this.#flush();
+    await Promise.all([this.#chain, this.#syncsSettled()]);
     await this.#chain;
   }
 
   /** Stops: a read that is failing is given up (its sockets are closing anyway). */
   async abandon(): Promise<void> {
     this.#stopping = true;
-    await this.#chain;
-    for (const sub of this.#pendingSync) sub.settle();
+    await Promise.all([this.#chain, this.#syncsSettled()]);
+    for (const sub of this.#syncQueue.splice(0)) sub.settle();
   }
 
   #schedule(): void {
@@ -161,24 +212,21 @@ export class Delivery {
   #flush(): void {
     this.#scheduled = false;
     const live = this.#pendingLive;
-    const subs = this.#pendingSync;
     this.#pendingLive = [];
-    this.#pendingSync = [];
     if (live.length > 0) {
       // Reads of live steps overlap (each on its own pooled connection); their results are
-      // still sent in order. Only when no sync step is ahead: a sync step can make a subscriber
-      // live, and a read started before that would leave its user out.
+      // still sent in order. Only when no catch-up step is ahead: it decides who is live when it
+      // runs, and a read started before that would leave its users out.
       const read = this.#syncsAhead === 0 ? this.#readLive(live) : null;
       this.#push(() => this.#live(live, read));
     }
-    if (subs.length > 0) this.#pushSync(() => this.#sync(subs, false));
   }
 
   #push(step: () => Promise<void>): void {
     this.#chain = this.#chain.then(step).catch((err) => this.#o.log.error({ err }, 'delivery step failed'));
   }
 
-  /** Sync and catch-up steps queued or running: while any is, live reads wait their turn. */
+  /** Catch-up steps queued or running: while any is, live reads wait their turn. */
   #syncsAhead = 0;
 
   #pushSync(step: () => Promise<void>): void {
@@ -235,9 +283,12 @@ export class Delivery {
     }
   }
 
-  /** Queues one transaction's changes in `outbox` for each live subscriber of their users that lacks it. */
+  /**
+   * Queues one transaction's changes in `outbox` for each live subscriber of their users that
+   * lacks it, and stashes them on each subscriber whose sync read is running.
+   */
   #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon: bigint, outbox: Outbox): void {
-    const { hub, log, databaseId } = this.#o;
+    const { hub, log } = this.#o;
     const byUser = new Map<string, Change[]>();
     for (const c of group) {
       const uid = userOf(c);
@@ -254,31 +305,14 @@ export class Delivery {
     for (const [uid, list] of byUser) {
       // Reads for everyone (many users connected, or Redis mode's relay) include users with no socket here.
       if (hub.countFor(uid) === 0) continue;
-      const byType = unread.get(uid);
       const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
       // Each alert is serialized once, however many sockets get it.
       const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
-      const bodies = list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!));
-      const allIdx = list.map((_, k) => k);
+      const changes: UserChanges = { list, kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType: unread.get(uid) };
       let sent = 0;
-      for (const sub of hub.live(uid)) {
-        const cursor = sub.cursor!;
-        if (cursor.has(tx)) continue;
-        const picked = sub.types === null ? allIdx : allIdx.filter((k) => wants(sub, list[k]!));
-        cursor.advance(horizon);
-        // Until its last message arrives, a client has not seen the whole transaction. (Only
-        // encoded when there is more than one message: most transactions write one row.)
-        const before = picked.length > 1 ? cursor.encode(databaseId) : '';
-        cursor.add(tx);
-        if (picked.length === 0) continue;
-        const after = cursor.encode(databaseId);
-        const n = unreadOf(byType, sub.types);
-        let out = outbox.get(sub);
-        if (!out) outbox.set(sub, (out = []));
-        picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, unread: n, cursor: j === picked.length - 1 ? after : before }));
-        for (const k of picked) counts[kinds[k]!]++;
-        sub.unread = n;
-        sent++;
+      for (const sub of hub.receiving(uid)) {
+        if (sub.stash) sub.stash.push({ tx, horizon, changes });
+        else if (this.#offer(sub, tx, changes, horizon, outbox, counts)) sent++;
       }
       if (sent > 0) for (let k = 0; k < list.length; k++) if (kinds[k] === 'notification') alerts++;
       if (logEach) {
@@ -287,10 +321,36 @@ export class Delivery {
         }
       }
     }
-    if (this.#o.metrics) {
-      for (const kind of ['notification', 'update', 'delete'] as const) if (counts[kind] > 0) this.#o.metrics.delivered(kind, counts[kind]);
-      this.#o.metrics.tally.alerts += alerts;
-    }
+    this.#count(counts, alerts);
+  }
+
+  #count(counts: Record<'notification' | 'update' | 'delete', number>, alerts: number): void {
+    if (!this.#o.metrics) return;
+    for (const kind of ['notification', 'update', 'delete'] as const) if (counts[kind] > 0) this.#o.metrics.delivered(kind, counts[kind]);
+    this.#o.metrics.tally.alerts += alerts;
+  }
+
+  /** Queues one transaction's changes for one live subscriber unless it has them; true if any message was queued. */
+  #offer(sub: Subscriber, tx: bigint, ch: UserChanges, horizon: bigint, outbox: Outbox, counts: Record<'notification' | 'update' | 'delete', number>): boolean {
+    const cursor = sub.cursor!;
+    if (cursor.has(tx)) return false;
+    const { list, kinds, alertJson, bodies } = ch;
+    const picked: number[] = [];
+    for (let k = 0; k < list.length; k++) if (wants(sub, list[k]!)) picked.push(k);
+    cursor.advance(horizon);
+    // Until its last message arrives, a client has not seen the whole transaction. (Only
+    // encoded when there is more than one message: most transactions write one row.)
+    const before = picked.length > 1 ? cursor.encode(this.#o.databaseId) : '';
+    cursor.add(tx);
+    if (picked.length === 0) return false;
+    const after = cursor.encode(this.#o.databaseId);
+    const n = unreadOf(ch.byType, sub.types);
+    let out = outbox.get(sub);
+    if (!out) outbox.set(sub, (out = []));
+    picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, unread: n, cursor: j === picked.length - 1 ? after : before }));
+    for (const k of picked) counts[kinds[k]!]++;
+    sub.unread = n;
+    return true;
   }
 
   /**
@@ -333,16 +393,39 @@ export class Delivery {
     const per = this.#o.syncBatchUsers ?? SYNC_BATCH_USERS;
     for (let start = 0; start < users.length; start += per) {
       const slice = users.slice(start, start + per).map(([userId, after]) => ({ userId, after }));
-      this.#o.log.trace({ users: slice.length, catchUp }, 'reading changes since cursors');
-      const result = await this.#retry('reading alerts since cursors', () => changesSince(this.#o.db, slice, maxReplay));
-      if (!result) return;
+      const inSlice = new Set(slice.map((r) => r.userId));
+      const mineNow = [...plans.keys()].filter((sub) => inSlice.has(sub.userId));
+      let result: SinceBatch | undefined;
+      for (;;) {
+        // First syncs stash what live steps deliver from here on (see the top of this file).
+        if (!catchUp) for (const sub of mineNow) sub.stash = [];
+        const generation = this.#generation;
+        this.#o.log.trace({ users: slice.length, catchUp }, 'reading changes since cursors');
+        result = await this.#retry('reading alerts since cursors', () => changesSince(this.#o.db, slice, maxReplay));
+        // The listener lost notifications while this read ran, and its snapshot may predate
+        // them: read again, after the new LISTEN (catch-up steps read after it anyway).
+        if (!result || catchUp || generation === this.#generation) break;
+      }
+      if (!result) {
+        for (const sub of mineNow) sub.stash = null;
+        return;
+      }
       const byUser = new Map<string, Change[]>(slice.map((r) => [r.userId, []]));
       for (const c of result.changes) byUser.get(userOf(c))?.push(c);
-      for (const [sub, plan] of plans) {
-        const mine = byUser.get(sub.userId);
-        if (mine) this.#syncOne(sub, plan, result, mine, catchUp);
-      }
+      for (const sub of mineNow) this.#syncOne(sub, plans.get(sub)!, result, byUser.get(sub.userId)!, catchUp);
     }
+  }
+
+  /** What live steps stashed while the sync read ran, minus what the read already gave: now live. */
+  #sendStash(sub: Subscriber): void {
+    const stash = sub.stash;
+    sub.stash = null;
+    if (!stash || stash.length === 0) return;
+    const outbox: Outbox = new Map();
+    const counts = { notification: 0, update: 0, delete: 0 };
+    for (const { tx, horizon, changes } of stash) this.#offer(sub, tx, changes, horizon, outbox, counts);
+    for (const [s, frames] of outbox) sendAll(s, frames);
+    this.#count(counts, 0);
   }
 
   #syncOne(sub: Subscriber, plan: { from: CursorState | null; reset: string | null }, res: SinceBatch, mine: Change[], catchUp: boolean): void {
@@ -381,6 +464,8 @@ export class Delivery {
           // meanwhile, so nothing newer overtakes the backlog).
           if (sub.congested) {
             sub.cursor = null;
+            // The rest is read again when it goes on, live changes included.
+            sub.stash = null;
             sub.resumeFrom = sent;
             log.info({ userId: uid, replayed }, `paused a replay to user ${uid} until its socket drains`);
             void sub.drained().then(() => {
@@ -405,6 +490,7 @@ export class Delivery {
     sub.cursor = next;
     sub.unread = unread;
     if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(databaseId), unread }));
+    this.#sendStash(sub);
     this.#o.metrics?.replayed(replayed, catchUp);
     if (replayed > 0) log.info({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
   }

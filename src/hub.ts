@@ -6,6 +6,7 @@
  */
 import type { Socket } from './http/sse.js';
 import type { CursorState } from './cursor.js';
+import type { Stashed } from './delivery.js';
 import { CloseCode } from './errors.js';
 
 export class Subscriber {
@@ -23,6 +24,28 @@ export class Subscriber {
     this.#cursor = c;
     if (was !== (c !== null)) this.onLiveChange();
   }
+  #stash: Stashed[] | null = null;
+
+  /**
+   * While this subscriber's sync read runs: the live changes of its user that arrived
+   * meanwhile, sent after the sync's own (those it already has, by its cursor, skipped). Null
+   * when no sync read is running.
+   */
+  get stash(): Stashed[] | null {
+    return this.#stash;
+  }
+
+  set stash(s: Stashed[] | null) {
+    const was = this.#stash !== null;
+    this.#stash = s;
+    if (was !== (s !== null)) this.onLiveChange();
+  }
+
+  /** Live, or syncing: live reads must include its user. */
+  get receiving(): boolean {
+    return this.#cursor !== null || this.#stash !== null;
+  }
+
   /** Last unread count sent, for a `ready` after re-authentication. */
   unread = 0;
   /** `ready` has been sent (a replay cut short by a full buffer continues without another). */
@@ -153,7 +176,7 @@ export class Hub {
   #literalOf: string[] | null = null;
 
   /**
-   * Users with at least one live subscriber: the only users whose changes are worth reading.
+   * Users with at least one live or syncing subscriber: the only users whose changes are worth reading.
    * Cached: every live read asks, and 10,000 sockets are not worth walking 1,000 times a second.
    */
   liveUserIds(): string[] {
@@ -161,7 +184,7 @@ export class Hub {
     const ids: string[] = [];
     for (const [id, set] of this.#byUser) {
       for (const s of set) {
-        if (s.live) {
+        if (s.receiving) {
           ids.push(id);
           break;
         }
@@ -176,6 +199,13 @@ export class Hub {
     const set = this.#byUser.get(userId);
     if (!set) return;
     for (const s of set) if (s.live && s.open) yield s;
+  }
+
+  /** A user's live subscribers and those whose sync read is running. */
+  *receiving(userId: string): Iterable<Subscriber> {
+    const set = this.#byUser.get(userId);
+    if (!set) return;
+    for (const s of set) if (s.receiving && s.open) yield s;
   }
 
   /** Every subscriber, for catch-up and shutdown. */
