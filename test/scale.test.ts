@@ -119,14 +119,17 @@ describe(`${SOCKETS} connections`, () => {
       if (m.type === 'notification') alerts.push(m.alert.title);
     });
     await until(() => probe.live, 60_000, 'the legitimate client live during the storm');
+    const sentAt = Date.now();
     await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('s0', 'during the storm')`);
-    // Live reads queue behind the storm's sync reads (one per 500 users), so this can take seconds.
+    // Live delivery does not wait for the storm's sync reads (they run off its chain); the
+    // bound is generous only because this machine's two cores are saturated meanwhile.
     await until(() => alerts.includes('during the storm'), 30_000, 'the alert');
+    const alertMs = Date.now() - sentAt;
     await until(() => conns.every((c) => c.live), 180_000, `all back (have ${conns.filter((c) => c.live).length})`);
     const stormMs = Date.now() - t;
     clearInterval(sampler);
     const refused = conns.reduce((n, c) => n + c.refused, 0);
-    console.log(`${SOCKETS} sockets: first connect+auth ${firstMs} ms; reconnect storm back in ${stormMs} ms; ${refused} refusals with 1013; peak unauthenticated ${peakPending} (cap ${MAX_UNAUTHENTICATED})`);
+    console.log(`${SOCKETS} sockets: first connect+auth ${firstMs} ms; reconnect storm back in ${stormMs} ms; an alert during it arrived in ${alertMs} ms; ${refused} refusals with 1013; peak unauthenticated ${peakPending} (cap ${MAX_UNAUTHENTICATED})`);
     expect(peakPending).toBeLessThanOrEqual(MAX_UNAUTHENTICATED);
     expect((await health(`http://127.0.0.1:${port}`)).body.connections).toBe(SOCKETS + 1);
     for (const c of [...conns, probe]) c.stop();
