@@ -165,7 +165,7 @@ async function cmdInstall(config: Config, flags: Record<string, string | boolean
 
 async function cmdUninstall(config: Config): Promise<number> {
   const table = await uninstall(need(config, 'DATABASE_URL', 'uninstall'));
-  console.log(table === null ? 'pgbell is not installed in this database; nothing to do' : `uninstalled from ${table}: its triggers, columns and schema pgbell are gone`);
+  console.log(table === null ? 'pgbell is not installed in this database; nothing to do' : `uninstalled from ${table}: its triggers and schema pgbell are gone`);
   return 0;
 }
 

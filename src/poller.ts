@@ -1,5 +1,5 @@
 /**
- * Poll mode (PGBELL_MODE=poll): finds committed changes by reading "changedTxid" every
+ * Poll mode (PGBELL_MODE=poll): finds committed changes by reading "changedTxid" (pgbell."AlertChange") every
  * PGBELL_POLL_MS instead of LISTENing, for databases where writers should not pay for NOTIFY
  * (a queued NOTIFY holds a cluster-wide lock until the commit is flushed, so notifying writers
  * cannot group-commit; see sql/000006_poll_mode.sql).
@@ -108,7 +108,7 @@ export class Poller extends EventEmitter<ListenerEvents> {
       ({ rows } = await sql<Row>`
         WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s)
         SELECT 't' AS k, t.tx::text AS v, NULL AS u, NULL AS b FROM (
-          SELECT DISTINCT "changedTxid" AS tx FROM "Alert"
+          SELECT DISTINCT "changedTxid" AS tx FROM "AlertChange"
            WHERE "changedTxid" >= ${this.#after.toString()}::xid8 OR "changedTxid" = ANY(${this.#inProgress}::xid8[])
           UNION
           SELECT txid FROM "AlertTombstone" WHERE txid >= ${this.#after.toString()}::xid8 OR txid = ANY(${this.#inProgress}::xid8[])) t

@@ -63,7 +63,7 @@ describe('pgbell migrate', () => {
     const first = await run(['migrate'], cleanEnv({ DATABASE_URL: url }));
     expect(first.code).toBe(0);
     expect(first.stdout).toContain('applied 000001_schema.sql');
-    expect(first.stdout).toContain(`migrated: ${MIGRATIONS} applied, 0 already applied`);
+    expect(first.stdout).toContain(`migrated: ${MIGRATIONS + 1} applied, 0 already applied`); // and the bookkeeping step
     const second = await run(['migrate'], cleanEnv({ DATABASE_URL: url }));
     expect(second.stdout.trim()).toBe(`up to date (${MIGRATIONS} migrations already applied)`);
   });
@@ -72,7 +72,7 @@ describe('pgbell migrate', () => {
     const url = await emptyDatabase();
     const [a, b] = await Promise.all([run(['migrate'], cleanEnv({ DATABASE_URL: url })), run(['migrate'], cleanEnv({ DATABASE_URL: url }))]);
     expect([a.code, b.code]).toEqual([0, 0]);
-    expect((await query(url, 'SELECT count(*)::int AS n FROM pgbell_migrations'))[0]!.n).toBe(readdirSync(SQL_DIR).filter((f) => f.endsWith('.sql')).length);
+    expect((await query(url, 'SELECT count(*)::int AS n FROM pgbell.pgbell_migrations'))[0]!.n).toBe(readdirSync(SQL_DIR).filter((f) => f.endsWith('.sql')).length);
   });
 });
 
@@ -146,7 +146,7 @@ describe('pgbell start', () => {
     const url = await emptyDatabase();
     const r = await run(['start'], cleanEnv({ DATABASE_URL: url, SESSION_SECRET: SECRET, PORT: '0' }));
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe(`pgbell: the database is missing migrations ${readdirSync(SQL_DIR).filter((f) => f.endsWith('.sql')).sort().join(', ')}: run \`pgbell migrate\` first`);
+    expect(r.stderr.trim()).toBe(`pgbell: the database is missing migrations ${readdirSync(SQL_DIR).filter((f) => f.endsWith('.sql')).sort().join(', ')}, bookkeeping in schema pgbell: run \`pgbell migrate\` first`);
   });
 
   it('with an unreachable database it says so, exit 1', async () => {

@@ -77,7 +77,7 @@ describe('hand-made notifications', () => {
     expect((await c.next((m) => m.type === 'notification')).alert.title).toBe('still here');
     expect(c.ws.readyState).toBe(c.ws.OPEN);
 
-    await query(db, `INSERT INTO pgbell_revocation ("userId") VALUES ('vin')`);
+    await query(db, `INSERT INTO pgbell.pgbell_revocation ("userId") VALUES ('vin')`);
     expect((await c.closed).code).toBe(4403);
   });
 });

@@ -39,6 +39,10 @@ async function committedIds(owner: string): Promise<Set<string>> {
 }
 
 let before: string[];
+let fileBefore: string;
+let constraintsBefore: string[];
+const relfilenode = async () => (await query(db, `SELECT relfilenode::text AS f FROM pg_class WHERE oid = 'app.notifications'::regclass`))[0]!.f as string;
+const constraints = async () => (await query(db, `SELECT conname || ' ' || pg_get_constraintdef(oid) AS c FROM pg_constraint WHERE conrelid = 'app.notifications'::regclass ORDER BY 1`)).map((r) => r.c as string);
 
 beforeAll(async () => {
   db = await emptyDatabase('inst');
@@ -53,8 +57,13 @@ beforeAll(async () => {
       seen       boolean NOT NULL DEFAULT false,
       created_at timestamptz NOT NULL DEFAULT now()
     );
+    -- The app's own trigger: it keeps working beside pgbell's.
+    CREATE FUNCTION app.default_body() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.body := coalesce(NEW.body, 'set by the app'); RETURN NEW; END $$;
+    CREATE TRIGGER app_default_body BEFORE INSERT ON app.notifications FOR EACH ROW EXECUTE FUNCTION app.default_body();
     INSERT INTO app.notifications (owner_id, subject) VALUES ('${ADA}', 'from before the install');`);
   before = await catalog();
+  fileBefore = await relfilenode();
+  constraintsBefore = await constraints();
   const first = await cli(INSTALL);
   expect(first.stderr).toBe('');
   expect(first.stdout).toMatch(/installed on app\.notifications/);
@@ -63,6 +72,17 @@ beforeAll(async () => {
 afterAll(() => fleet.stopAll());
 
 describe('pgbell install', () => {
+  it('adds only its triggers to the table: the same columns, defaults, indexes and constraints, and no rewrite', async () => {
+    const now = await catalog();
+    const onTable = (xs: string[]) => xs.filter((x) => /^(column|index) /.test(x));
+    expect(onTable(now)).toEqual(onTable(before));
+    expect(now.filter((x) => x.startsWith('trigger ') && !before.includes(x))).toEqual(['trigger pgbell_delete', 'trigger pgbell_insert', 'trigger pgbell_truncate', 'trigger pgbell_update']);
+    // Everything else it added lives in schema pgbell.
+    for (const x of now.filter((x) => !before.includes(x) && !x.startsWith('trigger '))) expect(x).toMatch(/^(schema pgbell|function pgbell\.|relation pgbell\.)/);
+    expect(await relfilenode()).toBe(fileBefore);
+    expect(await constraints()).toEqual(constraintsBefore);
+  });
+
   it('is idempotent: a second run changes nothing and says so', async () => {
     const once = await catalog();
     const again = await cli(INSTALL);
@@ -86,10 +106,13 @@ describe('pgbell install', () => {
     await psql(db, `INSERT INTO app.notifications (owner_id, kind, subject, body) VALUES ('${ADA}', 'billing', 'Invoice paid', 'Thanks!')`);
     const n = await ada.next((m) => m.type === 'notification');
     expect(n.alert).toMatchObject({ userId: ADA, type: 'billing', title: 'Invoice paid', message: 'Thanks!', read: false, link: null });
+    await psql(db, `INSERT INTO app.notifications (owner_id, subject) VALUES ('${ADA}', 'no body given')`);
+    expect((await ada.next((m) => m.type === 'notification' && m.alert.title === 'no body given')).alert.message).toBe('set by the app');
     expect(n.alert.id).toMatch(/^\d+$/);
     expect(n.alert.data).toMatchObject({ id: Number(n.alert.id), owner_id: ADA, kind: 'billing', subject: 'Invoice paid', seen: false });
     expect(Object.keys(n.alert.data).filter((k) => k.startsWith('pgbell'))).toEqual([]);
     expect(n.unread).toBe(2);
+    expect(ada.messages.at(-1).unread).toBe(3);
 
     // Mark read over the socket writes the table's own boolean; the UPDATE streams back.
     ada.send({ type: 'read', ids: [n.alert.id] });
@@ -103,7 +126,7 @@ describe('pgbell install', () => {
     await psql(db, `INSERT INTO app.notifications (owner_id, subject) VALUES ('${BOB}', 'for bob')`);
     expect((await bob.next((m) => m.type === 'notification')).alert).toMatchObject({ userId: BOB, title: 'for bob', type: 'info' });
     await new Promise((r) => setTimeout(r, 200));
-    expect(ada.of('notification').map((m) => m.alert.userId)).toEqual([ADA]);
+    expect(new Set(ada.of('notification').map((m) => m.alert.userId))).toEqual(new Set([ADA]));
     expect(bob.of('notification').map((m) => m.alert.userId)).toEqual([BOB]);
     ada.close();
     bob.close();
@@ -213,7 +236,7 @@ describe('pgbell install with only --table and --user-column', () => {
     const original = await columns();
     const r = await run(['install', '--table', 'events', '--user-column', 'account'], env);
     expect(r.stdout).toMatch(/installed on public\.events/);
-    expect(await columns()).toEqual([...original, 'pgbell_txid', 'pgbell_changed_txid', 'pgbell_seq', 'pgbell_created_at']);
+    expect(await columns()).toEqual(original);
 
     const d = await fleet2.start();
     const c = await TestClient.connect(d.url);
@@ -222,6 +245,8 @@ describe('pgbell install with only --table and --user-column', () => {
     await psql(minimal, `INSERT INTO events (account, payload) VALUES (42, '{"k": 1}'), (7, '{"k": 2}')`);
     const n = await c.next((m) => m.type === 'notification');
     expect(n.alert).toMatchObject({ userId: '42', type: 'general', title: '', message: '', read: false, data: { account: 42, payload: { k: 1 } } });
+    // Without a creation time column, the time pgbell first saw the row.
+    expect(Math.abs(Date.parse(n.alert.createdAt) - Date.now())).toBeLessThan(60_000);
     c.send({ type: 'read', ids: [n.alert.id] });
     expect(await c.next((m) => m.type === 'error')).toMatchObject({ code: 'read_not_tracked' });
     const res = await fetch(`${d.http}/alerts/read`, { method: 'POST', headers: { authorization: `Bearer ${await tokenFor('42')}`, 'content-type': 'application/json' }, body: '{"all":true}' });

@@ -61,8 +61,8 @@ describe('a change of owner', () => {
     const r = await install();
     expect(r.code, r.stderr).toBe(0);
     // As an older pgbell installed it (no owner-change logic): running install again updates it.
-    await query(url, `CREATE OR REPLACE FUNCTION pgbell.tg_alert__changed() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN NEW.pgbell_changed_txid := pg_current_xact_id(); RETURN NEW; END $$`);
+    await query(url, `CREATE OR REPLACE FUNCTION pgbell.tg_alert__updated() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN UPDATE pgbell."AlertChange" c SET "changedTxid" = pg_current_xact_id() FROM new_rows n WHERE c.key = n.id; RETURN NULL; END $$`);
     expect((await install()).stdout).toMatch(/already installed on .*notes; its trigger functions were brought up to date/);
     expect((await install()).stdout).toMatch(/already installed on .*notes; nothing to do/);
     const fleet2 = daemonFleet(() => url);

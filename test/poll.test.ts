@@ -85,7 +85,7 @@ describe('poll mode', () => {
 
     for (const [t, user] of [[tabs[0]!, 'pia'], [tabs[1]!, 'pol'], [tabs[2]!, 'pia']] as const) {
       const rows = await query<{ id: string }>(db, `SELECT id FROM "Alert" WHERE "userId" = $1`, [user]);
-      const deleted = (await query<{ id: string }>(db, `SELECT id FROM "AlertTombstone" WHERE "userId" = $1`, [user])).map((r) => r.id);
+      const deleted = (await query<{ id: string }>(db, `SELECT id FROM pgbell."AlertTombstone" WHERE "userId" = $1`, [user])).map((r) => r.id);
       const live = new Set(rows.map((r) => r.id).filter((id) => !before.has(id)));
       // Every alert still there was received; every one received is either there or deleted (and the delete was seen).
       await until(() => [...live].every((id) => t.ids.has(id)), 10_000, `every alert of ${user}`);
@@ -124,7 +124,7 @@ describe('poll mode', () => {
     const c = await TestClient.connect(d.url);
     c.send({ type: 'auth', token: await tokenFor('pol') });
     await c.next((m) => m.type === 'synced');
-    await psql(db, `INSERT INTO pgbell_revocation ("userId", before) VALUES ('pol', now() + interval '1 second')`);
+    await psql(db, `INSERT INTO pgbell.pgbell_revocation ("userId", before) VALUES ('pol', now() + interval '1 second')`);
     expect(await c.closed).toEqual({ code: 4403, reason: 'token_revoked' });
   });
 

@@ -97,7 +97,7 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
     for (let i = 0; i < 3; i++) truth.add((await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ($1, $2) RETURNING id`, [user, `after forgery ${i}`]))[0]!.id);
     await until(() => tab.ids.size >= truth.size, 10_000, `all ${truth.size} alerts (have ${tab.ids.size})`);
     expect(tab.ids).toEqual(truth);
-    const [row] = await query(db, `SELECT "relayTxid"::text::numeric < 999999999999 AS sane, "relayTxid" <= pg_current_xact_id() AS below FROM pgbell_state`);
+    const [row] = await query(db, `SELECT "relayTxid"::text::numeric < 999999999999 AS sane, "relayTxid" <= pg_current_xact_id() AS below FROM pgbell.pgbell_state`);
     expect(row).toMatchObject({ sane: true, below: true });
     tab.close();
   }, 30_000);
@@ -146,7 +146,7 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
     try {
       const c = await TestClient.ready(n.url, await tokenFor('rv'));
       // The revocation trigger is skipped: nothing is published, as when the relay was away.
-      await query(quiet, `BEGIN; SET LOCAL session_replication_role = replica; INSERT INTO pgbell_revocation ("userId") VALUES ('rv'); COMMIT;`);
+      await query(quiet, `BEGIN; SET LOCAL session_replication_role = replica; INSERT INTO pgbell.pgbell_revocation ("userId") VALUES ('rv'); COMMIT;`);
       expect((await c.closed).code).toBe(4403);
     } finally {
       await n.stop();
@@ -191,14 +191,14 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
 
   it('a relay horizon from another cluster (ahead of this server) is forgotten, and horizons are recorded again', async () => {
     const rdb = await freshDatabase(['rh']);
-    await query(rdb, `UPDATE pgbell_state SET "relayTxid" = (pg_current_xact_id()::text::bigint + 1000000)::text::xid8`);
+    await query(rdb, `UPDATE pgbell.pgbell_state SET "relayTxid" = (pg_current_xact_id()::text::bigint + 1000000)::text::xid8`);
     const n = await startTestDaemon(rdb, { fanout: 'redis', redisUrl: REDIS_URL });
     try {
       await until(async () => (await health(n.http)).body.listener.relay === true, 10_000, 'relay');
       const c = await TestClient.ready(n.url, await tokenFor('rh'));
       await query(rdb, `INSERT INTO "Alert" ("userId", title) VALUES ('rh', 'after')`);
       await c.next((m) => m.type === 'notification');
-      await until(async () => (await query(rdb, `SELECT "relayTxid" IS NOT NULL AND "relayTxid" <= pg_current_xact_id() AS ok FROM pgbell_state`))[0]!.ok === true, 5000, 'a horizon of this server recorded');
+      await until(async () => (await query(rdb, `SELECT "relayTxid" IS NOT NULL AND "relayTxid" <= pg_current_xact_id() AS ok FROM pgbell.pgbell_state`))[0]!.ok === true, 5000, 'a horizon of this server recorded');
       c.close();
     } finally {
       await n.stop();

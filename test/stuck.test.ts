@@ -46,7 +46,7 @@ describe.each([
     await held.query('BEGIN');
     const heldId = (await held.query(`INSERT INTO "Alert" ("userId", title) VALUES ('st', 'held') RETURNING id`)).rows[0].id as string;
     await query(db, `DO $$ BEGIN FOR i IN 1..${N} LOOP INSERT INTO "Alert" ("userId", title) VALUES ('st', 'n' || i); COMMIT; END LOOP; END $$`);
-    expect((await query(db, `SELECT count(DISTINCT txid)::int AS n FROM "Alert" WHERE "userId" = 'st'`))[0]!.n).toBe(N);
+    expect((await query(db, `SELECT count(DISTINCT txid)::int AS n FROM pgbell."AlertChange" WHERE "userId" = 'st'`))[0]!.n).toBe(N);
     const got = await c.count('notification', N, 60_000);
     expect(Math.max(...cursorSizes(d))).toBeLessThanOrEqual(MEMORY_BOUND);
     expect(got.at(-1).cursor.split('.').length - 3).toBeLessThanOrEqual(MAX_CURSOR_IDS);

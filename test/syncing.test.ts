@@ -40,7 +40,7 @@ describe.each([
     const lock = new pg.Client({ connectionString: db });
     await lock.connect();
     await lock.query('BEGIN');
-    await lock.query('LOCK TABLE pgbell_state IN ACCESS EXCLUSIVE MODE');
+    await lock.query('LOCK TABLE pgbell.pgbell_state IN ACCESS EXCLUSIVE MODE');
     try {
       const syncing = await TestClient.connect(d.url.replace(/^http/, 'ws'));
       syncing.send({ type: 'auth', token: await tokenFor('sa'), after: liveA.cursor() });

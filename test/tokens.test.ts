@@ -73,7 +73,7 @@ describe('revocation from SQL', () => {
     const token = await tokenFor('hal');
     const [a, b] = [await TestClient.ready(d.url, token), await TestClient.ready(d.url, token)];
     const bystander = await TestClient.ready(d.url, await tokenFor('gil'));
-    await psql(db, `INSERT INTO pgbell_revocation ("userId") VALUES ('hal')`);
+    await psql(db, `INSERT INTO pgbell.pgbell_revocation ("userId") VALUES ('hal')`);
     for (const c of [a, b]) {
       expect(await c.closed).toEqual({ code: 4403, reason: 'token_revoked' });
       expect(c.messages.at(-1)).toEqual({ type: 'error', code: 'token_revoked', message: 'Session revoked' });

@@ -1,4 +1,7 @@
-/** The trigger, seen from a plain LISTEN connection: what it sends, and that it never hurts the writer. */
+/**
+ * The triggers, seen from a plain LISTEN connection and from pgbell's bookkeeping: what they
+ * send and record, and that they never hurt the writer.
+ */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, query } from './helpers/pg.js';
@@ -23,7 +26,7 @@ afterAll(async () => {
  * has arrived. Returns (and forgets) what arrived since the last flush, sentinels excluded.
  */
 async function flush(): Promise<string[]> {
-  const [{ txid }] = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'sentinel') RETURNING "txid"::text AS txid`)) as [{ txid: string }];
+  const [{ txid }] = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'sentinel') RETURNING pg_current_xact_id()::text AS txid`)) as [{ txid: string }];
   const deadline = Date.now() + 5000;
   while (!received.some((p) => p.includes(`"${txid}"`))) {
     if (Date.now() > deadline) throw new Error('sentinel notification never arrived');
@@ -35,47 +38,36 @@ async function flush(): Promise<string[]> {
 }
 
 describe('tg_alert__notify', () => {
-  it('sends one small {"txid","xmin"} payload per transaction, matching the rows\' "txid"', async () => {
+  it('sends one small {"txid"} payload per transaction, matching the bookkeeping\'s "txid"', async () => {
     await flush();
     const client = new pg.Client({ connectionString: db });
     await client.connect();
     await client.query('BEGIN');
     await client.query(`INSERT INTO "Alert" ("userId", title) SELECT 'alice', 'bulk ' || i FROM generate_series(1, 1000) i`);
     await client.query(`INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'one more')`);
-    const { rows } = await client.query(`SELECT DISTINCT "txid"::text AS txid FROM "Alert" WHERE title <> 'sentinel' AND "txid" = pg_current_xact_id()`);
+    const { rows } = await client.query(`SELECT DISTINCT c.txid::text AS txid FROM pgbell."AlertChange" c JOIN "Alert" a ON a.id = c.key WHERE a.title <> 'sentinel' AND c.txid = pg_current_xact_id()`);
     await client.query('COMMIT');
     await client.end();
     expect(rows).toHaveLength(1);
     const got = await flush();
-    expect(got.map((p) => JSON.parse(p))).toEqual([{ txid: rows[0].txid, xmin: expect.stringMatching(/^\d+$/) }]);
-    expect(BigInt(JSON.parse(got[0]!).xmin)).toBeLessThanOrEqual(BigInt(rows[0].txid));
-  });
-
-  it('"xmin" stays at or below a transaction that is still open, so a resume re-reads it', async () => {
-    await flush();
-    const open = new pg.Client({ connectionString: db });
-    await open.connect();
-    await open.query('BEGIN');
-    const [{ a }] = (await open.query(`INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'held open') RETURNING "txid"::text AS a`)).rows;
-    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'committed first')`);
-    const got = (await flush()).map((p) => JSON.parse(p));
-    expect(got).toHaveLength(1);
-    expect(BigInt(got[0].txid)).toBeGreaterThan(BigInt(a));
-    expect(BigInt(got[0].xmin)).toBeLessThanOrEqual(BigInt(a));
-    await open.query('COMMIT');
-    await open.end();
-    expect((await flush()).map((p) => JSON.parse(p).txid)).toEqual([a]);
+    expect(got.map((p) => JSON.parse(p))).toEqual([{ txid: rows[0].txid }]);
+    // One bookkeeping row per alert, in insertion order.
+    const seqs = await query(db, `SELECT a.title FROM pgbell."AlertChange" c JOIN "Alert" a ON a.id = c.key WHERE c.txid = $1::xid8 ORDER BY c.seq`, [rows[0].txid]);
+    expect(seqs.map((r) => r.title)).toEqual([...Array.from({ length: 1000 }, (_, i) => `bulk ${i + 1}`), 'one more']);
   });
 
   it('UPDATE notifies and stamps "changedTxid"; an UPDATE that changes nothing leaves the row alone', async () => {
-    const { id, t0 } = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'to update') RETURNING id, "changedTxid"::text AS t0`))[0]!;
+    const { id, t0 } = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'to update') RETURNING id, pg_current_xact_id()::text AS t0`))[0]!;
+    const book = async () => (await query(db, `SELECT txid::text AS ins, "changedTxid"::text AS changed, read FROM pgbell."AlertChange" WHERE key = $1`, [id]))[0]!;
+    expect(await book()).toEqual({ ins: t0, changed: t0, read: false });
     await flush();
-    const { t1 } = (await query(db, `UPDATE "Alert" SET read = true WHERE id = $1 RETURNING "changedTxid"::text AS t1, pg_current_xact_id()::text AS me`, [id]))[0]!;
+    const { t1 } = (await query(db, `UPDATE "Alert" SET read = true WHERE id = $1 RETURNING pg_current_xact_id()::text AS t1`, [id]))[0]!;
     expect(t1).not.toBe(t0);
     expect((await flush()).map((p) => JSON.parse(p).txid)).toEqual([t1]);
-    const { t2, ins } = (await query(db, `UPDATE "Alert" SET read = true WHERE id = $1 RETURNING "changedTxid"::text AS t2, txid::text AS ins`, [id]))[0]!;
-    expect(t2).toBe(t1); // no-op update: not a change
-    expect(ins).toBe(t0); // "txid" stays the inserting transaction
+    expect(await book()).toEqual({ ins: t0, changed: t1, read: true });
+    await query(db, `UPDATE "Alert" SET read = true WHERE id = $1`, [id]);
+    expect(await book()).toEqual({ ins: t0, changed: t1, read: true }); // no-op update: not a change
+    expect(await flush()).toEqual([]);
   });
 
   it('DELETE keeps a tombstone and notifies; a DELETE of nothing sends nothing', async () => {
@@ -83,7 +75,8 @@ describe('tg_alert__notify', () => {
     await flush();
     const { me } = (await query(db, `WITH d AS (DELETE FROM "Alert" WHERE id = $1 RETURNING 1) SELECT pg_current_xact_id()::text AS me FROM d`, [id]))[0]!;
     expect((await flush()).map((p) => JSON.parse(p).txid)).toEqual([me]);
-    expect(await query(db, `SELECT id, "userId", txid::text AS txid FROM "AlertTombstone" WHERE id = $1`, [id])).toEqual([{ id, userId: 'alice', txid: me }]);
+    expect(await query(db, `SELECT id, "userId", txid::text AS txid FROM pgbell."AlertTombstone" WHERE id = $1`, [id])).toEqual([{ id, userId: 'alice', txid: me }]);
+    expect(await query(db, `SELECT 1 FROM pgbell."AlertChange" WHERE key = $1`, [id])).toEqual([]);
     await query(db, `DELETE FROM "Alert" WHERE id = 'no-such-id'`);
     expect(await flush()).toEqual([]);
   });
@@ -107,7 +100,7 @@ describe('tg_alert__notify', () => {
       db,
       `BEGIN;
        SAVEPOINT s; INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'undone'); ROLLBACK TO SAVEPOINT s;
-       INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'kept') RETURNING "txid"::text AS txid;
+       INSERT INTO "Alert" ("userId", title) VALUES ('alice', 'kept');
        COMMIT;`,
     );
     const after = await flush();
@@ -119,5 +112,14 @@ describe('tg_alert__notify', () => {
     await flush();
     await expect(query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('nobody', 'x')`)).rejects.toThrow(/foreign key/);
     expect(await flush()).toEqual([]);
+  });
+
+  it('TRUNCATE leaves a tombstone for every alert', async () => {
+    const scratch = await freshDatabase(['tt']);
+    await query(scratch, `INSERT INTO "Alert" ("userId", title) SELECT 'tt', 'n' || i FROM generate_series(1, 3) i`);
+    const ids = (await query(scratch, `SELECT id FROM "Alert" ORDER BY id`)).map((r) => r.id);
+    await query(scratch, `TRUNCATE "Alert"`);
+    expect((await query(scratch, `SELECT id FROM pgbell."AlertTombstone" ORDER BY id`)).map((r) => r.id)).toEqual(ids);
+    expect(await query(scratch, `SELECT 1 FROM pgbell."AlertChange"`)).toEqual([]);
   });
 });

@@ -78,9 +78,9 @@ interface Row {
  */
 const DATABASE_ID = `(st."databaseId" || '-' || substr(md5((SELECT system_identifier FROM pg_control_system())::text || '/' || (SELECT oid FROM pg_database WHERE datname = current_database())::text), 1, 6))`;
 
-/** A user's unread count per alert type, as a JSON object (uses the partial unread index). */
+/** A user's unread count per alert type, as a JSON object (from the bookkeeping's partial unread index alone). */
 const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, c.n), '{}') FROM (
-      SELECT x.type, count(*) AS n FROM "Alert" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
+      SELECT x.type, count(*) AS n FROM "AlertChange" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
 
 /** The rows of the CTEs every read defines: changed alerts (`ch`) and deletes (`dl`), as `Row`s. */
 const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
@@ -255,21 +255,17 @@ export async function databaseId(db: Q): Promise<string> {
 }
 
 /**
- * Marks alerts read (only the user's own). An UPDATE like any other: the trigger streams it to
- * every tab of the user. Returns how many rows changed.
+ * Marks alerts read (only the user's own): an UPDATE of the table like any other, so the
+ * trigger streams it to every tab of the user. Returns how many rows changed.
  */
 export async function markRead(db: Q, userId: string, which: { ids: readonly string[] } | { all: true }): Promise<number> {
-  let q = db.updateTable('Alert').set({ read: true }).where('userId', '=', userId).where('read', '=', false);
-  if ('ids' in which) {
-    if (which.ids.length === 0) return 0;
-    q = q.where(sql<boolean>`id = ANY(${[...which.ids]}::text[])`);
-  }
+  if ('ids' in which && which.ids.length === 0) return 0;
   try {
-    const res = await q.executeTakeFirst();
-    return Number(res.numUpdatedRows);
+    const { rows } = await sql<{ n: string }>`SELECT mark_read(${userId}, ${'ids' in which ? [...which.ids] : null}::text[])::text AS n`.execute(db);
+    return Number(rows[0]!.n);
   } catch (err) {
-    // An installed table without a read column presents `read` as a constant: not updatable.
-    if ((err as { code?: string }).code === '0A000' && /column "read"/.test((err as Error).message)) throw new ReadNotTrackedError();
+    // An installed table without a read column (see src/db/bookkeeping.ts).
+    if ((err as { code?: string }).code === '0A000' && /read state is not tracked/.test((err as Error).message)) throw new ReadNotTrackedError();
     throw err;
   }
 }

@@ -1,14 +1,25 @@
 /**
- * Applies sql/NNNNNN_*.sql in order. Each file runs once, in its own transaction, with its
- * record written in the same transaction; a session advisory lock serializes concurrent
- * migrators (two daemons starting at once), and whoever waits then finds nothing to do.
+ * Applies sql/NNNNNN_*.sql in order, then pgbell's bookkeeping (BOOKKEEPING_STEP). Each file
+ * runs once, in its own transaction, with its record (pgbell.pgbell_migrations) written in the
+ * same transaction; a session advisory lock serializes concurrent migrators (two daemons
+ * starting at once), and whoever waits then finds nothing to do.
  */
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { INSTALLED_NOTIFY_TRIGGERS, installedTable } from './install.js';
+import { applyBookkeeping, MODEL_MAPPING, readSource, renormalizeForeignTxids, SCHEMA, setChannel, triggerChannel } from './bookkeeping.js';
+import { installedTable } from './install.js';
 import { inTransaction, withSchemaLock } from './lock.js';
+
+export { triggerChannel };
+
+/**
+ * The last step of every migrate: pgbell's bookkeeping for "Alert", in schema pgbell
+ * (src/db/bookkeeping.ts, the same as `pgbell install` gives an app's table). Files 000002–000008
+ * put it in columns of "Alert"; this step moves it out, and is pending until it has.
+ */
+export const BOOKKEEPING_STEP = 'bookkeeping in schema pgbell';
 
 /** src/db/ and dist/db/ are both two levels below the package root. */
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
@@ -31,13 +42,18 @@ export async function migrate(
     if (installed !== null) {
       throw new Error(`pgbell is installed on ${installed} (pgbell install); migrations create pgbell's own "Alert" table and are not for this database. To change the channel, run \`pgbell install\` again with --channel`);
     }
-    await client.query(`CREATE TABLE IF NOT EXISTS pgbell_migrations (
+    // The ledger lives in schema pgbell (it lived in public before the bookkeeping moved there).
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
+    if ((await client.query(`SELECT to_regclass('public.pgbell_migrations') IS NOT NULL AS p`)).rows[0].p) {
+      await client.query(`ALTER TABLE public.pgbell_migrations SET SCHEMA ${SCHEMA}`);
+    }
+    await client.query(`CREATE TABLE IF NOT EXISTS ${SCHEMA}.pgbell_migrations (
       name text PRIMARY KEY,
       sha256 text NOT NULL,
       "appliedAt" timestamptz NOT NULL DEFAULT now()
     )`);
     const done = new Map<string, string>(
-      (await client.query<{ name: string; sha256: string }>('SELECT name, sha256 FROM pgbell_migrations')).rows.map((r) => [r.name, r.sha256]),
+      (await client.query<{ name: string; sha256: string }>(`SELECT name, sha256 FROM ${SCHEMA}.pgbell_migrations`)).rows.map((r) => [r.name, r.sha256]),
     );
     for (const file of files) {
       const text = await readFile(SQL_DIR + file, 'utf8');
@@ -50,7 +66,7 @@ export async function migrate(
       }
       try {
         await inTransaction(client, async () => {
-          await client.query('INSERT INTO pgbell_migrations (name, sha256) VALUES ($1, $2)', [file, sha]);
+          await client.query(`INSERT INTO ${SCHEMA}.pgbell_migrations (name, sha256) VALUES ($1, $2)`, [file, sha]);
           await client.query(text);
         });
       } catch (err) {
@@ -59,63 +75,39 @@ export async function migrate(
       result.applied.push(file);
       opts.log?.(`applied ${file}`);
     }
+    const before = await readSource((text) => client.query(text));
+    if (!before || before.version < 2) {
+      try {
+        // On the channel the triggers have now (the daemons running keep hearing them); moved below.
+        await applyBookkeeping(client, MODEL_MAPPING, before?.channel ?? (await legacyChannel(client)) ?? opts.channel, 'migrate');
+      } catch (err) {
+        throw new Error(`migration step "${BOOKKEEPING_STEP}" failed: ${(err as Error).message}`);
+      }
+      result.applied.push(BOOKKEEPING_STEP);
+      opts.log?.(`applied ${BOOKKEEPING_STEP}`);
+    } else {
+      await applyBookkeeping(client, MODEL_MAPPING, before.channel, 'migrate');
+    }
     const foreign = await renormalizeForeignTxids(client);
     if (foreign > 0) opts.log?.(`re-stamped ${foreign} rows whose transaction ids this server has not handed out yet (restored from another cluster); open cursors reset`);
-    result.channelChanged = await syncTriggerChannel(client, opts.channel);
-    if (result.channelChanged) opts.log?.(opts.channel === '' ? 'triggers now send no NOTIFY (poll mode)' : `trigger now notifies channel ${opts.channel}`);
+    const current = await triggerChannel((text) => client.query(text));
+    if (current !== opts.channel) {
+      await setChannel(client, MODEL_MAPPING, opts.channel);
+      result.channelChanged = true;
+      opts.log?.(opts.channel === '' ? 'triggers now send no NOTIFY (poll mode)' : `trigger now notifies channel ${opts.channel}`);
+    }
     return result;
   });
 }
 
-/**
- * The triggers that notify, as `pgbell migrate` (re)creates them when PGBELL_CHANNEL changes.
- * Keep in step with the latest migrations that define them (sql/000003_changes.sql,
- * sql/000004_revocations.sql).
- */
-const NOTIFY_TRIGGERS = [
-  {
-    table: '"Alert"',
-    name: '_900_notify',
-    define: (channel: string) =>
-      `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT OR UPDATE ON "Alert"
-         FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__notify(${channel})`,
-  },
-  {
-    table: '"Alert"',
-    name: '_900_notify_delete',
-    define: (channel: string) =>
-      `CREATE OR REPLACE TRIGGER _900_notify_delete AFTER DELETE ON "Alert"
-         REFERENCING OLD TABLE AS old_rows
-         FOR EACH STATEMENT EXECUTE FUNCTION tg_alert__deleted(${channel})`,
-  },
-  {
-    table: 'pgbell_revocation',
-    name: '_900_notify',
-    define: (channel: string) =>
-      `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT ON pgbell_revocation
-         FOR EACH ROW EXECUTE FUNCTION tg_revocation__notify(${channel})`,
-  },
-] as const;
-
 type Run = (text: string) => Promise<{ rows: unknown[] }>;
 
-/**
- * The channel pgbell's triggers notify on: null if one is missing, or "a and b" if they
- * disagree (a half-finished manual change).
- */
-export async function triggerChannel(run: Run): Promise<string | null> {
-  const installed = (await installedTable(run)) !== null;
-  const wanted = installed ? INSTALLED_NOTIFY_TRIGGERS : NOTIFY_TRIGGERS.map((t) => `(to_regclass('${t.table}')::oid, '${t.name}')`);
-  const { rows } = await run(`SELECT t.tgargs AS args FROM pg_trigger t WHERE (t.tgrelid, t.tgname) IN (${wanted.join(', ')})`);
-  if (rows.length < wanted.length) return null;
-  const channels = new Set(
-    (rows as Array<{ args: Buffer | string }>).map(({ args }) => {
-      // tgargs is bytea: NUL-terminated arguments.
-      const text = Buffer.isBuffer(args) ? args.toString('utf8') : args;
-      return text.split('\0')[0] ?? '';
-    }),
+/** The channel of version 1's "Alert" trigger, if there is one. */
+async function legacyChannel(client: pg.Client): Promise<string | null> {
+  const { rows } = await client.query<{ c: string }>(
+    `SELECT split_part(encode(t.tgargs, 'escape'), '\\000', 1) AS c FROM pg_trigger t WHERE t.tgrelid = to_regclass('public."Alert"') AND t.tgname = '_900_notify'`,
   );
-  return [...channels].join(' and ');
+  return rows[0]?.c ?? null;
 }
 
 /**
@@ -126,58 +118,11 @@ export async function triggerChannel(run: Run): Promise<string | null> {
 export async function pendingMigrations(run: Run): Promise<string[]> {
   if ((await installedTable(run)) !== null) return [];
   const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
-  const { rows } = await run(`SELECT to_regclass('pgbell_migrations') IS NOT NULL AS present`);
-  if (!(rows[0] as { present: boolean }).present) return files;
-  const done = new Set((await run('SELECT name FROM pgbell_migrations')).rows.map((r) => (r as { name: string }).name));
-  return files.filter((f) => !done.has(f));
-}
-
-/**
- * A database restored (pg_dump, pg_restore) into another cluster keeps the transaction ids its
- * rows were stamped with in the old one. Where those are above what this cluster has handed
- * out, every horizon is below them: the rows would be re-read by every sync and poll, and a
- * relay would catch up from a horizon in the future (publishing nothing). They are re-stamped
- * as old ('3', the first normal transaction id): cursors from the old cluster reset anyway (the
- * database id includes the cluster's). `_100_changed` is off meanwhile, or the UPDATE would make
- * every row a change of this transaction. Returns how many rows were re-stamped.
- */
-async function renormalizeForeignTxids(client: pg.Client): Promise<number> {
-  const { rows } = await client.query<{ x: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x`);
-  const x = rows[0]!.x;
-  const { rows: seen } = await client.query<{ n: string }>(
-    `SELECT (SELECT count(*) FROM "Alert" WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8)
-          + (SELECT count(*) FROM "AlertTombstone" WHERE txid >= $1::xid8)
-          + (SELECT count(*) FROM pgbell_state WHERE "relayTxid" >= $1::xid8 OR "prunedTxid" >= $1::xid8) AS n`,
-    [x],
-  );
-  const n = Number(seen[0]!.n);
-  if (n === 0) return 0;
-  await inTransaction(client, async () => {
-    await client.query(`ALTER TABLE "Alert" DISABLE TRIGGER _100_changed`);
-    await client.query(
-      `UPDATE "Alert" SET txid = CASE WHEN txid >= $1::xid8 THEN '3'::xid8 ELSE txid END,
-                          "changedTxid" = CASE WHEN "changedTxid" >= $1::xid8 THEN '3'::xid8 ELSE "changedTxid" END
-        WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8`,
-      [x],
-    );
-    await client.query(`UPDATE "AlertTombstone" SET txid = '3' WHERE txid >= $1::xid8`, [x]);
-    await client.query(
-      `UPDATE pgbell_state SET "relayTxid" = CASE WHEN "relayTxid" >= $1::xid8 THEN NULL ELSE "relayTxid" END,
-                               "prunedTxid" = CASE WHEN "prunedTxid" >= $1::xid8 THEN '0'::xid8 ELSE "prunedTxid" END`,
-      [x],
-    );
-    await client.query(`ALTER TABLE "Alert" ENABLE TRIGGER _100_changed`);
-  });
-  return n;
-}
-
-async function syncTriggerChannel(client: pg.Client, channel: string): Promise<boolean> {
-  const current = await triggerChannel((text) => client.query(text));
-  if (current === channel) return false;
-  // CREATE OR REPLACE TRIGGER (Postgres 14+) swaps the argument atomically; all in one
-  // transaction so they never disagree.
-  await inTransaction(client, async () => {
-    for (const t of NOTIFY_TRIGGERS) await client.query(t.define(client.escapeLiteral(channel)));
-  });
-  return true;
+  const source = await readSource(run);
+  const bookkeeping = source === null || source.version < 2 ? [BOOKKEEPING_STEP] : [];
+  const { rows } = await run(`SELECT coalesce(to_regclass('${SCHEMA}.pgbell_migrations'), to_regclass('public.pgbell_migrations'))::text AS ledger`);
+  const ledger = (rows[0] as { ledger: string | null }).ledger;
+  if (ledger === null) return [...files, ...bookkeeping];
+  const done = new Set((await run(`SELECT name FROM ${ledger}`)).rows.map((r) => (r as { name: string }).name));
+  return [...files.filter((f) => !done.has(f)), ...bookkeeping];
 }

@@ -1,4 +1,7 @@
-/** Kysely's view of the tables in sql/. Keep in step with the migrations. */
+/**
+ * Kysely's view of what pgbell reads, with schema pgbell first on the search_path: "Alert" is
+ * the view of src/db/bookkeeping.ts (the table joined to its bookkeeping), the others its tables.
+ */
 import type { ColumnType, Generated } from 'kysely';
 
 export interface UserTable {
@@ -9,6 +12,8 @@ export interface UserTable {
 }
 
 export interface AlertTable {
+  /** The table's own id, in its own type. */
+  key: ColumnType<unknown, never, never>;
   id: Generated<string>;
   userId: string;
   type: Generated<string>;
@@ -18,7 +23,7 @@ export interface AlertTable {
   data: unknown | null;
   read: Generated<boolean>;
   createdAt: ColumnType<Date, Date | string | undefined, never>;
-  /** Writer's transaction id (xid8, read as a decimal string); set by its column default. */
+  /** The transaction that inserted it for its owner (xid8, read as a decimal string). */
   txid: ColumnType<string, never, never>;
   /** Insertion order within a transaction (bigint, read as a string). */
   seq: ColumnType<string, never, never>;

@@ -478,7 +478,7 @@ async function createDatabases(serverUrl: string): Promise<{ dbs: Dbs; drop: () 
     await migrate(url, { channel: k === 'poll' ? '' : 'pgbell' });
     await sql(url, `INSERT INTO "User" (id, email) SELECT 'u' || i, 'u' || i || '@example.test' FROM generate_series(0, $1::int - 1) i`, [userCount]);
     if (k === 'peer' || k === 'plain') {
-      await sql(url, `DROP TRIGGER _900_notify ON "Alert"; DROP TRIGGER _900_notify_delete ON "Alert"`);
+      await sql(url, `DROP TRIGGER pgbell_insert ON "Alert"; DROP TRIGGER pgbell_update ON "Alert"; DROP TRIGGER pgbell_delete ON "Alert"; DROP TRIGGER pgbell_truncate ON "Alert"`);
     }
     if (k === 'peer') {
       await sql(url, `

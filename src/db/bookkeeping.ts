@@ -1,0 +1,476 @@
+/**
+ * pgbell's bookkeeping, for whichever table holds the alerts: pgbell's own "Alert" (`pgbell
+ * migrate`) or an app's table (`pgbell install`). One mechanism for both:
+ *
+ * - the table gets four triggers named `pgbell_*` and nothing else: no column, no index, no
+ *   rewrite, no lock stronger than CREATE TRIGGER's;
+ * - schema `pgbell` holds the rest:
+ *     "AlertChange"      one row per alert: its key, owner, type, read state and creation
+ *                        time (copies, so pgbell's reads are indexed whatever the table has),
+ *                        the transaction that inserted it for its owner (`txid`), the one that
+ *                        last changed it (`changedTxid`) and its order within a transaction;
+ *     "AlertTombstone"   deleted alerts, for resumes; pruned after a retention period;
+ *     pgbell_state       the database's id in cursors, pruning and relay horizons;
+ *     pgbell_revocation  revoked sessions;
+ *     install            which table, its column mapping and the NOTIFY channel;
+ *     "Alert"            a view: the table joined to its bookkeeping, in the shape pgbell reads;
+ *     mark_read()        marking read, through the bookkeeping's unread index;
+ *   and the trigger functions, written for the table's own column names.
+ *
+ * Every trigger is per statement and writes its bookkeeping in one statement: a 10,000-row
+ * INSERT costs one INSERT into "AlertChange", not 10,000. Every pgbell connection puts schema
+ * `pgbell` first on its search_path (src/db/connect.ts), so the daemon reads the view as "Alert".
+ */
+import pg from 'pg';
+import { inTransaction } from './lock.js';
+
+export const SCHEMA = 'pgbell';
+
+/** Which columns of the table mean what; '' where the table has no such column. */
+export interface Mapping {
+  /** `schema.table`, unquoted. */
+  table: string;
+  idColumn: string;
+  userColumn: string;
+  typeColumn: string;
+  titleColumn: string;
+  messageColumn: string;
+  linkColumn: string;
+  /** A boolean; without one, every alert is unread and cannot be marked read. */
+  readColumn: string;
+  /** A timestamp; without one, the time pgbell first saw the row. */
+  createdColumn: string;
+  /** A json(b) column sent as the alert's `data`; without one, the whole row. */
+  dataColumn: string;
+}
+
+/** pgbell's own "Alert" (sql/000001_schema.sql), as `pgbell migrate` creates it. */
+export const MODEL_MAPPING: Mapping = {
+  table: 'public.Alert',
+  idColumn: 'id',
+  userColumn: 'userId',
+  typeColumn: 'type',
+  titleColumn: 'title',
+  messageColumn: 'message',
+  linkColumn: 'link',
+  readColumn: 'read',
+  createdColumn: 'createdAt',
+  dataColumn: 'data',
+};
+
+/** What created the bookkeeping: `pgbell migrate` (pgbell's own tables) or `pgbell install`. */
+export type Kind = 'migrate' | 'install';
+
+/** Version 1: the bookkeeping lived in columns of the table. 2: in schema pgbell only. */
+const VERSION = 2;
+
+/** The triggers on the table, by event. Names sort after most apps' own (they run in name order). */
+export const TABLE_TRIGGERS = ['pgbell_insert', 'pgbell_update', 'pgbell_delete', 'pgbell_truncate'] as const;
+
+const q = pg.escapeIdentifier;
+const lit = pg.escapeLiteral;
+
+/** `schema.table` as stored → quoted SQL. */
+export function tableSql(name: string): string {
+  const [schema, table] = name.split('.') as [string, string];
+  return `${q(schema)}.${q(table)}`;
+}
+
+type Run = (text: string) => Promise<{ rows: unknown[] }>;
+
+export interface Source {
+  kind: Kind;
+  mapping: Mapping;
+  channel: string;
+  version: number;
+}
+
+/** What schema pgbell says about the table it serves, or null where there is none. */
+export async function readSource(run: Run): Promise<Source | null> {
+  const { rows } = await run(`SELECT to_regclass('${SCHEMA}.install') IS NOT NULL AS present`);
+  if (!(rows[0] as { present: boolean }).present) return null;
+  const hasKind = (await run(`SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = '${SCHEMA}.install'::regclass AND attname = 'kind' AND NOT attisdropped`)).rows[0] as { n: number };
+  const res = await run(`SELECT options, channel, version, ${hasKind.n > 0 ? 'kind' : `'install'`} AS kind FROM ${SCHEMA}.install`);
+  const row = res.rows[0] as { options: Mapping; channel: string; version: number; kind: Kind } | undefined;
+  if (!row) return null;
+  // Installs of version 1 stored no data column: the whole row.
+  return { kind: row.kind, mapping: { ...row.options, dataColumn: row.options.dataColumn ?? '' }, channel: row.channel, version: row.version };
+}
+
+/**
+ * The triggers that carry the channel, as (relation, trigger name) SQL pairs: the table's four
+ * and the revocation table's.
+ */
+export const NOTIFY_TRIGGERS = [
+  ...TABLE_TRIGGERS.map((t) => `((SELECT "table" FROM ${SCHEMA}.install)::oid, '${t}')`),
+  `('${SCHEMA}.pgbell_revocation'::regclass::oid, '_900_notify')`,
+];
+
+/**
+ * Creates the bookkeeping for `m` (or brings an older one up to date), in one transaction.
+ * Returns true if any trigger function changed.
+ */
+export async function applyBookkeeping(client: pg.Client, m: Mapping, channel: string, kind: Kind): Promise<boolean> {
+  const digest = async () =>
+    (
+      await client.query<{ d: string | null }>(
+        `SELECT md5(string_agg(pg_get_functiondef(p.oid), '' ORDER BY p.proname)) AS d FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = ${lit(SCHEMA)}`,
+      )
+    ).rows[0]!.d;
+  const before = await digest();
+  await inTransaction(client, async () => {
+    const t = tableSql(m.table);
+    const existing = await readSource((text) => client.query(text));
+    const legacyModel = kind === 'migrate' && (await hasColumn(client, t, 'changedTxid'));
+    const legacyInstall = existing !== null && existing.version < VERSION && (await hasColumn(client, t, 'pgbell_changed_txid'));
+    const fresh = (await client.query<{ r: string | null }>(`SELECT to_regclass('${SCHEMA}."AlertChange"')::text AS r`)).rows[0]!.r === null;
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
+    if (legacyModel) {
+      // pgbell migrate's tables of version 1 move into the schema, rows, ids and all: cursors
+      // (the database id, the pruning horizon) stay valid across the upgrade.
+      for (const table of ['pgbell_state', 'pgbell_revocation', '"AlertTombstone"']) {
+        if ((await client.query(`SELECT to_regclass('public.${table}') IS NOT NULL AS p`)).rows[0].p) await client.query(`ALTER TABLE public.${table} SET SCHEMA ${SCHEMA}`);
+      }
+    }
+    for (const statement of statements(m, channel)) await client.query(statement);
+    if (legacyModel) await adopt(client, m, { txid: 'txid', changed: 'changedTxid', seq: 'seq', created: null });
+    else if (legacyInstall) await adopt(client, m, { txid: 'pgbell_txid', changed: 'pgbell_changed_txid', seq: 'pgbell_seq', created: m.createdColumn ? null : 'pgbell_created_at' });
+    else if (fresh) {
+      // Rows already there are older than any cursor a client can hold: this transaction's id.
+      await client.query(`INSERT INTO ${SCHEMA}."AlertChange" (key, id, "userId", type, read, "createdAt", txid, "changedTxid")
+        SELECT ${values(m, 'r', 'now()')}, pg_current_xact_id(), pg_current_xact_id() FROM ${t} r ORDER BY r.${q(m.idColumn)}`);
+    }
+    if (legacyModel) await dropLegacyModel(client);
+    if (legacyInstall) await dropLegacyInstall(client, m);
+    await client.query(
+      `INSERT INTO ${SCHEMA}.install ("table", options, channel, version, kind) VALUES (${lit(t)}::regclass, $1, $2, ${VERSION}, $3)
+       ON CONFLICT (one) DO UPDATE SET "table" = excluded."table", options = excluded.options, channel = excluded.channel, version = excluded.version, kind = excluded.kind`,
+      [JSON.stringify(m), channel, kind],
+    );
+  });
+  return (await digest()) !== before;
+}
+
+/** Points the triggers at another channel ('' sends no NOTIFY: poll mode), atomically. */
+export async function setChannel(client: pg.Client, m: Mapping, channel: string): Promise<void> {
+  await inTransaction(client, async () => {
+    for (const statement of triggerStatements(m, channel)) await client.query(statement);
+    await client.query(`UPDATE ${SCHEMA}.install SET channel = $1`, [channel]);
+  });
+}
+
+/** Removes the triggers and schema pgbell: the table is left exactly as it was. */
+export async function removeBookkeeping(client: pg.Client, m: Mapping): Promise<void> {
+  const t = tableSql(m.table);
+  await inTransaction(client, async () => {
+    for (const trigger of TABLE_TRIGGERS) await client.query(`DROP TRIGGER IF EXISTS ${trigger} ON ${t}`);
+    await client.query(`DROP SCHEMA ${SCHEMA} CASCADE`);
+  });
+}
+
+/** The channel the triggers notify on: null if one is missing, "a and b" if they disagree. */
+export async function triggerChannel(run: Run): Promise<string | null> {
+  if ((await readSource(run)) === null) return null;
+  const { rows } = await run(`SELECT t.tgargs AS args FROM pg_trigger t WHERE (t.tgrelid, t.tgname) IN (${NOTIFY_TRIGGERS.join(', ')})`);
+  if (rows.length < NOTIFY_TRIGGERS.length) return null;
+  const channels = new Set(
+    (rows as Array<{ args: Buffer | string }>).map(({ args }) => {
+      // tgargs is bytea: NUL-terminated arguments.
+      const text = Buffer.isBuffer(args) ? args.toString('utf8') : args;
+      return text.split('\0')[0] ?? '';
+    }),
+  );
+  return [...channels].join(' and ');
+}
+
+/**
+ * A database restored (pg_dump, pg_restore) into another cluster keeps the transaction ids its
+ * bookkeeping was stamped with in the old one. Where those are above what this cluster has
+ * handed out, every horizon is below them: the rows would be re-read by every sync and poll,
+ * and a relay would catch up from a horizon in the future (publishing nothing). They are
+ * re-stamped as old ('3', the first normal transaction id): cursors from the old cluster reset
+ * anyway (the database id includes the cluster's). Returns how many rows were re-stamped.
+ */
+export async function renormalizeForeignTxids(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ x: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x`);
+  const x = rows[0]!.x;
+  const { rows: seen } = await client.query<{ n: string }>(
+    `SELECT (SELECT count(*) FROM ${SCHEMA}."AlertChange" WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8)
+          + (SELECT count(*) FROM ${SCHEMA}."AlertTombstone" WHERE txid >= $1::xid8)
+          + (SELECT count(*) FROM ${SCHEMA}.pgbell_state WHERE "relayTxid" >= $1::xid8 OR "prunedTxid" >= $1::xid8) AS n`,
+    [x],
+  );
+  const n = Number(seen[0]!.n);
+  if (n === 0) return 0;
+  await inTransaction(client, async () => {
+    await client.query(
+      `UPDATE ${SCHEMA}."AlertChange" SET txid = CASE WHEN txid >= $1::xid8 THEN '3'::xid8 ELSE txid END,
+                          "changedTxid" = CASE WHEN "changedTxid" >= $1::xid8 THEN '3'::xid8 ELSE "changedTxid" END
+        WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8`,
+      [x],
+    );
+    await client.query(`UPDATE ${SCHEMA}."AlertTombstone" SET txid = '3' WHERE txid >= $1::xid8`, [x]);
+    await client.query(
+      `UPDATE ${SCHEMA}.pgbell_state SET "relayTxid" = CASE WHEN "relayTxid" >= $1::xid8 THEN NULL ELSE "relayTxid" END,
+                               "prunedTxid" = CASE WHEN "prunedTxid" >= $1::xid8 THEN '0'::xid8 ELSE "prunedTxid" END`,
+      [x],
+    );
+  });
+  return n;
+}
+
+async function hasColumn(client: pg.Client, table: string, column: string): Promise<boolean> {
+  const { rows } = await client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped`, [table, column]);
+  return rows.length > 0;
+}
+
+/**
+ * The bookkeeping values of a row `r` of the table, in "AlertChange"'s column order (key, id,
+ * "userId", type, read, "createdAt"); `created` when the table has no creation time.
+ */
+function values(m: Mapping, r: string, created: string): string {
+  const col = (c: string) => `${r}.${q(c)}`;
+  return [
+    `${col(m.idColumn)} AS key`,
+    `${col(m.idColumn)}::text AS id`,
+    `${col(m.userColumn)}::text AS "userId"`,
+    `${m.typeColumn ? `coalesce(${col(m.typeColumn)}::text, 'general')` : `'general'::text`} AS type`,
+    `${m.readColumn ? `coalesce(${col(m.readColumn)}, false)` : 'false'} AS read`,
+    `${m.createdColumn ? `coalesce(${col(m.createdColumn)}::timestamptz, now())` : created} AS "createdAt"`,
+  ].join(', ');
+}
+
+/** Idempotent: creates what is missing, replaces every function, view and trigger. */
+function statements(m: Mapping, channel: string): string[] {
+  const t = tableSql(m.table);
+  const s = SCHEMA;
+  const idType = `(SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = ${lit(t)}::regclass AND attname = ${lit(m.idColumn)})`;
+  const col = (r: string, c: string) => `${r}.${q(c)}`;
+  const notify = `PERFORM ${s}.pgbell_notify_change(TG_ARGV[0]);`;
+  return [
+    `CREATE TABLE IF NOT EXISTS ${s}.install (
+       one           boolean PRIMARY KEY DEFAULT true CHECK (one),
+       "table"       regclass NOT NULL,
+       options       jsonb NOT NULL,
+       channel       text NOT NULL,
+       version       int NOT NULL DEFAULT 1,
+       "installedAt" timestamptz NOT NULL DEFAULT now()
+     )`,
+    `ALTER TABLE ${s}.install ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'install'`,
+    `COMMENT ON SCHEMA ${s} IS 'pgbell: its bookkeeping for the alerts table (see pgbell.install)'`,
+    `CREATE TABLE IF NOT EXISTS ${s}.pgbell_state (
+       one          boolean PRIMARY KEY DEFAULT true CHECK (one),
+       "databaseId" text NOT NULL DEFAULT substr(md5(gen_random_uuid()::text), 1, 8),
+       -- Cursors whose horizon is at or below this may have missed a pruned delete.
+       "prunedTxid" xid8 NOT NULL DEFAULT '0',
+       -- Redis fan-out: every transaction below this has been published.
+       "relayTxid"  xid8 NULL
+     )`,
+    `INSERT INTO ${s}.pgbell_state DEFAULT VALUES ON CONFLICT DO NOTHING`,
+    `CREATE TABLE IF NOT EXISTS ${s}."AlertTombstone" (
+       id          text NOT NULL,
+       "userId"    text NOT NULL,
+       txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
+       "deletedAt" timestamptz NOT NULL DEFAULT now()
+     )`,
+    `CREATE INDEX IF NOT EXISTS "AlertTombstone_txid_idx" ON ${s}."AlertTombstone" (txid)`,
+    `CREATE INDEX IF NOT EXISTS "AlertTombstone_userId_txid_idx" ON ${s}."AlertTombstone" ("userId", txid)`,
+    `CREATE TABLE IF NOT EXISTS ${s}.pgbell_revocation (
+       id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+       "userId"    text NOT NULL CHECK (length("userId") <= 1000),
+       before      timestamptz NOT NULL DEFAULT now(),
+       "createdAt" timestamptz NOT NULL DEFAULT now()
+     )`,
+    `CREATE INDEX IF NOT EXISTS pgbell_revocation_user_idx ON ${s}.pgbell_revocation ("userId", before DESC)`,
+    // The key has the table's own id type, so joining back to the table uses its primary key.
+    `DO $$ BEGIN
+       IF to_regclass('${s}."AlertChange"') IS NULL THEN
+         EXECUTE format('CREATE TABLE ${s}."AlertChange" (
+           key           %s PRIMARY KEY,
+           id            text NOT NULL,
+           "userId"      text NOT NULL,
+           type          text NOT NULL,
+           read          boolean NOT NULL,
+           "createdAt"   timestamptz NOT NULL,
+           txid          xid8 NOT NULL,
+           "changedTxid" xid8 NOT NULL,
+           seq           bigint GENERATED BY DEFAULT AS IDENTITY
+         )', ${idType});
+       END IF;
+     END $$`,
+    // Live reads find a transaction's rows; resumes a user's since a transaction; the bell's
+    // list a user's newest; unread counts come from the index alone.
+    `CREATE INDEX IF NOT EXISTS "AlertChange_changedTxid_idx" ON ${s}."AlertChange" ("changedTxid")`,
+    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_changedTxid_idx" ON ${s}."AlertChange" ("userId", "changedTxid")`,
+    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_createdAt_idx" ON ${s}."AlertChange" ("userId", "createdAt" DESC, id DESC)`,
+    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_type_unread_idx" ON ${s}."AlertChange" ("userId", type) WHERE NOT read`,
+    // The one NOTIFY every trigger sends: the writer's transaction id, or nothing when the
+    // channel is empty (poll mode). A payload is only a hint (src/listener.ts).
+    `CREATE OR REPLACE FUNCTION ${s}.pgbell_notify_change(channel text) RETURNS void LANGUAGE plpgsql AS $$
+     BEGIN
+       IF channel <> '' THEN
+         PERFORM pg_notify(channel, '{"txid":"' || pg_current_xact_id()::text || '"}');
+       END IF;
+     END $$`,
+    `CREATE OR REPLACE FUNCTION ${s}.tg_alert__inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       INSERT INTO ${s}."AlertChange" AS c (key, id, "userId", type, read, "createdAt", txid, "changedTxid")
+       SELECT ${values(m, 'n', 'now()')}, pg_current_xact_id(), pg_current_xact_id() FROM new_rows n
+       -- Only if the row was written while the triggers were off (session_replication_role).
+       ON CONFLICT (key) DO UPDATE SET "userId" = excluded."userId", type = excluded.type, read = excluded.read,
+         "createdAt" = excluded."createdAt", txid = excluded.txid, "changedTxid" = excluded."changedTxid";
+       IF FOUND THEN ${notify} END IF;
+       RETURN NULL;
+     END $$`,
+    // Only a real change counts: marking read rows that are read already re-renders nothing.
+    // A new owner is a delete for the old one (a tombstone) and a new alert for the new one
+    // (txid becomes this transaction). A changed key is a delete and an insert.
+    `CREATE OR REPLACE FUNCTION ${s}.tg_alert__updated() RETURNS trigger LANGUAGE plpgsql AS $$
+     DECLARE n bigint;
+     BEGIN
+       WITH pairs AS (
+         SELECT ${values(m, 'nr', 'NULL::timestamptz')}
+           FROM new_rows nr JOIN old_rows o ON ${col('o', m.idColumn)} = ${col('nr', m.idColumn)}
+          WHERE to_jsonb(nr) IS DISTINCT FROM to_jsonb(o)
+       ), moved AS (
+         INSERT INTO ${s}."AlertTombstone" (id, "userId")
+         SELECT c.id, c."userId" FROM ${s}."AlertChange" c JOIN pairs p ON c.key = p.key
+          WHERE c."userId" IS DISTINCT FROM p."userId"
+       ), changed AS (
+         UPDATE ${s}."AlertChange" c
+            SET "userId" = p."userId", type = p.type, read = p.read,
+                "createdAt" = coalesce(p."createdAt", c."createdAt"),
+                txid = CASE WHEN c."userId" IS DISTINCT FROM p."userId" THEN pg_current_xact_id() ELSE c.txid END,
+                "changedTxid" = pg_current_xact_id()
+           FROM pairs p WHERE c.key = p.key
+         RETURNING 1
+       ), gone AS (
+         DELETE FROM ${s}."AlertChange" c USING old_rows o
+          WHERE c.key = ${col('o', m.idColumn)} AND NOT EXISTS (SELECT 1 FROM new_rows nr WHERE ${col('nr', m.idColumn)} = ${col('o', m.idColumn)})
+         RETURNING c.id, c."userId"
+       ), buried AS (
+         INSERT INTO ${s}."AlertTombstone" (id, "userId") SELECT id, "userId" FROM gone
+       ), born AS (
+         INSERT INTO ${s}."AlertChange" (key, id, "userId", type, read, "createdAt", txid, "changedTxid")
+         SELECT ${values(m, 'nr', 'now()')}, pg_current_xact_id(), pg_current_xact_id() FROM new_rows nr
+          WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE ${col('o', m.idColumn)} = ${col('nr', m.idColumn)})
+         RETURNING 1
+       )
+       SELECT (SELECT count(*) FROM changed) + (SELECT count(*) FROM gone) + (SELECT count(*) FROM born) INTO n;
+       IF n > 0 THEN ${notify} END IF;
+       RETURN NULL;
+     END $$`,
+    `CREATE OR REPLACE FUNCTION ${s}.tg_alert__deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       WITH gone AS (
+         DELETE FROM ${s}."AlertChange" c USING old_rows o WHERE c.key = ${col('o', m.idColumn)} RETURNING c.id, c."userId"
+       )
+       INSERT INTO ${s}."AlertTombstone" (id, "userId") SELECT id, "userId" FROM gone;
+       IF FOUND THEN ${notify} END IF;
+       RETURN NULL;
+     END $$`,
+    // TRUNCATE fires no DELETE trigger: every alert becomes a tombstone here.
+    `CREATE OR REPLACE FUNCTION ${s}.tg_alert__truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       WITH gone AS (DELETE FROM ${s}."AlertChange" RETURNING id, "userId")
+       INSERT INTO ${s}."AlertTombstone" (id, "userId") SELECT id, "userId" FROM gone;
+       IF FOUND THEN ${notify} END IF;
+       RETURN NULL;
+     END $$`,
+    `CREATE OR REPLACE FUNCTION ${s}.tg_revocation__notify() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF TG_ARGV[0] <> '' THEN
+         PERFORM pg_notify(TG_ARGV[0], json_build_object(
+           'revoke', NEW."userId",
+           'before', floor(extract(epoch FROM NEW.before))::bigint::text)::text);
+       END IF;
+       RETURN NULL;
+     END $$`,
+    // Marking read writes the table's own column (its UPDATE streams like any other), found
+    // through the bookkeeping's unread index. NULL ids: all of the user's.
+    `CREATE OR REPLACE FUNCTION ${s}.mark_read(p_user text, p_ids text[]) RETURNS bigint LANGUAGE plpgsql AS $$
+     DECLARE n bigint;
+     BEGIN
+       ${
+         m.readColumn
+           ? `UPDATE ${t} r SET ${q(m.readColumn)} = true FROM ${s}."AlertChange" c
+           WHERE c.key = ${col('r', m.idColumn)} AND c."userId" = p_user AND NOT c.read AND (p_ids IS NULL OR c.id = ANY(p_ids));
+         GET DIAGNOSTICS n = ROW_COUNT;
+         RETURN n;`
+           : `RAISE EXCEPTION 'pgbell: read state is not tracked on ${m.table.replace(/'/g, "''")}' USING ERRCODE = '0A000';`
+       }
+     END $$`,
+    // The table in the shape pgbell reads, its bookkeeping beside it.
+    `DROP VIEW IF EXISTS ${s}."Alert"`,
+    `CREATE VIEW ${s}."Alert" AS SELECT
+       c.key,
+       c.id,
+       c."userId",
+       c.type,
+       ${m.titleColumn ? `coalesce(${col('t', m.titleColumn)}::text, '')` : `''::text`} AS title,
+       ${m.messageColumn ? `coalesce(${col('t', m.messageColumn)}::text, '')` : `''::text`} AS message,
+       ${m.linkColumn ? `${col('t', m.linkColumn)}::text` : 'NULL::text'} AS link,
+       ${m.dataColumn ? `${col('t', m.dataColumn)}::jsonb` : 'to_jsonb(t)'} AS data,
+       c.read,
+       c."createdAt",
+       c.txid,
+       c."changedTxid",
+       c.seq
+     FROM ${t} t JOIN ${s}."AlertChange" c ON c.key = ${col('t', m.idColumn)}`,
+    ...triggerStatements(m, channel),
+  ];
+}
+
+/** The triggers: on the table, one per event (transition tables need that), and on revocations. */
+function triggerStatements(m: Mapping, channel: string): string[] {
+  const t = tableSql(m.table);
+  const c = lit(channel);
+  return [
+    `CREATE OR REPLACE TRIGGER pgbell_insert AFTER INSERT ON ${t} REFERENCING NEW TABLE AS new_rows
+       FOR EACH STATEMENT EXECUTE FUNCTION ${SCHEMA}.tg_alert__inserted(${c})`,
+    `CREATE OR REPLACE TRIGGER pgbell_update AFTER UPDATE ON ${t} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+       FOR EACH STATEMENT EXECUTE FUNCTION ${SCHEMA}.tg_alert__updated(${c})`,
+    `CREATE OR REPLACE TRIGGER pgbell_delete AFTER DELETE ON ${t} REFERENCING OLD TABLE AS old_rows
+       FOR EACH STATEMENT EXECUTE FUNCTION ${SCHEMA}.tg_alert__deleted(${c})`,
+    `CREATE OR REPLACE TRIGGER pgbell_truncate AFTER TRUNCATE ON ${t}
+       FOR EACH STATEMENT EXECUTE FUNCTION ${SCHEMA}.tg_alert__truncated(${c})`,
+    `CREATE OR REPLACE TRIGGER _900_notify AFTER INSERT ON ${SCHEMA}.pgbell_revocation
+       FOR EACH ROW EXECUTE FUNCTION ${SCHEMA}.tg_revocation__notify(${c})`,
+  ];
+}
+
+/**
+ * Version 1 kept the bookkeeping in columns of the table: it moves into "AlertChange" with its
+ * transaction ids, so cursors from before the upgrade resume exactly.
+ */
+async function adopt(client: pg.Client, m: Mapping, legacy: { txid: string; changed: string; seq: string; created: string | null }): Promise<void> {
+  const t = tableSql(m.table);
+  await client.query(`INSERT INTO ${SCHEMA}."AlertChange" (key, id, "userId", type, read, "createdAt", txid, "changedTxid", seq)
+    SELECT ${values(m, 'r', legacy.created ? `r.${q(legacy.created)}` : 'now()')}, r.${q(legacy.txid)}, r.${q(legacy.changed)}, r.${q(legacy.seq)} FROM ${t} r
+    ON CONFLICT (key) DO NOTHING`);
+  await client.query(`SELECT setval(pg_get_serial_sequence('${SCHEMA}."AlertChange"', 'seq'), greatest(1, (SELECT max(seq) FROM ${SCHEMA}."AlertChange")))`);
+}
+
+/** What migrations 000002–000008 added to "Alert" and public, now in schema pgbell. */
+async function dropLegacyModel(client: pg.Client): Promise<void> {
+  for (const trigger of ['_100_changed', '_900_notify', '_900_notify_delete']) await client.query(`DROP TRIGGER IF EXISTS ${trigger} ON public."Alert"`);
+  for (const fn of ['tg_alert__changed()', 'tg_alert__notify()', 'tg_alert__deleted()', 'tg_revocation__notify()', 'pgbell_notify_change(text)']) {
+    await client.query(`DROP FUNCTION IF EXISTS public.${fn}`);
+  }
+  // Their indexes go with them.
+  await client.query(`ALTER TABLE public."Alert" DROP COLUMN txid, DROP COLUMN "changedTxid", DROP COLUMN seq`);
+}
+
+/** What `pgbell install` of version 1 added to the app's table. */
+async function dropLegacyInstall(client: pg.Client, m: Mapping): Promise<void> {
+  const t = tableSql(m.table);
+  for (const trigger of ['pgbell_100_changed', 'pgbell_900_notify', 'pgbell_900_notify_delete']) await client.query(`DROP TRIGGER IF EXISTS ${trigger} ON ${t}`);
+  for (const fn of ['tg_alert__changed()', 'tg_alert__notify()']) await client.query(`DROP FUNCTION IF EXISTS ${SCHEMA}.${fn}`);
+  const schema = q(m.table.split('.')[0]!);
+  for (const suffix of ['pgbell_user_created_idx', 'pgbell_user_unread_idx']) {
+    await client.query(`DROP INDEX IF EXISTS ${schema}.${q(`${m.table.split('.').pop()!}_${suffix}`.slice(0, 63))}`);
+  }
+  await client.query(`DROP INDEX IF EXISTS ${SCHEMA}."pgbell_revocation_userId_before_idx"`);
+  const added = ['pgbell_txid', 'pgbell_changed_txid', 'pgbell_seq', ...(m.createdColumn ? [] : ['pgbell_created_at'])];
+  await client.query(`ALTER TABLE ${t} ${added.map((c) => `DROP COLUMN IF EXISTS ${c}`).join(', ')}`);
+}
