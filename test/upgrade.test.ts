@@ -42,6 +42,8 @@ function writer(url: string, table: string, userCol: string, users: string[], ex
       if (i % 7 === 3) await query(url, `UPDATE ${table} SET ${table.includes('Alert') ? 'read' : 'seen'} = true WHERE id::text = $1`, [id]);
     }
   })();
+  // A writer that fails (a deadlock with the upgrade, say) fails the test at stop().
+  done.catch(() => {});
   return {
     inserted,
     deleted,

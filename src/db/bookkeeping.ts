@@ -124,6 +124,11 @@ export async function applyBookkeeping(client: pg.Client, m: Mapping, channel: s
     const legacyModel = kind === 'migrate' && (await hasColumn(client, t, 'changedTxid'));
     const legacyInstall = existing !== null && existing.version < VERSION && (await hasColumn(client, t, 'pgbell_changed_txid'));
     const fresh = (await client.query<{ r: string | null }>(`SELECT to_regclass('${SCHEMA}."AlertChange"')::text AS r`)).rows[0]!.r === null;
+    // The table's lock first, the strongest this transaction takes on it: writers wait for it
+    // here instead of holding the table while waiting for a bookkeeping table this transaction
+    // holds (a deadlock that would fail the writer). CREATE TRIGGER's; dropping version 1's
+    // columns needs ACCESS EXCLUSIVE (no rewrite).
+    await client.query(`LOCK TABLE ${t} IN ${legacyModel || legacyInstall ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE'} MODE`);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
     if (legacyModel) {
       // pgbell migrate's tables of version 1 move into the schema, rows, ids and all: cursors
