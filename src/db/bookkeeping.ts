@@ -306,6 +306,11 @@ function statements(m: Mapping, channel: string): string[] {
     // Live reads find a transaction's rows; resumes a user's since a transaction; the bell's
     // list a user's newest; unread counts come from the index alone.
     `CREATE INDEX IF NOT EXISTS "AlertChange_changedTxid_idx" ON ${s}."AlertChange" ("changedTxid")`,
+    // Live reads are planned once, generically: the planner must assume a transaction changes
+    // few rows, which is how alerts are written, even right after an install gave every
+    // existing row the same transaction (statistics would then say "all rows", and every read
+    // would scan the table).
+    `ALTER TABLE ${s}."AlertChange" ALTER COLUMN "changedTxid" SET (n_distinct = -1), ALTER COLUMN txid SET (n_distinct = -1)`,
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_changedTxid_idx" ON ${s}."AlertChange" ("userId", "changedTxid")`,
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_createdAt_idx" ON ${s}."AlertChange" ("userId", "createdAt" DESC, id DESC)`,
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_type_unread_idx" ON ${s}."AlertChange" ("userId", type) WHERE NOT read`,

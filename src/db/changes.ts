@@ -320,3 +320,6 @@ function byRow(a: Change, b: Change): number {
   if (a.kind === 'alert' && b.kind === 'alert') return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
   return a.kind === b.kind ? 0 : a.kind === 'alert' ? -1 : 1;
 }
+
+/** The delivery reads' SQL, for tests that check their plans use indexes. */
+export const DELIVERY_READS = { byTxids: CHANGES_BY_TXIDS, byTxidsAll: CHANGES_BY_TXIDS_ALL, since: CHANGES_SINCE, sinceAll: CHANGES_SINCE_ALL } as const;
