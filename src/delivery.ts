@@ -51,6 +51,8 @@ export interface Stashed {
 
 interface UserChanges {
   list: Change[];
+  /** Every index of `list`: what a socket without a type filter gets, shared by all of them. */
+  all: number[];
   kinds: Array<'notification' | 'update' | 'delete'>;
   alertJson: string[];
   bodies: string[];
@@ -193,7 +195,6 @@ export class Delivery {
   async drain(): Promise<void> {
     this.#flush();
     await Promise.all([this.#chain, this.#syncsSettled()]);
-    await this.#chain;
   }
 
   /** Stops: a read that is failing is given up (its sockets are closing anyway). */
@@ -308,7 +309,7 @@ export class Delivery {
       const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
       // Each alert is serialized once, however many sockets get it.
       const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
-      const changes: UserChanges = { list, kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType: unread.get(uid) };
+      const changes: UserChanges = { list, all: list.map((_, k) => k), kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType: unread.get(uid) };
       let sent = 0;
       for (const sub of hub.receiving(uid)) {
         if (sub.stash) sub.stash.push({ tx, horizon, changes });
@@ -335,8 +336,7 @@ export class Delivery {
     const cursor = sub.cursor!;
     if (cursor.has(tx)) return false;
     const { list, kinds, alertJson, bodies } = ch;
-    const picked: number[] = [];
-    for (let k = 0; k < list.length; k++) if (wants(sub, list[k]!)) picked.push(k);
+    const picked = sub.types === null ? ch.all : ch.all.filter((k) => wants(sub, list[k]!));
     cursor.advance(horizon);
     // Until its last message arrives, a client has not seen the whole transaction. (Only
     // encoded when there is more than one message: most transactions write one row.)
@@ -390,11 +390,16 @@ export class Delivery {
       afterByUser.set(sub.userId, prev === undefined ? h : prev === null ? h : h === null || prev < h ? prev : h);
     }
     const users = [...afterByUser];
+    const subsOf = new Map<string, Subscriber[]>();
+    for (const sub of plans.keys()) {
+      const list = subsOf.get(sub.userId);
+      if (list) list.push(sub);
+      else subsOf.set(sub.userId, [sub]);
+    }
     const per = this.#o.syncBatchUsers ?? SYNC_BATCH_USERS;
     for (let start = 0; start < users.length; start += per) {
       const slice = users.slice(start, start + per).map(([userId, after]) => ({ userId, after }));
-      const inSlice = new Set(slice.map((r) => r.userId));
-      const mineNow = [...plans.keys()].filter((sub) => inSlice.has(sub.userId));
+      const mineNow = slice.flatMap((r) => subsOf.get(r.userId)!);
       let result: SinceBatch | undefined;
       for (;;) {
         // First syncs stash what live steps deliver from here on (see the top of this file).

@@ -76,17 +76,17 @@ export async function migrate(
       opts.log?.(`applied ${file}`);
     }
     const before = await readSource((text) => client.query(text));
-    if (!before || before.version < 2) {
-      try {
-        // On the channel the triggers have now (the daemons running keep hearing them); moved below.
-        await applyBookkeeping(client, MODEL_MAPPING, before?.channel ?? (await legacyChannel(client)) ?? opts.channel, 'migrate');
-      } catch (err) {
-        throw new Error(`migration step "${BOOKKEEPING_STEP}" failed: ${(err as Error).message}`);
-      }
+    const pending = !before || before.version < 2;
+    try {
+      // On the channel the triggers have now (the daemons running keep hearing them); moved
+      // below. Run every time: it brings pgbell's functions, view and triggers up to date.
+      await applyBookkeeping(client, MODEL_MAPPING, before?.channel ?? (await legacyChannel(client)) ?? opts.channel, 'migrate');
+    } catch (err) {
+      throw new Error(`migration step "${BOOKKEEPING_STEP}" failed: ${(err as Error).message}`);
+    }
+    if (pending) {
       result.applied.push(BOOKKEEPING_STEP);
       opts.log?.(`applied ${BOOKKEEPING_STEP}`);
-    } else {
-      await applyBookkeeping(client, MODEL_MAPPING, before.channel, 'migrate');
     }
     const foreign = await renormalizeForeignTxids(client);
     if (foreign > 0) opts.log?.(`re-stamped ${foreign} rows whose transaction ids this server has not handed out yet (restored from another cluster); open cursors reset`);
