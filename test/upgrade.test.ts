@@ -42,10 +42,17 @@ function writer(url: string, table: string, userCol: string, users: string[], ex
       if (i % 7 === 3) await query(url, `UPDATE ${table} SET ${table.includes('Alert') ? 'read' : 'seen'} = true WHERE id::text = $1`, [id]);
     }
   })();
-  // A writer that fails (a deadlock with the upgrade, say) fails the test at stop().
-  done.catch(() => {});
+  // A writer that fails (a deadlock with the upgrade, say) fails the test: at stop(), or as soon
+  // as the test waits for more writes.
+  let failure: unknown = null;
+  done.catch((err) => (failure = err));
   return {
     inserted,
+    /** More than `n` inserts; throws the writer's error if it failed. */
+    wrote(n: number): boolean {
+      if (failure) throw failure;
+      return inserted.size > n;
+    },
     deleted,
     async stop() {
       stop = true;
@@ -101,10 +108,11 @@ describe('upgrade from version 1', () => {
     const cursor = await cursorOfVersion1(db, 'pgbell_state');
 
     const w = writer(db, '"Alert"', '"userId"', ['ua', 'ub'], (i) => `title) VALUES ($1, 'w${i}'`);
-    await until(() => w.inserted.size > 30, 10_000, 'writes before the upgrade');
+    await until(() => w.wrote(20), 30_000, 'writes before the upgrade');
     const r = await migrate(db, { channel: 'pgbell' });
     expect(r.applied).toEqual([BOOKKEEPING_STEP]);
-    await until(() => w.inserted.size > 60, 10_000, 'writes after the upgrade');
+    const upgradedAt = w.inserted.size;
+    await until(() => w.wrote(upgradedAt + 20), 30_000, 'writes after the upgrade');
 
     const cols = await query(db, `SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'Alert' ORDER BY ordinal_position`);
     expect(cols.map((c) => c.column_name)).toEqual(['id', 'userId', 'type', 'title', 'message', 'link', 'data', 'read', 'createdAt']);
@@ -161,11 +169,12 @@ describe('upgrade from version 1', () => {
       INSERT INTO app.n (owner, subject) SELECT 'ia', 'old ' || i FROM generate_series(1, 10) i;`);
     const cursor = await cursorOfVersion1(db, 'pgbell.pgbell_state');
     const w = writer(db, 'app.n', 'owner', ['ia', 'ib'], (i) => `subject) VALUES ($1, 'w${i}'`);
-    await until(() => w.inserted.size > 30, 10_000, 'writes before the upgrade');
+    await until(() => w.wrote(20), 30_000, 'writes before the upgrade');
     const again = await run(['install', '--table', 'app.n', '--user-column', 'owner', '--title-column', 'subject', '--read-column', 'seen'], cleanEnv({ DATABASE_URL: db }));
     expect(again.stderr).toBe('');
     expect(again.stdout).toMatch(/brought up to date/);
-    await until(() => w.inserted.size > 60, 10_000, 'writes after the upgrade');
+    const upgradedAt = w.inserted.size;
+    await until(() => w.wrote(upgradedAt + 20), 30_000, 'writes after the upgrade');
     expect(await catalogOf()).toEqual(pristine);
     expect((await query(db, `SELECT tgname FROM pg_trigger WHERE tgrelid = 'app.n'::regclass ORDER BY 1`)).map((t) => t.tgname)).toEqual(['pgbell_delete', 'pgbell_insert', 'pgbell_truncate', 'pgbell_update']);
     await expectResumedExactly(cursor, ['ia', 'ib'], w);
