@@ -31,6 +31,12 @@ const schema = z.object({
   PGBELL_MODE: z.enum(['notify', 'poll'], 'must be notify (the trigger sends NOTIFY) or poll (the daemon reads new changes every PGBELL_POLL_MS)').default('notify'),
   PGBELL_POLL_MS: int(10, 60_000).default(100),
   REDIS_URL: z.string().trim().refine((v) => /^rediss?:\/\//.test(v), 'must be a redis:// or rediss:// URL').optional(),
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .trim()
+    .transform((v) => v.split(',').map((u) => u.trim()).filter((u) => u !== ''))
+    .refine((urls) => urls.length > 0 && urls.every((u) => /^rediss?:\/\/[^/]+/.test(u)), 'must be a comma-separated list of redis:// or rediss:// URLs of cluster nodes')
+    .optional(),
   SESSION_SECRET: z
     .string()
     .min(32, 'must be at least 32 characters (it is the HS256 key that signs session tokens)')
@@ -86,10 +92,11 @@ export const CONFIG_KEYS: readonly string[] = Object.keys(schema.shape);
 export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['DATABASE_URL', 'Postgres connection URL (required for start/migrate/send; `dev` starts embedded Postgres without it)'],
   ['LISTEN_DATABASE_URL', 'where the listener connects, if not DATABASE_URL: a direct session connection to the primary (not a transaction pooler, not a replica)'],
-  ['PGBELL_FANOUT', 'listen (default: every node LISTENs) or redis (one relay LISTENs and publishes to Redis; needs REDIS_URL)'],
+  ['PGBELL_FANOUT', 'listen (default: every node LISTENs) or redis (one relay LISTENs and publishes to Redis; needs REDIS_URL or REDIS_CLUSTER_NODES)'],
   ['PGBELL_MODE', 'notify (default: the trigger sends NOTIFY) or poll (no NOTIFY; the daemon reads new changes every PGBELL_POLL_MS; set it for `pgbell migrate` too)'],
   ['PGBELL_POLL_MS', 'poll mode: how often to read new changes, in ms (default 100)'],
   ['REDIS_URL', 'Redis for PGBELL_FANOUT=redis, e.g. redis://127.0.0.1:6379'],
+  ['REDIS_CLUSTER_NODES', 'a Redis Cluster for PGBELL_FANOUT=redis instead of REDIS_URL: comma-separated redis:// URLs of some of its nodes (the rest are discovered)'],
   ['SESSION_SECRET', 'HS256 key for session tokens, >= 32 chars (required for start/token; `dev` generates one)'],
   ['SESSION_SECRET_PREVIOUS', 'comma-separated earlier secrets that still verify tokens (key rotation; default none)'],
   ['TOKEN_LEEWAY_SECONDS', 'clock skew allowed on token expiry (default 30)'],
@@ -144,7 +151,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const shown = got === undefined ? '' : ` (got ${JSON.stringify(secret ? redact(got) : got)})`;
     throw new ConfigError(`${name} ${issue.message}${shown}`);
   }
-  if (parsed.data.PGBELL_FANOUT === 'redis' && parsed.data.REDIS_URL === undefined) throw new ConfigError('REDIS_URL is required when PGBELL_FANOUT is redis');
+  if (parsed.data.PGBELL_FANOUT === 'redis' && parsed.data.REDIS_URL === undefined && parsed.data.REDIS_CLUSTER_NODES === undefined) {
+    throw new ConfigError('REDIS_URL (one Redis) or REDIS_CLUSTER_NODES (a Redis Cluster) is required when PGBELL_FANOUT is redis');
+  }
+  if (parsed.data.REDIS_URL !== undefined && parsed.data.REDIS_CLUSTER_NODES !== undefined) throw new ConfigError('set REDIS_URL (one Redis) or REDIS_CLUSTER_NODES (a Redis Cluster), not both');
   if (parsed.data.PGBELL_FANOUT === 'redis' && parsed.data.PGBELL_MODE === 'poll') throw new ConfigError('PGBELL_MODE=poll works with PGBELL_FANOUT=listen only (the Redis relay LISTENs)');
   if ((parsed.data.TLS_CERT === undefined) !== (parsed.data.TLS_KEY === undefined)) {
     throw new ConfigError(`${parsed.data.TLS_CERT === undefined ? 'TLS_CERT' : 'TLS_KEY'} is required when ${parsed.data.TLS_CERT === undefined ? 'TLS_KEY' : 'TLS_CERT'} is set`);

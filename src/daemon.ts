@@ -34,6 +34,8 @@ export interface DaemonOptions {
   /** 'redis': one relay LISTENs and publishes per user to Redis; nodes subscribe for their users. */
   fanout?: 'listen' | 'redis';
   redisUrl?: string | undefined;
+  /** A Redis Cluster instead of redisUrl: some of its nodes' URLs. */
+  redisClusterNodes?: string[] | undefined;
   /** Where the listener connects, if not DATABASE_URL (must be a direct session connection to the primary). */
   listenDatabaseUrl?: string | undefined;
   sessionSecret: string;
@@ -98,6 +100,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     mode: config.PGBELL_MODE,
     pollMs: config.PGBELL_POLL_MS,
     redisUrl: config.REDIS_URL,
+    redisClusterNodes: config.REDIS_CLUSTER_NODES,
     tls: config.TLS_CERT && config.TLS_KEY ? { certFile: config.TLS_CERT, keyFile: config.TLS_KEY } : undefined,
     tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
     trustProxyHops: config.TRUST_PROXY_HOPS,
@@ -194,7 +197,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const redisMode = opts.fanout === 'redis';
   const fanout = redisMode
     ? new RedisFanout({
-        url: opts.redisUrl!,
+        url: opts.redisUrl,
+        clusterNodes: opts.redisClusterNodes,
         channel: opts.channel,
         log,
         onChanges: (txid, xmin, batch) => delivery.deliverRead(txid, xmin, batch),
@@ -287,7 +291,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       try {
         await fanout.start();
       } catch (err) {
-        throw new StartupError(`cannot connect to REDIS_URL: ${(err as Error).message}`);
+        throw new StartupError(`cannot connect to ${opts.redisClusterNodes ? 'the Redis Cluster at REDIS_CLUSTER_NODES' : 'REDIS_URL'}: ${(err as Error).message}`);
       }
       relay!.start();
     } else await listener.start();

@@ -7,6 +7,7 @@ import { triggerChannelFor, type Config } from './config.js';
 import { SEARCH_PGBELL_FIRST } from './db/connect.js';
 import { installedTable } from './db/install.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
+import { checkRedis } from './fanout/check.js';
 
 export interface Check {
   name: string;
@@ -67,6 +68,8 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
     if (config.PGBELL_MODE === 'poll') {
       report({ name: 'poll mode', ok: true, detail: `no LISTEN needed: the daemon reads new changes every ${config.PGBELL_POLL_MS} ms` });
     } else await checkListen();
+
+    if (config.PGBELL_FANOUT === 'redis') report(await checkRedis({ url: config.REDIS_URL, clusterNodes: config.REDIS_CLUSTER_NODES }));
 
     const usage = Number((await db.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u')).rows[0]!.u);
     report({

@@ -38,9 +38,16 @@ describe('loadConfig', () => {
     [{ PGBELL_MODE: 'push' }, /^PGBELL_MODE must be notify \(the trigger sends NOTIFY\) or poll/],
     [{ PGBELL_POLL_MS: '5' }, /^PGBELL_POLL_MS must be at least 10/],
     [{ PGBELL_MODE: 'poll', PGBELL_FANOUT: 'redis', REDIS_URL: 'redis://127.0.0.1:6379' }, /^PGBELL_MODE=poll works with PGBELL_FANOUT=listen only/],
+    [{ PGBELL_FANOUT: 'redis' }, /^REDIS_URL \(one Redis\) or REDIS_CLUSTER_NODES \(a Redis Cluster\) is required when PGBELL_FANOUT is redis$/],
+    [{ REDIS_CLUSTER_NODES: 'redis://a:7000,b:7001' }, /^REDIS_CLUSTER_NODES must be a comma-separated list of redis:\/\/ or rediss:\/\/ URLs of cluster nodes/],
+    [{ REDIS_URL: 'redis://a:6379', REDIS_CLUSTER_NODES: 'redis://a:7000' }, /^set REDIS_URL \(one Redis\) or REDIS_CLUSTER_NODES \(a Redis Cluster\), not both$/],
   ])('%o → ConfigError naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('REDIS_CLUSTER_NODES is a list of node URLs', () => {
+    expect(loadConfig({ PGBELL_FANOUT: 'redis', REDIS_CLUSTER_NODES: ' redis://a:7000, redis://b:7001 ' }).REDIS_CLUSTER_NODES).toEqual(['redis://a:7000', 'redis://b:7001']);
   });
 
   it('never echoes a secret back', () => {

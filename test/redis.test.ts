@@ -5,7 +5,8 @@
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { captureLogger, health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { cleanEnv, run } from './helpers/cli.js';
+import { SECRET, captureLogger, health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { TestClient, sleep } from './helpers/client.js';
 import { emptyDatabase, freshDatabase, query } from './helpers/pg.js';
 import { RedisFanout } from '../src/fanout/redis.js';
@@ -204,4 +205,12 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
       await n.stop();
     }
   }, 20_000);
+
+  it('pgbell doctor checks the Redis it is given, and says when it does not answer', async () => {
+    const env = (url: string) => cleanEnv({ DATABASE_URL: db, SESSION_SECRET: SECRET, PGBELL_FANOUT: 'redis', REDIS_URL: url });
+    expect((await run(['doctor'], env(REDIS_URL))).stdout).toMatch(/✓ redis: Redis [7-9]\.\S+ answers at redis:/);
+    const r = await run(['doctor'], env('redis://127.0.0.1:1'));
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/✗ redis: REDIS_URL does not answer \(redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/);
+  });
 });

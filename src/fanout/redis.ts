@@ -1,12 +1,16 @@
 /**
  * Redis fan-out (PGBELL_FANOUT=redis): one relay LISTENs and publishes each transaction's
  * changes per user; every node subscribes only for the users whose sockets it holds. Sharded
- * pub/sub (SPUBLISH/SSUBSCRIBE) spreads users over a Redis cluster's shards.
+ * pub/sub (SPUBLISH/SSUBSCRIBE) puts each user's channel on the master that owns its hash slot,
+ * so a Redis Cluster (REDIS_CLUSTER_NODES) spreads users over its masters.
  *
  * Pub/sub is at-most-once: a node that loses Redis catches its sockets up from their cursors
- * (the same catch-up as after a listener gap), so nothing is lost either way.
+ * (the same catch-up as after a listener gap), so nothing is lost either way. In a cluster, a
+ * node lost (a master killed, say) makes this node build its clients anew from the cluster's
+ * current topology, once a replica has taken over: subscribe again for every user it holds,
+ * then catch up.
  */
-import { createClient, type RedisClientType } from 'redis';
+import { createClient, createCluster } from 'redis';
 import type { Change, ChangeBatch } from '../db/changes.js';
 import type { Logger } from '../log.js';
 import type { WireAlert } from '../protocol.js';
@@ -20,7 +24,10 @@ interface Wire {
 }
 
 export interface FanoutOptions {
-  url: string;
+  /** One Redis. */
+  url?: string | undefined;
+  /** A Redis Cluster: some of its nodes (redis:// URLs); the rest are discovered. */
+  clusterNodes?: string[] | undefined;
   /** The NOTIFY channel name: part of the channels' namespace. */
   channel: string;
   /**
@@ -37,54 +44,155 @@ export interface FanoutOptions {
   onResumed: () => void;
 }
 
+/** What pgbell uses of a node-redis client, single-node or cluster. */
+interface PubSub {
+  connect(): Promise<unknown>;
+  sSubscribe(channel: string, listener: (message: string) => void): Promise<void>;
+  sUnsubscribe(channel: string): Promise<unknown>;
+  subscribe(channel: string, listener: (message: string) => void): Promise<void>;
+  sPublish(channel: string, message: string): Promise<unknown>;
+  publish(channel: string, message: string): Promise<unknown>;
+  close(): Promise<unknown>;
+  destroy(): void;
+  on(event: string, listener: (...args: any[]) => void): unknown;
+}
+
+/** Drops a client's connections now; one closed already throws, which is fine here. */
+function destroy(c: PubSub): void {
+  try {
+    c.destroy();
+  } catch {
+    // closed already
+  }
+}
+
+const reconnectStrategy = (retries: number) => Math.min(5000, 50 * 2 ** Math.min(retries, 7));
+
 export class RedisFanout {
-  readonly #pub: RedisClientType;
-  readonly #sub: RedisClientType;
+  #pub: PubSub;
+  #sub: PubSub;
   /** Users watched: how many sockets, and the SSUBSCRIBE every one of them awaits. */
   readonly #watched = new Map<string, { n: number; subscribed: Promise<void> }>();
   readonly #o: FanoutOptions;
+  readonly #cluster: boolean;
   #connectedOnce = false;
   #lost = false;
+  #closed = false;
+  /** Cluster mode: the clients being built anew after a node was lost; null when not. */
+  #rebuilding: Promise<void> | null = null;
+  /** One listener for every user channel: subscribing a channel twice then adds nothing. */
+  readonly #onUserMessage = (message: string) => this.#onMessage(message);
+  readonly #onRevokeMessage = (message: string) => {
+    try {
+      const { userId, before } = JSON.parse(message) as { userId: string; before: number };
+      this.#o.onRevoke(userId, before);
+    } catch {
+      this.#o.log.warn({ message: message.slice(0, 200) }, 'dropped a malformed revocation message');
+    }
+  };
 
   constructor(opts: FanoutOptions) {
     this.#o = opts;
-    const reconnectStrategy = (retries: number) => Math.min(5000, 50 * 2 ** Math.min(retries, 7));
-    this.#pub = createClient({ url: opts.url, socket: { reconnectStrategy } }) as RedisClientType;
-    this.#sub = this.#pub.duplicate() as RedisClientType;
-    for (const c of [this.#pub, this.#sub]) c.on('error', (err: Error) => opts.log.warn({ err: err.message }, 'redis connection error'));
-    this.#sub.on('end', () => (this.#lost = true));
-    this.#sub.on('reconnecting', () => {
-      if (!this.#lost) opts.log.warn('redis subscriber connection lost; reconnecting');
+    this.#cluster = opts.clusterNodes !== undefined && opts.clusterNodes.length > 0;
+    [this.#pub, this.#sub] = this.#clients();
+  }
+
+  #clients(): [PubSub, PubSub] {
+    const { log } = this.#o;
+    if (this.#cluster) {
+      const pub = createCluster({ rootNodes: this.#o.clusterNodes!.map((url) => ({ url })), defaults: { socket: { reconnectStrategy } } }) as unknown as PubSub & { duplicate(): PubSub };
+      const sub = pub.duplicate();
+      for (const c of [pub, sub]) {
+        c.on('error', (err: Error) => log.warn({ err: err.message }, 'redis cluster error'));
+        c.on('node-error', (err: Error, node: { host?: string; port?: number }) => {
+          log.warn({ err: err.message, node: `${node?.host}:${node?.port}` }, 'redis cluster node error');
+          if (c === this.#pub || c === this.#sub) this.#nodeLost();
+        });
+        c.on('node-reconnecting', () => {
+          if (c === this.#pub || c === this.#sub) this.#nodeLost();
+        });
+      }
+      return [pub, sub];
+    }
+    const pub = createClient({ url: this.#o.url, socket: { reconnectStrategy } });
+    const sub = pub.duplicate();
+    for (const c of [pub, sub]) c.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
+    sub.on('end', () => (this.#lost = true));
+    sub.on('reconnecting', () => {
+      if (!this.#lost) log.warn('redis subscriber connection lost; reconnecting');
       this.#lost = true;
     });
-    this.#sub.on('ready', () => {
+    sub.on('ready', () => {
       if (this.#connectedOnce && this.#lost) {
-        opts.log.info('redis subscriber reconnected; catching up');
+        log.info('redis subscriber reconnected; catching up');
         // node-redis restores the subscriptions as part of reconnecting; give it a turn. Until
         // the catch-up is queued, messages do not move cursors' horizons (some were lost).
         setTimeout(() => {
           this.#lost = false;
-          opts.onResumed();
+          this.#o.onResumed();
         }, 100);
       }
       this.#connectedOnce = true;
     });
+    this.#single = { pub, sub };
+    return [pub as unknown as PubSub, sub as unknown as PubSub];
   }
 
+  /** Single-node mode's clients, for their readiness. */
+  #single: { pub: { isReady: boolean }; sub: { isReady: boolean } } | null = null;
+
   get ready(): boolean {
-    return this.#sub.isReady && this.#pub.isReady;
+    if (this.#single) return this.#single.sub.isReady && this.#single.pub.isReady;
+    return this.#connectedOnce && this.#rebuilding === null;
+  }
+
+  /**
+   * Cluster mode: a node was lost (a master killed, a network cut). node-redis keeps
+   * reconnecting to its address and does not move the sharded subscriptions it held, so build
+   * the clients anew from the cluster's topology once it has recovered, subscribe for every user
+   * again, and catch up from cursors what was published meanwhile.
+   */
+  #nodeLost(): void {
+    if (!this.#connectedOnce || this.#closed || this.#rebuilding) return;
+    this.#lost = true;
+    this.#o.log.warn('a redis cluster node was lost; reconnecting to the cluster');
+    this.#rebuilding = this.#rebuild().finally(() => (this.#rebuilding = null));
+  }
+
+  async #rebuild(): Promise<void> {
+    for (let attempt = 0; !this.#closed; attempt++) {
+      await new Promise((r) => setTimeout(r, Math.min(2000, 200 * 2 ** attempt)));
+      if (this.#closed) return;
+      const [pub, sub] = this.#clients();
+      try {
+        // Until a replica has taken over the lost master's slots, connecting fails, or waits on
+        // the lost master for ever (node-redis keeps reconnecting to it): bounded.
+        await Promise.race([
+          Promise.all([pub.connect(), sub.connect()]),
+          new Promise((_, reject) => setTimeout(() => reject(new Error('connecting took more than 3 s')), 3000).unref()),
+        ]);
+        await sub.subscribe(this.#revokeChannel(), this.#onRevokeMessage);
+        const old = [this.#pub, this.#sub];
+        [this.#pub, this.#sub] = [pub, sub];
+        // Users watched meanwhile are in the map too (a Map's iterator sees them).
+        for (const userId of this.#watched.keys()) await sub.sSubscribe(this.#userChannel(userId), this.#onUserMessage);
+        for (const c of old) destroy(c);
+      } catch (err) {
+        this.#o.log.warn({ err: (err as Error).message, attempt }, 'reconnecting to the redis cluster failed; retrying');
+        for (const c of [pub, sub]) if (c !== this.#pub && c !== this.#sub) destroy(c);
+        continue;
+      }
+      this.#lost = false;
+      this.#o.log.info('reconnected to the redis cluster; catching up');
+      this.#o.onResumed();
+      return;
+    }
   }
 
   async start(): Promise<void> {
     await Promise.all([this.#pub.connect(), this.#sub.connect()]);
-    await this.#sub.subscribe(this.#revokeChannel(), (message) => {
-      try {
-        const { userId, before } = JSON.parse(message) as { userId: string; before: number };
-        this.#o.onRevoke(userId, before);
-      } catch {
-        this.#o.log.warn({ message: message.slice(0, 200) }, 'dropped a malformed revocation message');
-      }
-    });
+    await this.#sub.subscribe(this.#revokeChannel(), this.#onRevokeMessage);
+    if (this.#cluster) this.#connectedOnce = true;
   }
 
   /**
@@ -98,7 +206,10 @@ export class RedisFanout {
       entry.n++;
       return entry.subscribed;
     }
-    const subscribed = this.#sub.sSubscribe(this.#userChannel(userId), (message) => this.#onMessage(message));
+    // While the cluster clients are being rebuilt, the rebuild subscribes for this user too.
+    const subscribed = this.#rebuilding
+      ? this.#rebuilding.then(() => this.#sub.sSubscribe(this.#userChannel(userId), this.#onUserMessage))
+      : this.#sub.sSubscribe(this.#userChannel(userId), this.#onUserMessage);
     const fresh = { n: 1, subscribed };
     this.#watched.set(userId, fresh);
     // A failed subscription is not kept: the next socket of the user tries again.
@@ -149,7 +260,13 @@ export class RedisFanout {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.#sub.quit().catch(() => {}), this.#pub.quit().catch(() => {})]);
+    this.#closed = true;
+    await this.#rebuilding;
+    // A graceful close waits for every connection, and a cluster's may include one that keeps
+    // reconnecting to a lost node: bounded, then cut.
+    const closed = Promise.all([this.#sub.close().catch(() => {}), this.#pub.close().catch(() => {})]);
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
+    for (const c of [this.#sub, this.#pub]) destroy(c);
   }
 
   #onMessage(message: string): void {
