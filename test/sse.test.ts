@@ -119,16 +119,21 @@ describe('GET /alerts/stream', () => {
   it('resume by Last-Event-ID while a writer runs: nothing lost, nothing repeated on a stream', async () => {
     const token = await tokenFor('sd');
     let stop = false;
-    const writer = (async () => {
-      for (let i = 0; !stop; i++) {
-        await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('sd', $1)`, [`w${i}`]);
-        await sleep(3);
-      }
-    })();
+    let writer: Promise<void> | undefined;
     const got = new Set<string>();
     let lastId: string | undefined;
     for (let round = 0; round < 4; round++) {
       const s = await openStream(daemon.http, { token, lastEventId: lastId });
+      // A stream without a cursor starts from now: the writer starts once the first one is live.
+      if (!writer) {
+        await until(() => s.events.some((e) => e.event === 'synced'), 5000, 'the first stream live');
+        writer = (async () => {
+          for (let i = 0; !stop; i++) {
+            await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('sd', $1)`, [`w${i}`]);
+            await sleep(3);
+          }
+        })();
+      }
       await sleep(150 + round * 50);
       s.close();
       await s.done;
