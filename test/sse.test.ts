@@ -181,11 +181,14 @@ describe.skipIf(!haveBrowser)("Chromium's own EventSource", () => {
         const w = globalThis as any;
         w.got = [];
         w.opens = 0;
+        w.synced = 0;
         const es = new EventSource(u);
         es.addEventListener('open', () => w.opens++);
+        es.addEventListener('synced', () => w.synced++);
         es.addEventListener('notification', (e) => w.got.push(JSON.parse((e as MessageEvent).data).alert.id));
       }, url);
-      await until(async () => (await tab.evaluate(() => (globalThis as any).opens)) === 1, 5000, 'open');
+      // Live once `synced` arrived (without a cursor the stream starts from its first read, not from `open`).
+      await until(async () => (await tab.evaluate(() => (globalThis as any).synced)) === 1, 5000, 'synced');
       await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('sc', 'before the restart')`);
       await until(async () => (await tab.evaluate(() => (globalThis as any).got.length)) >= 1, 5000, 'first alert');
       await d.stop();
