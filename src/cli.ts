@@ -8,6 +8,7 @@ import { parseTtl, secretKey, signSessionToken } from './auth.js';
 import { ENV_HELP, loadConfig, need, triggerChannelFor, type Config } from './config.js';
 import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { install, uninstall } from './db/install.js';
+import { PUBLICATION } from './db/bookkeeping.js';
 import { migrate } from './db/migrate.js';
 import { runDev } from './dev.js';
 import { clean, withRunningDev } from './devstate.js';
@@ -131,6 +132,7 @@ async function cmdStart(config: Config): Promise<number> {
 async function cmdMigrate(config: Config): Promise<number> {
   const result = await migrate(need(config, 'DATABASE_URL', 'migrate'), {
     channel: triggerChannelFor(config),
+    publish: config.PGBELL_MODE === 'wal',
     log: (m) => console.log(m),
   });
   console.log(result.applied.length ? `migrated: ${result.applied.length} applied, ${result.skipped.length} already applied` : `up to date (${result.skipped.length} migrations already applied)`);
@@ -152,11 +154,19 @@ async function cmdInstall(config: Config, flags: Record<string, string | boolean
     linkColumn: flag('link-column'),
     readColumn: flag('read-column'),
     createdColumn: flag('created-column'),
-    channel: config.PGBELL_MODE === 'poll' ? '' : (flag('channel') ?? config.PGBELL_CHANNEL),
+    channel: config.PGBELL_MODE === 'notify' ? (flag('channel') ?? config.PGBELL_CHANNEL) : '',
+    publish: config.PGBELL_MODE === 'wal',
   });
-  if (result.installed) console.log(`installed on ${result.table}: every committed change now notifies; start the daemon with the same PGBELL_CHANNEL`);
-  else if (result.channelChanged) {
-    console.log(`already installed on ${result.table}; its triggers now ${config.PGBELL_MODE === 'poll' ? 'send no NOTIFY (poll mode)' : `notify channel ${flag('channel') ?? config.PGBELL_CHANNEL}`}`);
+  const mode = config.PGBELL_MODE;
+  if (result.installed) {
+    console.log(
+      mode === 'notify'
+        ? `installed on ${result.table}: every committed change now notifies; start the daemon with the same PGBELL_CHANNEL`
+        : `installed on ${result.table} for ${mode === 'wal' ? 'WAL' : 'poll'} mode (no NOTIFY); start the daemon with PGBELL_MODE=${mode}`,
+    );
+  } else if (result.channelChanged || result.publicationChanged) {
+    const now = mode === 'notify' ? `notify channel ${flag('channel') ?? config.PGBELL_CHANNEL}` : `send no NOTIFY (${mode === 'wal' ? 'WAL' : 'poll'} mode)`;
+    console.log(`already installed on ${result.table}; its triggers now ${now}${mode === 'wal' ? `, and publication ${PUBLICATION} is there for WAL mode` : ''}`);
   }
   else if (result.refreshed) console.log(`already installed on ${result.table}; its trigger functions were brought up to date`);
   else console.log(`already installed on ${result.table}; nothing to do`);

@@ -28,7 +28,9 @@ const schema = z.object({
   DATABASE_URL: postgresUrl.optional(),
   LISTEN_DATABASE_URL: postgresUrl.optional(),
   PGBELL_FANOUT: z.enum(['listen', 'redis'], 'must be listen (every node LISTENs) or redis (one relay LISTENs, Redis spreads)').default('listen'),
-  PGBELL_MODE: z.enum(['notify', 'poll'], 'must be notify (the trigger sends NOTIFY) or poll (the daemon reads new changes every PGBELL_POLL_MS)').default('notify'),
+  PGBELL_MODE: z
+    .enum(['notify', 'poll', 'wal'], 'must be notify (the trigger sends NOTIFY), poll (the daemon reads new changes every PGBELL_POLL_MS) or wal (the daemon streams committed changes by logical replication)')
+    .default('notify'),
   PGBELL_POLL_MS: int(10, 60_000).default(100),
   REDIS_URL: z.string().trim().refine((v) => /^rediss?:\/\//.test(v), 'must be a redis:// or rediss:// URL').optional(),
   REDIS_CLUSTER_NODES: z
@@ -93,7 +95,7 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['DATABASE_URL', 'Postgres connection URL (required for start/migrate/send; `dev` starts embedded Postgres without it)'],
   ['LISTEN_DATABASE_URL', 'where the listener connects, if not DATABASE_URL: a direct session connection to the primary (not a transaction pooler, not a replica)'],
   ['PGBELL_FANOUT', 'listen (default: every node LISTENs) or redis (one relay LISTENs and publishes to Redis; needs REDIS_URL or REDIS_CLUSTER_NODES)'],
-  ['PGBELL_MODE', 'notify (default: the trigger sends NOTIFY) or poll (no NOTIFY; the daemon reads new changes every PGBELL_POLL_MS; set it for `pgbell migrate` too)'],
+  ['PGBELL_MODE', 'notify (default: the trigger sends NOTIFY), poll (no NOTIFY; the daemon reads new changes every PGBELL_POLL_MS) or wal (no NOTIFY; the daemon streams committed changes by logical replication: needs wal_level=logical and a role with REPLICATION); set it for `pgbell migrate`/`install` too'],
   ['PGBELL_POLL_MS', 'poll mode: how often to read new changes, in ms (default 100)'],
   ['REDIS_URL', 'Redis for PGBELL_FANOUT=redis, e.g. redis://127.0.0.1:6379'],
   ['REDIS_CLUSTER_NODES', 'a Redis Cluster for PGBELL_FANOUT=redis instead of REDIS_URL: comma-separated redis:// URLs of some of its nodes (the rest are discovered)'],
@@ -125,11 +127,11 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
 ];
 
 /**
- * The channel pgbell's triggers are given: PGBELL_CHANNEL, or none in poll mode (the triggers
- * then send no NOTIFY; sql/000006_poll_mode.sql).
+ * The channel pgbell's triggers are given: PGBELL_CHANNEL, or none in poll and WAL mode (the
+ * triggers then send no NOTIFY).
  */
 export function triggerChannelFor(config: Pick<Config, 'PGBELL_MODE' | 'PGBELL_CHANNEL'>): string {
-  return config.PGBELL_MODE === 'poll' ? '' : config.PGBELL_CHANNEL;
+  return config.PGBELL_MODE === 'notify' ? config.PGBELL_CHANNEL : '';
 }
 
 /**

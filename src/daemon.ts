@@ -18,8 +18,7 @@ import { alertsHandler } from './http/alerts.js';
 import { Hub } from './hub.js';
 import { Relay } from './fanout/relay.js';
 import { RedisFanout } from './fanout/redis.js';
-import { Listener, probeQuery } from './listener.js';
-import { Poller } from './poller.js';
+import { createSource, type ChangeSource, type Mode } from './source.js';
 import { Metrics } from './metrics.js';
 import { startSummary } from './summary.js';
 import { createLogger, type Logger } from './log.js';
@@ -28,7 +27,7 @@ import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 export interface DaemonOptions {
   databaseUrl: string;
   /** 'poll': no LISTEN; new changes are read every pollMs (the triggers must have been migrated for it). */
-  mode?: 'notify' | 'poll';
+  mode?: Mode;
   /** Poll mode's interval (default 100 ms). */
   pollMs?: number;
   /** 'redis': one relay LISTENs and publishes per user to Redis; nodes subscribe for their users. */
@@ -80,7 +79,7 @@ export interface Daemon {
   /** ws://host:port/ */
   url: string;
   hub: Hub;
-  listener: Listener | Poller;
+  listener: ChangeSource;
   stop(): Promise<void>;
 }
 
@@ -132,7 +131,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const db = createDb(opts.databaseUrl);
   let dbId: string;
   try {
-    await checkDatabase(db, opts.mode === 'poll' ? '' : opts.channel);
+    await checkDatabase(db, (opts.mode ?? 'notify') === 'notify' ? opts.channel : '');
     dbId = await databaseId(db);
   } catch (err) {
     await db.destroy();
@@ -155,16 +154,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const hub = new Hub();
   const listenUrl = opts.listenDatabaseUrl ?? opts.databaseUrl;
   // Where committed changes are heard of: LISTEN (notify mode) or reading by transaction id (poll mode).
-  const listener: Listener | Poller =
-    opts.mode === 'poll'
-      ? new Poller({ db, intervalMs: opts.pollMs ?? 100, log })
-      : new Listener({
-          connectionString: listenUrl,
-          channel: opts.channel,
-          log,
-          checkIntervalMs: opts.heartbeatMs,
-          notify: async (nonce) => void (await probeQuery(opts.channel, nonce).execute(db)),
-        });
+  const mode = opts.mode ?? 'notify';
+  // Where committed changes are heard of (see src/source.ts).
+  const listener = createSource({ mode, db, listenUrl, channel: opts.channel, pollMs: opts.pollMs ?? 100, checkIntervalMs: opts.heartbeatMs, log });
   let queueUsage: number | null = null;
   let pendingAuth = () => 0;
   const metrics = new Metrics({
@@ -175,7 +167,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     queueUsage: () => queueUsage,
   });
   const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, metrics });
-  listener.on('txid', (txid, xmin) => delivery.enqueue(txid, xmin));
+  listener.on('txid', (txid, xmin, carried) => delivery.enqueue(txid, xmin, carried));
   // Revocations are read from pgbell_revocation, never taken from a message: a payload (any
   // role can send one) only names a user to check, and after a gap (listener, Redis, relay
   // takeover) every user with a socket here is checked.
@@ -189,7 +181,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     delivery.catchUp();
     recheckRevocations('after the listener reconnected');
   });
-  if (listener instanceof Listener) listener.on('horizon', (xmin) => delivery.horizon(xmin));
+  listener.on('horizon', (xmin) => delivery.horizon(xmin));
   listener.on('revoke', (userId) => checkRevocations([userId], 'for a revocation notice'));
 
   // Redis fan-out: this node's own listener stays off; the relay (whichever node holds its lock)
@@ -211,7 +203,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       })
     : null;
   const relay = fanout
-    ? new Relay({ databaseUrl: opts.databaseUrl, listenUrl: opts.listenDatabaseUrl ?? opts.databaseUrl, channel: opts.channel, db, fanout, log, heartbeatMs: opts.heartbeatMs, ...opts.relay })
+    ? new Relay({ mode, databaseUrl: opts.databaseUrl, listenUrl: opts.listenDatabaseUrl ?? opts.databaseUrl, channel: opts.channel, db, fanout, log, heartbeatMs: opts.heartbeatMs, ...opts.relay })
     : null;
 
   const retentionHours = opts.tombstoneRetentionHours ?? 168;
@@ -286,7 +278,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let stopSummary = () => {};
 
   try {
-    if (opts.mode !== 'poll') await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
+    // WAL mode's stream reports its own refusals (a replica, a pooler) and keeps trying.
+    if (mode === 'notify') await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
     if (fanout) {
       try {
         await fanout.start();
@@ -295,7 +288,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       }
       relay!.start();
     } else await listener.start();
-    if (!fanout && !(await listener.probe(5000))) {
+    if (!fanout && mode === 'notify' && !(await listener.probe(5000))) {
       throw new StartupError(
         'LISTEN does not receive notifications sent to the database: the listener\'s connection goes through a transaction-mode pooler (e.g. PgBouncer) or to another server or database than DATABASE_URL. Point LISTEN_DATABASE_URL at a direct session connection to the primary',
       );
@@ -307,7 +300,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     const address = await server.listen();
     const host = address.family === 'IPv6' ? (address.address === '::' ? 'localhost' : `[${address.address}]`) : address.address === '0.0.0.0' ? 'localhost' : address.address;
     const url = `${tls ? 'wss' : 'ws'}://${host}:${address.port}/`;
-    const source = opts.mode === 'poll' ? `poll mode, every ${opts.pollMs ?? 100} ms` : `channel ${opts.channel}`;
+    const source = mode === 'poll' ? `poll mode, every ${opts.pollMs ?? 100} ms` : mode === 'wal' ? 'WAL mode, streaming publication pgbell' : `channel ${opts.channel}`;
     log.info({ port: address.port, channel: opts.channel, mode: opts.mode ?? 'notify' }, `pgbell listening on ${url} (${source})`);
     if ((opts.socketOrigins ?? 'any') === 'any') log.warn('ALLOWED_ORIGINS is not set: WebSocket handshakes from any web origin are accepted (a token is still required)');
     let stopped: Promise<void> | undefined;

@@ -16,7 +16,7 @@
  * runs; later steps wait behind it so order holds.
  */
 import { CursorState, decodeCursor } from './cursor.js';
-import { changesByTxids, changesSince, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType } from './db/changes.js';
+import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType } from './db/changes.js';
 import type { Db } from './db/connect.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
@@ -41,6 +41,19 @@ export const SYNC_BATCH_USERS = 500;
  * pool's other connections to live reads.
  */
 const SYNC_RUNNERS = 2;
+
+/** How long, and how many, live transactions are kept for sync reads that did not see them (see #recent). */
+const RECENT_MS = 10_000;
+const RECENT_MAX = 2_000;
+
+/** A transaction a live step handled, kept a while (see Delivery.#recent). */
+interface Recent {
+  tx: bigint;
+  group: Change[];
+  unread: Map<string, UnreadByType>;
+  horizon: bigint;
+  at: number;
+}
 
 /** One transaction's changes for one user, as a live step prepared them for every socket. */
 export interface Stashed {
@@ -81,6 +94,8 @@ export interface DeliveryOptions {
 interface LiveTx {
   txid: string | null;
   xmin: bigint | null;
+  /** The transaction's changes, when the source carried them (WAL mode): not read again. */
+  carried?: Change[] | null | undefined;
   /** performance.now() when the notification arrived. */
   at: number;
 }
@@ -114,8 +129,8 @@ export class Delivery {
    * A transaction's notification arrived (in commit order). `xmin`, when given, must come from
    * pgbell's own reads (the poller), never from a payload.
    */
-  enqueue(txid: string, xmin: bigint | null = null): void {
-    this.#pendingLive.push({ txid, xmin, at: performance.now() });
+  enqueue(txid: string, xmin: bigint | null = null, carried: Change[] | null = null): void {
+    this.#pendingLive.push({ txid, xmin, carried, at: performance.now() });
     this.#schedule();
   }
 
@@ -137,9 +152,28 @@ export class Delivery {
       // channel, but channels (shards) do not keep order between them.
       const horizon = xmin != null && xmin <= tx ? xmin : 0n;
       const outbox: Outbox = new Map();
-      if (group.length > 0) this.#fanOut(tx, group, batch.unread, horizon, outbox);
+      if (group.length > 0) {
+        this.#remember(tx, group, batch.unread, horizon);
+        this.#fanOut(tx, group, batch.unread, horizon, outbox);
+      }
       for (const [sub, frames] of outbox) sendAll(sub, frames);
     });
+  }
+
+  /**
+   * Live transactions of the last RECENT_MS, for a sync read that did not see them: a
+   * transaction can stream (WAL mode) or be published (Redis mode) a moment before it is
+   * visible to other sessions' snapshots, so a live step may have handled it before a
+   * subscriber's read began and the read still missed it.
+   */
+  #recent: Recent[] = [];
+
+  #remember(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon: bigint): void {
+    const now = performance.now();
+    this.#recent.push({ tx, group, unread, horizon, at: now });
+    let drop = 0;
+    while (drop < this.#recent.length && (now - this.#recent[drop]!.at > RECENT_MS || this.#recent.length - drop > RECENT_MAX)) drop++;
+    if (drop > 0) this.#recent.splice(0, drop);
   }
 
   /** A socket authenticated: send `ready`, what it missed since its cursor, then `synced`. */
@@ -243,12 +277,13 @@ export class Delivery {
   /** The rows a live step delivers: its transactions' changes for the users live right now. */
   #readLive(batch: LiveTx[]): Promise<ChangeBatch | undefined> {
     const txids = [...new Set(batch.flatMap((b) => (b.txid === null ? [] : [b.txid])))];
-    const users = this.#o.hub.liveUserIds();
+    const { hub } = this.#o;
+    const users = hub.liveUserIds();
     if (users.length === 0 || txids.length === 0) return Promise.resolve(undefined);
     // With very many users connected, filtering costs more than reading the transactions' rows
     // for everyone (fan-out skips users with no socket here).
-    const which = users.length > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: this.#o.hub.liveUserIdsLiteral() };
-    return this.#retry('reading alerts', () => changesByTxids(this.#o.db, txids, which), { giveUpOnBadInput: true });
+    const which = users.length > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: hub.liveUserIdsLiteral() };
+    return this.#retry('reading alerts', () => liveBatch(this.#o.db, batch, which, (uid) => hub.countFor(uid) > 0), { giveUpOnBadInput: true });
   }
 
   async #live(batch: LiveTx[], read: Promise<ChangeBatch | undefined> | null): Promise<void> {
@@ -275,10 +310,17 @@ export class Delivery {
       done.add(tx);
       const group: Change[] = [];
       while (i < changes.length && changes[i]!.txid === tx) group.push(changes[i++]!);
-      if (group.length > 0) this.#fanOut(tx, group, result!.unread, this.#horizon, outbox);
+      if (group.length > 0) {
+        this.#remember(tx, group, result!.unread, this.#horizon);
+        this.#fanOut(tx, group, result!.unread, this.#horizon, outbox);
+      }
     }
     for (const [sub, frames] of outbox) sendAll(sub, frames);
     if (this.#o.metrics && result) {
+      let streamed = 0;
+      for (const e of batch) if (e.txid !== null && e.carried) streamed++;
+      this.#o.metrics.liveTransactions('stream', streamed);
+      this.#o.metrics.liveTransactions('read', done.size - streamed);
       const now = performance.now();
       for (const { at, txid } of batch) if (txid !== null) this.#o.metrics.deliveryLatency((now - at) / 1000);
     }
@@ -306,10 +348,8 @@ export class Delivery {
     for (const [uid, list] of byUser) {
       // Reads for everyone (many users connected, or Redis mode's relay) include users with no socket here.
       if (hub.countFor(uid) === 0) continue;
-      const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
-      // Each alert is serialized once, however many sockets get it.
-      const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
-      const changes: UserChanges = { list, all: list.map((_, k) => k), kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType: unread.get(uid) };
+      const changes = userChanges(tx, list, unread.get(uid));
+      const { kinds } = changes;
       let sent = 0;
       for (const sub of hub.receiving(uid)) {
         if (sub.stash) sub.stash.push({ tx, horizon, changes });
@@ -417,23 +457,34 @@ export class Delivery {
       }
       const byUser = new Map<string, Change[]>(slice.map((r) => [r.userId, []]));
       for (const c of result.changes) byUser.get(userOf(c))?.push(c);
-      for (const sub of mineNow) this.#syncOne(sub, plans.get(sub)!, result, byUser.get(sub.userId)!, catchUp);
+      // Handled live (before this read or while it ran) but not seen by it: offered after it.
+      const read = result;
+      const unseen = this.#recent.filter((e) => !sawTx(read, e.tx));
+      for (const sub of mineNow) this.#syncOne(sub, plans.get(sub)!, result, byUser.get(sub.userId)!, catchUp, unseen);
     }
   }
 
-  /** What live steps stashed while the sync read ran, minus what the read already gave: now live. */
-  #sendStash(sub: Subscriber): void {
+  /**
+   * What live steps handled that the sync read did not see (in live order), then what they
+   * stashed while it ran, minus what the subscriber has (its cursor says): now live.
+   */
+  #sendStash(sub: Subscriber, unseen: Recent[]): void {
     const stash = sub.stash;
     sub.stash = null;
-    if (!stash || stash.length === 0) return;
+    const missed: Stashed[] = [];
+    for (const e of unseen) {
+      const list = e.group.filter((c) => userOf(c) === sub.userId);
+      if (list.length > 0) missed.push({ tx: e.tx, horizon: e.horizon, changes: userChanges(e.tx, list, e.unread.get(sub.userId)) });
+    }
+    if (missed.length === 0 && (!stash || stash.length === 0)) return;
     const outbox: Outbox = new Map();
     const counts = { notification: 0, update: 0, delete: 0 };
-    for (const { tx, horizon, changes } of stash) this.#offer(sub, tx, changes, horizon, outbox, counts);
+    for (const { tx, horizon, changes } of [...missed, ...(stash ?? [])]) this.#offer(sub, tx, changes, horizon, outbox, counts);
     for (const [s, frames] of outbox) sendAll(s, frames);
     this.#count(counts, 0);
   }
 
-  #syncOne(sub: Subscriber, plan: { from: CursorState | null; reset: string | null }, res: SinceBatch, mine: Change[], catchUp: boolean): void {
+  #syncOne(sub: Subscriber, plan: { from: CursorState | null; reset: string | null }, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
     const { databaseId, log } = this.#o;
     if (!sub.open) return;
     const uid = sub.userId;
@@ -495,10 +546,17 @@ export class Delivery {
     sub.cursor = next;
     sub.unread = unread;
     if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(databaseId), unread }));
-    this.#sendStash(sub);
+    this.#sendStash(sub, unseen);
     this.#o.metrics?.replayed(replayed, catchUp);
     if (replayed > 0) log.info({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
   }
+}
+
+/** One transaction's changes for one user, ready for any of its sockets (each alert serialized once). */
+function userChanges(tx: bigint, list: Change[], byType: UnreadByType | undefined): UserChanges {
+  const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
+  const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
+  return { list, all: list.map((_, k) => k), kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType };
 }
 
 /** Deletes always go out: a tombstone has no type, and an unknown id is ignored by clients. */

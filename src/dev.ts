@@ -46,7 +46,7 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
   try {
     const generated = config.SESSION_SECRET === undefined ? await devSecret(stateDir) : undefined;
     const sessionSecret = config.SESSION_SECRET ?? generated!.secret;
-    await migrate(databaseUrl, { channel: triggerChannelFor(config), log: (m) => log.info(m) });
+    await migrate(databaseUrl, { channel: triggerChannelFor(config), publish: config.PGBELL_MODE === 'wal', log: (m) => log.info(m) });
     const db = createDb(databaseUrl, { max: 1 });
     try {
       await ensureUser(db, DEMO_USER);

@@ -115,7 +115,8 @@ export async function startEmbeddedPostgres(opts: {
   }
 
   const port = opts.port ?? (await freePort());
-  const flags = ['-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'lc_messages=C'];
+  // wal_level=logical: PGBELL_MODE=wal works out of the box (it costs a little more WAL).
+  const flags = ['-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'lc_messages=C', '-c', 'wal_level=logical'];
   for (const [k, v] of Object.entries(opts.settings ?? {})) flags.push('-c', `${k}=${v}`);
   const child = spawn(path.join(bin, 'postgres'), flags, { stdio: ['ignore', 'ignore', 'pipe'], ...(as && { uid: as.uid, gid: as.gid }) });
   const tail: string[] = [];

@@ -10,13 +10,16 @@ import { sql } from 'kysely';
 import pgListen, { type Subscriber } from 'pg-listen';
 import { z } from 'zod';
 import type { Logger } from './log.js';
+import type { SourceEvents, SourceState } from './source.js';
 
 // pg-listen is CommonJS with an `exports.default`; Node's ESM interop hands us the exports object.
 const createSubscriber = pgListen.default;
 
 export const LISTENER_APPLICATION_NAME = 'pgbell-listener';
 
-export type ListenerState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
+export type ListenerState = SourceState;
+/** The events every source emits (see src/source.ts). */
+export type ListenerEvents = SourceEvents;
 
 /** A decimal transaction id within xid8's range (a larger one would fail every read that casts it). */
 const xid8 = z.string().refine((v) => /^\d{1,20}$/.test(v) && BigInt(v) < 1n << 64n, 'not a transaction id');
@@ -40,19 +43,6 @@ const Revocation = z.object({ revoke: z.string().min(1).max(1000), before: z.str
  */
 const Probe = z.object({ probe: z.string().min(1).max(100), xmin: xid8.optional() });
 
-export interface ListenerEvents {
-  /**
-   * A transaction that changed alerts committed (a hint: read it to find out). `xmin` is always
-   * null here (a payload's horizon is not trusted; 'horizon' is); the poller sends its own.
-   */
-  txid: [txid: string, xmin: bigint | null];
-  /** Every transaction below `xmin` has been announced by an earlier 'txid' (from this daemon's own probe). */
-  horizon: [xmin: bigint];
-  /** LISTEN works again after the connection was lost: notifications sent meanwhile are gone. */
-  resumed: [];
-  /** A row was inserted into pgbell_revocation. */
-  revoke: [userId: string, before: number];
-}
 
 export interface ListenerOptions {
   connectionString: string;

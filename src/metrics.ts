@@ -28,6 +28,7 @@ export class Metrics {
   readonly #latency: Histogram;
   readonly #replayed: Counter<'reason'>;
   readonly #slow: Counter;
+  readonly #liveTx: Counter<'via'>;
   readonly #authFailures: Counter<'reason'>;
   readonly #closes: Counter<'code'>;
 
@@ -57,6 +58,7 @@ export class Metrics {
       registers,
     });
     this.#replayed = new Counter({ name: 'pgbell_replayed_total', help: 'Changes sent from a cursor: resume (a client reconnected) or catchup (the listener did)', labelNames: ['reason'], registers });
+    this.#liveTx = new Counter({ name: 'pgbell_live_transactions_total', help: 'Committed transactions delivered live, by how their rows came: read (by transaction id) or stream (carried by WAL mode\'s replication stream)', labelNames: ['via'], registers });
     this.#slow = new Counter({ name: 'pgbell_slow_consumer_closes_total', help: 'Sockets closed with 4008 for not reading', registers });
     this.#authFailures = new Counter({ name: 'pgbell_auth_failures_total', help: 'Refused authentications, by reason', labelNames: ['reason'], registers });
     this.#closes = new Counter({ name: 'pgbell_error_closes_total', help: 'Sockets closed by pgbell with an error code', labelNames: ['code'], registers });
@@ -77,6 +79,10 @@ export class Metrics {
 
   replayed(n: number, catchUp: boolean): void {
     if (n > 0) this.#replayed.inc({ reason: catchUp ? 'catchup' : 'resume' }, n);
+  }
+
+  liveTransactions(via: 'read' | 'stream', n: number): void {
+    if (n > 0) this.#liveTx.inc({ via }, n);
   }
 
   slowConsumer(): void {

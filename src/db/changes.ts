@@ -43,6 +43,8 @@ export interface SinceBatch extends ChangeBatch {
   xmin: bigint;
   /** First transaction id not yet handed out; a cursor beyond it is from elsewhere. */
   xmax: bigint;
+  /** Transactions in progress in the read's snapshot (between xmin and xmax): it did not see them. */
+  xip: Set<bigint>;
   /** Tombstones at or below this were pruned; an older cursor may have missed a delete. */
   prunedTxid: bigint;
   databaseId: string;
@@ -83,7 +85,7 @@ const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.ty
       SELECT x.type, count(*) AS n FROM "AlertChange" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
 
 /** The rows of the CTEs every read defines: changed alerts (`ch`) and deletes (`dl`), as `Row`s. */
-const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::bigint AS n FROM ch
+const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::text AS n FROM ch
     UNION ALL
     SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl`;
 
@@ -133,6 +135,54 @@ export async function changesByTxids(db: Q, txids: readonly string[], userIds: r
   return batch;
 }
 
+const UNREAD_FOR = `SELECT u AS "userId", ${UNREAD_BY_TYPE('u')} AS c FROM unnest($1::text[]) u`;
+
+/** Unread counts by type of the given users (one statement, from the unread index alone). */
+export async function unreadFor(db: Q, userIds: readonly string[]): Promise<Map<string, UnreadByType>> {
+  if (userIds.length === 0) return new Map();
+  const rows = await preparedQuery<{ userId: string; c: UnreadByType }>(db, 'pgbell_unread_for', UNREAD_FOR, [[...userIds]]);
+  return new Map(rows.map((r) => [r.userId, r.c]));
+}
+
+/**
+ * The changes of live transactions, in the order given: those whose changes the source carried
+ * (WAL mode's stream) as they are, with their users' unread counts (for users `wanted` says
+ * have a socket here; default all); the others read by transaction id like changesByTxids.
+ */
+export async function liveBatch(
+  db: Q,
+  entries: ReadonlyArray<{ txid: string | null; carried?: Change[] | null | undefined }>,
+  userIds: readonly string[] | { literal: string } | 'all',
+  wanted: (userId: string) => boolean = () => true,
+): Promise<ChangeBatch> {
+  const order = new Map<bigint, number>();
+  const toRead: string[] = [];
+  const carried: Change[] = [];
+  for (const e of entries) {
+    if (e.txid === null) continue;
+    const tx = BigInt(e.txid);
+    if (order.has(tx)) continue;
+    order.set(tx, order.size);
+    if (e.carried) carried.push(...e.carried);
+    else toRead.push(e.txid);
+  }
+  const users = new Set<string>();
+  for (const c of carried) {
+    const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
+    if (wanted(uid)) users.add(uid);
+  }
+  const [read, unread] = await Promise.all([
+    toRead.length > 0 ? changesByTxids(db, toRead, userIds) : Promise.resolve<ChangeBatch>({ changes: [], unread: new Map() }),
+    unreadFor(db, [...users]),
+  ]);
+  if (carried.length === 0) return read;
+  for (const [uid, byType] of unread) read.unread.set(uid, byType);
+  const changes = read.changes.length === 0 ? carried : [...read.changes, ...carried];
+  // Stable: each transaction's changes keep their order.
+  if (read.changes.length > 0) changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)!);
+  return { changes, unread: read.unread };
+}
+
 const CHANGES_SINCE = `
     WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
     req AS (
@@ -160,7 +210,8 @@ const CHANGES_SINCE = `
       FROM req
     UNION ALL
     SELECT 's', ${DATABASE_ID}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           pg_snapshot_xmin(snap.s)::text, pg_snapshot_xmax(snap.s)::text, st."prunedTxid"::text, NULL
+           pg_snapshot_xmin(snap.s)::text, pg_snapshot_xmax(snap.s)::text, st."prunedTxid"::text,
+           (SELECT string_agg(x::text, ',') FROM pg_snapshot_xip(snap.s) x)
       FROM snap, pgbell_state st
 `;
 
@@ -187,7 +238,8 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   const truncated = new Set<string>();
   for (const [uid, n] of counts) if (n.a > limit || n.d > limit) truncated.add(uid);
   batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
-  return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), prunedTxid: BigInt(s.seq!), databaseId: s.id!, truncated };
+  const xip = new Set(s.n ? s.n.split(',').map((x) => BigInt(x)) : []);
+  return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), databaseId: s.id!, truncated };
 }
 
 /**
@@ -319,6 +371,11 @@ function collect(rows: Row[]): ChangeBatch {
 function byRow(a: Change, b: Change): number {
   if (a.kind === 'alert' && b.kind === 'alert') return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
   return a.kind === b.kind ? 0 : a.kind === 'alert' ? -1 : 1;
+}
+
+/** Whether a read saw transaction `tx` (it had committed, or aborted, before the read's snapshot). */
+export function sawTx(read: Pick<SinceBatch, 'xmin' | 'xmax' | 'xip'>, tx: bigint): boolean {
+  return tx < read.xmin || (tx < read.xmax && !read.xip.has(tx));
 }
 
 /** The delivery reads' SQL, for tests that check their plans use indexes. */

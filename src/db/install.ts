@@ -7,7 +7,7 @@
  * before.
  */
 import pg from 'pg';
-import { applyBookkeeping, readSource, removeBookkeeping, SCHEMA, setChannel, type Mapping } from './bookkeeping.js';
+import { applyBookkeeping, readSource, removeBookkeeping, SCHEMA, setChannel, setPublication, type Mapping } from './bookkeeping.js';
 import { withSchemaLock } from './lock.js';
 
 export const INSTALL_SCHEMA = SCHEMA;
@@ -28,6 +28,8 @@ export interface InstallOptions {
   /** A timestamp column for the bell's order; without one, the time pgbell first saw the row. */
   createdColumn?: string | undefined;
   channel: string;
+  /** WAL mode: the publication the daemon streams (see setPublication). */
+  publish?: boolean;
 }
 
 export interface InstallResult {
@@ -35,6 +37,8 @@ export interface InstallResult {
   installed: boolean;
   /** The channel was changed on an existing install. */
   channelChanged: boolean;
+  /** The publication was created or dropped (WAL mode turned on or off). */
+  publicationChanged: boolean;
   /** Already installed by an older pgbell: brought up to date (its functions, or its bookkeeping moved out of the table). */
   refreshed: boolean;
   table: string;
@@ -91,12 +95,14 @@ export async function install(connectionString: string, opts: InstallOptions): P
       }
       // The same install from an older pgbell is brought up to date, on its own channel.
       const refreshed = (await applyBookkeeping(client, mapping, existing.channel, 'install')) || existing.version < 2;
-      if (existing.channel === opts.channel) return { installed: false, channelChanged: false, refreshed, table: target.name };
-      await setChannel(client, mapping, opts.channel);
-      return { installed: false, channelChanged: true, refreshed, table: target.name };
+      const channelChanged = existing.channel !== opts.channel;
+      if (channelChanged) await setChannel(client, mapping, opts.channel);
+      const publicationChanged = await setPublication(client, mapping, opts.publish ?? false);
+      return { installed: false, channelChanged, publicationChanged, refreshed, table: target.name };
     }
     await applyBookkeeping(client, mapping, opts.channel, 'install');
-    return { installed: true, channelChanged: false, refreshed: false, table: target.name };
+    await setPublication(client, mapping, opts.publish ?? false);
+    return { installed: true, channelChanged: false, publicationChanged: false, refreshed: false, table: target.name };
   });
 }
 

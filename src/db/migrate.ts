@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { applyBookkeeping, MODEL_MAPPING, readSource, renormalizeForeignTxids, SCHEMA, setChannel, triggerChannel } from './bookkeeping.js';
+import { applyBookkeeping, MODEL_MAPPING, PUBLICATION, readSource, setPublication, renormalizeForeignTxids, SCHEMA, setChannel, triggerChannel } from './bookkeeping.js';
 import { installedTable } from './install.js';
 import { inTransaction, withSchemaLock } from './lock.js';
 
@@ -33,7 +33,7 @@ export interface MigrateResult {
 
 export async function migrate(
   connectionString: string,
-  opts: { channel: string; log?: (msg: string) => void },
+  opts: { channel: string; publish?: boolean; log?: (msg: string) => void },
 ): Promise<MigrateResult> {
   const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
   return withSchemaLock(connectionString, 'pgbell-migrate', async (client) => {
@@ -94,7 +94,10 @@ export async function migrate(
     if (current !== opts.channel) {
       await setChannel(client, MODEL_MAPPING, opts.channel);
       result.channelChanged = true;
-      opts.log?.(opts.channel === '' ? 'triggers now send no NOTIFY (poll mode)' : `trigger now notifies channel ${opts.channel}`);
+      opts.log?.(opts.channel === '' ? `triggers now send no NOTIFY (${opts.publish ? 'WAL' : 'poll'} mode)` : `trigger now notifies channel ${opts.channel}`);
+    }
+    if (await setPublication(client, MODEL_MAPPING, opts.publish ?? false)) {
+      opts.log?.(opts.publish ? `created publication ${PUBLICATION} (WAL mode)` : `dropped publication ${PUBLICATION} (WAL mode is off)`);
     }
     return result;
   });

@@ -7,10 +7,10 @@
  */
 import { sql } from 'kysely';
 import pg from 'pg';
-import { changesByTxids, changesSinceAll, type ChangeBatch } from '../db/changes.js';
+import { changesSinceAll, liveBatch, type Change, type ChangeBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
-import { Listener, probeQuery } from '../listener.js';
+import { createSource, type ChangeSource, type Mode } from '../source.js';
 import type { Logger } from '../log.js';
 import { retry } from '../retry.js';
 import type { RedisFanout } from './redis.js';
@@ -20,9 +20,11 @@ const RELAY_LOCK = 0x706762656c6c52n;
 /** Rows per catch-up page. */
 const PAGE = 20_000;
 
-type RelayEntry = { txid: string } | { horizon: bigint };
+type RelayEntry = { txid: string; carried: Change[] | null } | { horizon: bigint };
 
 export interface RelayOptions {
+  /** notify or wal: where the relay hears of committed changes (see src/source.ts). */
+  mode: Mode;
   databaseUrl: string;
   listenUrl: string;
   channel: string;
@@ -38,7 +40,7 @@ export interface RelayOptions {
 
 export class Relay {
   #lock: pg.Client | null = null;
-  #listener: Listener | null = null;
+  #listener: ChangeSource | null = null;
   #timer: NodeJS.Timeout | undefined;
   #chain: Promise<void> = Promise.resolve();
   #horizon = 0n;
@@ -56,7 +58,7 @@ export class Relay {
 
   /** While this node is the relay: the last probe of its LISTEN (for /health); else null. */
   get probeStatus(): { ok: boolean | null; at: string | null } | null {
-    return this.#listener?.status().probe ?? null;
+    return (this.#listener?.status().probe as { ok: boolean | null; at: string | null } | undefined) ?? null;
   }
 
   /**
@@ -114,13 +116,7 @@ export class Relay {
 
   async #promote(): Promise<void> {
     const { db, fanout, log } = this.#o;
-    const listener = new Listener({
-      connectionString: this.#o.listenUrl,
-      channel: this.#o.channel,
-      log,
-      checkIntervalMs: this.#o.heartbeatMs,
-      notify: async (nonce) => void (await probeQuery(this.#o.channel, nonce).execute(db)),
-    });
+    const listener = createSource({ mode: this.#o.mode, db, listenUrl: this.#o.listenUrl, channel: this.#o.channel, pollMs: 100, checkIntervalMs: this.#o.heartbeatMs, log });
     // In arrival order: transactions to read, and horizons from this relay's own probes (never
     // a payload's). A horizon covers only what was announced before it.
     let pending: RelayEntry[] = [];
@@ -136,7 +132,7 @@ export class Relay {
         this.#push(() => this.#relay(batch));
       });
     };
-    listener.on('txid', (txid) => queue({ txid }));
+    listener.on('txid', (txid, _xmin, carried) => queue({ txid, carried: carried ?? null }));
     listener.on('horizon', (xmin) => queue({ horizon: xmin }));
     listener.on('resumed', () => this.#push(() => this.#catchUp()));
     // A revocation payload is a hint: publish what pgbell_revocation says, if anything.
@@ -173,8 +169,9 @@ export class Relay {
 
   /** Reads the notified transactions' changes for every user and publishes them in commit order. */
   async #relay(entries: RelayEntry[]): Promise<void> {
-    const txids = [...new Set(entries.flatMap((e) => ('txid' in e ? [e.txid] : [])))];
-    const batch = txids.length > 0 ? await this.#retry('relay read', () => changesByTxids(this.#o.db, txids, 'all'), { giveUpOnBadInput: true }) : undefined;
+    const live = entries.flatMap((e) => ('txid' in e ? [e] : []));
+    const txids = [...new Set(live.map((e) => e.txid))];
+    const batch = txids.length > 0 ? await this.#retry('relay read', () => liveBatch(this.#o.db, live, 'all'), { giveUpOnBadInput: true }) : undefined;
     if (txids.length > 0 && !batch) return;
     const done = new Set<string>();
     for (const e of entries) {

@@ -1,0 +1,517 @@
+/**
+ * WAL mode (PGBELL_MODE=wal): committed changes come from a logical replication stream of
+ * publication `pgbell` (the table and pgbell's bookkeeping), decoded by `pgoutput`. Writers pay
+ * nothing for it: no NOTIFY, so no cluster-wide lock at commit.
+ *
+ * - One replication connection, `application_name` pgbell-listener, with a TEMPORARY slot: the
+ *   server drops it when the connection ends (a crashed daemon included), so a stopped daemon
+ *   never makes Postgres keep WAL. Every reconnect makes a new slot, and what committed before
+ *   it is caught up from cursors ('resumed'), as after a lost LISTEN.
+ * - Each transaction arrives whole, in commit order. Its rows are turned into pgbell's changes
+ *   (`carried`), so delivery does not read them again. A transaction whose rows the stream
+ *   cannot render exactly (an installed table without a data column whose columns are not
+ *   plain text, numbers, booleans or json; a value left out as unchanged TOAST) is announced
+ *   without them, and read by transaction id as in notify mode.
+ * - Horizons: the daemon emits a non-transactional logical message carrying a nonce it made and
+ *   its snapshot's xmin. It is decoded at its WAL position, after every transaction below that
+ *   xmin. Any role may emit such a message, so only a nonce this source is waiting for counts,
+ *   once.
+ * - Errors the server gives (wal_level, REPLICATION, slots, WAL senders, the publication, a
+ *   pooler, a replica) are logged once as one line saying what to change; the source keeps
+ *   trying and /health answers 503 meanwhile.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { sql } from 'kysely';
+import type pg from 'pg';
+import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { PUBLICATION, publicationProblem, readSource, SCHEMA, type Mapping } from './db/bookkeeping.js';
+import type { Change } from './db/changes.js';
+import type { Db } from './db/connect.js';
+import { LISTENER_APPLICATION_NAME, retryDelay } from './listener.js';
+import type { Logger } from './log.js';
+import type { SourceEvents, SourceState } from './source.js';
+
+/** The prefix of pgbell's logical messages. */
+const MESSAGE_PREFIX = 'pgbell';
+
+export interface WalOptions {
+  connectionString: string;
+  db: Db;
+  log: Logger;
+  /** A stream silent for this long (no data, no keepalive answer) is dropped and made again. */
+  checkIntervalMs: number;
+  /** How often a horizon message is sent while transactions arrive (default 250 ms). */
+  fenceMs?: number;
+}
+
+/** A row as pg-logical-replication decodes it: column name → value parsed like a query's. */
+type Tuple = Record<string, unknown>;
+
+/** One transaction as it streams in. */
+interface Pending {
+  /** AlertChange rows by key, the last version in the transaction; null: deleted in it. */
+  changes: Map<string, Tuple | null>;
+  /** Rows of the table by id (text), the last version, with the column types they were decoded with. */
+  rows: Map<string, { row: Tuple; types: Map<string, number> }>;
+  tombstones: Tuple[];
+  revocations: Tuple[];
+  /** Something the stream cannot render exactly: read this transaction instead. */
+  readInstead: boolean;
+}
+
+export class WalSource extends EventEmitter<SourceEvents> {
+  #state: SourceState = 'connecting';
+  #since = new Date();
+  #reconnects = 0;
+  #service: LogicalReplicationService | null = null;
+  #slot: string | null = null;
+  #problem: string | null = null;
+  #attempt = 0;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #checkTimer: NodeJS.Timeout | undefined;
+  #fenceTimer: NodeJS.Timeout | undefined;
+  #lastHeard = 0;
+  #started = false;
+  #everConnected = false;
+  #tx: Pending | null = null;
+  #mapping: Mapping | null = null;
+  /** Columns of the table whose values render as to_jsonb would (for a table without a data column). */
+  #plain = new Map<number, boolean>();
+  #columnTypes = new Map<number, Map<string, number>>();
+  /** Resolves start() when the first attempt fails. */
+  #firstFailed: (() => void) | null = null;
+  readonly #probes = new Map<string, () => void>();
+  #dirty = false;
+  #fencing = false;
+  #probe: { ok: boolean | null; at: string | null } = { ok: null, at: null };
+  readonly #o: WalOptions;
+
+  constructor(opts: WalOptions) {
+    super();
+    this.#o = opts;
+  }
+
+  get state(): SourceState {
+    return this.#state;
+  }
+
+  get deaf(): boolean {
+    return this.#probe.ok === false;
+  }
+
+  status(): { state: SourceState; mode: 'wal'; since: string; reconnects: number; slot: string | null; problem: string | null; probe: { ok: boolean | null; at: string | null } } {
+    return { state: this.#state, mode: 'wal', since: this.#since.toISOString(), reconnects: this.#reconnects, slot: this.#slot, problem: this.#problem, probe: this.#probe };
+  }
+
+  /**
+   * Resolves once the stream runs, or once its first attempt failed (the source keeps trying:
+   * the daemon runs, and /health says what is wrong).
+   */
+  async start(): Promise<void> {
+    const source = await readSource((text) => sql.raw(text).execute(this.#o.db));
+    if (!source) throw new Error('pgbell\'s bookkeeping is missing: run `pgbell migrate` (or `pgbell install`) with PGBELL_MODE=wal');
+    this.#mapping = source.mapping;
+    this.#started = true;
+    await this.#connect();
+    const half = Math.max(250, Math.floor(this.#o.checkIntervalMs / 2));
+    this.#checkTimer = setInterval(() => this.#check(), half);
+    this.#checkTimer.unref();
+    this.#fenceTimer = setInterval(() => this.#fence(), this.#o.fenceMs ?? 250);
+    this.#fenceTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    this.#setState('closed');
+    clearTimeout(this.#retryTimer);
+    clearInterval(this.#checkTimer);
+    clearInterval(this.#fenceTimer);
+    const service = this.#service;
+    this.#service = null;
+    await service?.destroy().catch(() => {});
+  }
+
+  /**
+   * Emits a message with a fresh nonce and waits for it to come back on the stream: proof that
+   * the stream works end to end. Never throws.
+   */
+  async probe(timeoutMs: number): Promise<boolean> {
+    const ok = this.#state === 'connected' && (await this.#roundTrip(timeoutMs));
+    if (!ok && this.#probe.ok !== false && this.#state === 'connected') this.#o.log.error(`the replication stream did not carry its probe within ${timeoutMs} ms`);
+    if (ok && this.#probe.ok === false) this.#o.log.info('the replication stream carries its probes again');
+    this.#probe = { ok, at: new Date().toISOString() };
+    return ok;
+  }
+
+  async #roundTrip(timeoutMs: number): Promise<boolean> {
+    const nonce = randomBytes(12).toString('base64url');
+    const arrived = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#probes.delete(nonce);
+        resolve(false);
+      }, timeoutMs);
+      this.#probes.set(nonce, () => {
+        clearTimeout(timer);
+        this.#probes.delete(nonce);
+        resolve(true);
+      });
+    });
+    try {
+      await sql`SELECT pg_logical_emit_message(false, ${MESSAGE_PREFIX}, json_build_object('nonce', ${nonce}::text, 'xmin', pg_snapshot_xmin(pg_current_snapshot())::text)::text)`.execute(this.#o.db);
+    } catch (err) {
+      this.#o.log.warn({ err: (err as Error).message }, 'could not emit the stream\'s probe message');
+    }
+    return arrived;
+  }
+
+  /** While transactions arrive, a message every fenceMs moves the horizon. At most one in flight. */
+  #fence(): void {
+    if (!this.#dirty || this.#fencing || this.#state !== 'connected') return;
+    this.#dirty = false;
+    this.#fencing = true;
+    void this.#roundTrip(5000).finally(() => (this.#fencing = false));
+  }
+
+  /** A stream that has been silent too long (a half-open connection) is made again. */
+  #check(): void {
+    const service = this.#service;
+    if (!service || this.#state !== 'connected') return;
+    if (Date.now() - this.#lastHeard > this.#o.checkIntervalMs) {
+      this.#lost(service, new Error(`nothing heard on the replication stream for ${this.#o.checkIntervalMs} ms`));
+      return;
+    }
+    // Asks the server to answer at once: its keepalive is what #lastHeard waits for.
+    void service.acknowledge(service.lastLsn(), true).catch(() => {});
+  }
+
+  async #connect(): Promise<void> {
+    if (this.#state === 'closed') return;
+    // pgoutput would only fail on the first change it decodes: check the publication first.
+    let altered: string | null = null;
+    try {
+      altered = await publicationProblem((text) => sql.raw(text).execute(this.#o.db), this.#mapping!);
+    } catch (err) {
+      this.#lost(null, err as Error);
+      return;
+    }
+    if (altered) {
+      this.#lost(null, new Error(altered === 'missing' ? `publication "${PUBLICATION}" does not exist` : `publication "${PUBLICATION}" was altered: ${altered}`));
+      return;
+    }
+    const slot = `pgbell_${randomBytes(6).toString('hex')}`;
+    const service = new LogicalReplicationService(
+      {
+        connectionString: this.#o.connectionString,
+        application_name: LISTENER_APPLICATION_NAME,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+      } as pg.ClientConfig,
+      { acknowledge: { auto: true, timeoutSeconds: 1 } },
+    );
+    this.#service = service;
+    const failed = new Promise<void>((r) => (this.#firstFailed = r));
+    let resolveStarted!: () => void;
+    const started = new Promise<void>((r) => (resolveStarted = r));
+    const plugin = new SlotPlugin(slot, async (client, snapshot) => {
+      await this.#settle(snapshot);
+      this.#slot = slot;
+      this.#attempt = 0;
+      this.#lastHeard = Date.now();
+      if (this.#problem) this.#o.log.info('the replication stream works again');
+      this.#problem = null;
+      this.#setState('connected');
+      const resumed = this.#everConnected;
+      this.#everConnected = true;
+      this.#tx = null;
+      // Queued before anything this stream carries: the catch-up reads what committed before the slot.
+      if (resumed) {
+        this.#o.log.info({ reconnects: this.#reconnects, slot }, 'replication stream reconnected');
+        this.emit('resumed');
+      } else this.#o.log.info({ slot }, `streaming publication ${PUBLICATION} through temporary slot ${slot}`);
+      resolveStarted();
+      void client;
+      // /health reflects the new stream at once, not at the next heartbeat's probe.
+      setImmediate(() => void this.probe(5000));
+    });
+    service.on('data', (_lsn: string, msg: Pgoutput.Message) => {
+      if (this.#service !== service) return;
+      this.#lastHeard = Date.now();
+      this.#onMessage(msg);
+    });
+    service.on('heartbeat', () => {
+      if (this.#service === service) this.#lastHeard = Date.now();
+    });
+    service.on('error', (err: Error) => this.#lost(service, err));
+    service.subscribe(plugin, slot).then(
+      () => this.#lost(service, new Error('the server ended the replication stream')),
+      (err: Error) => this.#lost(service, err),
+    );
+    // The first attempt: resolved when it streams or fails (see start()).
+    await Promise.race([started, failed]);
+  }
+
+  /** The stream (or its setup) failed: say why, once per kind of failure, and try again. */
+  #lost(service: LogicalReplicationService | null, err: Error): void {
+    if (this.#service !== service || this.#state === 'closed') return;
+    this.#service = null;
+    this.#slot = null;
+    this.#firstFailed?.();
+    this.#firstFailed = null;
+    void service?.destroy().catch(() => {});
+    const problem = explain(err);
+    if (this.#state === 'connected') {
+      this.#reconnects++;
+      this.#o.log.warn({ err: err.message }, 'the replication stream was lost; reconnecting');
+    }
+    if (problem && problem !== this.#problem) this.#o.log.error(problem);
+    else if (!problem && this.#attempt === 0) this.#o.log.warn({ err: err.message }, 'the replication stream could not start; retrying');
+    this.#problem = problem;
+    this.#setState('reconnecting');
+    this.#retryTimer = setTimeout(() => void this.#connect(), retryDelay(this.#attempt++));
+    this.#retryTimer.unref();
+  }
+
+  /**
+   * The slot's snapshot `name` holds exactly what committed before the stream's first change.
+   * A transaction whose commit record is written shows as running in other sessions'
+   * snapshots for a moment more; until every one the slot's snapshot sees is visible to
+   * ordinary snapshots too, a catch-up read could miss one the stream will not carry.
+   */
+  async #settle(name: string): Promise<void> {
+    const db = this.#o.db;
+    const snapshot = await db.connection().execute(async (conn) => {
+      await sql`BEGIN ISOLATION LEVEL REPEATABLE READ`.execute(conn);
+      try {
+        await sql`SET TRANSACTION SNAPSHOT ${sql.lit(name)}`.execute(conn);
+        const { rows } = await sql<{ s: string }>`SELECT pg_current_snapshot()::text AS s`.execute(conn);
+        return rows[0]!.s;
+      } finally {
+        await sql`COMMIT`.execute(conn);
+      }
+    });
+    for (let i = 0; ; i++) {
+      const { rows } = await sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM pg_snapshot_xip(pg_current_snapshot()) x
+         WHERE pg_visible_in_snapshot(x, ${snapshot}::pg_snapshot)`.execute(db);
+      if (rows[0]!.n === 0) return;
+      if (i === 1000) throw new Error('transactions the slot saw committed stayed invisible for 2 s');
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  #onMessage(msg: Pgoutput.Message): void {
+    switch (msg.tag) {
+      case 'begin':
+        this.#tx = { changes: new Map(), rows: new Map(), tombstones: [], revocations: [], readInstead: false };
+        return;
+      case 'commit': {
+        const tx = this.#tx;
+        this.#tx = null;
+        if (tx) this.#commit(tx);
+        return;
+      }
+      case 'message':
+        if (!msg.transactional && msg.prefix === MESSAGE_PREFIX) this.#onOwnMessage(Buffer.from(msg.content).toString('utf8'));
+        return;
+      case 'insert':
+      case 'update':
+        this.#row(msg.relation, msg.new, msg.tag === 'update');
+        return;
+      case 'delete':
+        if (this.#tx && isRel(msg.relation, SCHEMA, 'AlertChange')) this.#tx.changes.set(keyOf(msg.key ?? msg.old), null);
+        return;
+      default:
+        return;
+    }
+  }
+
+  #row(rel: Pgoutput.MessageRelation, tuple: Tuple, update: boolean): void {
+    const tx = this.#tx;
+    if (!tx) return;
+    if (isRel(rel, SCHEMA, 'AlertChange')) tx.changes.set(keyOf(tuple), tuple);
+    else if (isRel(rel, SCHEMA, 'AlertTombstone')) tx.tombstones.push(tuple);
+    else if (isRel(rel, SCHEMA, 'pgbell_revocation')) tx.revocations.push(tuple);
+    else if (this.#mapping && `${rel.schema}.${rel.name}` === this.#mapping.table) {
+      // An unchanged TOAST value is left out of an update (decoded as undefined).
+      if (update && Object.values(tuple).some((v) => v === undefined)) tx.readInstead = true;
+      if (!this.#renderable(rel)) tx.readInstead = true;
+      tx.rows.set(String(tuple[this.#mapping.idColumn]), { row: tuple, types: this.#types(rel) });
+    }
+  }
+
+  #types(rel: Pgoutput.MessageRelation): Map<string, number> {
+    let types = this.#columnTypes.get(rel.relationOid);
+    if (!types || types.size !== rel.columns.length) this.#columnTypes.set(rel.relationOid, (types = new Map(rel.columns.map((c) => [c.name, c.typeOid]))));
+    return types;
+  }
+
+  /** Whether the stream renders the table's rows exactly as the view pgbell."Alert" would. */
+  #renderable(rel: Pgoutput.MessageRelation): boolean {
+    const known = this.#plain.get(rel.relationOid);
+    if (known !== undefined) return known;
+    const m = this.#mapping!;
+    const byName = new Map(rel.columns.map((c) => [c.name, c.typeOid]));
+    const textual = (col: string) => !col || TEXT_TYPES.has(byName.get(col) ?? -1);
+    let ok = textual(m.titleColumn) && textual(m.messageColumn) && textual(m.linkColumn) && byName.has(m.idColumn);
+    if (m.dataColumn) ok &&= JSON_TYPES.has(byName.get(m.dataColumn) ?? -1);
+    else ok &&= rel.columns.every((c) => JSONB_PLAIN.has(c.typeOid));
+    this.#plain.set(rel.relationOid, ok);
+    return ok;
+  }
+
+  #commit(tx: Pending): void {
+    for (const r of tx.revocations) {
+      const before = r.before instanceof Date ? Math.floor(r.before.getTime() / 1000) : 0;
+      this.emit('revoke', String(r.userId), before);
+    }
+    const txids = new Set<string>();
+    for (const c of tx.changes.values()) if (c) txids.add(String(c.changedTxid));
+    for (const t of tx.tombstones) txids.add(String(t.txid));
+    if (txids.size === 0) return;
+    this.#dirty = true;
+    // One transaction has one id; more than one means rows re-stamped by `pgbell migrate`.
+    if (txids.size > 1 || tx.readInstead) {
+      for (const t of [...txids].sort(byBigInt)) this.emit('txid', t, null, null);
+      return;
+    }
+    const [txid] = txids as Set<string>;
+    const tid = BigInt(txid!);
+    const m = this.#mapping!;
+    const alerts: Array<Change & { kind: 'alert' }> = [];
+    for (const [key, c] of tx.changes) {
+      if (!c) continue;
+      const found = tx.rows.get(key);
+      if (!found) {
+        // Bookkeeping changed without its row (a re-stamp): read it.
+        this.emit('txid', txid!, null, null);
+        return;
+      }
+      const row = found.row;
+      alerts.push({
+        kind: 'alert',
+        txid: tid,
+        insertTxid: BigInt(String(c.txid)),
+        seq: BigInt(String(c.seq)),
+        alert: {
+          id: String(c.id),
+          userId: String(c.userId),
+          type: String(c.type),
+          title: m.titleColumn ? String(row[m.titleColumn] ?? '') : '',
+          message: m.messageColumn ? String(row[m.messageColumn] ?? '') : '',
+          link: m.linkColumn ? ((row[m.linkColumn] as string | null) ?? null) : null,
+          data: m.dataColumn ? (row[m.dataColumn] ?? null) : rowJson(row, found.types),
+          read: c.read as boolean,
+          createdAt: (c.createdAt as Date).toISOString(),
+        },
+      });
+    }
+    alerts.sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
+    const deletes: Change[] = tx.tombstones.map((t) => ({ kind: 'delete', txid: tid, id: String(t.id), userId: String(t.userId) }));
+    this.emit('txid', txid!, null, [...alerts, ...deletes]);
+  }
+
+  #onOwnMessage(text: string): void {
+    let parsed: { nonce?: unknown; xmin?: unknown };
+    try {
+      parsed = JSON.parse(text) as typeof parsed;
+    } catch {
+      return;
+    }
+    if (typeof parsed.nonce !== 'string') return;
+    // Messages of other daemons on the same database (and forged ones) are none of our business.
+    const waiting = this.#probes.get(parsed.nonce);
+    if (!waiting) return;
+    waiting();
+    if (typeof parsed.xmin === 'string' && /^\d{1,20}$/.test(parsed.xmin)) this.emit('horizon', BigInt(parsed.xmin));
+  }
+
+  #setState(state: SourceState): void {
+    if (this.#state === state || this.#state === 'closed') return;
+    this.#state = state;
+    this.#since = new Date();
+  }
+}
+
+/**
+ * pgoutput with a temporary slot made on the stream's own connection (a temporary slot lives as
+ * long as the session that made it), and its snapshot handed to `ready` before streaming starts.
+ */
+class SlotPlugin extends PgoutputPlugin {
+  constructor(
+    readonly slot: string,
+    readonly ready: (client: pg.Client, snapshot: string) => Promise<void>,
+  ) {
+    super({ protoVersion: 1, publicationNames: [PUBLICATION], messages: true });
+  }
+
+  override async start(client: pg.Client, slotName: string): Promise<unknown> {
+    const { rows } = await client.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT "${slotName}" TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`);
+    const { consistent_point: lsn, snapshot_name: snapshot } = rows[0]!;
+    // The snapshot stays importable until this connection runs its next command.
+    await this.ready(client, snapshot);
+    return super.start(client, slotName, lsn);
+  }
+}
+
+/** Text-like types: their value is the column's ::text. */
+const TEXT_TYPES = new Set([25, 1043, 1042, 19]);
+const JSON_TYPES = new Set([114, 3802]);
+/** Types whose decoded value is what to_jsonb gives: text-like, uuid, booleans, numbers, json. */
+const JSONB_PLAIN = new Set([...TEXT_TYPES, ...JSON_TYPES, 2950, 16, 21, 23, 20, 700, 701, 1700]);
+
+/** The row as to_jsonb(row) gives it, for the types in JSONB_PLAIN (keys in jsonb's order). */
+function rowJson(row: Tuple, types: Map<string, number>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const keys = Object.keys(row).sort((a, b) => Buffer.byteLength(a) - Buffer.byteLength(b) || Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  for (const k of keys) {
+    const v = row[k];
+    // int8 and numeric decode as strings, floats as numbers: to_jsonb gives finite values as
+    // numbers and NaN or infinities as strings.
+    if (typeof v === 'number') out[k] = Number.isFinite(v) ? v : String(v);
+    else if (typeof v === 'string' && NUMERIC_AS_STRING.has(types.get(k) ?? -1)) out[k] = Number.isFinite(Number(v)) ? Number(v) : v;
+    else out[k] = v;
+  }
+  return out;
+}
+
+const NUMERIC_AS_STRING = new Set([20, 1700]);
+
+function isRel(rel: Pgoutput.MessageRelation, schema: string, name: string): boolean {
+  return rel.schema === schema && rel.name === name;
+}
+
+function keyOf(t: Tuple | null | undefined): string {
+  return String(t?.key);
+}
+
+function byBigInt(a: string, b: string): number {
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/**
+ * What the server's refusal means, as one line naming the setting and the fix; null for a
+ * failure that retrying may cure (a restart, a dropped connection).
+ */
+export function explain(err: Error): string | null {
+  const msg = err.message;
+  const code = (err as { code?: string }).code;
+  if (/wal_level/.test(msg)) {
+    return 'WAL mode needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical and restart the server (on Amazon RDS/Aurora: rds.logical_replication = 1 in the parameter group; on Cloud SQL: the cloudsql.logical_decoding flag); or use PGBELL_MODE=notify';
+  }
+  if (/must be superuser or replication role|permission denied to start WAL sender|must have the REPLICATION attribute|REPLICATION attribute/i.test(msg) || (code === '42501' && /replication|WAL sender/i.test(msg))) {
+    return 'WAL mode needs a role with REPLICATION: ALTER ROLE <role> REPLICATION (on Amazon RDS/Aurora: GRANT rds_replication TO <role>; on Cloud SQL: ALTER USER <role> WITH REPLICATION; on Azure: ALTER ROLE <role> WITH REPLICATION); or use PGBELL_MODE=notify';
+  }
+  if (/no pg_hba.conf entry for replication connection/.test(msg)) return `the server refuses replication connections from here: add a "host replication" line to pg_hba.conf for this role (${msg})`;
+  if (code === '53400' || /all replication slots are in use/.test(msg)) return 'no free replication slot: raise max_replication_slots (needs a restart) or drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active)';
+  if (code === '53300' && /wal.?sender|standby|replication/i.test(msg)) return 'no free WAL sender: raise max_wal_senders (needs a restart)';
+  if (/number of requested standby connections exceeds max_wal_senders/.test(msg)) return 'no free WAL sender: raise max_wal_senders (needs a restart)';
+  if (/publication "pgbell" does not exist/.test(msg)) return 'publication pgbell is missing: run `pgbell migrate` (or `pgbell install` again) with PGBELL_MODE=wal';
+  if (/publication "pgbell" was altered/.test(msg)) return `${msg}: run \`pgbell migrate\` (or \`pgbell install\` again) with PGBELL_MODE=wal to make it right`;
+  if (/while in recovery|during recovery|cannot be executed during recovery/.test(msg)) return 'DATABASE_URL (or LISTEN_DATABASE_URL) points at a replica: logical replication of pgbell\'s publication needs the primary';
+  if (/unsupported startup parameter: replication|unsupported pkt type|replication.*not supported/i.test(msg)) {
+    return 'the replication connection goes through a pooler (e.g. PgBouncer), which cannot carry logical replication: point LISTEN_DATABASE_URL at the primary directly';
+  }
+  return null;
+}
