@@ -8,6 +8,7 @@ import { SEARCH_PGBELL_FIRST } from './db/connect.js';
 import { installedTable } from './db/install.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { checkRedis } from './fanout/check.js';
+import { walChecks } from './walcheck.js';
 
 export interface Check {
   name: string;
@@ -51,7 +52,7 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
       const channel = await triggerChannel(run);
       const wanted = triggerChannelFor(config);
       const ok = channel === wanted;
-      const what = (c: string) => (c === '' ? 'send no NOTIFY (poll mode)' : `notify channel "${c}"`);
+      const what = (c: string) => (c === '' ? 'send no NOTIFY (poll or WAL mode)' : `notify channel "${c}"`);
       const fix = installed ? '`pgbell install` again' : '`pgbell migrate`';
       report({
         name: 'triggers',
@@ -61,12 +62,14 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
             ? `missing: run ${fix}`
             : ok
               ? what(channel)
-              : `${what(channel)} but ${wanted === '' ? 'PGBELL_MODE is poll' : channel === '' ? 'PGBELL_MODE is notify' : `PGBELL_CHANNEL is "${wanted}"`}: run ${fix} with the same PGBELL_CHANNEL and PGBELL_MODE`,
+              : `${what(channel)} but ${wanted === '' ? `PGBELL_MODE is ${config.PGBELL_MODE}` : channel === '' ? 'PGBELL_MODE is notify' : `PGBELL_CHANNEL is "${wanted}"`}: run ${fix} with the same PGBELL_CHANNEL and PGBELL_MODE`,
       });
     }
 
     if (config.PGBELL_MODE === 'poll') {
       report({ name: 'poll mode', ok: true, detail: `no LISTEN needed: the daemon reads new changes every ${config.PGBELL_POLL_MS} ms` });
+    } else if (config.PGBELL_MODE === 'wal') {
+      for (const c of await walChecks(run, listenUrl, config.LISTEN_DATABASE_URL ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL')) report(c);
     } else await checkListen();
 
     if (config.PGBELL_FANOUT === 'redis') report(await checkRedis({ url: config.REDIS_URL, clusterNodes: config.REDIS_CLUSTER_NODES }));

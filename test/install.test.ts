@@ -143,9 +143,13 @@ describe('pgbell install', () => {
     expect(polled.alerts.map((a: any) => a.title)).toEqual(['polled']);
   });
 
-  it('loses nothing: writers through a dropped tab, a stopped daemon and a killed listener; every tab ends with exactly its user\'s rows', async () => {
-    const d1 = await fleet.start();
-    const d2 = await fleet.start();
+  it.each(['notify', 'wal'] as const)('loses nothing in %s mode: writers through a dropped tab, a stopped daemon and a killed listener; every tab ends with exactly its user\'s rows', async (mode) => {
+    if (mode === 'wal') {
+      const r = await cli(INSTALL, { PGBELL_MODE: 'wal' });
+      expect(r.stdout).toMatch(/triggers now send no NOTIFY \(WAL mode\), and publication pgbell is there/);
+    }
+    const d1 = await fleet.start({ mode });
+    const d2 = await fleet.start({ mode });
     const tabs = [new Tab(await tokenFor(ADA)), new Tab(await tokenFor(BOB)), new Tab(await tokenFor(ADA))];
     // Tabs that connect without a cursor start from now: what was committed earlier is not theirs to get.
     const earlier = new Set([...(await committedIds(ADA)), ...(await committedIds(BOB))]);
@@ -161,7 +165,7 @@ describe('pgbell install', () => {
     tabs[0]!.drop();
     await until(async () => (await count()) > start + 80, 10_000, 'writes while dropped');
     await tabs[0]!.connect(d2.url);
-    await query(db, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'`);
+    await query(db, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND (query ILIKE 'LISTEN%' OR application_name = 'pgbell-listener')`);
     await until(async () => (await count()) > start + 120, 10_000, 'writes after the listener kill');
     await d1.stop();
     await until(async () => (await count()) > start + 160, 10_000, 'writes after the daemon stopped');
@@ -175,6 +179,13 @@ describe('pgbell install', () => {
       expect(t.repeatsWithinConnection).toEqual([]);
       expect(t.resets).toBe(0);
       t.close();
+    }
+    await d2.stop();
+    if (mode === 'wal') {
+      // Back to notify mode for the tests below: the publication goes with WAL mode.
+      const r = await cli(INSTALL);
+      expect(r.stdout).toMatch(/its triggers now notify channel pgbell/);
+      expect(await query(db, `SELECT 1 FROM pg_publication WHERE pubname = 'pgbell'`)).toEqual([]);
     }
   });
 

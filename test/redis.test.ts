@@ -43,50 +43,60 @@ afterAll(async () => {
   for (const n of nodes) await n.stop();
 });
 
-const listenConnections = async () =>
-  (await query(db, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgbell-listener' AND datname = current_database()`))[0]!.n as number;
+/**
+ * Three nodes (or what is left of `fleet`) with one relay between them: each tab gets exactly its
+ * user's alerts while the relay is killed mid-write and another takes over.
+ */
+async function relayKilledMidWrite(db: string, fleet: TestDaemon[]): Promise<TestDaemon[]> {
+  let nodes = fleet;
+  const listenConnections = async () =>
+    (await query(db, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgbell-listener' AND datname = current_database()`))[0]!.n as number;
+
+  await until(async () => (await Promise.all(nodes.map((n) => health(n.http)))).filter((h) => h.body.listener.relay).length === 1, 10_000, 'one relay');
+  expect(await listenConnections()).toBe(1);
+
+  const tabs = await Promise.all(
+    nodes.flatMap((n, i) => USERS.map(async (user) => ({ user, node: i, tab: await new Tab(await tokenFor(user)).connect(n.url) }))),
+  );
+  let stop = false;
+  let written = 0;
+  const writer = (async () => {
+    for (let i = 0; !stop; i++) {
+      await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ($1, $2)`, [USERS[i % USERS.length], `w${i}`]).catch(() => {});
+      written++;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  await until(() => written > 30, 10_000, 'writes');
+
+  // Kill the relay while the writer runs; its tabs move to another node.
+  const healths = await Promise.all(nodes.map((n) => health(n.http)));
+  const relayIndex = healths.findIndex((h) => h.body.listener.relay);
+  const relay = nodes[relayIndex]!;
+  await relay.stop();
+  nodes = nodes.filter((n) => n !== relay);
+  const target = nodes[0]!;
+  await Promise.all(tabs.filter((t) => t.node === relayIndex).map(({ tab }) => tab.connect(target.url)));
+  await until(async () => (await Promise.all(nodes.map((n) => health(n.http)))).some((h) => h.body.listener.relay), 10_000, 'a new relay');
+  const at = written;
+  await until(() => written > at + 30, 10_000, 'writes after the takeover');
+  stop = true;
+  await writer;
+  expect(await listenConnections()).toBe(1);
+
+  for (const { user, tab } of tabs) {
+    const truth = new Set((await query(db, `SELECT id FROM "Alert" WHERE "userId" = $1`, [user])).map((r) => r.id));
+    await until(() => tab.ids.size >= truth.size, 15_000, `all ${truth.size} alerts of ${user} (have ${tab.ids.size})`);
+    expect(tab.ids).toEqual(truth);
+    expect(tab.repeatsWithinConnection).toEqual([]);
+    tab.close();
+  }
+  return nodes;
+}
 
 describe.skipIf(!haveRedis)('Redis fan-out', () => {
   it('three nodes hold one LISTEN connection between them; each tab gets exactly its user\'s alerts; killing the relay mid-write loses nothing', async () => {
-    await until(async () => (await Promise.all(nodes.map((n) => health(n.http)))).filter((h) => h.body.listener.relay).length === 1, 10_000, 'one relay');
-    expect(await listenConnections()).toBe(1);
-
-    const tabs = await Promise.all(
-      nodes.flatMap((n, i) => USERS.map(async (user) => ({ user, node: i, tab: await new Tab(await tokenFor(user)).connect(n.url) }))),
-    );
-    let stop = false;
-    let written = 0;
-    const writer = (async () => {
-      for (let i = 0; !stop; i++) {
-        await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ($1, $2)`, [USERS[i % USERS.length], `w${i}`]).catch(() => {});
-        written++;
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    })();
-    await until(() => written > 30, 10_000, 'writes');
-
-    // Kill the relay while the writer runs; its tabs move to another node.
-    const healths = await Promise.all(nodes.map((n) => health(n.http)));
-    const relayIndex = healths.findIndex((h) => h.body.listener.relay);
-    const relay = nodes[relayIndex]!;
-    await relay.stop();
-    nodes = nodes.filter((n) => n !== relay);
-    const target = nodes[0]!;
-    await Promise.all(tabs.filter((t) => t.node === relayIndex).map(({ tab }) => tab.connect(target.url)));
-    await until(async () => (await Promise.all(nodes.map((n) => health(n.http)))).some((h) => h.body.listener.relay), 10_000, 'a new relay');
-    const at = written;
-    await until(() => written > at + 30, 10_000, 'writes after the takeover');
-    stop = true;
-    await writer;
-    expect(await listenConnections()).toBe(1);
-
-    for (const { user, tab } of tabs) {
-      const truth = new Set((await query(db, `SELECT id FROM "Alert" WHERE "userId" = $1`, [user])).map((r) => r.id));
-      await until(() => tab.ids.size >= truth.size, 15_000, `all ${truth.size} alerts of ${user} (have ${tab.ids.size})`);
-      expect(tab.ids).toEqual(truth);
-      expect(tab.repeatsWithinConnection).toEqual([]);
-      tab.close();
-    }
+    nodes = await relayKilledMidWrite(db, nodes);
   }, 60_000);
 
   it('a forged horizon on the channel is not recorded as the relay horizon, and moves no cursor', async () => {
@@ -213,4 +223,22 @@ describe.skipIf(!haveRedis)('Redis fan-out', () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/✗ redis: REDIS_URL does not answer \(redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/);
   });
+});
+
+describe.skipIf(!haveRedis)('Redis fan-out in WAL mode', () => {
+  it('the relay streams by logical replication (no NOTIFY); killing it mid-write loses nothing', async () => {
+    const walDb = await freshDatabase();
+    await query(walDb, `INSERT INTO "User" (id, email) SELECT u, u || '@example.test' FROM unnest($1::text[]) u`, [USERS]);
+    const r = await run(['migrate'], cleanEnv({ DATABASE_URL: walDb, PGBELL_MODE: 'wal' }));
+    expect(r.code).toBe(0);
+    const fleet: TestDaemon[] = [];
+    try {
+      for (let i = 0; i < 3; i++) fleet.push(await startTestDaemon(walDb, { fanout: 'redis', redisUrl: REDIS_URL, mode: 'wal' }));
+      await relayKilledMidWrite(walDb, fleet);
+      const walsenders = await query(walDb, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'walsender' AND datname = current_database()`);
+      expect(walsenders[0]!.n).toBe(1);
+    } finally {
+      for (const n of fleet) await n.stop();
+    }
+  }, 60_000);
 });

@@ -179,6 +179,24 @@ describe('WAL mode', () => {
     c.close();
   });
 
+  it('doctor reports wal_level, the role, the publication and the slots pgbell owns with the WAL each keeps', async () => {
+    const d = await fleet.start(wal);
+    const slot = (await health(d.http)).body.listener.slot as string;
+    const ok = await run(['doctor'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'wal' }));
+    expect(ok.stdout).toMatch(/✓ wal_level: logical/);
+    expect(ok.stdout).toMatch(/✓ replication role: /);
+    expect(ok.stdout).toMatch(/✓ publication: pgbell publishes public\.Alert/);
+    expect(ok.stdout).toMatch(new RegExp(`✓ pgbell slots: .*${slot} \\(temporary, streaming, keeps [0-9.]+ (bytes|kB|MB|GB) of WAL\\)`));
+    expect(ok.stdout).toMatch(/✓ replication connection: DATABASE_URL accepts a replication connection/);
+    expect(ok.code).toBe(0);
+    await psql(db, `ALTER PUBLICATION pgbell DROP TABLE pgbell."AlertTombstone"`);
+    const bad = await run(['doctor'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'wal' }));
+    expect(bad.stdout).toMatch(/✗ publication: altered: it lacks pgbell\.AlertTombstone: run `pgbell migrate` with PGBELL_MODE=wal/);
+    expect(bad.code).toBe(1);
+    const fixed = await run(['migrate'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'wal' }));
+    expect(fixed.stdout).toMatch(/created publication pgbell/);
+  });
+
   it('explains each refusal of the server in one line naming the setting and the fix', () => {
     const e = (message: string, code?: string) => explain(Object.assign(new Error(message), { code }));
     expect(e('logical decoding requires wal_level >= logical', '55000')).toMatch(/wal_level = logical.*restart/);
