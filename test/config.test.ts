@@ -35,7 +35,7 @@ describe('loadConfig', () => {
     [{ SESSION_SECRET: 'short' }, /^SESSION_SECRET must be at least 32 characters/],
     [{ PGBELL_CHANNEL: 'Bad-Name' }, /^PGBELL_CHANNEL must be a lowercase Postgres identifier/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL /],
-    [{ PGBELL_MODE: 'push' }, /^PGBELL_MODE must be notify \(the trigger sends NOTIFY\) or poll/],
+    [{ PGBELL_MODE: 'push' }, /^PGBELL_MODE must be notify \(the trigger sends NOTIFY\), poll .* or wal/],
     [{ PGBELL_POLL_MS: '5' }, /^PGBELL_POLL_MS must be at least 10/],
     [{ PGBELL_MODE: 'poll', PGBELL_FANOUT: 'redis', REDIS_URL: 'redis://127.0.0.1:6379' }, /^PGBELL_MODE=poll works with PGBELL_FANOUT=listen only/],
     [{ PGBELL_FANOUT: 'redis' }, /^REDIS_URL \(one Redis\) or REDIS_CLUSTER_NODES \(a Redis Cluster\) is required when PGBELL_FANOUT is redis$/],
