@@ -72,6 +72,8 @@ export class WalSource extends EventEmitter<SourceEvents> {
   #checkTimer: NodeJS.Timeout | undefined;
   #fenceTimer: NodeJS.Timeout | undefined;
   #lastHeard = 0;
+  /** The end of what the stream has sent and this source has handled (an LSN). */
+  #confirmed = 0n;
   #started = false;
   #everConnected = false;
   #tx: Pending | null = null;
@@ -181,7 +183,13 @@ export class WalSource extends EventEmitter<SourceEvents> {
       return;
     }
     // Asks the server to answer at once: its keepalive is what #lastHeard waits for.
-    void service.acknowledge(service.lastLsn(), true).catch(() => {});
+    this.#acknowledge(service, true);
+  }
+
+  /** Reports everything up to #confirmed as flushed (the slot's WAL can go). */
+  #acknowledge(service: LogicalReplicationService, ping: boolean): void {
+    if (this.#confirmed === 0n) return;
+    void service.acknowledge(formatLsn(this.#confirmed - 1n), ping).catch(() => {});
   }
 
   async #connect(): Promise<void> {
@@ -206,7 +214,10 @@ export class WalSource extends EventEmitter<SourceEvents> {
         keepAlive: true,
         keepAliveInitialDelayMillis: 10_000,
       } as pg.ClientConfig,
-      { acknowledge: { auto: true, timeoutSeconds: 1 } },
+      // Acknowledged here, not by the library: it reports one byte past the position it is given,
+      // and a walsender at shutdown waits for a flush position equal to what it sent, so a fast
+      // shutdown of the server would wait for ever.
+      { acknowledge: { auto: false, timeoutSeconds: 0 } },
     );
     this.#service = service;
     const failed = new Promise<void>((r) => (this.#firstFailed = r));
@@ -223,6 +234,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
       const resumed = this.#everConnected;
       this.#everConnected = true;
       this.#tx = null;
+      this.#confirmed = 0n;
       // Queued before anything this stream carries: the catch-up reads what committed before the slot.
       if (resumed) {
         this.#o.log.info({ reconnects: this.#reconnects, slot }, 'replication stream reconnected');
@@ -238,8 +250,13 @@ export class WalSource extends EventEmitter<SourceEvents> {
       this.#lastHeard = Date.now();
       this.#onMessage(msg);
     });
-    service.on('heartbeat', () => {
-      if (this.#service === service) this.#lastHeard = Date.now();
+    service.on('heartbeat', (lsn: string, _time: number, respond: boolean) => {
+      if (this.#service !== service) return;
+      this.#lastHeard = Date.now();
+      // The slot is temporary and never read from again: everything sent is as good as flushed.
+      const end = parseLsn(lsn);
+      if (end > this.#confirmed) this.#confirmed = end;
+      if (respond) this.#acknowledge(service, false);
     });
     service.on('error', (err: Error) => this.#lost(service, err));
     service.subscribe(plugin, slot).then(
@@ -308,6 +325,10 @@ export class WalSource extends EventEmitter<SourceEvents> {
         const tx = this.#tx;
         this.#tx = null;
         if (tx) this.#commit(tx);
+        if (msg.commitEndLsn) {
+          const end = parseLsn(msg.commitEndLsn);
+          if (end > this.#confirmed) this.#confirmed = end;
+        }
         return;
       }
       case 'message':
@@ -475,6 +496,16 @@ function rowJson(row: Tuple, types: Map<string, number>): Record<string, unknown
 }
 
 const NUMERIC_AS_STRING = new Set([20, 1700]);
+
+/** An LSN as Postgres prints it (`16/B374D848`) → a number. */
+function parseLsn(lsn: string): bigint {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
+
+function formatLsn(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
 
 function isRel(rel: Pgoutput.MessageRelation, schema: string, name: string): boolean {
   return rel.schema === schema && rel.name === name;

@@ -2,7 +2,8 @@
  * Lose nothing when whole processes go away: Postgres restarted under a writer (fast and
  * immediate shutdown) while clients stay connected, and the daemon killed with SIGKILL while
  * alerts keep being written. Truth is the "Alert" table: each client must end with exactly its
- * user's committed ids. Runs on a cluster of its own, since it restarts it.
+ * user's committed ids. Each in notify, poll and WAL mode. Runs on a cluster of its own, since
+ * it restarts it.
  */
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -84,6 +85,18 @@ function alive(pid: number): boolean {
   }
 }
 
+const MODES = [
+  ['notify', { mode: 'notify' }],
+  ['poll', { mode: 'poll', pollMs: 50 }],
+  ['wal', { mode: 'wal' }],
+] as const;
+
+describe.each(MODES)('%s mode', (mode, opts) => {
+  const env = (extra: Record<string, string>) => cleanEnv({ DATABASE_URL: server.url, SESSION_SECRET: SECRET, PGBELL_MODE: mode, ...extra });
+  beforeAll(async () => {
+    await migrate(server.url, { channel: mode === 'notify' ? 'pgbell' : '', publish: mode === 'wal' });
+  });
+
 describe('Postgres restarted while clients are connected and a writer keeps writing', () => {
   it.each([
     ['fast', async () => server.stop()],
@@ -96,9 +109,9 @@ describe('Postgres restarted while clients are connected and a writer keeps writ
       },
     ],
   ])('%s shutdown: every connected client ends with exactly its user\'s alerts', async (_mode, shutdown) => {
-    daemon = await startTestDaemon(server.url);
+    daemon = await startTestDaemon(server.url, opts);
     const tabs = await Promise.all(USERS.flatMap((user) => [0, 1].map(async () => ({ user, tab: await new Tab(await tokenFor(user)).connect(daemon!.url) }))));
-    const w = writer(() => server.url, _mode);
+    const w = writer(() => server.url, `${mode}-${_mode}`);
     await until(() => w.attempts > 30, 5000, 'some writes');
     const port = server.port;
     await shutdown();
@@ -108,7 +121,7 @@ describe('Postgres restarted while clients are connected and a writer keeps writ
     const resumedAt = w.attempts;
     await until(() => w.attempts > resumedAt + 30, 10_000, 'writes after the restart');
     await w.stop();
-    await expectExactly(tabs, _mode);
+    await expectExactly(tabs, `${mode}-${_mode}`);
     // The sockets never dropped: this was the daemon's catch-up, not a client resume.
     for (const { tab } of tabs) expect(tab.connections).toBe(1);
     for (const { tab } of tabs) tab.close();
@@ -120,16 +133,15 @@ describe('Postgres restarted while clients are connected and a writer keeps writ
 describe('the daemon is killed with SIGKILL', () => {
   it('alerts written while it is dead reach every client once it is back and they resume from their cursors', async () => {
     const port = await freePort();
-    const env = cleanEnv({ DATABASE_URL: server.url, SESSION_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1' });
     const url = `ws://127.0.0.1:${port}/`;
     const startProcess = async (): Promise<Launched> => {
-      const p = launch(['start'], env);
+      const p = launch(['start'], env({ PORT: String(port), HOST: '127.0.0.1' }));
       await p.waitFor(/pgbell listening/);
       return p;
     };
     let p = await startProcess();
     const tabs = await Promise.all(USERS.flatMap((user) => [0, 1].map(async () => ({ user, tab: await new Tab(await tokenFor(user)).connect(url) }))));
-    const w = writer(() => server.url, 'sigkill');
+    const w = writer(() => server.url, `${mode}-sigkill`);
     await until(() => tabs.every(({ tab }) => tab.ids.size > 3), 10_000, 'live alerts before the kill');
     p.child.kill('SIGKILL');
     await p.exited;
@@ -140,7 +152,7 @@ describe('the daemon is killed with SIGKILL', () => {
     const resumedAt = w.attempts;
     await until(() => w.attempts > resumedAt + 20, 10_000, 'writes after the restart');
     await w.stop();
-    await expectExactly(tabs, 'sigkill');
+    await expectExactly(tabs, `${mode}-sigkill`);
     for (const { tab } of tabs) {
       expect(tab.connections).toBe(2);
       expect(tab.resets).toBe(0);
@@ -153,14 +165,13 @@ describe('the daemon is killed with SIGKILL', () => {
 
 describe('graceful shutdown under load', () => {
   it('SIGTERM while alerts flow: sockets close with 1001, clients resume on another node, nothing lost', async () => {
-    const other = await startTestDaemon(server.url);
+    const other = await startTestDaemon(server.url, opts);
     const port = await freePort();
-    const env = cleanEnv({ DATABASE_URL: server.url, SESSION_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1' });
-    const p = launch(['start'], env);
+    const p = launch(['start'], env({ PORT: String(port), HOST: '127.0.0.1' }));
     await p.waitFor(/pgbell listening/);
     const url = `ws://127.0.0.1:${port}/`;
     const tabs = await Promise.all(USERS.map(async (user) => ({ user, tab: await new Tab(await tokenFor(user)).connect(url) })));
-    const w = writer(() => server.url, 'sigterm');
+    const w = writer(() => server.url, `${mode}-sigterm`);
     await until(() => tabs.every(({ tab }) => tab.ids.size > 3), 10_000, 'alerts flowing');
     p.child.kill('SIGTERM');
     for (const { tab } of tabs) expect((await tab.client!.closed).code).toBe(1001);
@@ -169,8 +180,9 @@ describe('graceful shutdown under load', () => {
     const resumedAt = w.attempts;
     await until(() => w.attempts > resumedAt + 20, 10_000, 'writes after the move');
     await w.stop();
-    await expectExactly(tabs, 'sigterm');
+    await expectExactly(tabs, `${mode}-sigterm`);
     for (const { tab } of tabs) tab.close();
     await other.stop();
   }, 60_000);
+});
 });
