@@ -4,7 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import WebSocket from 'ws';
 import { TestClient } from './helpers/client.js';
-import { daemonFleet, tokenFor } from './helpers/daemon.js';
+import { DEFAULT_LIMITS } from '../src/server.js';
+import { cleanEnv, run } from './helpers/cli.js';
+import { daemonFleet, startTestDaemon, tokenFor } from './helpers/daemon.js';
 import { createUser, freshDatabase, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
@@ -18,6 +20,7 @@ afterAll(async () => {
 });
 
 const fleet = daemonFleet(() => db);
+const dbNotify = () => db;
 const daemonWith = fleet.start;
 
 /** The HTTP status of a refused handshake, or 101 if it was accepted. */
@@ -117,9 +120,12 @@ describe('message rate', () => {
 });
 
 describe('slow consumers', () => {
-  it('a client that stops reading while 5,000 alerts are written is closed at the buffer bound (4008), then resumes and ends with every alert', async () => {
+  it.each(['notify', 'wal'] as const)('%s mode: a client that stops reading while 5,000 alerts are written is closed at the buffer bound (4008), then resumes and ends with every alert', async (mode) => {
     const bound = 256 * 1024;
-    const d = await daemonWith({ limits: { maxBufferedBytes: bound } });
+    // WAL mode on a database of its own, migrated for it.
+    const db = mode === 'notify' ? dbNotify() : await freshDatabase();
+    if (mode === 'wal') expect((await run(['migrate'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'wal' }))).code).toBe(0);
+    const d = mode === 'notify' ? await daemonWith({ limits: { maxBufferedBytes: bound } }) : await startTestDaemon(db, { mode, limits: { ...DEFAULT_LIMITS, maxBufferedBytes: bound } });
     await createUser(db, 'slow');
     const tab = await new Tab(await tokenFor('slow')).connect(d.url);
     // Stop reading: the kernel buffers fill, then the daemon's own send buffer would grow.
@@ -148,5 +154,6 @@ describe('slow consumers', () => {
     // instead of closing it again.
     expect(d.logs.messages().some((m) => m.startsWith('paused a replay to user slow until its socket drains'))).toBe(true);
     tab.close();
+    if (mode === 'wal') await d.stop();
   }, 90_000);
 });
