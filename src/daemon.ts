@@ -131,7 +131,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const db = createDb(opts.databaseUrl);
   let dbId: string;
   try {
-    await checkDatabase(db, (opts.mode ?? 'notify') === 'notify' ? opts.channel : '');
+    await checkDatabase(db, (opts.mode ?? 'notify') === 'notify' ? opts.channel : '', opts.mode ?? 'notify');
     dbId = await databaseId(db);
   } catch (err) {
     await db.destroy();
@@ -375,7 +375,7 @@ async function checkListenDatabase(url: string, name: string): Promise<void> {
 }
 
 /** Fails early, saying what to do, when the database is unreachable or not migrated. */
-async function checkDatabase(db: Db, channel: string): Promise<void> {
+async function checkDatabase(db: Db, channel: string, mode: Mode): Promise<void> {
   try {
     await sql`SELECT 1`.execute(db);
   } catch (err) {
@@ -390,8 +390,8 @@ async function checkDatabase(db: Db, channel: string): Promise<void> {
     throw new StartupError(installed ? `the notify triggers on ${installed} are missing: run \`pgbell install\` again` : 'the "Alert" table or its notify triggers are missing: run `pgbell migrate` first');
   }
   if (current !== channel) {
-    const what = (c: string) => (c === '' ? 'sends no NOTIFY (poll mode)' : `notifies channel "${c}"`);
-    const want = channel === '' ? 'PGBELL_MODE is poll' : `PGBELL_CHANNEL is "${channel}"${current === '' ? ' and PGBELL_MODE is notify' : ''}`;
+    const what = (c: string) => (c === '' ? 'sends no NOTIFY (poll or WAL mode)' : `notifies channel "${c}"`);
+    const want = channel === '' ? `PGBELL_MODE is ${mode}` : `PGBELL_CHANNEL is "${channel}"${current === '' ? ' and PGBELL_MODE is notify' : ''}`;
     const remedy = installed ? `run \`pgbell install\` again with the same PGBELL_MODE${channel === '' ? '' : ` and --channel ${channel}`}` : 'run `pgbell migrate` with the same PGBELL_CHANNEL and PGBELL_MODE';
     throw new StartupError(`the ${installed ?? '"Alert"'} trigger ${what(current)} but ${want}: ${remedy}`);
   }

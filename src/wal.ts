@@ -194,6 +194,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
 
   async #connect(): Promise<void> {
     if (this.#state === 'closed') return;
+    this.#o.log.debug({ attempt: this.#attempt }, 'starting the replication stream');
     // pgoutput would only fail on the first change it decodes: check the publication first.
     let altered: string | null = null;
     try {
@@ -280,7 +281,8 @@ export class WalSource extends EventEmitter<SourceEvents> {
       this.#reconnects++;
       this.#o.log.warn({ err: err.message }, 'the replication stream was lost; reconnecting');
     }
-    if (problem && problem !== this.#problem) this.#o.log.error(problem);
+    this.#o.log.debug({ err: err.message, attempt: this.#attempt }, 'replication stream attempt failed');
+    if (problem && problem !== this.#problem) this.#o.log.error({ err: err.message }, problem);
     else if (!problem && this.#attempt === 0) this.#o.log.warn({ err: err.message }, 'the replication stream could not start; retrying');
     this.#problem = problem;
     this.#setState('reconnecting');
