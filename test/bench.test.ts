@@ -19,22 +19,27 @@ describe('npm run bench', () => {
     const { stdout } = await exec(process.execPath, args, { env: { ...process.env, BENCH_DATABASE_URL: inject('pg').adminUrl }, timeout: 170_000, maxBuffer: 1 << 24 });
     expect(stdout).not.toMatch(/WRONG USER/);
     const report = JSON.parse(await readFile(path.join(out, 'benchmarks.json'), 'utf8'));
-    expect(report.latency.map((l: any) => l.target)).toEqual(['pgbell', 'pgbell-debug', 'pgbell-poll', 'listen', 'relay', 'socketio', 'broadcast']);
+    expect(report.latency.map((l: any) => l.target)).toEqual(['pgbell', 'pgbell-debug', 'pgbell-poll', 'pgbell-wal', 'listen', 'relay', 'relay-wal', 'socketio', 'broadcast']);
     for (const l of report.latency) {
       expect(l.delivered, l.target).toBe(l.expected);
       expect(l.foreign, l.target).toBe(0);
       expect(l.fromAck.n, l.target).toBe(l.expected);
     }
-    expect(report.throughput.map((t: any) => `${t.target} ${t.case[0]}`)).toEqual(['pgbell a', 'pgbell b', 'pgbell c', 'relay a', 'relay b', 'relay c', 'socketio a', 'socketio b', 'socketio c']);
+    expect(report.throughput.map((t: any) => `${t.target} ${t.case[0]}`)).toEqual(
+      ['pgbell', 'pgbell-wal', 'relay', 'relay-wal', 'socketio'].flatMap((t) => ['a', 'b', 'c'].map((c) => `${t} ${c}`)),
+    );
     for (const t of report.throughput) expect(t.delivered, `${t.target} ${t.case}`).toBe(t.alerts);
-    expect(report.connections.map((c: any) => c.target)).toEqual(['pgbell', 'pgbell-debug', 'pgbell-poll', 'relay', 'socketio', 'broadcast']);
+    expect(report.connections.map((c: any) => c.target)).toEqual(['pgbell', 'pgbell-debug', 'pgbell-poll', 'pgbell-wal', 'relay', 'relay-wal', 'socketio', 'broadcast']);
     expect(report.writerTax.map((w: any) => w.writers)).toEqual([1, 2]);
-    for (const w of report.writerTax) for (const k of ['off', 'notify', 'poll']) expect(w[k]).toBeGreaterThan(0);
+    for (const w of report.writerTax) for (const k of ['off', 'notify', 'poll', 'wal']) expect(w[k]).toBeGreaterThan(0);
     expect(report.profile.top.length).toBeGreaterThan(0);
     const md = await readFile(path.join(out, 'benchmarks.md'), 'utf8');
     expect(md).toMatch(/## Goals/);
     expect(md).toMatch(/Cost of the per-alert and per-socket log lines \(pgbell-debug against pgbell at its default level, info\): p50 [\d.]+×/);
     expect(md).toMatch(/\| pgbell \| 40 \|/);
+    expect(md).toMatch(/pgbell in WAL mode against floor W \(relay-wal\): p50 [\d.]+×, p99 [\d.]+×/);
+    expect(md).toMatch(/\| WAL mode keeps ≥ 0\.9 of the triggers-off INSERT rate at 32 writers \| not measured \|/);
+    expect(md).toMatch(/\| WAL mode: nothing lost or misdelivered in any scenario \| none \| yes \|/);
     expect(await readFile(path.join(out, 'benchmarks.svg'), 'utf8')).toMatch(/^<svg/);
     expect(await readFile(path.join(out, 'benchmarks-flame.svg'), 'utf8')).toMatch(/^<svg/);
   }, 180_000);

@@ -14,7 +14,7 @@ export interface Report {
   latency: Array<{ target: string; sockets: number; users: number; rate: number; achievedRate: number; expected: number; delivered: number; foreign: number; fromAck: Percentiles; fromSend: Percentiles; cpuSeconds?: number }>;
   connections: Array<{ target: string; sockets: number; connectMs: number; failed: number; rssIdle: number; rssHeld: number; perSocket: number }>;
   throughput: Array<{ target: string; case: string; alerts: number; delivered: number; foreign: number; seconds: number; perSecond: number; ackToLastMs: number }>;
-  writerTax: Array<{ writers: number; off: number; notify: number; poll: number }>;
+  writerTax: Array<{ writers: number; off: number; notify: number; poll: number; wal?: number }>;
   profile: ProfileSummary | null;
 }
 
@@ -150,6 +150,9 @@ function markdown(r: Report): string {
       lines.push(`| ${l.target} | ${l.sockets} | ${l.achievedRate.toFixed(0)} | ${l.delivered}/${l.expected}${l.foreign ? ` (**${l.foreign} wrong user**)` : ''} | ${fmt(a.p50)} | ${fmt(a.p90)} | ${fmt(a.p99)} | ${fmt(a.p999)} | ${fmt(a.max, 1)} | ${fmt(l.fromSend.p50)} | ${cpu} |`);
     }
     lines.push('');
+    const wal = r.latency.find((l) => l.target === 'pgbell-wal');
+    const floorW = r.latency.find((l) => l.target === 'relay-wal');
+    if (wal && floorW) lines.push(`pgbell in WAL mode against floor W (relay-wal): p50 ${fmt(wal.fromAck.p50 / floorW.fromAck.p50)}×, p99 ${fmt(wal.fromAck.p99 / floorW.fromAck.p99)}×.`, '');
     const pg = r.latency.find((l) => l.target === 'pgbell');
     if (pg) {
       lines.push('pgbell\'s ratio to each (p50, p99):', '');
@@ -182,9 +185,9 @@ function markdown(r: Report): string {
   }
   if (r.writerTax.length) {
     lines.push('## Writer tax', '');
-    lines.push('Single-row autocommit INSERTs per second into "Alert", same database, same run: triggers disabled; pgbell\'s triggers (one NOTIFY per statement); poll mode (the same triggers, no NOTIFY).', '');
-    lines.push('| writers | off | notify | ratio | poll | ratio |', '|---|---|---|---|---|---|');
-    for (const w of r.writerTax) lines.push(`| ${w.writers} | ${w.off.toFixed(0)} | ${w.notify.toFixed(0)} | ${fmt(w.notify / w.off)} | ${w.poll.toFixed(0)} | ${fmt(w.poll / w.off)} |`);
+    lines.push('Single-row autocommit INSERTs per second into "Alert", same server, same run: triggers disabled; pgbell\'s triggers (one NOTIFY per statement); poll mode (the same triggers, no NOTIFY); WAL mode (the same triggers, no NOTIFY, with pgbell-wal streaming the changes meanwhile).', '');
+    lines.push('| writers | off | notify | ratio | poll | ratio | wal | ratio |', '|---|---|---|---|---|---|---|---|');
+    for (const w of r.writerTax) lines.push(`| ${w.writers} | ${w.off.toFixed(0)} | ${w.notify.toFixed(0)} | ${fmt(w.notify / w.off)} | ${w.poll.toFixed(0)} | ${fmt(w.poll / w.off)} | ${w.wal === undefined ? '–' : w.wal.toFixed(0)} | ${w.wal === undefined ? '–' : fmt(w.wal / w.off)} |`);
     lines.push('');
   }
   if (r.profile) {
@@ -225,6 +228,16 @@ function targets(r: Report): string[] {
   const quiet = r.latency.find((l) => l.target === 'pgbell-warn');
   add('default-level logging: p50 ≤ 1.1× pgbell-warn', pg && quiet ? pg.fromAck.p50 / quiet.fromAck.p50 : undefined, (v) => v <= 1.1, (v) => `${v.toFixed(2)}×`);
   add('default-level logging: INSERTs/s achieved ≥ 0.9× pgbell-warn', pg && quiet ? pg.achievedRate / quiet.achievedRate : undefined, (v) => v >= 0.9, (v) => `${v.toFixed(2)}×`);
+  // WAL mode (its own floor, W: a bare pgoutput consumer feeding the minimal relay).
+  const wal = r.latency.find((l) => l.target === 'pgbell-wal');
+  const floorW = r.latency.find((l) => l.target === 'relay-wal');
+  const tax32 = r.writerTax.find((w) => w.writers === 32);
+  add('WAL mode keeps ≥ 0.9 of the triggers-off INSERT rate at 32 writers', tax32?.wal !== undefined ? tax32.wal / tax32.off : undefined, (v) => v >= 0.9, (v) => `${v.toFixed(2)}`);
+  add('WAL mode: p50 within 1.3× of floor W', wal && floorW ? wal.fromAck.p50 / floorW.fromAck.p50 : undefined, (v) => v <= 1.3, (v) => `${v.toFixed(2)}×`);
+  add("WAL mode: p99 within 2× of floor W's p99", wal && floorW ? wal.fromAck.p99 / floorW.fromAck.p99 : undefined, (v) => v <= 2, (v) => `${v.toFixed(2)}×`);
+  const walRuns = [...r.latency.filter((l) => l.target === 'pgbell-wal'), ...r.throughput.filter((t) => t.target === 'pgbell-wal')];
+  const lost = walRuns.reduce((n, x) => n + ('expected' in x ? x.expected - x.delivered : x.alerts - x.delivered) + x.foreign, 0);
+  add('WAL mode: nothing lost or misdelivered in any scenario', walRuns.length ? lost : undefined, (v) => v === 0, (v) => (v === 0 ? 'none' : `${v} lost or misdelivered`));
   return [
     '## Goals',
     '',

@@ -4,12 +4,14 @@
  *
  *   targets   pgbell      `pgbell start`, its own process, clients authenticate and ask for batches
  *             pgbell-poll the same in poll mode (PGBELL_MODE=poll, --poll-ms), triggers without NOTIFY
+ *             pgbell-wal  the same in WAL mode (PGBELL_MODE=wal): logical replication, no NOTIFY
  *             pgbell-debug pgbell at LOG_LEVEL=debug: one log line per alert and user and per socket
  *                         (the cost of those lines, against pgbell at its default level)
  *             pgbell-warn pgbell at LOG_LEVEL=warn (not in the default set): the floor for the
  *                         cost of logging at the default level
  *             listen      floor A: a raw LISTEN client's receipt of the trigger's NOTIFY (no daemon)
  *             relay       floor B: pg-listen → ws, no auth, no features (test/bench/peers/relay.ts)
+ *             relay-wal   floor W: a bare pgoutput consumer → ws, no triggers (peers/relay-wal.ts)
  *             socketio    peer C: Socket.IO rooms fed by pg-listen (peers/socketio.ts)
  *             broadcast   peer D: the writer POSTs each alert to an HTTP broadcast endpoint (peers/broadcast.ts)
  *   scenarios latency      S sockets over U users, R single-row INSERTs/s from a pool of writers;
@@ -17,7 +19,8 @@
  *                          one monotonic clock); sockets connect+auth time and RSS per idle socket
  *             throughput  (a) transactions of 100 rows, one alert per socket; (b) bursts: 1,000-row
  *                          transactions to 100 sockets; (c) one statement, one alert for each of S users
- *             writers     INSERT throughput with the triggers off, on (NOTIFY), and in poll mode
+ *             writers     INSERT throughput with the triggers off, on (NOTIFY), in poll mode, and in WAL
+ *                          mode with pgbell-wal streaming meanwhile
  *
  *   npm run bench -- [--scenarios latency,throughput,writers] [--targets pgbell,listen,relay,socketio,broadcast]
  *                    [--sockets 10000] [--users 1000] [--rate 1000] [--seconds 10] [--clients 4]
@@ -44,7 +47,7 @@ import { summarizeProfile, writeReport, type Report } from './report.js';
 const { values: args } = parseArgs({
   options: {
     scenarios: { type: 'string', default: 'latency,throughput,writers' },
-    targets: { type: 'string', default: 'pgbell,pgbell-debug,pgbell-poll,listen,relay,socketio,broadcast' },
+    targets: { type: 'string', default: 'pgbell,pgbell-debug,pgbell-poll,pgbell-wal,listen,relay,relay-wal,socketio,broadcast' },
     'poll-ms': { type: 'string', default: '100' },
     sockets: { type: 'string', default: '10000' },
     users: { type: 'string', default: '1000' },
@@ -60,7 +63,8 @@ const { values: args } = parseArgs({
   },
 });
 const SCENARIOS = new Set(args.scenarios.split(','));
-type Target = TargetKind | 'listen' | 'pgbell-poll' | 'pgbell-debug' | 'pgbell-warn';
+type Target = TargetKind | 'listen' | 'pgbell-poll' | 'pgbell-wal' | 'pgbell-debug' | 'pgbell-warn' | 'relay-wal';
+const isPgbell = (t: Target) => t.startsWith('pgbell');
 const TARGETS = args.targets.split(',') as Target[];
 const S = Number(args.sockets);
 const U = Number(args.users);
@@ -83,6 +87,10 @@ interface Dbs {
   peer: string;
   /** pgbell's schema, no triggers (peer D). */
   plain: string;
+  /** pgbell's schema, its triggers migrated for WAL mode (no NOTIFY, publication pgbell). */
+  wal: string;
+  /** pgbell's schema, no triggers, publication bench_wal on "Alert" (floor W). */
+  walpeer: string;
 }
 
 // ---------- targets ----------
@@ -98,10 +106,15 @@ async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir
   const port = await freePort();
   const env = { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1' };
   let child: ChildProcess;
-  if (kind === 'pgbell' || kind === 'pgbell-poll' || kind === 'pgbell-debug' || kind === 'pgbell-warn') {
+  if (isPgbell(kind)) {
     // BENCH_PGBELL_FLAGS: extra node flags for the daemon, e.g. "--trace-gc" or "--max-semi-space-size=64".
     const flags = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...(process.env.BENCH_PGBELL_FLAGS?.split(' ').filter(Boolean) ?? [])];
-    const mode = kind === 'pgbell-poll' ? { DATABASE_URL: dbs.poll, PGBELL_MODE: 'poll', PGBELL_POLL_MS: args['poll-ms'] } : { DATABASE_URL: dbs.pgbell };
+    const mode =
+      kind === 'pgbell-poll'
+        ? { DATABASE_URL: dbs.poll, PGBELL_MODE: 'poll', PGBELL_POLL_MS: args['poll-ms'] }
+        : kind === 'pgbell-wal'
+          ? { DATABASE_URL: dbs.wal, PGBELL_MODE: 'wal' }
+          : { DATABASE_URL: dbs.pgbell };
     // pgbell at its default log level (pgbell-debug: with the per-alert lines), logging to a
     // file as a deployed daemon would.
     const logFile = path.join(os.tmpdir(), `pgbell-bench-${kind}.log`);
@@ -120,7 +133,7 @@ async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir
     }
   } else {
     const file = new URL(`./peers/${kind}.ts`, import.meta.url).pathname;
-    child = fork(file, [], { env: { ...env, DATABASE_URL: dbs.peer }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child = fork(file, [], { env: { ...env, DATABASE_URL: kind === 'relay-wal' ? dbs.walpeer : dbs.peer }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());
       child.once('exit', () => reject(new Error(`${kind} exited while starting`)));
@@ -152,13 +165,22 @@ async function rss(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
 }
 
+/** The database a target's writers write to. */
+function dbFor(kind: Target, dbs: Dbs): string {
+  if (kind === 'pgbell-poll') return dbs.poll;
+  if (kind === 'pgbell-wal') return dbs.wal;
+  if (kind === 'relay-wal') return dbs.walpeer;
+  if (isPgbell(kind)) return dbs.pgbell;
+  return kind === 'broadcast' ? dbs.plain : dbs.peer;
+}
+
 // ---------- clients ----------
 
 class Clients {
   readonly procs: ChildProcess[] = [];
 
   static async connect(target: Exclude<Target, 'listen'>, url: string, users: string[]): Promise<{ clients: Clients; ms: number; failed: number }> {
-    const kind: TargetKind = target === 'pgbell-poll' || target === 'pgbell-debug' || target === 'pgbell-warn' ? 'pgbell' : target;
+    const kind: TargetKind = isPgbell(target) ? 'pgbell' : target === 'relay-wal' ? 'relay' : (target as TargetKind);
     const c = new Clients();
     const per = Math.ceil(users.length / CLIENTS);
     const localAddrs = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
@@ -299,7 +321,7 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
     return;
   }
 
-  const target = await startTarget(kind, kind === 'broadcast' ? { ...dbs, peer: dbs.plain } : dbs, kind === 'pgbell' ? profileDir : undefined);
+  const target = await startTarget(kind as Exclude<Target, 'listen'>, kind === 'broadcast' ? { ...dbs, peer: dbs.plain } : dbs, kind === 'pgbell' ? profileDir : undefined);
   try {
     await sleep(1000);
     const rssIdle = await rss(target.pid);
@@ -309,13 +331,13 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
     report.connections.push({ target: kind, sockets: S, connectMs, failed, rssIdle, rssHeld, perSocket: (rssHeld - rssIdle) / S });
     log(`   ${S} sockets connected${kind.startsWith('pgbell') ? ' and authenticated' : ''} in ${(connectMs / 1000).toFixed(1)} s (${failed} failed); RSS ${(rssIdle / 2 ** 20).toFixed(0)} → ${(rssHeld / 2 ** 20).toFixed(0)} MiB = ${((rssHeld - rssIdle) / S / 1024).toFixed(1)} KiB per socket`);
     clients.reset();
-    const db = kind === 'pgbell' || kind === 'pgbell-debug' || kind === 'pgbell-warn' ? dbs.pgbell : kind === 'pgbell-poll' ? dbs.poll : kind === 'broadcast' ? dbs.plain : dbs.peer;
+    const db = dbFor(kind, dbs);
     const cpu0 = await cpuSeconds(target.pid);
     const { stamps, achieved } = await paced(db, users, RATE, SECONDS, kind === 'broadcast' ? target.url.replace('ws:', 'http:') + 'broadcast' : undefined);
     const expected = stamps.reduce((n, _, k) => n + perUser.get(users[(k * 7919) % users.length]!)!, 0);
     await clients.waitFor(expected, 10_000);
     const cpu = (await cpuSeconds(target.pid)) - cpu0;
-    if (kind === 'pgbell' || kind === 'pgbell-debug' || kind === 'pgbell-warn') {
+    if (isPgbell(kind) && kind !== 'pgbell-poll') {
       // pgbell's own view: notification received → fanned out (includes its read of the rows).
       const text = await (await fetch(target.url.replace('ws:', 'http:') + 'metrics')).text();
       const sum = Number(/^pgbell_delivery_seconds_sum (\S+)/m.exec(text)?.[1]);
@@ -350,10 +372,11 @@ async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: s
   // Broadcast: one POST per alert, so its writers, not its server, are the bound. Poll mode:
   // the same delivery path as pgbell, plus up to one interval.
   if (kind === 'broadcast' || kind === 'listen' || kind === 'pgbell-poll' || kind === 'pgbell-debug' || kind === 'pgbell-warn') return;
+  // WAL mode and floor W: their own databases.
   const users = Array.from({ length: S }, (_, i) => `u${i}`);
   log(`\n== throughput: ${kind}, ${S} sockets (one per user)`);
   const target = await startTarget(kind, dbs, kind === 'pgbell' ? profileDir : undefined);
-  const db = kind === 'pgbell' ? dbs.pgbell : dbs.peer;
+  const db = dbFor(kind, dbs);
   try {
     const { clients } = await Clients.connect(kind, target.url, users);
     const [w] = (await connectMany(db, 1)) as [pg.Client];
@@ -432,8 +455,11 @@ async function writerTax(dbs: Dbs, report: Report): Promise<void> {
     await setChannel(dbs.pgbell, '');
     const poll = await insertRate(dbs.pgbell, writers, seconds);
     await setChannel(dbs.pgbell, 'pgbell');
-    report.writerTax.push({ writers, off, notify, poll });
-    log(`   ${String(writers).padStart(2)} writers: triggers off ${off.toFixed(0).padStart(6)}/s   notify ${notify.toFixed(0).padStart(6)}/s (${(notify / off).toFixed(2)})   poll ${poll.toFixed(0).padStart(6)}/s (${(poll / off).toFixed(2)})`);
+    // WAL mode: its triggers (no NOTIFY) with pgbell-wal streaming the changes as they commit.
+    const streaming = await startTarget('pgbell-wal', dbs);
+    const wal = await insertRate(dbs.wal, writers, seconds).finally(() => streaming.stop());
+    report.writerTax.push({ writers, off, notify, poll, wal });
+    log(`   ${String(writers).padStart(2)} writers: triggers off ${off.toFixed(0).padStart(6)}/s   notify ${notify.toFixed(0).padStart(6)}/s (${(notify / off).toFixed(2)})   poll ${poll.toFixed(0).padStart(6)}/s (${(poll / off).toFixed(2)})   wal ${wal.toFixed(0).padStart(6)}/s (${(wal / off).toFixed(2)})`);
   }
 }
 
@@ -468,18 +494,26 @@ async function sql(url: string, text: string, params: unknown[] = []): Promise<a
 }
 
 async function createDatabases(serverUrl: string): Promise<{ dbs: Dbs; drop: () => Promise<void> }> {
-  const names = { pgbell: `bench_pgbell_${process.pid}`, poll: `bench_poll_${process.pid}`, peer: `bench_peer_${process.pid}`, plain: `bench_plain_${process.pid}` };
+  const names = {
+    pgbell: `bench_pgbell_${process.pid}`,
+    poll: `bench_poll_${process.pid}`,
+    peer: `bench_peer_${process.pid}`,
+    plain: `bench_plain_${process.pid}`,
+    wal: `bench_wal_${process.pid}`,
+    walpeer: `bench_walpeer_${process.pid}`,
+  };
   const dbs = {} as Dbs;
   const userCount = Math.max(S, U);
   for (const [k, name] of Object.entries(names) as Array<[keyof Dbs, string]>) {
     await sql(serverUrl, `CREATE DATABASE ${name}`);
     const url = databaseUrl(serverUrl, name);
     dbs[k] = url;
-    await migrate(url, { channel: k === 'poll' ? '' : 'pgbell' });
+    await migrate(url, { channel: k === 'poll' || k === 'wal' ? '' : 'pgbell', publish: k === 'wal' });
     await sql(url, `INSERT INTO "User" (id, email) SELECT 'u' || i, 'u' || i || '@example.test' FROM generate_series(0, $1::int - 1) i`, [userCount]);
-    if (k === 'peer' || k === 'plain') {
+    if (k === 'peer' || k === 'plain' || k === 'walpeer') {
       await sql(url, `DROP TRIGGER pgbell_insert ON "Alert"; DROP TRIGGER pgbell_update ON "Alert"; DROP TRIGGER pgbell_delete ON "Alert"; DROP TRIGGER pgbell_truncate ON "Alert"`);
     }
+    if (k === 'walpeer') await sql(url, `CREATE PUBLICATION bench_wal FOR TABLE "Alert" WITH (publish = 'insert')`);
     if (k === 'peer') {
       await sql(url, `
         CREATE FUNCTION bench_relay() RETURNS trigger LANGUAGE plpgsql AS $$
