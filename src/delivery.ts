@@ -279,7 +279,8 @@ export class Delivery {
     const txids = [...new Set(batch.flatMap((b) => (b.txid === null ? [] : [b.txid])))];
     const { hub } = this.#o;
     const users = hub.liveUserIds();
-    if (users.length === 0 || txids.length === 0) return Promise.resolve(undefined);
+    // Streamed changes are kept (see #recent) even with no one live: a sync about to begin may need them.
+    if (txids.length === 0 || (users.length === 0 && !batch.some((b) => b.carried))) return Promise.resolve(undefined);
     // With very many users connected, filtering costs more than reading the transactions' rows
     // for everyone (fan-out skips users with no socket here).
     const which = users.length > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: hub.liveUserIdsLiteral() };
