@@ -87,11 +87,11 @@ describe('poll mode', () => {
   });
 
   it('a daemon refuses to start when its mode and the triggers disagree, saying what to run', async () => {
-    await expect(fleet.start()).rejects.toThrow(/trigger sends no NOTIFY \(poll mode\) but PGBELL_CHANNEL is "pgbell" and PGBELL_MODE is notify: run `pgbell migrate` with the same PGBELL_CHANNEL and PGBELL_MODE/);
+    await expect(fleet.start()).rejects.toThrow(/trigger sends no NOTIFY \(poll or WAL mode\) but PGBELL_CHANNEL is "pgbell" and PGBELL_MODE is notify: run `pgbell migrate` with the same PGBELL_CHANNEL and PGBELL_MODE/);
     const notifying = await freshDatabase();
     await expect(daemonFleet(() => notifying).start(poll)).rejects.toThrow(/trigger notifies channel "pgbell" but PGBELL_MODE is poll/);
     const doctor = await run(['doctor'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'poll' }));
-    expect(doctor.stdout).toMatch(/✓ triggers: send no NOTIFY \(poll mode\)/);
+    expect(doctor.stdout).toMatch(/✓ triggers: send no NOTIFY \(poll or WAL mode\)/);
     expect(doctor.stdout).toMatch(/✓ poll mode: no LISTEN needed/);
     expect(doctor.code).toBe(0);
   });
