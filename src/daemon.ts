@@ -153,7 +153,6 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const keys = [key, ...(opts.previousSecrets ?? []).map(secretKey)];
   const hub = new Hub();
   const listenUrl = opts.listenDatabaseUrl ?? opts.databaseUrl;
-  // Where committed changes are heard of (see src/source.ts).
   const mode = opts.mode ?? 'notify';
   // Where committed changes are heard of (see src/source.ts).
   const listener = createSource({ mode, db, listenUrl, channel: opts.channel, pollMs: opts.pollMs ?? 100, checkIntervalMs: opts.heartbeatMs, log });
