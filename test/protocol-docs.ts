@@ -27,7 +27,7 @@ export function protocolDocuments(): Record<string, string> {
     info: {
       title: 'pgbell',
       version: '1',
-      description: "Live notifications from a Postgres table to every tab of the row's user. See README.md (Protocol) for the semantics.",
+      description: "Live notifications from a Postgres table to every tab of the row's user. See docs/protocol.md for the semantics.",
     },
     servers: {
       daemon: { host: 'localhost:8080', protocol: 'ws', description: 'The pgbell daemon (wss:// with TLS_CERT/TLS_KEY)' },
