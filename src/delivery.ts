@@ -94,7 +94,7 @@ export interface DeliveryOptions {
 interface LiveTx {
   txid: string | null;
   xmin: bigint | null;
-  /** The transaction's changes, when the source carried them (WAL mode): not read again. */
+  /** WAL mode: the transaction's changes as the stream carried them, or null (read them); see SourceEvents. */
   carried?: Change[] | null | undefined;
   /** performance.now() when the notification arrived. */
   at: number;
@@ -129,7 +129,7 @@ export class Delivery {
    * A transaction's notification arrived (in commit order). `xmin`, when given, must come from
    * pgbell's own reads (the poller), never from a payload.
    */
-  enqueue(txid: string, xmin: bigint | null = null, carried: Change[] | null = null): void {
+  enqueue(txid: string, xmin: bigint | null = null, carried?: Change[] | null): void {
     this.#pendingLive.push({ txid, xmin, carried, at: performance.now() });
     this.#schedule();
   }

@@ -21,8 +21,11 @@ export type Mode = 'notify' | 'poll' | 'wal';
 export interface SourceEvents {
   /**
    * A transaction that changed alerts committed, in commit order. `xmin`, when not null, comes
-   * from pgbell's own reads (the poller). `carried`: its changes, already complete (WAL mode's
-   * stream carries the rows); absent or null, they are read by transaction id.
+   * from pgbell's own reads (the poller). `carried` is set by WAL mode only: the transaction's
+   * changes, complete (the stream carried the rows), or null (read them by transaction id). A
+   * streamed transaction can arrive a moment before other sessions' snapshots see it, so reads
+   * for it first wait until it is visible. Absent (LISTEN, polling): read by transaction id; the
+   * transaction is visible already.
    */
   txid: [txid: string, xmin: bigint | null, carried?: Change[] | null];
   /** Every transaction below `xmin` has been announced by an earlier 'txid' (from the daemon's own probe). */

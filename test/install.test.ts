@@ -174,7 +174,12 @@ describe('pgbell install', () => {
     await writer;
     for (const [t, owner] of [[tabs[0]!, ADA], [tabs[1]!, BOB], [tabs[2]!, ADA]] as const) {
       const want = new Set([...(await committedIds(owner))].filter((id) => !earlier.has(id)));
-      await until(() => [...want].every((id) => t.ids.has(id)), 10_000, `every ${owner} row`);
+      await until(() => [...want].every((id) => t.ids.has(id)), 10_000, `every ${owner} row`).catch(async (err: Error) => {
+        const missing = [...want].filter((id) => !t.ids.has(id));
+        const rows = await query(db, `SELECT n.id::text, c.txid::text, c."changedTxid"::text FROM app.notifications n JOIN pgbell."AlertChange" c ON c.key = n.id WHERE n.id::text = ANY($1)`, [missing]);
+        const logs = [d1, d2].flatMap((d) => d.logs.lines.filter((l) => l.level >= 40 || /catch|replay|resumed|reconnect|stream/.test(l.msg)).map((l) => `${d.port}: ${l.msg} ${l.err ?? ''}`));
+        throw new Error(`${err.message}: missing ${JSON.stringify(rows)}; cursor ${t.cursor}; logs ${logs.slice(-20).join(' | ')}`);
+      });
       expect(t.ids).toEqual(want);
       expect(t.repeatsWithinConnection).toEqual([]);
       expect(t.resets).toBe(0);

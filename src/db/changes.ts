@@ -135,13 +135,26 @@ export async function changesByTxids(db: Q, txids: readonly string[], userIds: r
   return batch;
 }
 
-const UNREAD_FOR = `SELECT u AS "userId", ${UNREAD_BY_TYPE('u')} AS c FROM unnest($1::text[]) u`;
+const UNREAD_FOR = `
+    SELECT u AS "userId", ${UNREAD_BY_TYPE('u')} AS c, NULL::boolean AS visible FROM unnest($1::text[]) u
+    UNION ALL
+    SELECT NULL, NULL, coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), true) FROM unnest($2::xid8[]) x`;
 
-/** Unread counts by type of the given users (one statement, from the unread index alone). */
-export async function unreadFor(db: Q, userIds: readonly string[]): Promise<Map<string, UnreadByType>> {
-  if (userIds.length === 0) return new Map();
-  const rows = await preparedQuery<{ userId: string; c: UnreadByType }>(db, 'pgbell_unread_for', UNREAD_FOR, [[...userIds]]);
-  return new Map(rows.map((r) => [r.userId, r.c]));
+/**
+ * Unread counts by type of the given users (one statement, from the unread index alone), read in
+ * a snapshot that sees every transaction of `visibleTxids`: the statement is run again (after a
+ * millisecond) until it does. A transaction that streamed (WAL mode) can reach pgbell a moment
+ * before other sessions' snapshots see it; a read before then would miss it.
+ */
+export async function unreadFor(db: Q, userIds: readonly string[], visibleTxids: readonly string[] = []): Promise<Map<string, UnreadByType>> {
+  if (userIds.length === 0 && visibleTxids.length === 0) return new Map();
+  for (let attempt = 0; ; attempt++) {
+    const rows = await preparedQuery<{ userId: string | null; c: UnreadByType | null; visible: boolean | null }>(db, 'pgbell_unread_for', UNREAD_FOR, [[...userIds], [...visibleTxids]]);
+    if (rows.find((r) => r.visible !== null)!.visible || attempt >= 5000) {
+      return new Map(rows.filter((r) => r.userId !== null).map((r) => [r.userId!, r.c!]));
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
 }
 
 /**
@@ -157,12 +170,14 @@ export async function liveBatch(
 ): Promise<ChangeBatch> {
   const order = new Map<bigint, number>();
   const toRead: string[] = [];
+  const streamed: string[] = [];
   const carried: Change[] = [];
   for (const e of entries) {
     if (e.txid === null) continue;
     const tx = BigInt(e.txid);
     if (order.has(tx)) continue;
     order.set(tx, order.size);
+    if (e.carried !== undefined) streamed.push(e.txid);
     if (e.carried) carried.push(...e.carried);
     else toRead.push(e.txid);
   }
@@ -171,10 +186,10 @@ export async function liveBatch(
     const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
     if (wanted(uid)) users.add(uid);
   }
-  const [read, unread] = await Promise.all([
-    toRead.length > 0 ? changesByTxids(db, toRead, userIds) : Promise.resolve<ChangeBatch>({ changes: [], unread: new Map() }),
-    unreadFor(db, [...users]),
-  ]);
+  // Streamed transactions: the unread read waits until they are visible, and the rows of those
+  // read by id are read after it (so in a snapshot that sees them too).
+  const unread = await unreadFor(db, [...users], streamed);
+  const read = toRead.length > 0 ? await changesByTxids(db, toRead, userIds) : { changes: [], unread: new Map<string, UnreadByType>() };
   if (carried.length === 0) return read;
   for (const [uid, byType] of unread) read.unread.set(uid, byType);
   const changes = read.changes.length === 0 ? carried : [...read.changes, ...carried];

@@ -20,7 +20,7 @@ const RELAY_LOCK = 0x706762656c6c52n;
 /** Rows per catch-up page. */
 const PAGE = 20_000;
 
-type RelayEntry = { txid: string; carried: Change[] | null } | { horizon: bigint };
+type RelayEntry = { txid: string; carried: Change[] | null | undefined } | { horizon: bigint };
 
 export interface RelayOptions {
   /** notify or wal: where the relay hears of committed changes (see src/source.ts). */
@@ -132,7 +132,7 @@ export class Relay {
         this.#push(() => this.#relay(batch));
       });
     };
-    listener.on('txid', (txid, _xmin, carried) => queue({ txid, carried: carried ?? null }));
+    listener.on('txid', (txid, _xmin, carried) => queue({ txid, carried }));
     listener.on('horizon', (xmin) => queue({ horizon: xmin }));
     listener.on('resumed', () => this.#push(() => this.#catchUp()));
     // A revocation payload is a hint: publish what pgbell_revocation says, if anything.
