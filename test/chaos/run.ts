@@ -162,23 +162,31 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
     const keep = (b: Buffer) => (n.log = (n.log + String(b)).slice(-20_000));
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
-    for (let i = 0; i < 400 && n.child === child && child.exitCode === null; i++) {
+    for (let i = 0; i < 400 && n.child === child && running(child); i++) {
       if (await fetch(`http://127.0.0.1:${n.port}/health`).then((r) => r.ok, () => false)) return;
       await sleep(50);
     }
   };
+  const stuck: string[] = [];
+  // SIGTERM must end a daemon (it drains for at most 5 s): one that is still there after 20 s
+  // is a failure of its own, and is then killed.
   const stopNode = async (n: (typeof nodes)[number], signal: NodeJS.Signals) => {
     const child = n.child;
-    if (!child || child.exitCode !== null) return;
+    if (!child || !running(child)) return;
     const exited = new Promise((r) => child.once('exit', r));
     child.kill(signal);
+    const timer = setTimeout(() => {
+      stuck.push(`node :${n.port} did not exit within 20 s of ${signal}; its last lines: ${n.log.split('\n').slice(-5).join(' | ')}`);
+      child.kill('SIGKILL');
+    }, 20_000);
     await exited;
+    clearTimeout(timer);
   };
   // A start failing while Postgres restarts is retried: nodes stay up through the run.
   const ensureUp = async (n: (typeof nodes)[number]) => {
-    for (let i = 0; i < 60 && (!n.child || n.child.exitCode !== null); i++) {
+    for (let i = 0; i < 60 && (!n.child || !running(n.child)); i++) {
       await startNode(n);
-      if (n.child?.exitCode === null) return;
+      if (n.child && running(n.child)) return;
       await sleep(250);
     }
   };
@@ -260,6 +268,8 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
     const kind = pick(kinds);
     count(kind);
     const node = pick(nodes);
+    const t = ((SECONDS * 1000 - (deadline - Date.now())) / 1000).toFixed(1);
+    console.log(`  ${t.padStart(5)} s  ${kind}${['sigkill', 'sigterm', 'client-freeze', 'client-cut'].includes(kind) ? ` (node :${node.port})` : ''}`);
     switch (kind) {
       case 'listener':
         await query(direct(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgbell-listener' AND datname = current_database()`).catch(() => {});
@@ -308,6 +318,7 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   }
 
   // Heal: every fault over, every node up; then stop writing and let the tabs converge.
+  console.log('  healing');
   await Promise.all(healing);
   dbProxy.thaw();
   for (const n of nodes) n.proxy.thaw();
@@ -316,8 +327,10 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   writing = false;
   await Promise.all(writers);
 
+  console.log('  converging');
   const violations: string[] = [];
   const truth = await readTruth(direct());
+  console.log(`  the database holds ${[...truth.alerts.values()].reduce((n, m) => n + m.size, 0)} alerts`);
   const converged = () => tabs.every((t) => mismatch(t, truth).length === 0);
   try {
     await waitFor(converged, 60_000, 'every tab to match the database');
@@ -325,8 +338,11 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
     for (const t of tabs) for (const m of mismatch(t, truth)) violations.push(m);
   }
   for (const t of tabs) violations.push(...t.violations);
+  violations.push(...stuck);
   for (const t of tabs) t.stop();
+  console.log('  stopping');
   for (const n of nodes) await stopNode(n, 'SIGTERM');
+  violations.push(...stuck.filter((x) => !violations.includes(x)));
   if (violations.length > 0) for (const n of nodes) if (n.log) console.error(`--- node :${n.port} log (last lines)\n${n.log.split('\n').slice(-15).join('\n')}`);
   for (const n of nodes) await n.proxy.close();
   await dbProxy.close();
@@ -406,11 +422,16 @@ class RedisServer {
   }
   async stop(): Promise<void> {
     const c = this.child;
-    if (!c || c.exitCode !== null) return;
+    if (!c || !running(c)) return;
     const exited = new Promise((r) => c.once('exit', r));
     c.kill('SIGKILL');
     await exited;
   }
+}
+
+/** A child killed by a signal has a null exitCode (and a signalCode). */
+function running(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
 }
 
 async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
