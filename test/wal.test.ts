@@ -145,10 +145,16 @@ describe('WAL mode', () => {
     });
     let out = '';
     child.stdout.on('data', (b) => (out += String(b)));
-    await until(() => /streaming publication pgbell/.test(out), 15_000, 'the daemon to stream');
-    const slot = /temporary slot (pgbell_[0-9a-f]+)/.exec(out)![1]!;
-    expect((await slots(db)).map((s) => s.slot_name)).toContain(slot);
-    child.kill('SIGKILL');
+    // Killed whatever happens below: a failed wait must not leave a daemon running.
+    const kill = () => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL');
+    let slot: string;
+    try {
+      await until(() => /streaming publication pgbell/.test(out), 15_000, 'the daemon to stream');
+      slot = /temporary slot (pgbell_[0-9a-f]+)/.exec(out)![1]!;
+      expect((await slots(db)).map((s) => s.slot_name)).toContain(slot);
+    } finally {
+      kill();
+    }
     await until(async () => !(await slots(db)).some((s) => s.slot_name === slot), 15_000, 'the slot to be dropped');
     const retained = await query<{ n: number }>(db, `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
     expect(retained[0]!.n).toBe(0);
