@@ -4,12 +4,12 @@
  * findable in pg_stat_activity as `pgbell-listener`, it reports its state for /health, and
  * it turns raw payloads into transaction ids (garbage is logged and dropped).
  */
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { sql } from 'kysely';
 import pgListen, { type Subscriber } from 'pg-listen';
 import { z } from 'zod';
 import type { Logger } from './log.js';
+import { Probes } from './probes.js';
 import type { SourceEvents, SourceState } from './source.js';
 
 // pg-listen is CommonJS with an `exports.default`; Node's ESM interop hands us the exports object.
@@ -75,7 +75,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   /** Notifications that arrive on a new connection before it is reported as resumed. */
   #early: Array<string | undefined> = [];
   /** Probes in flight: nonce → resolve. */
-  readonly #probes = new Map<string, () => void>();
+  readonly #probes = new Probes();
   /** A transaction was announced since the last fence: the horizon has somewhere to go. */
   #dirty = false;
   #fencing = false;
@@ -167,24 +167,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
 
   /** One probe: resolves true when it came back within `timeoutMs`. Never throws. */
   async #roundTrip(timeoutMs: number): Promise<boolean> {
-    const nonce = randomBytes(12).toString('base64url');
-    const arrived = new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#probes.delete(nonce);
-        resolve(false);
-      }, timeoutMs);
-      this.#probes.set(nonce, () => {
-        clearTimeout(timer);
-        this.#probes.delete(nonce);
-        resolve(true);
-      });
-    });
-    try {
-      await this.#opts.notify(nonce);
-    } catch (err) {
-      this.#opts.log.warn({ err: (err as Error).message }, 'could not send the listener probe');
-    }
-    return arrived;
+    return this.#probes.roundTrip(timeoutMs, this.#opts.notify, (err) => this.#opts.log.warn({ err: err.message }, 'could not send the listener probe'));
   }
 
   /**
@@ -229,9 +212,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
     const probe = Probe.safeParse(parsed);
     if (probe.success) {
       // Probes of other daemons on the same channel (and forged ones) are none of our business.
-      const waiting = this.#probes.get(probe.data.probe);
-      if (!waiting) return;
-      waiting();
+      if (!this.#probes.arrived(probe.data.probe)) return;
       if (probe.data.xmin !== undefined) this.emit('horizon', BigInt(probe.data.xmin));
       return;
     }

@@ -30,6 +30,7 @@ import type { Change } from './db/changes.js';
 import type { Db } from './db/connect.js';
 import { LISTENER_APPLICATION_NAME, retryDelay } from './listener.js';
 import type { Logger } from './log.js';
+import { Probes } from './probes.js';
 import type { SourceEvents, SourceState } from './source.js';
 
 /** The prefix of pgbell's logical messages. */
@@ -83,7 +84,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
   #columnTypes = new Map<number, Map<string, number>>();
   /** Resolves start() when the first attempt fails. */
   #firstFailed: (() => void) | null = null;
-  readonly #probes = new Map<string, () => void>();
+  readonly #probes = new Probes();
   #dirty = false;
   #fencing = false;
   #probe: { ok: boolean | null; at: string | null } = { ok: null, at: null };
@@ -146,24 +147,12 @@ export class WalSource extends EventEmitter<SourceEvents> {
   }
 
   async #roundTrip(timeoutMs: number): Promise<boolean> {
-    const nonce = randomBytes(12).toString('base64url');
-    const arrived = new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#probes.delete(nonce);
-        resolve(false);
-      }, timeoutMs);
-      this.#probes.set(nonce, () => {
-        clearTimeout(timer);
-        this.#probes.delete(nonce);
-        resolve(true);
-      });
-    });
-    try {
-      await sql`SELECT pg_logical_emit_message(false, ${MESSAGE_PREFIX}, json_build_object('nonce', ${nonce}::text, 'xmin', pg_snapshot_xmin(pg_current_snapshot())::text)::text)`.execute(this.#o.db);
-    } catch (err) {
-      this.#o.log.warn({ err: (err as Error).message }, 'could not emit the stream\'s probe message');
-    }
-    return arrived;
+    return this.#probes.roundTrip(
+      timeoutMs,
+      async (nonce) =>
+        void (await sql`SELECT pg_logical_emit_message(false, ${MESSAGE_PREFIX}, json_build_object('nonce', ${nonce}::text, 'xmin', pg_snapshot_xmin(pg_current_snapshot())::text)::text)`.execute(this.#o.db)),
+      (err) => this.#o.log.warn({ err: err.message }, "could not emit the stream's probe message"),
+    );
   }
 
   /** While transactions arrive, a message every fenceMs moves the horizon. At most one in flight. */
@@ -442,9 +431,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
     }
     if (typeof parsed.nonce !== 'string') return;
     // Messages of other daemons on the same database (and forged ones) are none of our business.
-    const waiting = this.#probes.get(parsed.nonce);
-    if (!waiting) return;
-    waiting();
+    if (!this.#probes.arrived(parsed.nonce)) return;
     if (typeof parsed.xmin === 'string' && /^\d{1,20}$/.test(parsed.xmin)) this.emit('horizon', BigInt(parsed.xmin));
   }
 

@@ -33,7 +33,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/embedded.js';
-import { databaseUrl } from '../helpers/pg.js';
+import { databaseUrl, query } from '../helpers/pg.js';
 import { FaultProxy } from './proxy.js';
 import { ChaosTab } from './tab.js';
 
@@ -432,17 +432,6 @@ class RedisServer {
 /** A child killed by a signal has a null exitCode (and a signalCode). */
 function running(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
-}
-
-async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
-  const c = new pg.Client({ connectionString: url });
-  c.on('error', () => {});
-  await c.connect();
-  try {
-    return (await c.query<R>(text, params)).rows;
-  } finally {
-    await c.end().catch(() => {});
-  }
 }
 
 async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
