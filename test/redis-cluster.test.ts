@@ -25,6 +25,8 @@ let db: string;
 let nodes: TestDaemon[] = [];
 /** Users by the master (port) their channel hashes to. */
 let usersByMaster: Map<number, string[]>;
+/** The database's id: part of every channel's name. */
+let dbId: string;
 let users: string[];
 
 beforeAll(async () => {
@@ -32,7 +34,7 @@ beforeAll(async () => {
   cluster = await startRedisCluster();
   db = await freshDatabase();
   const kdb = createDb(db);
-  const id = await databaseId(kdb);
+  const id = (dbId = await databaseId(kdb));
   await kdb.destroy();
   const masters = await cluster.masters();
   expect(masters).toHaveLength(3);
@@ -58,19 +60,19 @@ afterAll(async () => {
 const doctor = () =>
   run(['doctor'], cleanEnv({ DATABASE_URL: db, SESSION_SECRET: SECRET, PGBELL_FANOUT: 'redis', REDIS_CLUSTER_NODES: cluster.nodes.filter((n) => n.process.exitCode === null && n.process.signalCode === null).map((n) => n.url).join(',') }));
 
-/** Inserts for every user until stopped; the ids it committed, by user. */
-function writer() {
+/** Inserts for every user (or those given) until stopped; the ids it committed, by user. */
+function writer(to = users, pauseMs = 5) {
   let stop = false;
-  const ids = new Map<string, Set<string>>(users.map((u) => [u, new Set()]));
+  const ids = new Map<string, Set<string>>(to.map((u) => [u, new Set()]));
   let written = 0;
   let failure: unknown = null;
   const done = (async () => {
     for (let i = 0; !stop; i++) {
-      const user = users[i % users.length]!;
+      const user = to[i % to.length]!;
       const [row] = await query<{ id: string }>(db, `INSERT INTO "Alert" ("userId", title) VALUES ($1, $2) RETURNING id`, [user, `w${i}`]);
       ids.get(user)!.add(row!.id);
       written++;
-      await new Promise((r) => setTimeout(r, 5));
+      if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
     }
   })().catch((err) => (failure = err));
   return {
@@ -107,6 +109,40 @@ describe.skipIf(!have)('Redis Cluster fan-out', () => {
     const tabs = await Promise.all(nodes.flatMap((n) => users.map(async (user) => ({ user, tab: await new Tab(await tokenFor(user)).connect(n.url) }))));
     const w = writer();
     await until(() => w.wrote(60), 20_000, 'writes');
+    await w.stop();
+    await expectExactly(tabs, w.ids);
+    for (const { tab } of tabs) tab.close();
+  }, 60_000);
+
+  it('a slot resharded to another master while tabs are live: the subscriptions follow, nothing is lost or leaks', async () => {
+    // A user whose channel's slot is among the first of its master's (reshard moves a master's
+    // lowest slots first), so that moving a few hundred slots moves it.
+    const masters = await cluster.masters();
+    let mover = '';
+    let from = masters[0]!;
+    let count = 0;
+    for (let i = 0; !mover; i++) {
+      const slot = Number((await cluster.cli(cluster.nodes[0]!.port, 'cluster', 'keyslot', `pgbell:${dbId}:pgbell:u:m${i}`)).trim());
+      for (const m of masters) {
+        const start = Math.min(...m.slots.map(([a]) => a));
+        const range = m.slots.find(([a, b]) => a === start && slot >= a && slot <= b);
+        if (range && slot - start < 300) [mover, from, count] = [`m${i}`, m, slot - start + 1];
+      }
+    }
+    const to = masters.find((m) => m !== from)!;
+    await query(db, `INSERT INTO "User" (id, email) VALUES ($1, $1 || '@example.test')`, [mover]);
+    const other = users[0]!;
+    const tabs = await Promise.all(nodes.flatMap((n) => [mover, other].map(async (user) => ({ user, tab: await new Tab(await tokenFor(user)).connect(n.url) }))));
+    // The moved user's alerts as fast as they commit: one is in flight whenever the slot moves.
+    const w = writer([mover, other], 0);
+    await until(() => w.wrote(50), 20_000, 'writes before the move');
+    const id = async (port: number) => (await cluster.cli(port, 'cluster', 'myid')).trim();
+    const out = await cluster.cli(from.port, '--cluster', 'reshard', `127.0.0.1:${from.port}`, '--cluster-from', await id(from.port), '--cluster-to', await id(to.port), '--cluster-slots', String(count), '--cluster-yes');
+    expect(out).toMatch(/Moving slot/);
+    const slot = Number((await cluster.cli(to.port, 'cluster', 'keyslot', `pgbell:${dbId}:pgbell:u:${mover}`)).trim());
+    expect((await cluster.masters()).find((m) => m.port === to.port)!.slots.some(([a, b]) => slot >= a && slot <= b)).toBe(true);
+    const at = w.written;
+    await until(() => w.wrote(at + 100), 20_000, 'writes after the move');
     await w.stop();
     await expectExactly(tabs, w.ids);
     for (const { tab } of tabs) tab.close();

@@ -8,9 +8,9 @@
  * (the same catch-up as after a listener gap), so nothing is lost either way. In a cluster, a
  * node lost (a master killed, say) makes this node build its clients anew from the cluster's
  * current topology, once a replica has taken over: subscribe again for every user it holds,
- * then catch up.
+ * then catch up. A slot moved (resharding) does the same: see #hookMoves.
  */
-import { createClient, createCluster } from 'redis';
+import { createClient, createCluster, type RedisClusterType } from 'redis';
 import type { Change, ChangeBatch } from '../db/changes.js';
 import type { Logger } from '../log.js';
 import type { WireAlert } from '../protocol.js';
@@ -80,6 +80,10 @@ export class RedisFanout {
   #closed = false;
   /** Cluster mode: the clients being built anew after a node was lost; null when not. */
   #rebuilding: Promise<void> | null = null;
+  /** Cluster mode: nodes lost and slots moved so far. */
+  #losses = 0;
+  /** Cluster mode: the sharded subscriber connections told of slot moves already. */
+  readonly #hooked = new WeakSet<object>();
   /** One listener for every user channel: subscribing a channel twice then adds nothing. */
   readonly #onUserMessage = (message: string) => this.#onMessage(message);
   readonly #onRevokeMessage = (message: string) => {
@@ -152,10 +156,13 @@ export class RedisFanout {
    * the clients anew from the cluster's topology once it has recovered, subscribe for every user
    * again, and catch up from cursors what was published meanwhile.
    */
-  #nodeLost(): void {
-    if (!this.#connectedOnce || this.#closed || this.#rebuilding) return;
+  #nodeLost(why = 'a redis cluster node was lost'): void {
+    if (!this.#connectedOnce || this.#closed) return;
     this.#lost = true;
-    this.#o.log.warn('a redis cluster node was lost; reconnecting to the cluster');
+    // Counted even while rebuilding: a loss during a rebuild makes it build again.
+    this.#losses++;
+    if (this.#rebuilding) return;
+    this.#o.log.warn(`${why}; reconnecting to the cluster`);
     this.#rebuilding = this.#rebuild().finally(() => (this.#rebuilding = null));
   }
 
@@ -163,6 +170,7 @@ export class RedisFanout {
     for (let attempt = 0; !this.#closed; attempt++) {
       await new Promise((r) => setTimeout(r, Math.min(2000, 200 * 2 ** attempt)));
       if (this.#closed) return;
+      const losses = this.#losses;
       const [pub, sub] = this.#clients();
       try {
         // Until a replica has taken over the lost master's slots, connecting fails, or waits on
@@ -175,13 +183,16 @@ export class RedisFanout {
         const old = [this.#pub, this.#sub];
         [this.#pub, this.#sub] = [pub, sub];
         // Users watched meanwhile are in the map too (a Map's iterator sees them).
-        for (const userId of this.#watched.keys()) await sub.sSubscribe(this.#userChannel(userId), this.#onUserMessage);
+        for (const userId of this.#watched.keys()) await this.#sSubscribe(sub, userId);
         for (const c of old) destroy(c);
       } catch (err) {
         this.#o.log.warn({ err: (err as Error).message, attempt }, 'reconnecting to the redis cluster failed; retrying');
         for (const c of [pub, sub]) if (c !== this.#pub && c !== this.#sub) destroy(c);
         continue;
       }
+      // Another node lost or slot moved while subscribing: a catch-up now could come before
+      // node-redis has subscribed that channel again.
+      if (this.#losses !== losses) continue;
       this.#lost = false;
       this.#o.log.info('reconnected to the redis cluster; catching up');
       this.#o.onResumed();
@@ -207,9 +218,7 @@ export class RedisFanout {
       return entry.subscribed;
     }
     // While the cluster clients are being rebuilt, the rebuild subscribes for this user too.
-    const subscribed = this.#rebuilding
-      ? this.#rebuilding.then(() => this.#sub.sSubscribe(this.#userChannel(userId), this.#onUserMessage))
-      : this.#sub.sSubscribe(this.#userChannel(userId), this.#onUserMessage);
+    const subscribed = this.#rebuilding ? this.#rebuilding.then(() => this.#sSubscribe(this.#sub, userId)) : this.#sSubscribe(this.#sub, userId);
     const fresh = { n: 1, subscribed };
     this.#watched.set(userId, fresh);
     // A failed subscription is not kept: the next socket of the user tries again.
@@ -217,6 +226,35 @@ export class RedisFanout {
       if (this.#watched.get(userId) === fresh) this.#watched.delete(userId);
     });
     return subscribed;
+  }
+
+  #sSubscribe(sub: PubSub, userId: string): Promise<void> {
+    const subscribed = sub.sSubscribe(this.#userChannel(userId), this.#onUserMessage);
+    // The call has picked (or made) the connection to the channel's master already.
+    if (this.#cluster) this.#hookMoves(sub);
+    return subscribed;
+  }
+
+  /**
+   * Cluster mode: a slot that moves to another master (resharding) takes its sharded channels
+   * with it. The old master sends SUNSUBSCRIBE for each, and the connection drops the channel's
+   * listeners and emits 'sharded-channel-moved'. node-redis 5's cluster client listens for
+   * another event name and never subscribes again (node-redis issue #3311), and a client that
+   * does would still lose what was published to the new master in between, with the next
+   * message's horizon past the lost ones. So a moved channel counts as a lost node: from the
+   * SUNSUBSCRIBE on, no message moves a horizon; the clients are built anew from the cluster's
+   * topology, every user is subscribed again, and sockets catch up from their cursors.
+   */
+  #hookMoves(sub: PubSub): void {
+    for (const master of (sub as unknown as RedisClusterType).masters) {
+      const conn = master.pubSub?.client;
+      if (!conn || this.#hooked.has(conn)) continue;
+      this.#hooked.add(conn);
+      conn.on('sharded-channel-moved', (channel: string) => {
+        if (sub !== this.#sub || this.#closed) return;
+        this.#nodeLost(`a redis cluster slot moved to another master (channel ${channel})`);
+      });
+    }
   }
 
   unwatch(userId: string): void {
