@@ -3,10 +3,12 @@
  * plus the ids in `seen` (all at or above it). See sql/000003_changes.sql for why this, and
  * not an alert id or a timestamp, is gap-free when transactions commit out of order.
  *
- * On the wire it is opaque: `1.<databaseId>.<horizon>.<delta>.<delta>…`, numbers in base 36,
- * each delta counted from the horizon. The database id makes a cursor from another database
- * (a recreated dev database, another deployment) a reset instead of a silent gap.
+ * On the wire it is opaque: `1.<epoch>.<horizon>.<delta>.<delta>…`, numbers in base 36,
+ * each delta counted from the horizon. The epoch (the database's id and the server's timeline,
+ * see EPOCH in src/db/changes.ts) makes a cursor from another database (a recreated dev
+ * database, another deployment) or from before a failover a reset instead of a silent gap.
  */
+import type { SinceBatch } from './db/changes.js';
 
 /** Ids above the horizon a cursor carries at most; beyond that the oldest are dropped. */
 export const MAX_CURSOR_IDS = 64;
@@ -96,14 +98,16 @@ export class CursorState {
   }
 }
 
-export type DecodedCursor = { ok: true; cursor: CursorState } | { ok: false; reason: string };
+export type DecodedCursor = { ok: true; cursor: CursorState; epoch: string } | { ok: false; reason: string };
 
-/** Parses a client's cursor. Never throws; a cursor from another database is not ok. */
-export function decodeCursor(text: string, databaseId: string): DecodedCursor {
+/**
+ * Parses a client's cursor. Never throws. Whether it belongs to the epoch being read is for the
+ * caller to ask (see epochProblem), with the epoch of the read it resumes with.
+ */
+export function decodeCursor(text: string): DecodedCursor {
   if (text.length > 2048) return { ok: false, reason: 'cursor is too long' };
   const parts = text.split('.');
-  if (parts[0] !== VERSION || parts.length < 3) return { ok: false, reason: 'cursor is not one pgbell issued' };
-  if (parts[1] !== databaseId) return { ok: false, reason: 'cursor is from another database' };
+  if (parts[0] !== VERSION || parts.length < 3 || !/^[0-9a-z-]{1,64}$/.test(parts[1]!)) return { ok: false, reason: 'cursor is not one pgbell issued' };
   const nums: bigint[] = [];
   for (const p of parts.slice(2)) {
     if (!/^[0-9a-z]{1,13}$/.test(p)) return { ok: false, reason: 'cursor is not one pgbell issued' };
@@ -111,7 +115,36 @@ export function decodeCursor(text: string, databaseId: string): DecodedCursor {
   }
   const [horizon, ...deltas] = nums as [bigint, ...bigint[]];
   if (horizon >= 1n << 64n) return { ok: false, reason: 'cursor is not one pgbell issued' };
-  return { ok: true, cursor: new CursorState(horizon, deltas.map((d) => horizon + d)) };
+  return { ok: true, cursor: new CursorState(horizon, deltas.map((d) => horizon + d)), epoch: parts[1]! };
+}
+
+/**
+ * Why a cursor of epoch `cursor` cannot be read in epoch `now`, or null when it can. Cursors
+ * issued before epochs named a timeline carry the database's id alone: valid on timeline 1,
+ * where no failover has happened.
+ */
+export function epochProblem(cursor: string, now: string): string | null {
+  if (cursor === now || `${cursor}-1` === now) return null;
+  const db = (e: string) => e.split('-').slice(0, 2).join('-');
+  if (db(cursor) !== db(now)) return 'cursor is from another database';
+  return 'the database failed over or was restored (a new timeline): transactions after the cursor may have been lost';
+}
+
+/**
+ * Why a read cannot resume `from` (a cursor of `epoch`) for `userId`, or null when it can.
+ * Asked with the read's own epoch, so a failover between two reads cannot slip through.
+ */
+export function resumeProblem(from: CursorState, epoch: string, res: SinceBatch, userId: string, maxReplay: number): string | null {
+  return (
+    epochProblem(epoch, res.epoch) ??
+    (from.horizon > res.xmin
+      ? 'cursor is ahead of this database'
+      : res.prunedTxid > 0n && from.horizon <= res.prunedTxid
+        ? 'cursor is older than the retained deletes'
+        : res.truncated.has(userId)
+          ? `more than ${maxReplay} changes since the cursor`
+          : null)
+  );
 }
 
 function parseBase36(s: string): bigint {

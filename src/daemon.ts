@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { secretKey } from './auth.js';
 import type { Config } from './config.js';
-import { databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from './db/changes.js';
+import { currentEpoch, databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from './db/changes.js';
 import { createDb, type Db } from './db/connect.js';
 import { revokedBefore } from './db/users.js';
 import { installedTable } from './db/install.js';
@@ -130,9 +130,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? createLogger(opts.logLevel ?? 'info');
   const db = createDb(opts.databaseUrl);
   let dbId: string;
+  let epoch: string;
   try {
     await checkDatabase(db, (opts.mode ?? 'notify') === 'notify' ? opts.channel : '', opts.mode ?? 'notify');
     dbId = await databaseId(db);
+    epoch = await currentEpoch(db);
   } catch (err) {
     await db.destroy();
     throw err;
@@ -165,7 +167,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     listenerReconnects: () => listener.status().reconnects,
     queueUsage: () => queueUsage,
   });
-  const delivery = new Delivery({ db, hub, log, databaseId: dbId, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, metrics });
+  const delivery = new Delivery({ db, hub, log, epoch, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, metrics });
   listener.on('txid', (txid, xmin, carried) => delivery.enqueue(txid, xmin, carried));
   // Revocations are read from pgbell_revocation, never taken from a message: a payload (any
   // role can send one) only names a user to check, and after a gap (listener, Redis, relay
@@ -192,7 +194,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         clusterNodes: opts.redisClusterNodes,
         channel: opts.channel,
         log,
-        onChanges: (txid, xmin, batch) => delivery.deliverRead(txid, xmin, batch),
+        onChanges: (txid, xmin, batch, epoch) => delivery.deliverRead(txid, xmin, batch, epoch),
         onRevoke: (userId) => checkRevocations([userId], 'for a revocation notice'),
         onResumed: () => {
           delivery.catchUp();

@@ -15,7 +15,7 @@
  * A failed read (database restarting) is retried with capped backoff for as long as the daemon
  * runs; later steps wait behind it so order holds.
  */
-import { CursorState, decodeCursor } from './cursor.js';
+import { CursorState, decodeCursor, resumeProblem } from './cursor.js';
 import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType } from './db/changes.js';
 import type { Db } from './db/connect.js';
 import type { Hub, Subscriber } from './hub.js';
@@ -76,8 +76,12 @@ export interface DeliveryOptions {
   db: Db;
   hub: Hub;
   log: Logger;
-  /** Goes into every cursor; a cursor with another id gets a reset. */
-  databaseId: string;
+  /**
+   * The epoch at start (see EPOCH in src/db/changes.ts): it goes into every cursor, and a
+   * cursor of another epoch gets a reset. Every read says which epoch it was taken in; a new
+   * one (a failover) resets every socket.
+   */
+  epoch: string;
   /** More changes than this to replay for one user → reset instead. */
   maxReplay: number;
   /** Users per read when syncing or catching up (default SYNC_BATCH_USERS). */
@@ -119,10 +123,36 @@ export class Delivery {
    * gap, the catch-up step covers what was lost before any later notification is processed.
    */
   #horizon = 0n;
+  /** The epoch reads are in now, and those left behind (a read still on one is stale). */
+  #epoch: string;
+  readonly #pastEpochs = new Set<string>();
+  /** A new epoch a relay's message announced, for which a catch-up is queued. */
+  #awaitedEpoch = '';
   readonly #o: DeliveryOptions;
 
   constructor(opts: DeliveryOptions) {
     this.#o = opts;
+    this.#epoch = opts.epoch;
+  }
+
+  get epoch(): string {
+    return this.#epoch;
+  }
+
+  /**
+   * A read came back from a new epoch: the server is a promoted standby (or a restore), which
+   * may have lost transactions every socket was sent, and hands their ids out again. Nothing
+   * learnt on the old epoch holds: the daemon-wide horizon, the recent live transactions, and
+   * every socket's cursor. Live steps skip sockets of the old epoch (see #offer) until the
+   * catch-up queued here resets them: `reset`, then a read from now.
+   */
+  #switchEpoch(epoch: string): void {
+    this.#o.log.warn({ from: this.#epoch, to: epoch }, 'the database is on a new timeline (a failover or a restore): resetting every socket');
+    this.#pastEpochs.add(this.#epoch);
+    this.#epoch = epoch;
+    this.#horizon = 0n;
+    this.#recent = [];
+    this.catchUp();
   }
 
   /**
@@ -144,8 +174,20 @@ export class Delivery {
    * One transaction's changes, read already (by the relay, in Redis fan-out mode), in commit
    * order like enqueue(): delivered without a read of our own.
    */
-  deliverRead(txid: string, xmin: bigint | null, batch: ChangeBatch): void {
+  deliverRead(txid: string, xmin: bigint | null, batch: ChangeBatch, epoch?: string): void {
+    // The relay reads in a new epoch (a failover) before this node's reads have seen it: a
+    // catch-up, queued ahead of this message, reads in it too and resets every socket.
+    if (epoch && epoch !== this.#epoch && !this.#pastEpochs.has(epoch) && this.#awaitedEpoch !== epoch) {
+      this.#awaitedEpoch = epoch;
+      this.catchUp();
+    }
     this.#push(async () => {
+      if (epoch && epoch !== this.#epoch) {
+        // The old server's (a relay not yet failed over), or one this node's reads do not see:
+        // what it carries cannot be checked against the cursors here; the catch-up reads it.
+        this.#o.log.warn({ epoch, txid }, 'dropped a fan-out message of another epoch than this node reads in');
+        return;
+      }
       const tx = BigInt(txid);
       const group = batch.changes.filter((c) => c.txid === tx);
       // The horizon holds for this user only: messages of one user arrive in order on one
@@ -214,6 +256,8 @@ export class Delivery {
    * notification that arrived on the new connection.
    */
   catchUp(): void {
+    // What the old connection announced goes ahead of the catch-up, as it arrived before it.
+    this.#flush();
     this.#generation++;
     this.#o.log.info({ subscribers: this.#o.hub.connections }, 'catching up after the listener reconnected');
     // Who to catch up is decided when the step runs, not now: a subscriber whose first sync
@@ -375,16 +419,17 @@ export class Delivery {
   /** Queues one transaction's changes for one live subscriber unless it has them; true if any message was queued. */
   #offer(sub: Subscriber, tx: bigint, ch: UserChanges, horizon: bigint, outbox: Outbox, counts: Record<'notification' | 'update' | 'delete', number>): boolean {
     const cursor = sub.cursor!;
-    if (cursor.has(tx)) return false;
+    // A cursor of an old epoch may "have" an id the new one handed to another transaction.
+    if (sub.epoch !== this.#epoch || cursor.has(tx)) return false;
     const { list, kinds, alertJson, bodies } = ch;
     const picked = sub.types === null ? ch.all : ch.all.filter((k) => wants(sub, list[k]!));
     cursor.advance(horizon);
     // Until its last message arrives, a client has not seen the whole transaction. (Only
     // encoded when there is more than one message: most transactions write one row.)
-    const before = picked.length > 1 ? cursor.encode(this.#o.databaseId) : '';
+    const before = picked.length > 1 ? cursor.encode(this.#epoch) : '';
     cursor.add(tx);
     if (picked.length === 0) return false;
-    const after = cursor.encode(this.#o.databaseId);
+    const after = cursor.encode(this.#epoch);
     const n = unreadOf(ch.byType, sub.types);
     let out = outbox.get(sub);
     if (!out) outbox.set(sub, (out = []));
@@ -408,19 +453,19 @@ export class Delivery {
   }
 
   async #syncAll(subs: Subscriber[], catchUp: boolean): Promise<void> {
-    const { databaseId, maxReplay } = this.#o;
-    const plans = new Map<Subscriber, { from: CursorState | null; reset: string | null }>();
+    const { maxReplay } = this.#o;
+    const plans = new Map<Subscriber, Plan>();
     for (const sub of subs) {
       if (!sub.open) continue;
       if (sub.resumeFrom) {
-        plans.set(sub, { from: sub.resumeFrom, reset: null });
+        plans.set(sub, { from: sub.resumeFrom, epoch: sub.epoch, reset: null });
       } else if (catchUp) {
-        plans.set(sub, { from: sub.cursor, reset: null });
+        plans.set(sub, { from: sub.cursor, epoch: sub.epoch, reset: null });
       } else if (sub.after === null) {
-        plans.set(sub, { from: null, reset: null });
+        plans.set(sub, { from: null, epoch: '', reset: null });
       } else {
-        const d = decodeCursor(sub.after, databaseId);
-        plans.set(sub, d.ok ? { from: d.cursor, reset: null } : { from: null, reset: d.reason });
+        const d = decodeCursor(sub.after);
+        plans.set(sub, d.ok ? { from: d.cursor, epoch: d.epoch, reset: null } : { from: null, epoch: '', reset: d.reason });
       }
     }
     // One read per batch of users, from the oldest horizon among each user's subscribers.
@@ -448,6 +493,13 @@ export class Delivery {
         const generation = this.#generation;
         this.#o.log.trace({ users: slice.length, catchUp }, 'reading changes since cursors');
         result = await this.#retry('reading alerts since cursors', () => changesSince(this.#o.db, slice, maxReplay));
+        // A connection still on the server that was failed over from: read again, elsewhere.
+        if (result && this.#pastEpochs.has(result.epoch)) {
+          this.#o.log.warn({ epoch: result.epoch }, 'a read came from the database before its failover; reading again');
+          await new Promise((r) => setTimeout(r, 100));
+          continue;
+        }
+        if (result && result.epoch !== this.#epoch) this.#switchEpoch(result.epoch);
         // The listener lost notifications while this read ran, and its snapshot may predate
         // them: read again, after the new LISTEN (catch-up steps read after it anyway).
         if (!result || catchUp || generation === this.#generation) break;
@@ -485,16 +537,14 @@ export class Delivery {
     this.#count(counts, 0);
   }
 
-  #syncOne(sub: Subscriber, plan: { from: CursorState | null; reset: string | null }, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
-    const { databaseId, log } = this.#o;
+  #syncOne(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
+    const { log } = this.#o;
     if (!sub.open) return;
     const uid = sub.userId;
     const unread = unreadOf(res.unread.get(uid), sub.types);
     let { from, reset } = plan;
     if (from) {
-      if (from.horizon > res.xmin) reset = 'cursor is ahead of this database';
-      else if (res.prunedTxid > 0n && from.horizon <= res.prunedTxid) reset = 'cursor is older than the retained deletes';
-      else if (res.truncated.has(uid)) reset = `more than ${this.#o.maxReplay} changes since the cursor`;
+      reset = resumeProblem(from, plan.epoch, res, uid, this.#o.maxReplay);
       if (reset) from = null;
     }
     if (!sub.readySent) {
@@ -509,7 +559,7 @@ export class Delivery {
     }
     let replayed = 0;
     if (from) {
-      const cursor = from.encode(databaseId);
+      const cursor = from.encode(res.epoch);
       const sent = new CursorState(from.horizon, from.ids);
       for (let i = 0; i < mine.length; ) {
         const tx = mine[i]!.txid;
@@ -524,6 +574,7 @@ export class Delivery {
             // The rest is read again when it goes on, live changes included.
             sub.stash = null;
             sub.resumeFrom = sent;
+            sub.epoch = res.epoch;
             log.info({ userId: uid, replayed }, `paused a replay to user ${uid} until its socket drains`);
             void sub.drained().then(() => {
               if (sub.open) void this.subscribe(sub);
@@ -545,12 +596,20 @@ export class Delivery {
     const next = new CursorState(res.xmin, from?.ids ?? []);
     for (const c of mine) next.add(c.txid);
     sub.cursor = next;
+    sub.epoch = res.epoch;
     sub.unread = unread;
-    if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(databaseId), unread }));
+    if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(res.epoch), unread }));
     this.#sendStash(sub, unseen);
     this.#o.metrics?.replayed(replayed, catchUp);
     if (replayed > 0) log.info({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
   }
+}
+
+/** What a sync reads from for one subscriber: a cursor and its epoch, or nothing (with why not). */
+interface Plan {
+  from: CursorState | null;
+  epoch: string;
+  reset: string | null;
 }
 
 /** One transaction's changes for one user, ready for any of its sockets (each alert serialized once). */

@@ -20,6 +20,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { sql } from 'kysely';
+import { TIMELINE_SQL } from './db/changes.js';
 import type { Db } from './db/connect.js';
 import type { ListenerEvents, ListenerState } from './listener.js';
 import type { Logger } from './log.js';
@@ -31,7 +32,7 @@ export interface PollerOptions {
 }
 
 interface Row {
-  k: 't' | 'x' | 'm' | 'p' | 'r';
+  k: 't' | 'x' | 'm' | 'p' | 'e' | 'r';
   v: string;
   u: string | null;
   b: string | null;
@@ -48,6 +49,8 @@ export class Poller extends EventEmitter<ListenerEvents> {
   /** The previous snapshot's in-progress transactions: read by the next poll too. */
   #inProgress: string[] = [];
   #lastRevocation = '0';
+  /** The server's timeline at the last poll (see TIMELINE in src/db/changes.ts). */
+  #timeline: string | null = null;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<boolean> | null = null;
   readonly #o: PollerOptions;
@@ -71,9 +74,11 @@ export class Poller extends EventEmitter<ListenerEvents> {
 
   /** Starts from now: what committed before is for sockets to read from their cursors. */
   async start(): Promise<void> {
-    const { rows } = await sql<{ x: string; r: string }>`
-      SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x, coalesce(max(id), 0)::text AS r FROM pgbell_revocation`.execute(this.#o.db);
+    const { rows } = await sql<{ x: string; r: string; t: string }>`
+      SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x, coalesce(max(id), 0)::text AS r, ${sql.raw(TIMELINE_SQL)}::text AS t
+        FROM pgbell_revocation`.execute(this.#o.db);
     this.#after = BigInt(rows[0]!.x);
+    this.#timeline = rows[0]!.t;
     this.#lastRevocation = rows[0]!.r;
     this.#setState('connected');
     this.#schedule();
@@ -119,6 +124,8 @@ export class Poller extends EventEmitter<ListenerEvents> {
         UNION ALL
         SELECT 'p', x::text, NULL, NULL FROM snap, pg_snapshot_xip(snap.s) x
         UNION ALL
+        SELECT 'e', ${sql.raw(TIMELINE_SQL)}::text, NULL, NULL
+        UNION ALL
         SELECT 'r', id::text, "userId", floor(extract(epoch FROM before))::bigint::text
           FROM pgbell_revocation WHERE id > ${this.#lastRevocation}::bigint`.execute(this.#o.db));
     } catch (err) {
@@ -136,6 +143,19 @@ export class Poller extends EventEmitter<ListenerEvents> {
     this.#probe = { ok: true, at: new Date().toISOString() };
 
     const xmin = BigInt(rows.find((r) => r.k === 'x')!.v);
+    const timeline = rows.find((r) => r.k === 'e')!.v;
+    if (this.#timeline !== null && timeline !== this.#timeline) {
+      // A promoted standby (or a restore): the point polled from is the old server's, and
+      // transaction ids below it may now be handed out again. Poll from this snapshot on, and
+      // have everything before it read from cursors (delivery sees the new epoch and resets).
+      this.#o.log.warn({ from: this.#timeline, to: timeline }, 'the database is on a new timeline (a failover or a restore): polling from now, catching up from cursors');
+      this.#timeline = timeline;
+      this.#after = xmin;
+      this.#inProgress = [];
+      this.emit('resumed');
+      return true;
+    }
+    this.#timeline = timeline;
     const txids = rows
       .filter((r) => r.k === 't')
       .map((r) => BigInt(r.v))

@@ -47,7 +47,8 @@ export interface SinceBatch extends ChangeBatch {
   xip: Set<bigint>;
   /** Tombstones at or below this were pruned; an older cursor may have missed a delete. */
   prunedTxid: bigint;
-  databaseId: string;
+  /** The epoch this read was taken in (see EPOCH): the one cursors from it belong to. */
+  epoch: string;
   /** Users with more changes than the limit: only the oldest `limit` were read. */
   truncated: Set<string>;
 }
@@ -79,6 +80,21 @@ interface Row {
  * a physical replica keeps both (the same transaction history), so cursors stay valid.
  */
 const DATABASE_ID = `(st."databaseId" || '-' || substr(md5((SELECT system_identifier FROM pg_control_system())::text || '/' || (SELECT oid FROM pg_database WHERE datname = current_database())::text), 1, 6))`;
+
+/**
+ * The server's timeline. A promoted standby (a failover) or a point-in-time restore starts a
+ * new one, and may have lost transactions the old timeline committed: their transaction ids are
+ * handed out again, to other transactions. (pg_control_checkpoint()'s timeline lags until the
+ * first checkpoint after a promotion; the insert position's does not.)
+ */
+const TIMELINE = `(('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)`;
+
+/**
+ * What a cursor's transaction ids are valid in: the database (DATABASE_ID) on one timeline. A
+ * cursor from another epoch is reset, never read against reused transaction ids. Redis channel
+ * names use DATABASE_ID alone: they must not change under nodes that are subscribed.
+ */
+const EPOCH = `(${DATABASE_ID} || '-' || ${TIMELINE})`;
 
 /** A user's unread count per alert type, as a JSON object (from the bookkeeping's partial unread index alone). */
 const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, c.n), '{}') FROM (
@@ -224,7 +240,7 @@ const CHANGES_SINCE = `
     SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('req.uid')}, NULL, NULL, NULL, NULL, NULL, NULL
       FROM req
     UNION ALL
-    SELECT 's', ${DATABASE_ID}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    SELECT 's', ${EPOCH}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            pg_snapshot_xmin(snap.s)::text, pg_snapshot_xmax(snap.s)::text, st."prunedTxid"::text,
            (SELECT string_agg(x::text, ',') FROM pg_snapshot_xip(snap.s) x)
       FROM snap, pgbell_state st
@@ -254,7 +270,7 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   for (const [uid, n] of counts) if (n.a > limit || n.d > limit) truncated.add(uid);
   batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
   const xip = new Set(s.n ? s.n.split(',').map((x) => BigInt(x)) : []);
-  return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), databaseId: s.id!, truncated };
+  return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), epoch: s.id!, truncated };
 }
 
 /**
@@ -314,12 +330,22 @@ export async function unreadCounts(db: Q, userId: string): Promise<UnreadByType>
   return rows[0]?.c ?? {};
 }
 
-/** The id that goes into cursors (see DATABASE_ID). */
+/** The database's id (see DATABASE_ID): Redis channel names. */
 export async function databaseId(db: Q): Promise<string> {
   const { rows } = await sql<{ id: string }>`SELECT ${sql.raw(DATABASE_ID)} AS id FROM pgbell_state st`.execute(db);
   if (!rows[0]) throw new Error('pgbell_state is empty: run `pgbell migrate`');
   return rows[0].id;
 }
+
+/** The epoch cursors are issued in now (see EPOCH). */
+export async function currentEpoch(db: Q): Promise<string> {
+  const { rows } = await sql<{ id: string }>`SELECT ${sql.raw(EPOCH)} AS id FROM pgbell_state st`.execute(db);
+  if (!rows[0]) throw new Error('pgbell_state is empty: run `pgbell migrate`');
+  return rows[0].id;
+}
+
+/** The server's timeline alone (see TIMELINE): what the poller watches. */
+export const TIMELINE_SQL = TIMELINE;
 
 /**
  * Marks alerts read (only the user's own): an UPDATE of the table like any other, so the

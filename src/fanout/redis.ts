@@ -17,6 +17,8 @@ import type { WireAlert } from '../protocol.js';
 
 /** One transaction's changes for one user, as published. bigints travel as strings. */
 interface Wire {
+  /** The relay's epoch (see EPOCH in src/db/changes.ts); absent from relays before it was sent. */
+  epoch?: string;
   txid: string;
   xmin: string | null;
   changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string } | { kind: 'delete'; id: string; userId: string; txid: string }>;
@@ -37,7 +39,7 @@ export interface FanoutOptions {
   databaseId: string;
   log: Logger;
   /** A transaction's changes for a user this node holds. */
-  onChanges: (txid: string, xmin: bigint | null, batch: ChangeBatch) => void;
+  onChanges: (txid: string, xmin: bigint | null, batch: ChangeBatch, epoch: string | undefined) => void;
   /** A revocation (sent to every node). */
   onRevoke: (userId: string, before: number) => void;
   /** The subscriber connection was lost and is back: messages in between are gone. */
@@ -266,7 +268,7 @@ export class RedisFanout {
   }
 
   /** Publishes a batch's changes, one message per user and transaction. */
-  async publish(batch: ChangeBatch, xminOf: (txid: bigint) => bigint | null): Promise<void> {
+  async publish(batch: ChangeBatch, xminOf: (txid: bigint) => bigint | null, epoch: string): Promise<void> {
     const groups = new Map<string, Change[]>();
     for (const c of batch.changes) {
       const key = `${c.kind === 'alert' ? c.alert.userId : c.userId}\u0000${c.txid}`;
@@ -279,6 +281,7 @@ export class RedisFanout {
       const [userId, txid] = key.split('\u0000') as [string, string];
       const xmin = xminOf(BigInt(txid));
       const wire: Wire = {
+        ...(epoch ? { epoch } : {}),
         txid,
         xmin: xmin === null ? null : xmin.toString(),
         changes: changes.map((c) =>
@@ -321,7 +324,7 @@ export class RedisFanout {
         : { kind: 'delete', id: c.id, userId: c.userId, txid: BigInt(c.txid) },
     );
     const userId = changes[0] ? (changes[0].kind === 'alert' ? changes[0].alert.userId : changes[0].userId) : '';
-    this.#o.onChanges(wire.txid, wire.xmin === null || this.#lost ? null : BigInt(wire.xmin), { changes, unread: new Map([[userId, wire.unread]]) });
+    this.#o.onChanges(wire.txid, wire.xmin === null || this.#lost ? null : BigInt(wire.xmin), { changes, unread: new Map([[userId, wire.unread]]) }, typeof wire.epoch === 'string' ? wire.epoch : undefined);
   }
 
   #userChannel(userId: string): string {

@@ -7,7 +7,7 @@
  */
 import { sql } from 'kysely';
 import pg from 'pg';
-import { changesSinceAll, liveBatch, type Change, type ChangeBatch } from '../db/changes.js';
+import { changesSinceAll, currentEpoch, liveBatch, type Change, type ChangeBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { createSource, type ChangeSource, type Mode } from '../source.js';
@@ -44,6 +44,8 @@ export class Relay {
   #timer: NodeJS.Timeout | undefined;
   #chain: Promise<void> = Promise.resolve();
   #horizon = 0n;
+  /** The epoch this relay reads in (see EPOCH in src/db/changes.ts), sent with every message. */
+  #epoch = '';
   #closed = false;
   #trying = false;
   readonly #o: RelayOptions;
@@ -186,7 +188,7 @@ export class Relay {
       // Nodes move a user's cursor to this horizon on this message: everything below it was
       // published before it (on that user's channel too).
       const horizon = this.#horizon > 0n && this.#horizon <= tx ? this.#horizon : null;
-      if (one.changes.length > 0) await this.#retry('publishing', () => this.#o.fanout.publish(one, () => horizon));
+      if (one.changes.length > 0) await this.#retry('publishing', () => this.#o.fanout.publish(one, () => horizon, this.#epoch));
     }
     await this.#record();
   }
@@ -196,9 +198,17 @@ export class Relay {
     const { db, fanout, log } = this.#o;
     const stored = await this.#retry('reading the relay horizon', async () => {
       const { rows } = await sql<{ h: string | null; now: string; xmax: string }>`SELECT "relayTxid"::text AS h, pg_snapshot_xmin(pg_current_snapshot())::text AS now, pg_snapshot_xmax(pg_current_snapshot())::text AS xmax FROM pgbell_state`.execute(db);
-      return rows[0]!;
+      return { ...rows[0]!, epoch: await currentEpoch(db) };
     });
     if (!stored) return;
+    if (stored.epoch !== this.#epoch) {
+      // A failover (or the first catch-up): this relay's horizon was the old server's, and ids
+      // below it may be handed out again. Nodes that get a message of a new epoch catch up
+      // from their cursors, which resets them.
+      if (this.#epoch) log.warn({ from: this.#epoch, to: stored.epoch }, 'the database is on a new timeline (a failover or a restore): the relay starts its horizon again');
+      this.#epoch = stored.epoch;
+      this.#horizon = 0n;
+    }
     // A horizon this server has not reached yet was recorded in another cluster (a restore that
     // `pgbell migrate` has not re-stamped): reading from it would publish nothing.
     const foreign = stored.h !== null && BigInt(stored.h) > BigInt(stored.xmax);
@@ -219,7 +229,7 @@ export class Relay {
         limit *= 2;
         continue;
       }
-      if (changes.length > 0) await this.#retry('publishing', () => fanout.publish({ changes, unread: page.batch.unread }, () => null));
+      if (changes.length > 0) await this.#retry('publishing', () => fanout.publish({ changes, unread: page.batch.unread }, () => null, this.#epoch));
       published += changes.length;
       if (page.next === null) {
         if (page.xmin > this.#horizon) this.#horizon = page.xmin;

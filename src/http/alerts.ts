@@ -12,8 +12,8 @@
  */
 import { z } from 'zod';
 import { verifySessionToken } from '../auth.js';
-import { CursorState, decodeCursor } from '../cursor.js';
-import { changesSince, databaseId as readDatabaseId, markRead, newestAlerts, unreadOf, type Change } from '../db/changes.js';
+import { CursorState, decodeCursor, resumeProblem } from '../cursor.js';
+import { changesSince, markRead, newestAlerts, unreadOf, type Change } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
@@ -46,12 +46,6 @@ const Limit = z.coerce
   .max(MAX_LIST_LIMIT, `limit must be at most ${MAX_LIST_LIMIT}`);
 
 export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
-  let dbId: Promise<string> | undefined;
-  const databaseId = () => (dbId ??= readDatabaseId(opts.db).catch((err) => {
-    dbId = undefined;
-    throw err;
-  }));
-
   return async (req) => {
     const url = new URL(req.url);
     const cors = corsHeaders(req.headers.get('origin'), opts.allowedOrigins);
@@ -88,7 +82,6 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
   };
 
   async function list(limit: number, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
-    const id = await databaseId();
     // One snapshot for the list and the cursor: going live from this cursor misses nothing
     // the list does not show and repeats nothing it does.
     const { alerts, changes } = await opts.db
@@ -98,24 +91,20 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       .execute(async (trx) => ({ alerts: await newestAlerts(trx, userId, limit, types), changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
     const cursor = new CursorState(changes.xmin);
     for (const c of changes.changes) cursor.add(c.txid);
-    return json(200, { alerts, unread: unreadOf(changes.unread.get(userId), types), cursor: cursor.encode(id) }, cors);
+    return json(200, { alerts, unread: unreadOf(changes.unread.get(userId), types), cursor: cursor.encode(changes.epoch) }, cors);
   }
 
   async function since(after: string, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
-    const id = await databaseId();
-    const decoded = decodeCursor(after, id);
+    const decoded = decodeCursor(after);
     if (!decoded.ok) return error(410, 'cursor_reset', `${decoded.reason}; reload with GET /alerts`, cors);
     const from = decoded.cursor;
     const res = await changesSince(opts.db, [{ userId, after: from.horizon }], opts.maxReplay);
-    let reset: string | null = null;
-    if (from.horizon > res.xmin) reset = 'cursor is ahead of this database';
-    else if (res.prunedTxid > 0n && from.horizon <= res.prunedTxid) reset = 'cursor is older than the retained deletes';
-    else if (res.truncated.has(userId)) reset = `more than ${opts.maxReplay} changes since the cursor`;
+    const reset = resumeProblem(from, decoded.epoch, res, userId, opts.maxReplay);
     if (reset) return error(410, 'cursor_reset', `${reset}; reload with GET /alerts`, cors);
     const fresh = res.changes.filter((c) => !from.has(c.txid) && (types === null || c.kind === 'delete' || types.has(c.alert.type)));
     const next = new CursorState(res.xmin, from.ids);
     for (const c of res.changes) next.add(c.txid);
-    return json(200, { ...split(fresh), unread: unreadOf(res.unread.get(userId), types), cursor: next.encode(id) }, cors);
+    return json(200, { ...split(fresh), unread: unreadOf(res.unread.get(userId), types), cursor: next.encode(res.epoch) }, cors);
   }
 
   async function read(req: Request, userId: string, cors: Record<string, string>): Promise<Response> {
