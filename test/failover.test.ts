@@ -140,3 +140,75 @@ describe.skipIf(!have).each(Object.keys(MODES) as Array<keyof typeof MODES>)('fa
     for (const tab of [a, b, late, fresh]) tab.close();
   }, 120_000);
 });
+
+describe.skipIf(!have).each(['notify', 'wal'] as const)('failover to a synchronous standby mid-write, %s mode', (mode) => {
+  let primary: PgServer;
+  let standby: PgServer;
+  let proxy: FaultProxy;
+  let target = 0;
+  let daemon: TestDaemon;
+
+  beforeAll(async () => {
+    primary = await PgServer.primary();
+    await query(primary.url(), 'CREATE DATABASE app');
+    const r = await run(['migrate'], cleanEnv({ DATABASE_URL: primary.url('app'), PGBELL_MODE: mode }));
+    expect(r.code, r.stderr).toBe(0);
+    await query(primary.url('app'), `INSERT INTO "User" (id, email) VALUES ('u1', 'u1@example.test'), ('u2', 'u2@example.test')`);
+    standby = await PgServer.standbyOf(primary);
+    // Synchronous: a commit is acknowledged only once the standby has it.
+    await query(primary.url(), `ALTER SYSTEM SET synchronous_standby_names = '*'`);
+    await query(primary.url(), 'SELECT pg_reload_conf()');
+    await until(async () => (await query<{ s: string }>(primary.url(), `SELECT sync_state AS s FROM pg_stat_replication`))[0]?.s === 'sync', 20_000, 'a synchronous standby');
+    target = primary.port;
+    proxy = await FaultProxy.start(() => target);
+    daemon = await startTestDaemon(`postgres://postgres@127.0.0.1:${proxy.port}/app`, { mode });
+  }, 120_000);
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await proxy?.close();
+    await primary?.destroy();
+    await standby?.destroy();
+  });
+
+  it('every acknowledged commit reaches its tabs, /health returns to 200 with no operator', async () => {
+    const tabs = { u1: await new Tab(await tokenFor('u1')).connect(daemon.url), u2: await new Tab(await tokenFor('u2')).connect(daemon.url) };
+    // The app writes through the same address as the daemon, and keeps writing across the failover.
+    const acked = { u1: new Set<string>(), u2: new Set<string>() };
+    let stop = false;
+    const writer = (async () => {
+      for (let i = 0; !stop; i++) {
+        const user = i % 2 === 0 ? 'u1' : 'u2';
+        try {
+          const [row] = await query<{ id: string }>(`postgres://postgres@127.0.0.1:${proxy.port}/app`, `INSERT INTO "Alert" ("userId", title) VALUES ($1, $2) RETURNING id`, [user, `s${i}`]);
+          acked[user].add(row!.id);
+        } catch {
+          // Not acknowledged: it may or may not have committed; only acknowledged ones are owed.
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    })();
+    await until(() => acked.u1.size + acked.u2.size >= 40, 20_000, 'writes before the failover');
+    await primary.stop('immediate');
+    await standby.promote();
+    target = standby.port;
+    proxy.cut();
+    const at = acked.u1.size + acked.u2.size;
+    await until(() => acked.u1.size + acked.u2.size >= at + 40, 30_000, 'writes after the failover');
+    stop = true;
+    await writer;
+    await until(async () => (await health(daemon.http)).status === 200, 30_000, '/health back to 200');
+    for (const user of ['u1', 'u2'] as const) {
+      const tab = tabs[user];
+      await until(() => tab.resets > 0, 30_000, `a reset for ${user}`);
+      // After its reset a client reloads the list; what it holds is both.
+      const res = await fetch(`${daemon.http}/alerts?limit=200`, { headers: { authorization: `Bearer ${await tokenFor(user)}` } });
+      const listed = new Set(((await res.json()) as { alerts: Array<{ id: string }> }).alerts.map((a) => a.id));
+      await until(() => [...acked[user]].every((id) => tab.ids.has(id) || listed.has(id)), 20_000, `every acknowledged alert of ${user}`);
+      const other = user === 'u1' ? acked.u2 : acked.u1;
+      for (const id of tab.ids) expect(other.has(id)).toBe(false);
+      expect(tab.repeatsWithinConnection).toEqual([]);
+      tab.close();
+    }
+  }, 120_000);
+});
