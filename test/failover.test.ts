@@ -10,9 +10,12 @@
  * after the reset); nothing of another user, and /health back to 200 without an operator.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { secretKey } from '../src/auth.js';
+import { createDb } from '../src/db/connect.js';
+import { alertsHandler } from '../src/http/alerts.js';
 import { FaultProxy } from './chaos/proxy.js';
 import { cleanEnv, run } from './helpers/cli.js';
-import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { SECRET, health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { query } from './helpers/pg.js';
 import { PgServer, serverBinaries } from './helpers/pg-standby.js';
 import { Tab, until } from './helpers/tab.js';
@@ -169,6 +172,24 @@ describe.skipIf(!have).each(['notify', 'wal'] as const)('failover to a synchrono
     await proxy?.close();
     await primary?.destroy();
     await standby?.destroy();
+  });
+
+  it('GET /alerts served from the hot standby (an app reading from a replica) lists and resumes', async () => {
+    await query(primary.url('app'), `INSERT INTO "Alert" ("userId", title) VALUES ('u1', 'on the standby')`);
+    await standby.caughtUpWith(primary);
+    const db = createDb(standby.url('app'));
+    try {
+      const handler = alertsHandler({ db, key: secretKey(SECRET), allowedOrigins: [], maxReplay: 1000 });
+      const auth = { authorization: `Bearer ${await tokenFor('u1')}` };
+      const res = await handler(new Request('http://app.test/api/alerts', { headers: auth }));
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { alerts: Array<{ title: string }>; cursor: string };
+      expect(body.alerts.map((a) => a.title)).toContain('on the standby');
+      const next = await handler(new Request(`http://app.test/api/alerts?after=${encodeURIComponent(body.cursor)}`, { headers: auth }));
+      expect(next.status).toBe(200);
+    } finally {
+      await db.destroy();
+    }
   });
 
   it('every acknowledged commit reaches its tabs, /health returns to 200 with no operator', async () => {

@@ -85,9 +85,11 @@ const DATABASE_ID = `(st."databaseId" || '-' || substr(md5((SELECT system_identi
  * The server's timeline. A promoted standby (a failover) or a point-in-time restore starts a
  * new one, and may have lost transactions the old timeline committed: their transaction ids are
  * handed out again, to other transactions. (pg_control_checkpoint()'s timeline lags until the
- * first checkpoint after a promotion; the insert position's does not.)
+ * first checkpoint after a promotion; the insert position's does not. A hot standby, where an
+ * app may serve GET /alerts from, has no insert position: its last checkpoint's timeline.)
  */
-const TIMELINE = `(('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)`;
+const TIMELINE = `(CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
+  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END)`;
 
 /**
  * What a cursor's transaction ids are valid in: the database (DATABASE_ID) on one timeline. A
