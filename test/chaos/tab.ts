@@ -56,6 +56,11 @@ export class ChaosTab {
     this.#paused = setTimeout(() => socket.resume(), ms);
   }
 
+  /** Drops the connection without a goodbye; the tab reconnects with its backoff and resumes. */
+  drop(): void {
+    this.#ws?.terminate();
+  }
+
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#paused);
