@@ -11,6 +11,7 @@ import type { Config } from './config.js';
 import { currentEpoch, databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from './db/changes.js';
 import { createDb, type Db } from './db/connect.js';
 import { revokedBefore } from './db/users.js';
+import { Revocations } from './revocations.js';
 import { installedTable } from './db/install.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { Delivery } from './delivery.js';
@@ -174,13 +175,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // takeover) every user with a socket here is checked.
   const checkRevocations = (userIds: string[], why: string) =>
     void revokedBefore(db, userIds).then(
-      (found) => found.forEach((before, userId) => server.revoke(userId, before)),
+      (found) => {
+        revocations?.record(found);
+        found.forEach((before, userId) => server.revoke(userId, before));
+      },
       (err) => log.warn({ err: (err as Error).message }, `checking revocations ${why} failed`),
     );
   const recheckRevocations = (why: string) => checkRevocations(server.userIds(), why);
   listener.on('resumed', () => {
     delivery.catchUp();
     recheckRevocations('after the listener reconnected');
+    void revocations?.reload();
   });
   listener.on('horizon', (xmin) => delivery.horizon(xmin));
   listener.on('revoke', (userId) => checkRevocations([userId], 'for a revocation notice'));
@@ -188,6 +193,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // Redis fan-out: this node's own listener stays off; the relay (whichever node holds its lock)
   // LISTENs for everyone, and this node subscribes for the users whose sockets it holds.
   const redisMode = opts.fanout === 'redis';
+  // Authentication reads revocations from memory while this daemon's own source of hints is
+  // connected (see src/revocations.ts). In Redis fan-out, hints come from the relay through
+  // Redis, and a relay's death can drop some: each authentication reads the table.
+  const revocations = redisMode ? null : new Revocations(db, log, listener);
   const fanout = redisMode
     ? new RedisFanout({
         url: opts.redisUrl,
@@ -226,7 +235,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     keys,
     leewaySeconds: opts.tokenLeewaySeconds ?? 30,
     expiringSeconds: opts.tokenExpiringSeconds ?? 60,
-    revokedBefore: async (userId) => (await revokedBefore(db, [userId])).get(userId) ?? null,
+    revokedBefore: async (userId) => (revocations ? revocations.before(userId) : (await revokedBefore(db, [userId])).get(userId) ?? null),
     hub,
     allowedOrigins: opts.socketOrigins ?? 'any',
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
@@ -257,8 +266,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     checking = true;
     try {
       const timeoutMs = Math.min(5000, Math.max(250, opts.heartbeatMs));
-      if (!fanout) await listener.probe(timeoutMs);
-      else {
+      if (!fanout) {
+        await listener.probe(timeoutMs);
+        // Revocations written without a hint (triggers off) are found within a heartbeat.
+        await revocations?.reload();
+      } else {
         // The relay's LISTEN is the fleet's only one: probe it like a node's own.
         await relay!.probe(timeoutMs);
         // A revocation published while this node's Redis or the relay was away is not

@@ -4,6 +4,7 @@ import { secretKey, signSessionToken } from '../src/auth.js';
 import { TestClient, sleep } from './helpers/client.js';
 import { SECRET, daemonFleet, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, psql, query } from './helpers/pg.js';
+import { until } from './helpers/tab.js';
 
 let db: string;
 
@@ -92,5 +93,19 @@ describe('revocation from SQL', () => {
     const newer = await TestClient.ready(d.url, await tokenFor('hal'));
     newer.close();
     bystander.close();
+  });
+
+  it('a revocation written with triggers off (no hint at all) refuses those tokens within a heartbeat', async () => {
+    const d = await daemonWith({ heartbeatMs: 300 });
+    const token = await tokenFor('ivy');
+    (await TestClient.ready(d.url, token)).close();
+    await psql(db, `SET session_replication_role = replica; INSERT INTO pgbell.pgbell_revocation ("userId") VALUES ('ivy')`);
+    await until(async () => {
+      const c = await TestClient.connect(d.url);
+      c.send({ type: 'auth', token });
+      const m = await c.next((x) => x.type === 'ready' || x.type === 'error', 3000);
+      c.close();
+      return m.type === 'error' && m.code === 'token_revoked';
+    }, 5000, 'the token refused');
   });
 });

@@ -31,3 +31,10 @@ export async function revokedBefore(db: Q, userIds: readonly string[]): Promise<
       FROM pgbell_revocation WHERE "userId" = ANY(${[...userIds]}::text[]) GROUP BY "userId"`.execute(db);
   return new Map(rows.map((r) => [r.userId, Number(r.before)]));
 }
+
+/** Every user's latest revocation (seconds since the epoch): see src/revocations.ts. */
+export async function allRevocations(db: Q): Promise<Map<string, number>> {
+  const { rows } = await sql<{ userId: string; before: string }>`
+    SELECT "userId", floor(extract(epoch FROM max(before)))::bigint::text AS before FROM pgbell_revocation GROUP BY "userId"`.execute(db);
+  return new Map(rows.map((r) => [r.userId, Number(r.before)]));
+}
