@@ -62,6 +62,9 @@ export interface ListenerOptions {
   fenceMs?: number;
 }
 
+/** How long close() waits for the connection to end. */
+const CLOSE_WAIT_MS = 2000;
+
 /** Reconnect delay: exponential with full jitter, 100 ms base, 5 s cap. */
 export function retryDelay(attempt: number): number {
   return Math.random() * Math.min(5000, 100 * 2 ** Math.min(attempt, 10));
@@ -101,7 +104,12 @@ export class Listener extends EventEmitter<ListenerEvents> {
       {
         retryLimit: Infinity,
         retryTimeout: Infinity,
-        retryInterval: retryDelay,
+        // pg-listen's reconnect loop does not look at close(): a listener closed while it
+        // reconnects would keep trying for ever, and connect again. Throwing here ends the loop.
+        retryInterval: (attempt: number) => {
+          if (this.#state === 'closed') throw new Error('the listener was closed');
+          return retryDelay(attempt);
+        },
         paranoidChecking: Math.max(250, Math.floor(opts.checkIntervalMs / 2)),
         // Payloads are validated here, not JSON.parse'd by pg-listen (which would turn garbage
         // into an 'error' event with no channel or payload to log).
@@ -116,6 +124,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
       else this.#onPayload(payload as string | undefined);
     });
     events.on('reconnect', (attempt) => {
+      if (this.#state === 'closed') return;
       if (attempt === 1) {
         this.#reconnects++;
         opts.log.warn('listener lost its Postgres connection; reconnecting');
@@ -123,6 +132,11 @@ export class Listener extends EventEmitter<ListenerEvents> {
       this.#setState('reconnecting');
     });
     events.on('connected', () => {
+      // A reconnect that was under way when close() ran: end what it connected.
+      if (this.#state === 'closed') {
+        void this.#sub.close().catch(() => {});
+        return;
+      }
       // The first connect is reported by start() once LISTEN has run; pg-listen emits
       // 'connected' before that. Reconnects re-LISTEN before emitting.
       if (!this.#listening) return;
@@ -193,11 +207,14 @@ export class Listener extends EventEmitter<ListenerEvents> {
   async close(): Promise<void> {
     clearInterval(this.#fenceTimer);
     this.#setState('closed');
-    await this.#sub.close().catch(() => {});
+    // Ending a client that already lost its connection (the listener was reconnecting) waits for
+    // an 'end' that has been and gone: bounded, so that a daemon stopping then still exits.
+    await Promise.race([this.#sub.close().catch(() => {}), new Promise((r) => setTimeout(r, CLOSE_WAIT_MS).unref())]);
   }
 
   #setState(state: ListenerState): void {
-    if (this.#state === state) return;
+    // Closed is final: pg-listen's reconnect loop may still report attempts after close().
+    if (this.#state === state || this.#state === 'closed') return;
     this.#state = state;
     this.#since = new Date();
   }
