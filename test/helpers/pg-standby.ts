@@ -6,10 +6,10 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { chown, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from '../../src/embedded.js';
 import { query } from './pg.js';
 
 const exec = promisify(execFile);
@@ -35,17 +35,6 @@ async function pgRun(bin: string, args: string[]): Promise<string> {
     const e = err as Error & { stderr?: string };
     throw new Error(`${bin} ${args.join(' ')} failed: ${e.stderr || e.message}`);
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export class PgServer {
