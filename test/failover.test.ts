@@ -26,6 +26,16 @@ if (!have) {
   console.warn('failover tests skipped: no PostgreSQL server binaries under /usr/lib/postgresql');
 }
 
+/** A primary with database `app` migrated for `mode` and users u1, u2, and a standby of it. */
+async function primaryAndStandby(mode: 'notify' | 'poll' | 'wal'): Promise<[PgServer, PgServer]> {
+  const primary = await PgServer.primary();
+  await query(primary.url(), 'CREATE DATABASE app');
+  const r = await run(['migrate'], cleanEnv({ DATABASE_URL: primary.url('app'), PGBELL_MODE: mode }));
+  expect(r.code, r.stderr).toBe(0);
+  await query(primary.url('app'), `INSERT INTO "User" (id, email) VALUES ('u1', 'u1@example.test'), ('u2', 'u2@example.test')`);
+  return [primary, await PgServer.standbyOf(primary)];
+}
+
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /** Each mode, and Redis fan-out (the relay reads; the node learns of the failover from it). */
@@ -47,12 +57,7 @@ describe.skipIf(!have).each(Object.keys(MODES) as Array<keyof typeof MODES>)('fa
   const viaProxy = () => `postgres://postgres@127.0.0.1:${proxy.port}/app`;
 
   beforeAll(async () => {
-    primary = await PgServer.primary();
-    await query(primary.url(), 'CREATE DATABASE app');
-    const r = await run(['migrate'], cleanEnv({ DATABASE_URL: app(primary), PGBELL_MODE: mode }));
-    expect(r.code, r.stderr).toBe(0);
-    await query(app(primary), `INSERT INTO "User" (id, email) VALUES ('u1', 'u1@example.test'), ('u2', 'u2@example.test')`);
-    standby = await PgServer.standbyOf(primary);
+    [primary, standby] = await primaryAndStandby(mode);
     target = primary.port;
     proxy = await FaultProxy.start(() => target);
     daemon = await startTestDaemon(viaProxy(), MODES[name]);
@@ -152,12 +157,7 @@ describe.skipIf(!have).each(['notify', 'wal'] as const)('failover to a synchrono
   let daemon: TestDaemon;
 
   beforeAll(async () => {
-    primary = await PgServer.primary();
-    await query(primary.url(), 'CREATE DATABASE app');
-    const r = await run(['migrate'], cleanEnv({ DATABASE_URL: primary.url('app'), PGBELL_MODE: mode }));
-    expect(r.code, r.stderr).toBe(0);
-    await query(primary.url('app'), `INSERT INTO "User" (id, email) VALUES ('u1', 'u1@example.test'), ('u2', 'u2@example.test')`);
-    standby = await PgServer.standbyOf(primary);
+    [primary, standby] = await primaryAndStandby(mode);
     // Synchronous: a commit is acknowledged only once the standby has it.
     await query(primary.url(), `ALTER SYSTEM SET synchronous_standby_names = '*'`);
     await query(primary.url(), 'SELECT pg_reload_conf()');
