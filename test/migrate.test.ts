@@ -1,6 +1,8 @@
 /** Migrations: the schema they build, idempotence, and two migrators racing. */
 import { describe, expect, it } from 'vitest';
 import { readdirSync } from 'node:fs';
+import pg from 'pg';
+import { renormalizeForeignTxids } from '../src/db/bookkeeping.js';
 import { BOOKKEEPING_STEP, migrate, SQL_DIR, triggerChannel } from '../src/db/migrate.js';
 import { TestClient } from './helpers/client.js';
 import { startTestDaemon, tokenFor } from './helpers/daemon.js';
@@ -74,6 +76,30 @@ describe('migrate', () => {
     await query(url, `CREATE TABLE "User" (id int)`); // collides with 000001
     await expect(migrate(url, { channel: 'pgbell' })).rejects.toThrow(/migration 000001_schema.sql failed: relation "User" already exists/);
     expect(await query(url, `SELECT * FROM pgbell.pgbell_migrations`)).toEqual([]);
+  });
+
+  it('re-stamping a restore never touches what writers commit meanwhile: a daemon starting while the app writes loses no alert', async () => {
+    // Each daemon start runs migrate, and migrate re-stamps rows whose transaction ids are
+    // above what the server has handed out. Rows committed while it runs are not from a
+    // restore, however their ids compare with a snapshot taken a moment before.
+    const url = await freshDatabase(['rw']);
+    let stop = false;
+    const writers = Array.from({ length: 4 }, async () => {
+      while (!stop) await query(url, `INSERT INTO "Alert" ("userId", title) VALUES ('rw', 'live')`);
+    });
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    const stamped: number[] = [];
+    try {
+      const until = Date.now() + 4_000;
+      while (Date.now() < until) stamped.push(await renormalizeForeignTxids(client));
+    } finally {
+      stop = true;
+      await Promise.all(writers);
+      await client.end();
+    }
+    expect(stamped.filter((n) => n > 0)).toEqual([]);
+    expect((await query(url, `SELECT count(*)::int AS n FROM pgbell."AlertChange" WHERE txid = '3' OR "changedTxid" = '3'`))[0]!.n).toBe(0);
   });
 
   it('a database restored from another cluster (row transaction ids from its future) is re-stamped, and then streams as usual', async () => {

@@ -196,19 +196,30 @@ export async function triggerChannel(run: Run): Promise<string | null> {
  * and a relay would catch up from a horizon in the future (publishing nothing). They are
  * re-stamped as old ('3', the first normal transaction id): cursors from the old cluster reset
  * anyway (the database id includes the cluster's). Returns how many rows were re-stamped.
+ *
+ * Every daemon start runs this while the app may be writing. A snapshot's xmax bounds only
+ * the transactions committed before it: a row committed a moment later has an id at or above
+ * it and is no restore. So the first look (no lock) only says whether to look again; the
+ * second holds the bookkeeping tables against writers, takes its bound then, and re-stamps
+ * only what is above it.
  */
 export async function renormalizeForeignTxids(client: pg.Client): Promise<number> {
-  const { rows } = await client.query<{ x: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x`);
-  const x = rows[0]!.x;
-  const { rows: seen } = await client.query<{ n: string }>(
-    `SELECT (SELECT count(*) FROM ${SCHEMA}."AlertChange" WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8)
-          + (SELECT count(*) FROM ${SCHEMA}."AlertTombstone" WHERE txid >= $1::xid8)
-          + (SELECT count(*) FROM ${SCHEMA}.pgbell_state WHERE "relayTxid" >= $1::xid8 OR "prunedTxid" >= $1::xid8) AS n`,
-    [x],
-  );
-  const n = Number(seen[0]!.n);
-  if (n === 0) return 0;
-  await inTransaction(client, async () => {
+  const above = (x: string) =>
+    client.query<{ n: string }>(
+      `SELECT (SELECT count(*) FROM ${SCHEMA}."AlertChange" WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8)
+            + (SELECT count(*) FROM ${SCHEMA}."AlertTombstone" WHERE txid >= $1::xid8)
+            + (SELECT count(*) FROM ${SCHEMA}.pgbell_state WHERE "relayTxid" >= $1::xid8 OR "prunedTxid" >= $1::xid8) AS n`,
+      [x],
+    );
+  const bound = async () => (await client.query<{ x: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x`)).rows[0]!.x;
+  if (Number((await above(await bound())).rows[0]!.n) === 0) return 0;
+  return inTransaction(client, async () => {
+    // A writer holds ROW EXCLUSIVE on these until it commits: once this lock is granted, every
+    // row here was committed, so below the bound taken next.
+    await client.query(`LOCK TABLE ${SCHEMA}."AlertChange", ${SCHEMA}."AlertTombstone", ${SCHEMA}.pgbell_state IN SHARE ROW EXCLUSIVE MODE`);
+    const x = await bound();
+    const n = Number((await above(x)).rows[0]!.n);
+    if (n === 0) return 0;
     await client.query(
       `UPDATE ${SCHEMA}."AlertChange" SET txid = CASE WHEN txid >= $1::xid8 THEN '3'::xid8 ELSE txid END,
                           "changedTxid" = CASE WHEN "changedTxid" >= $1::xid8 THEN '3'::xid8 ELSE "changedTxid" END
@@ -221,8 +232,8 @@ export async function renormalizeForeignTxids(client: pg.Client): Promise<number
                                "prunedTxid" = CASE WHEN "prunedTxid" >= $1::xid8 THEN '0'::xid8 ELSE "prunedTxid" END`,
       [x],
     );
+    return n;
   });
-  return n;
 }
 
 async function hasColumn(client: pg.Client, table: string, column: string): Promise<boolean> {
