@@ -6,6 +6,7 @@
  * cursor handed out before the upgrade resumes exactly: no reset, no gap, no repeat.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CursorState } from '../src/cursor.js';
 import { BOOKKEEPING_STEP, migrate, SQL_DIR } from '../src/db/migrate.js';
@@ -18,14 +19,35 @@ let db: string;
 const fleet = daemonFleet(() => db);
 afterAll(() => fleet.stopAll());
 
-/** What a daemon of version 1 handed out: the database id and a horizon, read from version 1's tables. */
-async function cursorOfVersion1(url: string, state: string): Promise<string> {
+/**
+ * What a daemon of version 1 handed out after `seenSql`'s transactions (the table's txid
+ * columns and its tombstones'): the database id, the snapshot's xmin as the horizon and those
+ * transactions above it. The xmin is the whole cluster's: a transaction open in another
+ * database holds it below this one's own.
+ */
+async function cursorOfVersion1(url: string, state: string, seenSql: string): Promise<string> {
   const [row] = await query(
     url,
     `SELECT st."databaseId" || '-' || substr(md5((SELECT system_identifier FROM pg_control_system())::text || '/' || (SELECT oid FROM pg_database WHERE datname = current_database())::text), 1, 6) AS id,
             pg_snapshot_xmin(pg_current_snapshot())::text AS h FROM ${state} st`,
   );
-  return new CursorState(BigInt(row!.h), []).encode(row!.id);
+  const seen = await query<{ t: string }>(url, `SELECT DISTINCT t::text AS t FROM (${seenSql}) s (t) WHERE t >= $1::xid8`, [row!.h]);
+  return new CursorState(BigInt(row!.h), seen.map((r) => BigInt(r.t))).encode(row!.id);
+}
+
+/**
+ * Holds a transaction id open (in database `url`'s cluster) until released, as another
+ * database's long transaction would: the snapshot's xmin stays below everything after it.
+ */
+async function holdXmin(url: string): Promise<() => Promise<void>> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  await c.query('BEGIN');
+  await c.query('SELECT pg_current_xact_id()');
+  return async () => {
+    await c.query('COMMIT');
+    await c.end();
+  };
 }
 
 /** Inserts, marks read and deletes for `users` until stopped; what it committed, by user. */
@@ -81,7 +103,13 @@ async function expectResumedExactly(cursor: string, users: string[], w: ReturnTy
     const live = () => new Set([...tab.ids].filter((id) => !tab.deleted.has(id)));
     // As long as the other lose-nothing tests wait: a loaded run (the whole suite in parallel) once
     // took longer than 10 s here.
-    await until(() => [...want].every((id) => tab.ids.has(id)) && live().size === want.size, 30_000, `every ${user} alert`);
+    await until(() => [...want].every((id) => tab.ids.has(id)) && live().size === want.size, 30_000, `every ${user} alert`).catch(async (err) => {
+      // Which ones, and what the bookkeeping says of them: a loss is then readable from the log.
+      const missing = [...want].filter((id) => !tab.ids.has(id));
+      const extra = [...live()].filter((id) => !want.has(id));
+      const rows = await query(db, `SELECT id, txid::text, "changedTxid"::text FROM pgbell."AlertChange" WHERE id = ANY($1) UNION ALL SELECT id, 'tombstone ' || txid::text, NULL FROM pgbell."AlertTombstone" WHERE id = ANY($1)`, [[...missing, ...extra]]);
+      throw new Error(`${(err as Error).message}: missing ${JSON.stringify(missing)}, not deleted ${JSON.stringify(extra)}; bookkeeping ${JSON.stringify(rows)}; cursor ${cursor}`);
+    });
     expect(live()).toEqual(want);
     // Nothing from before the cursor, nothing of another user.
     for (const id of tab.ids) expect(w.inserted.get(id)).toBe(user);
@@ -104,10 +132,12 @@ describe('upgrade from version 1', () => {
       await query(db, `INSERT INTO pgbell_migrations (name, sha256) VALUES ($1, 'x')`, [f]);
     }
     await query(db, `INSERT INTO "User" (id, email) VALUES ('ua', 'ua@x'), ('ub', 'ub@x')`);
+    const release = await holdXmin(db);
     await query(db, `INSERT INTO "Alert" ("userId", title) SELECT 'ua', 'old ' || i FROM generate_series(1, 20) i`);
     await query(db, `DELETE FROM "Alert" WHERE title = 'old 1'`);
     await query(db, `INSERT INTO pgbell_revocation ("userId", before) VALUES ('nobody', now())`);
-    const cursor = await cursorOfVersion1(db, 'pgbell_state');
+    const cursor = await cursorOfVersion1(db, 'pgbell_state', `SELECT txid FROM "Alert" UNION SELECT "changedTxid" FROM "Alert" UNION SELECT txid FROM "AlertTombstone"`);
+    await release();
 
     const w = writer(db, '"Alert"', '"userId"', ['ua', 'ub'], (i) => `title) VALUES ($1, 'w${i}'`);
     await until(() => w.wrote(20), 30_000, 'writes before the upgrade');
@@ -129,6 +159,7 @@ describe('upgrade from version 1', () => {
 
   it('`pgbell install` again on a table an older pgbell installed onto: its columns and indexes go, the triggers are all that is left, and a cursor from before resumes exactly', async () => {
     db = await emptyDatabase('upi');
+    const release = await holdXmin(db);
     await psql(db, `
       CREATE SCHEMA app;
       CREATE TABLE app.n (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, owner text NOT NULL, subject text NOT NULL, seen boolean NOT NULL DEFAULT false);`);
@@ -169,7 +200,8 @@ describe('upgrade from version 1', () => {
       CREATE TRIGGER pgbell_900_notify_delete AFTER DELETE ON app.n REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION pgbell.tg_alert__deleted('pgbell');
       CREATE TRIGGER _900_notify AFTER INSERT ON pgbell.pgbell_revocation FOR EACH ROW EXECUTE FUNCTION pgbell.tg_revocation__notify('pgbell');
       INSERT INTO app.n (owner, subject) SELECT 'ia', 'old ' || i FROM generate_series(1, 10) i;`);
-    const cursor = await cursorOfVersion1(db, 'pgbell.pgbell_state');
+    const cursor = await cursorOfVersion1(db, 'pgbell.pgbell_state', `SELECT pgbell_txid FROM app.n UNION SELECT pgbell_changed_txid FROM app.n UNION SELECT txid FROM pgbell."AlertTombstone"`);
+    await release();
     const w = writer(db, 'app.n', 'owner', ['ia', 'ib'], (i) => `subject) VALUES ($1, 'w${i}'`);
     await until(() => w.wrote(20), 30_000, 'writes before the upgrade');
     const again = await run(['install', '--table', 'app.n', '--user-column', 'owner', '--title-column', 'subject', '--read-column', 'seen'], cleanEnv({ DATABASE_URL: db }));
