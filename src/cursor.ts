@@ -24,9 +24,12 @@ const VERSION = '1';
 
 export class CursorState {
   #horizon: bigint;
-  readonly #seen = new Set<bigint>();
-  /** The same ids, ascending: encode() takes the last MAX_CURSOR_IDS without sorting. */
-  readonly #sorted: bigint[] = [];
+  /**
+   * The ids at or above the horizon that were seen, ascending (a binary search finds one). No
+   * Set beside it: every socket holds a cursor, mostly with no id or a few, and a Set's table
+   * would cost each idle socket more than the ids.
+   */
+  #sorted: bigint[] = [];
   /** encode()'s last result; every socket of a busy user encodes after every message. */
   #encoded: { databaseId: string; text: string } | null = null;
 
@@ -50,36 +53,49 @@ export class CursorState {
   }
 
   has(txid: bigint): boolean {
-    return txid < this.#horizon || this.#seen.has(txid);
+    if (txid < this.#horizon) return true;
+    const a = this.#sorted;
+    const i = a.length === 0 || a[a.length - 1]! < txid ? a.length : this.#search(txid);
+    return i < a.length && a[i] === txid;
   }
 
   add(txid: bigint): void {
-    if (txid < this.#horizon || this.#seen.has(txid)) return;
-    this.#seen.add(txid);
-    // Transactions mostly arrive in ascending order: an append, else a binary-search insert.
+    if (txid < this.#horizon) return;
     const a = this.#sorted;
+    // Transactions mostly arrive in ascending order: an append, else a binary-search insert.
     if (a.length === 0 || a[a.length - 1]! < txid) a.push(txid);
     else {
-      let lo = 0;
-      let hi = a.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (a[mid]! < txid) lo = mid + 1;
-        else hi = mid;
-      }
-      a.splice(lo, 0, txid);
+      const i = this.#search(txid);
+      if (a[i] === txid) return;
+      a.splice(i, 0, txid);
     }
-    if (a.length > MAX_MEMORY_IDS) this.#seen.delete(a.shift()!);
+    if (a.length > MAX_MEMORY_IDS) a.shift();
     this.#encoded = null;
+  }
+
+  /** The first index whose id is at or above `txid`. */
+  #search(txid: bigint): number {
+    const a = this.#sorted;
+    let lo = 0;
+    let hi = a.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (a[mid]! < txid) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   /** Everything below `horizon` is known to be seen; forget the ids it now covers. */
   advance(horizon: bigint): void {
     if (horizon <= this.#horizon) return;
     this.#horizon = horizon;
+    const a = this.#sorted;
     let n = 0;
-    while (n < this.#sorted.length && this.#sorted[n]! < horizon) this.#seen.delete(this.#sorted[n++]!);
-    if (n > 0) this.#sorted.splice(0, n);
+    while (n < a.length && a[n]! < horizon) n++;
+    // All covered (the usual case): a new empty array lets the old one's storage go.
+    if (n === a.length) this.#sorted = [];
+    else if (n > 0) a.splice(0, n);
     this.#encoded = null;
   }
 

@@ -9,6 +9,8 @@ import type { CursorState } from './cursor.js';
 import type { Stashed } from './delivery.js';
 import { CloseCode } from './errors.js';
 
+const SETTLED = Promise.resolve();
+
 export class Subscriber {
   #cursor: CursorState | null = null;
   /** Told when the subscriber becomes live or stops being live (the Hub's live-user cache). */
@@ -58,9 +60,13 @@ export class Subscriber {
   batch = false;
   /** Alert types this socket asked for ({"type":"subscribe"}); null means all. */
   types: ReadonlySet<string> | null = null;
-  /** Settles once the first sync is over (or will never happen: socket closed, daemon stopping). */
-  readonly synced: Promise<void>;
-  #settle!: () => void;
+  /**
+   * Made when first asked for and dropped once settled: an idle socket keeps no promise and
+   * no resolver.
+   */
+  #synced: Promise<void> | null = null;
+  #resolve: (() => void) | null = null;
+  #settled = false;
 
   constructor(
     readonly ws: Socket,
@@ -70,13 +76,20 @@ export class Subscriber {
     readonly after: string | null,
     /** Unsent output allowed before the socket is closed as a slow consumer. */
     private readonly maxBuffered: number = Infinity,
-    private readonly onSlow: () => void = () => {},
-  ) {
-    this.synced = new Promise((resolve) => (this.#settle = resolve));
+    private readonly onSlow: (sub: Subscriber) => void = () => {},
+  ) {}
+
+  /** Settles once the first sync is over (or will never happen: socket closed, daemon stopping). */
+  get synced(): Promise<void> {
+    if (this.#settled) return SETTLED;
+    return (this.#synced ??= new Promise((resolve) => (this.#resolve = resolve)));
   }
 
   settle(): void {
-    this.#settle();
+    this.#settled = true;
+    this.#resolve?.();
+    this.#synced = null;
+    this.#resolve = null;
   }
 
   get live(): boolean {
@@ -108,7 +121,7 @@ export class Subscriber {
     if (!this.open) return;
     // A replay watches the bound itself (see Delivery) and pauses instead of being closed.
     if (!replay && this.congested) {
-      this.onSlow();
+      this.onSlow(this);
       this.ws.close(CloseCode.SlowConsumer, 'slow consumer');
       // The close frame waits behind the unread output; do not wait for it for long.
       setTimeout(() => this.ws.terminate(), 2000).unref();

@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { SseSocket, streamToken, type Socket } from './http/sse.js';
 import { verifySessionToken, type Session } from './auth.js';
+import { Deadlines, type Timed } from './deadlines.js';
 import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './errors.js';
 import { Subscriber, type Hub } from './hub.js';
 import type { AlertsHandler } from './http/alerts.js';
@@ -93,17 +94,23 @@ export interface ServerOptions {
   queueUsage: () => number | null;
 }
 
-interface Conn {
+/**
+ * What the server keeps per socket or stream. Every field counts: 10,000 idle sockets hold
+ * 10,000 of these, so timers live in one shared queue (see Deadlines) and event handlers are
+ * shared, not closures per socket.
+ */
+interface Conn extends Timed {
+  socket: Socket;
   session: Session | null;
-  /** `token_expiring`, then the 4401 close at `exp` (plus leeway). */
-  expiry: NodeJS.Timeout[];
+  /** What the expiry deadline (dueAt, slot) is for: `token_expiring`, then the 4401 close at `exp` (plus leeway). */
+  expiryStage: 'warn' | 'close';
   sub: Subscriber | null;
   alive: boolean;
   /** When the unanswered ping was sent (performance.now()). */
   pingedAt: number;
   authTimer: NodeJS.Timeout | undefined;
-  /** Messages of one socket are handled one after another (auth verification is async). */
-  queue: Promise<void>;
+  /** Messages of one socket are handled one after another (auth verification is async); null when none is. */
+  queue: Promise<void> | null;
   /** Rate limit: messages counted in the window that started at `windowStart`. */
   windowStart: number;
   messages: number;
@@ -112,8 +119,8 @@ interface Conn {
   pendingAddress?: string | undefined;
 }
 
-function newConn(): Conn {
-  return { session: null, expiry: [], sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: Promise.resolve(), windowStart: Date.now(), messages: 0, limited: false };
+function newConn(socket: Socket): Conn {
+  return { socket, session: null, dueAt: 0, slot: -1, expiryStage: 'warn', sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: null, windowStart: Date.now(), messages: 0, limited: false };
 }
 
 /** Loopback, private (RFC 1918), link-local and unique-local addresses, IPv4 (also IPv4-mapped) and IPv6. */
@@ -133,9 +140,42 @@ export class Server {
   readonly #opts: ServerOptions;
   #heartbeat: NodeJS.Timeout | undefined;
   #closing = false;
+  /** Every authenticated socket's token deadline (see #scheduleExpiry). */
+  readonly #expiries = new Deadlines<Conn>((conn) => this.#expiryDue(conn));
+  /**
+   * Handlers of every WebSocket's events, shared (EventEmitter calls them with the socket as
+   * `this`): closures per socket would cost each idle one a few hundred bytes.
+   */
+  readonly #wsHandlers: {
+    pong: (this: WebSocket) => void;
+    message: (this: WebSocket, data: RawData, isBinary: boolean) => void;
+    close: (this: WebSocket) => void;
+    error: (this: WebSocket, err: Error) => void;
+  };
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
+    const conns = this.#conns;
+    const server = this;
+    this.#wsHandlers = {
+      pong() {
+        const conn = conns.get(this);
+        if (conn) conn.alive = true;
+      },
+      message(data, isBinary) {
+        const conn = conns.get(this);
+        if (conn) server.#onFrame(this, conn, data, isBinary);
+      },
+      close() {
+        const conn = conns.get(this);
+        if (conn) server.#gone(this, conn);
+      },
+      // ws reports protocol violations (oversized frame, bad UTF-8) here, then closes the
+      // socket with the matching code (1009, 1007...). Nothing else to do but note it.
+      error(err) {
+        opts.log.info({ remote: remoteOf(this), err: err.message }, 'WebSocket error');
+      },
+    };
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.#onRequest(req, res);
     this.http = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
@@ -182,6 +222,7 @@ export class Server {
   async close(timeoutMs = 3000): Promise<void> {
     this.#closing = true;
     clearInterval(this.#heartbeat);
+    this.#expiries.clear();
     const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     for (const ws of this.#conns.keys()) ws.close(CloseCode.GoingAway, 'server shutting down');
     const deadline = Date.now() + timeoutMs;
@@ -272,20 +313,23 @@ export class Server {
     // A page of an allowed origin reads the stream with EventSource: CORS, as for /alerts.
     const cors: Record<string, string> = origin !== undefined ? { 'access-control-allow-origin': allowedOrigins === 'any' ? '*' : origin, vary: 'Origin' } : {};
     const sock = new SseSocket(res, cors);
-    const conn = newConn();
+    const conn = newConn(sock);
     sock.onPong = () => (conn.alive = true);
     this.#conns.set(sock, conn);
     res.once('close', () => this.#gone(sock, conn));
     const msg = parsed.message;
-    conn.queue = this.#authenticate(sock, conn, msg.token, msg.after ?? null, msg.types ?? [], msg.batch ?? false);
-    await conn.queue;
+    const auth = this.#authenticate(sock, conn, msg.token, msg.after ?? null, msg.types ?? [], msg.batch ?? false);
+    conn.queue = auth;
+    await auth;
+    if (conn.queue === auth) conn.queue = null;
   }
 
   /** A socket or stream closed: forget it and its subscriber. */
   #gone(ws: Socket, conn: Conn): void {
     clearTimeout(conn.authTimer);
+    conn.authTimer = undefined;
     this.#releaseAddress(conn);
-    for (const t of conn.expiry) clearTimeout(t);
+    this.#expiries.cancel(conn);
     this.#conns.delete(ws);
     if (conn.sub) {
       this.#opts.hub.remove(conn.sub);
@@ -299,7 +343,7 @@ export class Server {
     // Per-socket lines are debug: a reconnect storm would write 10,000 of them (the info
     // summary counts authentications).
     if (log.isLevelEnabled('debug')) log.debug({ remote }, 'New WebSocket connection attempt');
-    const conn = newConn();
+    const conn = newConn(ws);
     const { limits } = this.#opts;
     const pending = this.#conns.size - this.#opts.hub.connections;
     if (this.#conns.size >= limits.maxConnections || pending >= limits.maxUnauthenticated) {
@@ -328,29 +372,37 @@ export class Server {
         setImmediate(() => ws.terminate());
       }
     }, authTimeoutMs);
-    ws.on('pong', () => {
-      conn.alive = true;
-    });
-    ws.on('message', (data, isBinary) => {
-      if (conn.limited) return;
-      const now = Date.now();
-      if (now - conn.windowStart >= limits.rateWindowMs) {
-        conn.windowStart = now;
-        conn.messages = 0;
-      }
-      if (++conn.messages > limits.rateLimit) {
-        conn.limited = true;
-        log.warn({ remote, userId: conn.session?.userId }, `closed a WebSocket that sent more than ${limits.rateLimit} messages in ${limits.rateWindowMs} ms`);
-        return this.#fail(ws, 'rate_limited');
-      }
-      conn.queue = conn.queue.then(() => this.#onMessage(ws, conn, data, isBinary)).catch((err) => {
+    const h = this.#wsHandlers;
+    ws.on('pong', h.pong);
+    ws.on('message', h.message);
+    ws.on('close', h.close);
+    ws.on('error', h.error);
+  }
+
+  /** A frame from a socket: counted against its rate limit, then handled after the ones before it. */
+  #onFrame(ws: WebSocket, conn: Conn, data: RawData, isBinary: boolean): void {
+    const { limits, log } = this.#opts;
+    if (conn.limited) return;
+    const now = Date.now();
+    if (now - conn.windowStart >= limits.rateWindowMs) {
+      conn.windowStart = now;
+      conn.messages = 0;
+    }
+    if (++conn.messages > limits.rateLimit) {
+      conn.limited = true;
+      log.warn({ remote: remoteOf(ws), userId: conn.session?.userId }, `closed a WebSocket that sent more than ${limits.rateLimit} messages in ${limits.rateWindowMs} ms`);
+      return this.#fail(ws, 'rate_limited');
+    }
+    const next = (conn.queue ?? Promise.resolve())
+      .then(() => this.#onMessage(ws, conn, data, isBinary))
+      .catch((err) => {
         log.error({ err }, 'error while handling a WebSocket message');
+      })
+      // An idle socket keeps no settled promise.
+      .finally(() => {
+        if (conn.queue === next) conn.queue = null;
       });
-    });
-    ws.on('close', () => this.#gone(ws, conn));
-    // ws reports protocol violations (oversized frame, bad UTF-8) here, then closes the
-    // socket with the matching code (1009, 1007...). Nothing else to do but note it.
-    ws.on('error', (err) => log.info({ remote, err: err.message }, 'WebSocket error'));
+    conn.queue = next;
   }
 
   async #onMessage(ws: WebSocket, conn: Conn, data: RawData, isBinary: boolean): Promise<void> {
@@ -420,6 +472,7 @@ export class Server {
     conn.session = session;
     this.#releaseAddress(conn);
     clearTimeout(conn.authTimer);
+    conn.authTimer = undefined;
     this.#scheduleExpiry(ws, conn, session);
     if (conn.sub) {
       // A fresh token on an open socket: the stream goes on; `after` is not re-read.
@@ -430,11 +483,7 @@ export class Server {
       log.warn({ userId: session.userId }, `refused a WebSocket of user ${session.userId}: already ${this.#opts.limits.maxPerUser} connections`);
       return this.#fail(ws, 'too_many_connections');
     }
-    conn.sub = new Subscriber(ws, session.userId, session.email, after, this.#opts.limits.maxBufferedBytes, () =>
-    {
-      this.#opts.metrics?.slowConsumer();
-      log.warn({ userId: session.userId, buffered: ws.bufferedAmount }, `closed a slow consumer of user ${session.userId} (more than ${this.#opts.limits.maxBufferedBytes} bytes unsent)`);
-    });
+    conn.sub = new Subscriber(ws, session.userId, session.email, after, this.#opts.limits.maxBufferedBytes, this.#onSlow);
     if (types.length > 0) conn.sub.types = new Set(types);
     conn.sub.batch = batch;
     hub.add(conn.sub);
@@ -444,23 +493,30 @@ export class Server {
     await this.#opts.subscribe(conn.sub);
   }
 
+  /** A subscriber closed as a slow consumer (shared by all: see Conn). */
+  readonly #onSlow = (sub: Subscriber): void => {
+    this.#opts.metrics?.slowConsumer();
+    this.#opts.log.warn({ userId: sub.userId, buffered: sub.ws.bufferedAmount }, `closed a slow consumer of user ${sub.userId} (more than ${this.#opts.limits.maxBufferedBytes} bytes unsent)`);
+  };
+
   /** Expiry is enforced on open sockets: a warning ahead of `exp`, then 4401 unless a new token came. */
-  #scheduleExpiry(ws: Socket, conn: Conn, session: Session): void {
-    for (const t of conn.expiry) clearTimeout(t);
-    const now = Date.now();
-    const warnIn = (session.exp - this.#opts.expiringSeconds) * 1000 - now;
-    const closeIn = (session.exp + this.#opts.leewaySeconds) * 1000 - now;
-    // setTimeout holds at most ~24.8 days; longer-lived tokens are re-checked when it fires.
-    const MAX = 2 ** 31 - 1;
-    conn.expiry = [
-      setTimeout(() => this.#send(ws, { type: 'token_expiring', exp: session.exp }), Math.max(0, Math.min(MAX, warnIn))),
-      setTimeout(() => {
-        if (closeIn > MAX) return this.#scheduleExpiry(ws, conn, session);
-        this.#opts.log.info({ userId: session.userId }, `closed a WebSocket of user ${session.userId}: token expired`);
-        this.#fail(ws, 'token_expired');
-      }, Math.max(0, Math.min(MAX, closeIn))),
-    ];
-    if (warnIn > MAX) clearTimeout(conn.expiry[0]);
+  #scheduleExpiry(_ws: Socket, conn: Conn, session: Session): void {
+    conn.expiryStage = 'warn';
+    this.#expiries.set(conn, (session.exp - this.#opts.expiringSeconds) * 1000);
+  }
+
+  /** A socket's token deadline came (see #scheduleExpiry): the warning, then the close. */
+  #expiryDue(conn: Conn): void {
+    const session = conn.session;
+    if (!session || !this.#conns.has(conn.socket)) return;
+    if (conn.expiryStage === 'warn') {
+      this.#send(conn.socket, { type: 'token_expiring', exp: session.exp });
+      conn.expiryStage = 'close';
+      this.#expiries.set(conn, (session.exp + this.#opts.leewaySeconds) * 1000);
+      return;
+    }
+    this.#opts.log.info({ userId: session.userId }, `closed a WebSocket of user ${session.userId}: token expired`);
+    this.#fail(conn.socket, 'token_expired');
   }
 
   /** Closes (4403) every socket of `userId` whose token was issued before `before` (epoch seconds; the same second counts, as `iat` has no finer grain). */
@@ -560,6 +616,11 @@ export class Server {
       ws.ping();
     }
   }
+}
+
+/** The peer address of a WebSocket, for logs (ws keeps its net.Socket as `_socket`). */
+function remoteOf(ws: WebSocket): string | undefined {
+  return (ws as unknown as { _socket?: { remoteAddress?: string } })._socket?.remoteAddress;
 }
 
 function rawToString(data: RawData): string {
