@@ -538,8 +538,12 @@ export class Delivery {
   }
 
   #syncOne(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
-    const { log } = this.#o;
     if (!sub.open) return;
+    sub.corked(() => this.#syncOneCorked(sub, plan, res, mine, catchUp, unseen));
+  }
+
+  #syncOneCorked(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
+    const { log } = this.#o;
     const uid = sub.userId;
     const unread = unreadOf(res.unread.get(uid), sub.types);
     let { from, reset } = plan;
@@ -650,6 +654,11 @@ type Outbox = Map<Subscriber, Outgoing[]>;
  * message's would be.
  */
 function sendAll(sub: Subscriber, out: Outgoing[]): void {
+  if (out.length > 1 && !sub.batch) sub.corked(() => sendEach(sub, out));
+  else sendEach(sub, out);
+}
+
+function sendEach(sub: Subscriber, out: Outgoing[]): void {
   for (let i = 0; i < out.length; ) {
     const first = out[i]!;
     let j = i + 1;
