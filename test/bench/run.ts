@@ -188,7 +188,7 @@ class Clients {
     for (let p = 0; p * per < users.length; p++) {
       const proc = fork(new URL('./clients.ts', import.meta.url).pathname, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       c.procs.push(proc);
-      const job: ClientJob = { kind, url, users: users.slice(p * per, (p + 1) * per), secret: SECRET, localAddrs, concurrency: kind === 'pgbell' ? 100 : 200 };
+      const job: ClientJob = { kind, url, users: users.slice(p * per, (p + 1) * per), secret: SECRET, localAddrs, concurrency: 200 };
       jobs.push(c.#ask(proc, { type: 'start', job }));
     }
     const ready = (await Promise.all(jobs)) as Array<Extract<FromClient, { type: 'ready' }>>;
