@@ -328,7 +328,11 @@ export class Delivery {
     // With very many users connected, filtering costs more than reading the transactions' rows
     // for everyone (fan-out skips users with no socket here).
     const which = users.length > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: hub.liveUserIdsLiteral() };
-    return this.#retry('reading alerts', () => liveBatch(this.#o.db, batch, which, (uid) => hub.countFor(uid) > 0), { giveUpOnBadInput: true });
+    const started = performance.now();
+    const read = this.#retry('reading alerts', () => liveBatch(this.#o.db, batch, which, (uid) => hub.countFor(uid) > 0), { giveUpOnBadInput: true });
+    const metrics = this.#o.metrics;
+    if (metrics && batch.some((b) => b.txid !== null && !b.carried)) void read.then(() => metrics.liveRead((performance.now() - started) / 1000));
+    return read;
   }
 
   async #live(batch: LiveTx[], read: Promise<ChangeBatch | undefined> | null): Promise<void> {
@@ -605,7 +609,8 @@ export class Delivery {
     if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(res.epoch), unread }));
     this.#sendStash(sub, unseen);
     this.#o.metrics?.replayed(replayed, catchUp);
-    if (replayed > 0) log.info({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
+    // Per socket, so debug: after a restart every socket resumes (the info summary counts them).
+    if (replayed > 0 && log.isLevelEnabled('debug')) log.debug({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
   }
 }
 

@@ -19,13 +19,18 @@ export interface Tally {
   /** Messages written to sockets (notification, update, delete). */
   delivered: number;
   authenticated: number;
+  /** Changes sent from cursors (resumes and catch-ups). */
+  replayed: number;
+  /** Sockets refused at the connection limits (1013). */
+  refused: number;
 }
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly tally: Tally = { alerts: 0, delivered: 0, authenticated: 0 };
+  readonly tally: Tally = { alerts: 0, delivered: 0, authenticated: 0, replayed: 0, refused: 0 };
   readonly #delivered: Counter<'kind'>;
   readonly #latency: Histogram;
+  readonly #liveRead: Histogram;
   readonly #replayed: Counter<'reason'>;
   readonly #slow: Counter;
   readonly #liveTx: Counter<'via'>;
@@ -57,6 +62,12 @@ export class Metrics {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     });
+    this.#liveRead = new Histogram({
+      name: 'pgbell_live_read_seconds',
+      help: 'How long a live read (the changes of the transactions just notified) took to come back from Postgres: the part of pgbell_delivery_seconds spent waiting on the database',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
     this.#replayed = new Counter({ name: 'pgbell_replayed_total', help: 'Changes sent from a cursor: resume (a client reconnected) or catchup (the listener did)', labelNames: ['reason'], registers });
     this.#liveTx = new Counter({ name: 'pgbell_live_transactions_total', help: 'Committed transactions delivered live, by how their rows came: read (by transaction id) or stream (carried by WAL mode\'s replication stream)', labelNames: ['via'], registers });
     this.#slow = new Counter({ name: 'pgbell_slow_consumer_closes_total', help: 'Sockets closed with 4008 for not reading', registers });
@@ -77,8 +88,13 @@ export class Metrics {
     this.#latency.observe(seconds);
   }
 
+  liveRead(seconds: number): void {
+    this.#liveRead.observe(seconds);
+  }
+
   replayed(n: number, catchUp: boolean): void {
     if (n > 0) this.#replayed.inc({ reason: catchUp ? 'catchup' : 'resume' }, n);
+    this.tally.replayed += n;
   }
 
   liveTransactions(via: 'read' | 'stream', n: number): void {

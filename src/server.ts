@@ -28,6 +28,8 @@ export const MAX_PAYLOAD = 64 * 1024;
 
 /** A heartbeat pass is spread over this many timer ticks (see #beat). */
 const HEARTBEAT_SLICES = 20;
+/** At most one line per this long for sockets refused at the limits; the summary counts the rest. */
+const REFUSAL_LOG_MS = 10_000;
 
 /** What one client may cost. Defaults are in src/config.ts. */
 export interface Limits {
@@ -347,7 +349,7 @@ export class Server {
     const { limits } = this.#opts;
     const pending = this.#conns.size - this.#opts.hub.connections;
     if (this.#conns.size >= limits.maxConnections || pending >= limits.maxUnauthenticated) {
-      log.warn({ remote, connections: this.#conns.size, pendingAuth: pending }, 'refused a WebSocket: at the connection limit');
+      this.#refused(() => log.warn({ remote, connections: this.#conns.size, pendingAuth: pending }, 'refused a WebSocket: at the connection limit'));
       return this.#fail(ws, 'server_full');
     }
     // One address may not hold the whole unauthenticated budget (a client opening sockets it
@@ -356,7 +358,7 @@ export class Server {
     if (address !== null && limits.maxUnauthenticatedPerAddress > 0) {
       const n = this.#pendingByAddress.get(address) ?? 0;
       if (n >= limits.maxUnauthenticatedPerAddress) {
-        log.warn({ remote, address, pendingAuth: n }, `refused a WebSocket: ${n} sockets from ${address} have not authenticated yet`);
+        this.#refused(() => log.warn({ remote, address, pendingAuth: n }, `refused a WebSocket: ${n} sockets from ${address} have not authenticated yet`));
         return this.#fail(ws, 'server_full');
       }
       this.#pendingByAddress.set(address, n + 1);
@@ -491,6 +493,23 @@ export class Server {
     if (log.isLevelEnabled('debug')) log.debug({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
     // Later messages from this socket wait until it is live (its queue awaits this).
     await this.#opts.subscribe(conn.sub);
+  }
+
+  /** When a refusal at the limits was last logged on its own line. */
+  #refusalLoggedAt = -Infinity;
+
+  /**
+   * A socket refused at the connection limits: counted for the summary line, and written on a
+   * line of its own only for the first of a burst (a reconnect storm refuses thousands).
+   */
+  #refused(logLine: () => void): void {
+    const tally = this.#opts.metrics?.tally;
+    if (tally) tally.refused++;
+    const now = performance.now();
+    if (!tally || now - this.#refusalLoggedAt >= REFUSAL_LOG_MS) {
+      this.#refusalLoggedAt = now;
+      logLine();
+    }
   }
 
   /** A subscriber closed as a slow consumer (shared by all: see Conn). */

@@ -10,14 +10,24 @@ export function startSummary(opts: { log: Logger; tally: Tally; intervalMs: numb
   const { log, tally, intervalMs } = opts;
   let last = { ...tally };
   const timer = setInterval(() => {
-    const d = { alerts: tally.alerts - last.alerts, delivered: tally.delivered - last.delivered, authenticated: tally.authenticated - last.authenticated };
+    const d = {
+      alerts: tally.alerts - last.alerts,
+      delivered: tally.delivered - last.delivered,
+      authenticated: tally.authenticated - last.authenticated,
+      replayed: tally.replayed - last.replayed,
+      refused: tally.refused - last.refused,
+    };
     last = { ...tally };
-    if (d.alerts === 0 && d.delivered === 0 && d.authenticated === 0) return;
+    if (Object.values(d).every((n) => n === 0)) return;
     const connections = opts.connections();
     const users = opts.users();
-    log.info(
+    // Replays and refusals only when there were any: a reconnect storm's, counted here rather
+    // than written one line per socket.
+    const extra = `${d.replayed > 0 ? `; ${d.replayed} changes replayed from cursors` : ''}${d.refused > 0 ? `; ${d.refused} sockets refused at the connection limits (1013)` : ''}`;
+    (d.refused > 0 ? log.warn : log.info).call(
+      log,
       { ...d, connections, users, intervalMs },
-      `last ${formatMs(intervalMs)}: ${d.alerts} alerts, ${d.delivered} messages delivered, ${d.authenticated} sockets authenticated; now ${connections} connections of ${users} users`,
+      `last ${formatMs(intervalMs)}: ${d.alerts} alerts, ${d.delivered} messages delivered, ${d.authenticated} sockets authenticated${extra}; now ${connections} connections of ${users} users`,
     );
   }, intervalMs);
   timer.unref();
