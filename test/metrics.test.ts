@@ -40,6 +40,9 @@ describe('/metrics', () => {
     expect(metric(text, 'pgbell_delivered_total{kind="notification"}')).toBe(4);
     expect(metric(text, 'pgbell_auth_failures_total{reason="invalid_token"}')).toBe(1);
     expect(metric(text, 'pgbell_delivery_seconds_count')).toBeGreaterThanOrEqual(1);
+    // The insert's read, timed apart from the rest of the delivery.
+    expect(metric(text, 'pgbell_live_read_seconds_count')).toBeGreaterThanOrEqual(1);
+    expect(metric(text, 'pgbell_live_read_seconds_sum')).toBeGreaterThan(0);
     expect(metric(text, 'pgbell_notify_queue_usage')).toBe(0);
     expect(metric(text, 'pgbell_listener_reconnects')).toBe(0);
     expect(text).toContain('pgbell_process_resident_memory_bytes');

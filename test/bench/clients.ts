@@ -6,6 +6,7 @@
 import { io, type Socket } from 'socket.io-client';
 import WebSocket from 'ws';
 import { secretKey, signSessionToken } from '../../src/auth.js';
+import { backoffDelay } from '../../src/client/index.js';
 
 export type TargetKind = 'pgbell' | 'relay' | 'socketio' | 'broadcast';
 
@@ -19,11 +20,24 @@ export interface ClientJob {
   localAddrs: string[];
   /** Sockets connecting at once. */
   concurrency: number;
+  /**
+   * pgbell only: a socket closed by the server reconnects as pgbell/client does (full-jitter
+   * backoff, reset after 10 s live) and resumes from its last cursor.
+   */
+  reconnect?: boolean;
 }
 
-export type ToClient = { type: 'start'; job: ClientJob } | { type: 'reset' } | { type: 'collect' } | { type: 'close' };
+export type ToClient =
+  | { type: 'start'; job: ClientJob }
+  | { type: 'reset' }
+  | { type: 'collect' }
+  | { type: 'status' }
+  | { type: 'verify'; prefix: string; expected: Record<string, number> }
+  | { type: 'close' };
 export type FromClient =
   | { type: 'ready'; ms: number; failed: number }
+  | { type: 'status'; live: number; total: number; refused: number }
+  | { type: 'verified'; lost: number; repeats: number; foreign: number }
   | { type: 'samples'; titles: string[]; at: number[]; received: number; foreign: number; last: number };
 
 const now = () => Number(process.hrtime.bigint());
@@ -52,7 +66,59 @@ function token(job: ClientJob, user: string): Promise<string> {
   return t;
 }
 
+/** A socket that reconnects (ClientJob.reconnect): its state, for `status` and `verify`. */
+interface Resuming {
+  user: string;
+  live: boolean;
+  cursor: string | undefined;
+  attempt: number;
+  liveSince: number;
+  refused: number;
+  /** Titles received, over every connection. */
+  titles: Set<string>;
+  repeats: number;
+}
+const resuming: Resuming[] = [];
+let closing = false;
+
+function openResuming(job: ClientJob, r: Resuming, i: number, first?: { resolve: () => void; reject: (err: Error) => void }): void {
+  const ws = new WebSocket(job.url, { localAddress: job.localAddrs[i % job.localAddrs.length], perMessageDeflate: false });
+  closers.push(() => ws.terminate());
+  const seenHere = new Set<string>();
+  ws.on('error', () => {});
+  ws.once('open', async () => ws.send(JSON.stringify({ type: 'auth', token: await token(job, r.user), batch: true, ...(r.cursor ? { after: r.cursor } : {}) })));
+  ws.on('message', (data) => {
+    const m = JSON.parse(String(data));
+    if (m.cursor) r.cursor = m.cursor;
+    const alerts = m.type === 'notification' ? [m.alert] : m.type === 'notifications' ? m.alerts : [];
+    if (alerts.length > 0) record(r.user, alerts);
+    for (const a of alerts) {
+      if (seenHere.has(a.title)) r.repeats++;
+      seenHere.add(a.title);
+      r.titles.add(a.title);
+    }
+    if (m.type === 'synced') {
+      r.live = true;
+      r.liveSince = Date.now();
+      first?.resolve();
+      first = undefined;
+    }
+  });
+  ws.on('close', (code) => {
+    r.live = false;
+    if (closing) return;
+    if (code === 1013) r.refused++;
+    if (r.liveSince > 0 && Date.now() - r.liveSince >= 10_000) r.attempt = 0;
+    setTimeout(() => openResuming(job, r, i, first), backoffDelay(r.attempt++));
+  });
+}
+
 function connectOne(job: ClientJob, user: string, i: number): Promise<void> {
+  if (job.kind === 'pgbell' && job.reconnect) {
+    const r: Resuming = { user, live: false, cursor: undefined, attempt: 0, liveSince: 0, refused: 0, titles: new Set(), repeats: 0 };
+    resuming.push(r);
+    return new Promise((resolve, reject) => openResuming(job, r, i, { resolve, reject }));
+  }
   const localAddress = job.localAddrs[i % job.localAddrs.length];
   if (job.kind === 'socketio') {
     return new Promise((resolve, reject) => {
@@ -120,7 +186,21 @@ process.on('message', async (msg: ToClient) => {
     foreign = 0;
     last = 0;
   } else if (msg.type === 'collect') process.send!({ type: 'samples', titles, at, received, foreign, last } satisfies FromClient);
-  else if (msg.type === 'close') {
+  else if (msg.type === 'status') {
+    process.send!({ type: 'status', live: resuming.filter((r) => r.live).length, total: resuming.length, refused: resuming.reduce((n, r) => n + r.refused, 0) } satisfies FromClient);
+  } else if (msg.type === 'verify') {
+    // Every socket must hold every alert of its user whose title has the prefix, and no other.
+    let lost = 0;
+    let strangers = 0;
+    for (const r of resuming) {
+      const mine = [...r.titles].filter((t) => t.startsWith(msg.prefix));
+      const ofUser = mine.filter((t) => t.startsWith(`${msg.prefix}${r.user}-`));
+      strangers += mine.length - ofUser.length;
+      lost += Math.max(0, (msg.expected[r.user] ?? 0) - ofUser.length);
+    }
+    process.send!({ type: 'verified', lost, repeats: resuming.reduce((n, r) => n + r.repeats, 0), foreign: strangers } satisfies FromClient);
+  } else if (msg.type === 'close') {
+    closing = true;
     for (const c of closers) c();
     process.exit(0);
   }

@@ -11,11 +11,15 @@ export interface Report {
   at: string;
   machine: { cpus: number; cpuModel: string; memGiB: number; node: string; postgres: string };
   params: Record<string, number>;
-  latency: Array<{ target: string; sockets: number; users: number; rate: number; achievedRate: number; expected: number; delivered: number; foreign: number; fromAck: Percentiles; fromSend: Percentiles; cpuSeconds?: number }>;
-  connections: Array<{ target: string; sockets: number; connectMs: number; failed: number; rssIdle: number; rssHeld: number; perSocket: number }>;
+  latency: Array<{ target: string; clients?: number; sockets: number; users: number; rate: number; achievedRate: number; expected: number; delivered: number; foreign: number; fromAck: Percentiles; fromSend: Percentiles; cpuSeconds?: number }>;
+  connections: Array<{ target: string; clients?: number; sockets: number; connectMs: number; failed: number; rssIdle: number; rssHeld: number; perSocket: number }>;
   throughput: Array<{ target: string; case: string; alerts: number; delivered: number; foreign: number; seconds: number; perSecond: number; ackToLastMs: number }>;
   writerTax: Array<{ writers: number; off: number; notify: number; poll: number; wal?: number }>;
   profile: ProfileSummary | null;
+  /** pgbell's own view of the latency runs (from its /metrics): delivery and read times, event-loop delay. */
+  inside?: Array<{ target: string; clients: number; deliveryMs: number; notifications: number; readMs: number; reads: number; loopP50Ms: number; loopP99Ms: number }>;
+  /** The reconnect storm (see storm() in run.ts). */
+  storm?: { sockets: number; clients: number; backMs: number; stoppedMs: number; upMs: number; live: number; refused: number; peakPending: number; alerts: number; lost: number; repeats: number; foreign: number };
 }
 
 export interface ProfileSummary {

@@ -46,14 +46,14 @@ import { summarizeProfile, writeReport, type Report } from './report.js';
 
 const { values: args } = parseArgs({
   options: {
-    scenarios: { type: 'string', default: 'latency,throughput,writers' },
+    scenarios: { type: 'string', default: 'latency,storm,throughput,writers' },
     targets: { type: 'string', default: 'pgbell,pgbell-debug,pgbell-poll,pgbell-wal,listen,relay,relay-wal,socketio,broadcast' },
     'poll-ms': { type: 'string', default: '100' },
     sockets: { type: 'string', default: '10000' },
     users: { type: 'string', default: '1000' },
     rate: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '10' },
-    clients: { type: 'string', default: '4' },
+    clients: { type: 'string', default: '2,4' },
     'tax-writers': { type: 'string', default: '1,8,32' },
     'tax-seconds': { type: 'string', default: '3' },
     'burst-rows': { type: 'string', default: '100000' },
@@ -70,7 +70,9 @@ const S = Number(args.sockets);
 const U = Number(args.users);
 const RATE = Number(args.rate);
 const SECONDS = Number(args.seconds);
-const CLIENTS = Number(args.clients);
+/** Client processes: the latency scenario runs with each count (all targets with the first, pgbell and floor B with the rest); the others use the first. */
+const CLIENT_COUNTS = args.clients.split(',').map(Number);
+const CLIENTS = CLIENT_COUNTS[0]!;
 const SECRET = 'bench-secret-bench-secret-bench-secret';
 const WRITER_POOL = 8;
 const now = () => Number(process.hrtime.bigint());
@@ -102,8 +104,8 @@ interface Running {
   stop(): Promise<void>;
 }
 
-async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir?: string): Promise<Running> {
-  const port = await freePort();
+async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir?: string, fixedPort?: number): Promise<Running> {
+  const port = fixedPort ?? (await freePort());
   const env = { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1' };
   let child: ChildProcess;
   if (isPgbell(kind)) {
@@ -179,16 +181,16 @@ function dbFor(kind: Target, dbs: Dbs): string {
 class Clients {
   readonly procs: ChildProcess[] = [];
 
-  static async connect(target: Exclude<Target, 'listen'>, url: string, users: string[]): Promise<{ clients: Clients; ms: number; failed: number }> {
+  static async connect(target: Exclude<Target, 'listen'>, url: string, users: string[], processes = CLIENTS, reconnect = false): Promise<{ clients: Clients; ms: number; failed: number }> {
     const kind: TargetKind = isPgbell(target) ? 'pgbell' : target === 'relay-wal' ? 'relay' : (target as TargetKind);
     const c = new Clients();
-    const per = Math.ceil(users.length / CLIENTS);
+    const per = Math.ceil(users.length / processes);
     const localAddrs = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
     const jobs: Array<Promise<FromClient>> = [];
     for (let p = 0; p * per < users.length; p++) {
       const proc = fork(new URL('./clients.ts', import.meta.url).pathname, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       c.procs.push(proc);
-      const job: ClientJob = { kind, url, users: users.slice(p * per, (p + 1) * per), secret: SECRET, localAddrs, concurrency: 200 };
+      const job: ClientJob = { kind, url, users: users.slice(p * per, (p + 1) * per), secret: SECRET, localAddrs, concurrency: 200, reconnect };
       jobs.push(c.#ask(proc, { type: 'start', job }));
     }
     const ready = (await Promise.all(jobs)) as Array<Extract<FromClient, { type: 'ready' }>>;
@@ -204,6 +206,18 @@ class Clients {
 
   reset(): void {
     for (const p of this.procs) p.send({ type: 'reset' } satisfies ToClient);
+  }
+
+  /** Reconnecting sockets (ClientJob.reconnect): how many are live, and 1013 refusals so far. */
+  async status(): Promise<{ live: number; total: number; refused: number }> {
+    const all = (await Promise.all(this.procs.map((p) => this.#ask(p, { type: 'status' })))) as Array<Extract<FromClient, { type: 'status' }>>;
+    return { live: all.reduce((n, a) => n + a.live, 0), total: all.reduce((n, a) => n + a.total, 0), refused: all.reduce((n, a) => n + a.refused, 0) };
+  }
+
+  /** Reconnecting sockets: alerts titled `prefix…` that a socket lacks of its user's, repeated within a connection, or of another user. */
+  async verify(prefix: string, expected: Record<string, number>): Promise<{ lost: number; repeats: number; foreign: number }> {
+    const all = (await Promise.all(this.procs.map((p) => this.#ask(p, { type: 'verify', prefix, expected })))) as Array<Extract<FromClient, { type: 'verified' }>>;
+    return { lost: all.reduce((n, a) => n + a.lost, 0), repeats: all.reduce((n, a) => n + a.repeats, 0), foreign: all.reduce((n, a) => n + a.foreign, 0) };
   }
 
   async collect(): Promise<{ titles: string[]; at: number[]; received: number; foreign: number; last: number }> {
@@ -295,12 +309,12 @@ function percentiles(samples: number[]): Percentiles {
 
 // ---------- scenarios ----------
 
-async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
+async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: string, processes = CLIENTS): Promise<void> {
   const users = Array.from({ length: U }, (_, i) => `u${i}`);
   const socketUsers = Array.from({ length: S }, (_, i) => users[i % U]!);
   const perUser = new Map<string, number>();
   for (const u of socketUsers) perUser.set(u, (perUser.get(u) ?? 0) + 1);
-  log(`\n== latency: ${kind}, ${kind === 'listen' ? 'no sockets' : `${S} sockets`}, ${U} users, ${RATE} INSERTs/s for ${SECONDS} s`);
+  log(`\n== latency: ${kind}, ${kind === 'listen' ? 'no sockets' : `${S} sockets over ${processes} client processes`}, ${U} users, ${RATE} INSERTs/s for ${SECONDS} s`);
 
   if (kind === 'listen') {
     const [l] = (await connectMany(dbs.pgbell, 1)) as [pg.Client];
@@ -316,7 +330,7 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
     await l.end();
     const lat = stamps.filter((s) => got.has(s.txid)).map((s) => ms(got.get(s.txid)! - s.ack));
     const upper = stamps.filter((s) => got.has(s.txid)).map((s) => ms(got.get(s.txid)! - s.send));
-    report.latency.push({ target: 'listen', sockets: 0, users: U, rate: RATE, achievedRate: achieved, expected: stamps.length, delivered: lat.length, foreign: 0, fromAck: percentiles(lat), fromSend: percentiles(upper) });
+    report.latency.push({ target: 'listen', clients: 0, sockets: 0, users: U, rate: RATE, achievedRate: achieved, expected: stamps.length, delivered: lat.length, foreign: 0, fromAck: percentiles(lat), fromSend: percentiles(upper) });
     printLatency(report.latency.at(-1)!);
     return;
   }
@@ -325,14 +339,16 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
   try {
     await sleep(1000);
     const rssIdle = await rss(target.pid);
-    const { clients, ms: connectMs, failed } = await Clients.connect(kind, target.url, socketUsers);
+    const { clients, ms: connectMs, failed } = await Clients.connect(kind, target.url, socketUsers, processes);
     await sleep(2000);
     const rssHeld = await rss(target.pid);
-    report.connections.push({ target: kind, sockets: S, connectMs, failed, rssIdle, rssHeld, perSocket: (rssHeld - rssIdle) / S });
+    report.connections.push({ target: kind, clients: processes, sockets: S, connectMs, failed, rssIdle, rssHeld, perSocket: (rssHeld - rssIdle) / S });
     log(`   ${S} sockets connected${kind.startsWith('pgbell') ? ' and authenticated' : ''} in ${(connectMs / 1000).toFixed(1)} s (${failed} failed); RSS ${(rssIdle / 2 ** 20).toFixed(0)} → ${(rssHeld / 2 ** 20).toFixed(0)} MiB = ${((rssHeld - rssIdle) / S / 1024).toFixed(1)} KiB per socket`);
     clients.reset();
     const db = dbFor(kind, dbs);
     const cpu0 = await cpuSeconds(target.pid);
+    // Reading the metrics resets the event-loop delay figures: what is read after covers the paced run.
+    if (isPgbell(kind)) await fetch(target.url.replace('ws:', 'http:') + 'metrics').then((r) => r.text());
     const { stamps, achieved } = await paced(db, users, RATE, SECONDS, kind === 'broadcast' ? target.url.replace('ws:', 'http:') + 'broadcast' : undefined);
     const expected = stamps.reduce((n, _, k) => n + perUser.get(users[(k * 7919) % users.length]!)!, 0);
     await clients.waitFor(expected, 10_000);
@@ -342,7 +358,12 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
       const text = await (await fetch(target.url.replace('ws:', 'http:') + 'metrics')).text();
       const sum = Number(/^pgbell_delivery_seconds_sum (\S+)/m.exec(text)?.[1]);
       const count = Number(/^pgbell_delivery_seconds_count (\S+)/m.exec(text)?.[1]);
-      log(`   inside pgbell: notification → sent, mean ${((sum / count) * 1000).toFixed(2)} ms over ${count} notifications`);
+      const readSum = Number(/^pgbell_live_read_seconds_sum (\S+)/m.exec(text)?.[1]);
+      const reads = Number(/^pgbell_live_read_seconds_count (\S+)/m.exec(text)?.[1]);
+      const lag = (q: string) => Number(new RegExp(`^pgbell_nodejs_eventloop_lag_${q}_seconds (\\S+)`, 'm').exec(text)?.[1]) * 1000;
+      log(`   inside pgbell: notification → sent, mean ${((sum / count) * 1000).toFixed(2)} ms over ${count} notifications; its reads from Postgres, mean ${((readSum / reads) * 1000).toFixed(2)} ms over ${reads} reads; event-loop delay p50 ${lag('p50').toFixed(2)} ms, p99 ${lag('p99').toFixed(2)} ms`);
+      report.inside ??= [];
+      report.inside.push({ target: kind, clients: processes, deliveryMs: (sum / count) * 1000, notifications: count, readMs: (readSum / reads) * 1000, reads, loopP50Ms: lag('p50'), loopP99Ms: lag('p99') });
     }
     const got = await clients.collect();
     const fromAck: number[] = [];
@@ -353,7 +374,7 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
       fromAck.push(ms(got.at[i]! - s.ack));
       fromSend.push(ms(got.at[i]! - s.send));
     }
-    report.latency.push({ target: kind, sockets: S, users: U, rate: RATE, achievedRate: achieved, expected, delivered: got.received, foreign: got.foreign, fromAck: percentiles(fromAck), fromSend: percentiles(fromSend), cpuSeconds: cpu });
+    report.latency.push({ target: kind, clients: processes, sockets: S, users: U, rate: RATE, achievedRate: achieved, expected, delivered: got.received, foreign: got.foreign, fromAck: percentiles(fromAck), fromSend: percentiles(fromSend), cpuSeconds: cpu });
     printLatency(report.latency.at(-1)!);
     await clients.close();
   } finally {
@@ -366,6 +387,69 @@ function printLatency(r: Report['latency'][number]): void {
   log(`   ${r.achievedRate.toFixed(0)} INSERTs/s achieved; delivered ${r.delivered}/${r.expected}${r.foreign ? `, ${r.foreign} TO THE WRONG USER` : ''}${r.cpuSeconds !== undefined ? `; server CPU ${r.cpuSeconds.toFixed(2)} s (${((r.cpuSeconds / r.delivered) * 1e6).toFixed(0)} µs per delivery)` : ''}`);
   log(`   commit ack → socket: ${f(r.fromAck)}`);
   log(`   send → socket:       ${f(r.fromSend)}`);
+}
+
+/**
+ * A reconnect storm: S sockets that reconnect as pgbell/client does (backoff with full jitter,
+ * resuming from their cursors) are dropped at once by a restart of the daemon (SIGTERM, then a
+ * new one on the same port). Alerts are written throughout; the time is from the restart's
+ * start until every socket is live again, and every socket must end with every alert of its user.
+ */
+async function storm(dbs: Dbs, report: Report): Promise<void> {
+  const users = Array.from({ length: U }, (_, i) => `u${i}`);
+  const socketUsers = Array.from({ length: S }, (_, i) => users[i % U]!);
+  log(`\n== storm: pgbell, ${S} sockets over ${CLIENTS} client processes, dropped at once by a restart, alerts written throughout`);
+  const port = await freePort();
+  let target = await startTarget('pgbell', dbs, undefined, port);
+  const { clients } = await Clients.connect('pgbell', target.url, socketUsers, CLIENTS, true);
+  const expected: Record<string, number> = {};
+  const writer = await connectMany(dbs.pgbell, 1).then(([c]) => c!);
+  let writing = true;
+  let k = 0;
+  const writes = (async () => {
+    while (writing) {
+      const user = users[(k * 7919) % users.length]!;
+      await writer.query('INSERT INTO "Alert" ("userId", title) VALUES ($1, $2)', [user, `storm-${user}-${k++}`]);
+      expected[user] = (expected[user] ?? 0) + 1;
+      await sleep(10);
+    }
+  })();
+  try {
+    await sleep(1000);
+    const t0 = performance.now();
+    await target.stop();
+    const stoppedMs = performance.now() - t0;
+    target = await startTarget('pgbell', dbs, undefined, port);
+    const upMs = performance.now() - t0;
+    const health = target.url.replace('ws:', 'http:') + 'health';
+    let peakPending = 0;
+    let status = await clients.status();
+    for (;;) {
+      const h = (await fetch(health).then((r) => r.json(), () => null)) as { pendingAuth?: number } | null;
+      peakPending = Math.max(peakPending, h?.pendingAuth ?? 0);
+      status = await clients.status();
+      if (status.live === status.total || performance.now() - t0 > 180_000) break;
+      await sleep(50);
+    }
+    const backMs = performance.now() - t0;
+    await sleep(1000);
+    writing = false;
+    await writes;
+    // Every socket resumes with its cursor: what was written while it was away arrives then.
+    let v = await clients.verify('storm-', expected);
+    for (let i = 0; i < 100 && v.lost > 0; i++) {
+      await sleep(100);
+      v = await clients.verify('storm-', expected);
+    }
+    report.storm = { sockets: S, clients: CLIENTS, backMs, stoppedMs, upMs, live: status.live, refused: status.refused, peakPending, alerts: k, ...v };
+    log(`   all ${status.live}/${status.total} back in ${(backMs / 1000).toFixed(1)} s from the restart's start (old daemon gone after ${(stoppedMs / 1000).toFixed(1)} s, new one healthy after ${(upMs / 1000).toFixed(1)} s); ${status.refused} refusals with 1013; peak unauthenticated ${peakPending}; ${k} alerts written meanwhile: lost ${v.lost}, repeats ${v.repeats}, to the wrong user ${v.foreign}`);
+  } finally {
+    writing = false;
+    await writes.catch(() => {});
+    await writer.end();
+    await clients.close();
+    await target.stop();
+  }
 }
 
 async function throughput(kind: Target, dbs: Dbs, report: Report, profileDir?: string): Promise<void> {
@@ -551,7 +635,12 @@ async function main(): Promise<void> {
   const profileDir = args.profile ? await mkdtemp(path.join(os.tmpdir(), 'pgbell-prof-')) : undefined;
   try {
     // The profile is of pgbell in the first scenario run.
-    if (SCENARIOS.has('latency')) for (const t of TARGETS) await latency(t, dbs, report, profileDir);
+    if (SCENARIOS.has('latency')) {
+      for (const t of TARGETS) await latency(t, dbs, report, profileDir);
+      // The goals' ratios at every client count: pgbell and floor B again with each further one.
+      for (const n of CLIENT_COUNTS.slice(1)) for (const t of TARGETS.filter((t) => t === 'pgbell' || t === 'relay')) await latency(t, dbs, report, undefined, n);
+    }
+    if (SCENARIOS.has('storm') && TARGETS.includes('pgbell')) await storm(dbs, report);
     const throughputProfile = SCENARIOS.has('latency') ? undefined : profileDir;
     if (SCENARIOS.has('throughput')) for (const t of TARGETS) await throughput(t, dbs, report, throughputProfile);
     if (SCENARIOS.has('writers')) await writerTax(dbs, report);
