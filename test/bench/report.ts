@@ -142,16 +142,16 @@ function markdown(r: Report): string {
   lines.push(`Measured ${r.at.slice(0, 10)} on ${m.cpus} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, PostgreSQL ${m.postgres}: the daemon, Postgres, the writers and the client processes all share these cores. Reproduce with \`npm run bench\` (see the header of test/bench/run.ts for the options); the raw figures are in benchmarks.json.`, '');
   lines.push(`Parameters: ${Object.entries(r.params).map(([k, v]) => `${k} ${v}`).join(', ')}.`, '');
   lines.push('![figures](benchmarks.svg)', '');
-  lines.push(...targets(r));
+  lines.push(...roundTwo(r), ...targets(r));
   if (r.latency.length) {
     lines.push('## Latency: commit → socket', '');
     lines.push('The writer stamps each INSERT before sending it and when its commit is acknowledged; the client processes stamp receipt, all with the same monotonic clock. "from ack" can undercount by the ack\'s own trip; "from send" overcounts by the INSERT\'s execution.', '');
     lines.push('Times in ms. "server CPU" is the target process\'s user + system time over the run, per alert delivered.', '');
-    lines.push('| target | sockets | INSERTs/s | delivered | p50 | p90 | p99 | p99.9 | max | p50 from send | server CPU |', '|---|---|---|---|---|---|---|---|---|---|---|');
+    lines.push('| target | clients | sockets | INSERTs/s | delivered | p50 | p90 | p99 | p99.9 | max | p50 from send | server CPU |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
     for (const l of r.latency) {
       const a = l.fromAck;
       const cpu = l.cpuSeconds === undefined ? '–' : `${((l.cpuSeconds / l.delivered) * 1e6).toFixed(0)} µs`;
-      lines.push(`| ${l.target} | ${l.sockets} | ${l.achievedRate.toFixed(0)} | ${l.delivered}/${l.expected}${l.foreign ? ` (**${l.foreign} wrong user**)` : ''} | ${fmt(a.p50)} | ${fmt(a.p90)} | ${fmt(a.p99)} | ${fmt(a.p999)} | ${fmt(a.max, 1)} | ${fmt(l.fromSend.p50)} | ${cpu} |`);
+      lines.push(`| ${l.target} | ${l.clients ?? r.params.clients} | ${l.sockets} | ${l.achievedRate.toFixed(0)} | ${l.delivered}/${l.expected}${l.foreign ? ` (**${l.foreign} wrong user**)` : ''} | ${fmt(a.p50)} | ${fmt(a.p90)} | ${fmt(a.p99)} | ${fmt(a.p999)} | ${fmt(a.max, 1)} | ${fmt(l.fromSend.p50)} | ${cpu} |`);
     }
     lines.push('');
     const wal = r.latency.find((l) => l.target === 'pgbell-wal');
@@ -176,9 +176,23 @@ function markdown(r: Report): string {
   }
   if (r.connections.length) {
     lines.push('## Connections', '');
-    lines.push('| target | sockets | connect (+ auth for pgbell) | RSS before → after | RSS per idle socket |', '|---|---|---|---|---|');
-    for (const c of r.connections) lines.push(`| ${c.target} | ${c.sockets}${c.failed ? ` (${c.failed} failed)` : ''} | ${(c.connectMs / 1000).toFixed(1)} s | ${(c.rssIdle / 2 ** 20).toFixed(0)} → ${(c.rssHeld / 2 ** 20).toFixed(0)} MiB | ${(c.perSocket / 1024).toFixed(1)} KiB |`);
+    lines.push('| target | clients | sockets | connect (+ auth for pgbell) | RSS before → after | RSS per idle socket |', '|---|---|---|---|---|---|');
+    for (const c of r.connections) lines.push(`| ${c.target} | ${c.clients ?? r.params.clients} | ${c.sockets}${c.failed ? ` (${c.failed} failed)` : ''} | ${(c.connectMs / 1000).toFixed(1)} s | ${(c.rssIdle / 2 ** 20).toFixed(0)} → ${(c.rssHeld / 2 ** 20).toFixed(0)} MiB | ${(c.perSocket / 1024).toFixed(1)} KiB |`);
     lines.push('');
+  }
+  if (r.inside?.length) {
+    lines.push('## Inside pgbell', '');
+    lines.push('From pgbell\'s own /metrics over each latency run: a notification\'s arrival to its changes written to every socket (`pgbell_delivery_seconds`), the part of that waiting for the rows from Postgres (`pgbell_live_read_seconds`), and the event loop\'s delay (`nodejs_eventloop_lag`, over the paced run).', '');
+    lines.push('| target | clients | notification → sent (mean) | read (mean) | reads | notifications per read | event-loop delay p50 | p99 |', '|---|---|---|---|---|---|---|---|');
+    for (const x of r.inside) lines.push(`| ${x.target} | ${x.clients} | ${fmt(x.deliveryMs)} ms | ${fmt(x.readMs)} ms | ${x.reads} | ${fmt(x.notifications / x.reads)} | ${fmt(x.loopP50Ms)} ms | ${fmt(x.loopP99Ms)} ms |`);
+    lines.push('');
+  }
+  if (r.storm) {
+    const st = r.storm;
+    lines.push('## Reconnect storm', '');
+    lines.push(`${st.sockets} sockets over ${st.clients} client processes, each reconnecting as pgbell/client does (full-jitter backoff from 500 ms, resuming from its cursor), dropped at once by a restart of the daemon (SIGTERM, then a new process on the same port), while alerts were written throughout.`, '');
+    lines.push('| all back (from the restart\'s start) | old daemon gone | new one healthy | refusals (1013) | peak unauthenticated | alerts written | lost | repeated | to the wrong user |', '|---|---|---|---|---|---|---|---|---|');
+    lines.push(`| ${(st.backMs / 1000).toFixed(1)} s | ${(st.stoppedMs / 1000).toFixed(1)} s | ${(st.upMs / 1000).toFixed(1)} s | ${st.refused} | ${st.peakPending} | ${st.alerts} | ${st.lost} | ${st.repeats} | ${st.foreign} |`, '');
   }
   if (r.throughput.length) {
     lines.push('## Throughput', '');
@@ -205,6 +219,44 @@ function markdown(r: Report): string {
 }
 
 /** The goals pgbell set itself, each with the figure measured in this run and whether it was met. */
+/**
+ * The goals of the second performance round: ratios to floor B (the minimal relay) in the same
+ * run, at each client-process count; the storm's absolute bound; nothing lost anywhere.
+ */
+function roundTwo(r: Report): string[] {
+  const rows: Array<[string, string, boolean | null]> = [];
+  const add = (goal: string, measured: number | undefined, ok: (v: number) => boolean, show: (v: number) => string) =>
+    rows.push([goal, measured === undefined || !Number.isFinite(measured) ? 'not measured' : show(measured), measured === undefined || !Number.isFinite(measured) ? null : ok(measured)]);
+  const n = (x: { clients?: number }) => x.clients ?? r.params.clients;
+  const counts = [...new Set(r.latency.filter((l) => l.target === 'pgbell').map(n))];
+  for (const c of counts) {
+    const pg = r.latency.find((l) => l.target === 'pgbell' && n(l) === c);
+    const relay = r.latency.find((l) => l.target === 'relay' && n(l) === c);
+    const at = `${c} client processes`;
+    add(`p50 ≤ 1.3× floor B, notify mode, default settings (${at})`, pg && relay ? pg.fromAck.p50 / relay.fromAck.p50 : undefined, (v) => v <= 1.3, (v) => `${v.toFixed(1)}× (${fmt(pg!.fromAck.p50)} against ${fmt(relay!.fromAck.p50)} ms)`);
+    add(`p99 ≤ 2× floor B's p99 (${at})`, pg && relay ? pg.fromAck.p99 / relay.fromAck.p99 : undefined, (v) => v <= 2, (v) => `${v.toFixed(1)}× (${fmt(pg!.fromAck.p99)} against ${fmt(relay!.fromAck.p99)} ms)`);
+    const cp = r.connections.find((x) => x.target === 'pgbell' && n(x) === c);
+    const cr = r.connections.find((x) => x.target === 'relay' && n(x) === c);
+    add(`RSS per idle authenticated socket ≤ floor B's + 1 KiB (${at})`, cp && cr ? (cp.perSocket - cr.perSocket) / 1024 : undefined, (v) => v <= 1, (v) => `${v >= 0 ? '+' : ''}${v.toFixed(2)} KiB (${(cp!.perSocket / 1024).toFixed(1)} against ${(cr!.perSocket / 1024).toFixed(1)} KiB)`);
+    add(`authenticating ${cp?.sockets ?? ''} sockets ≤ 1.5× floor B's accepting them (${at})`, cp && cr ? cp.connectMs / cr.connectMs : undefined, (v) => v <= 1.5, (v) => `${v.toFixed(2)}× (${(cp!.connectMs / 1000).toFixed(1)} against ${(cr!.connectMs / 1000).toFixed(1)} s)`);
+  }
+  const st = r.storm;
+  add(`reconnect storm (${st?.sockets ?? ''} sockets dropped by a restart) all back ≤ 10 s, the unauthenticated cap holding`, st?.backMs, (v) => v <= 10_000, (v) => `${(v / 1000).toFixed(1)} s (${st!.refused} refusals, peak unauthenticated ${st!.peakPending})`);
+  const runs = [...r.latency.filter((l) => l.target.startsWith('pgbell')), ...r.throughput.filter((t) => t.target.startsWith('pgbell'))];
+  const lost = runs.reduce((k, x) => k + ('expected' in x ? x.expected - x.delivered : x.alerts - x.delivered) + x.foreign, 0) + (st ? st.lost + st.repeats + st.foreign : 0);
+  add('nothing lost (or repeated, or misdelivered) in any scenario', runs.length || st ? lost : undefined, (v) => v === 0, (v) => (v === 0 ? 'none' : `${v}`));
+  return [
+    '## Goals',
+    '',
+    'Each ratio is to floor B (the minimal relay, test/bench/peers/relay.ts) measured in the same run.',
+    '',
+    '| goal | this run | met |',
+    '|---|---|---|',
+    ...rows.map(([g, m, ok]) => `| ${g} | ${m} | ${ok === null ? '–' : ok ? 'yes' : '**no**'} |`),
+    '',
+  ];
+}
+
 function targets(r: Report): string[] {
   const pg = r.latency.find((l) => l.target === 'pgbell');
   const relay = r.latency.find((l) => l.target === 'relay');
@@ -243,7 +295,7 @@ function targets(r: Report): string[] {
   const lost = walRuns.reduce((n, x) => n + ('expected' in x ? x.expected - x.delivered : x.alerts - x.delivered) + x.foreign, 0);
   add('WAL mode: nothing lost or misdelivered in any scenario', walRuns.length ? lost : undefined, (v) => v === 0, (v) => (v === 0 ? 'none' : `${v} lost or misdelivered`));
   return [
-    '## Goals',
+    '## Earlier goals',
     '',
     '| goal | this run | met |',
     '|---|---|---|',
