@@ -543,7 +543,10 @@ export class Delivery {
 
   #syncOne(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
     if (!sub.open) return;
-    sub.corked(() => this.#syncOneCorked(sub, plan, res, mine, catchUp, unseen));
+    // A replay is written as it goes: corked, its frames would count against the socket's
+    // bound before the kernel had taken any, and a backlog would pause at every bound's worth.
+    if (mine.length > 0) this.#syncOneCorked(sub, plan, res, mine, catchUp, unseen);
+    else sub.corked(() => this.#syncOneCorked(sub, plan, res, mine, catchUp, unseen));
   }
 
   #syncOneCorked(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
@@ -659,11 +662,6 @@ type Outbox = Map<Subscriber, Outgoing[]>;
  * message's would be.
  */
 function sendAll(sub: Subscriber, out: Outgoing[]): void {
-  if (out.length > 1 && !sub.batch) sub.corked(() => sendEach(sub, out));
-  else sendEach(sub, out);
-}
-
-function sendEach(sub: Subscriber, out: Outgoing[]): void {
   for (let i = 0; i < out.length; ) {
     const first = out[i]!;
     let j = i + 1;

@@ -114,10 +114,10 @@ export class Subscriber {
   }
 
   /**
-   * Runs `fn` with this socket's writes held, then written together: `ready`, a replay and
-   * `synced`, or a live batch of frames, leave in one system call instead of one each (at
-   * 10,000 sockets authenticating, the writes were the daemon's largest cost). Unsent output
-   * still counts toward the bound meanwhile.
+   * Runs `fn` with this socket's writes held, then written together: `ready` and `synced`
+   * leave in one system call instead of one each (at 10,000 sockets authenticating, the writes
+   * were the daemon's largest cost). Only for a few small frames: held output counts toward the
+   * socket's bound (see `congested`) before the kernel has taken any of it.
    */
   corked(fn: () => void): void {
     const raw = (this.ws as { _socket?: { cork?: () => void; uncork: () => void } })._socket;
