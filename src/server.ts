@@ -7,10 +7,12 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { SseSocket, streamToken, type Socket } from './http/sse.js';
 import { verifySessionToken, type Session } from './auth.js';
 import { Deadlines, type Timed } from './deadlines.js';
+import { WaitingRoom, type Waiter } from './waiting.js';
 import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './errors.js';
 import { Subscriber, type Hub } from './hub.js';
 import type { AlertsHandler } from './http/alerts.js';
@@ -37,6 +39,8 @@ export interface Limits {
   maxUnauthenticated: number;
   /** Of those, from one client address (0 = no per-address budget). */
   maxUnauthenticatedPerAddress: number;
+  /** How long a handshake beyond maxUnauthenticated waits for a place (0: refused at once); see src/waiting.ts. */
+  maxWaitMs: number;
   maxPerUser: number;
   rateLimit: number;
   rateWindowMs: number;
@@ -47,6 +51,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxConnections: 20_000,
   maxUnauthenticated: 1_000,
   maxUnauthenticatedPerAddress: 100,
+  maxWaitMs: 10_000,
   maxPerUser: 20,
   rateLimit: 100,
   rateWindowMs: 10_000,
@@ -142,6 +147,8 @@ export class Server {
   readonly #opts: ServerOptions;
   #heartbeat: NodeJS.Timeout | undefined;
   #closing = false;
+  /** Handshakes held while MAX_UNAUTHENTICATED sockets are connecting (see src/waiting.ts). */
+  readonly #waiting: WaitingRoom;
   /** Every authenticated socket's token deadline (see #scheduleExpiry). */
   readonly #expiries = new Deadlines<Conn>((conn) => this.#expiryDue(conn));
   /**
@@ -178,6 +185,11 @@ export class Server {
         opts.log.info({ remote: remoteOf(this), err: err.message }, 'WebSocket error');
       },
     };
+    // A handshake held too long is let in only to be refused, with the close code a full server gives.
+    this.#waiting = new WaitingRoom(
+      { size: opts.limits.maxConnections, perAddress: opts.limits.maxUnauthenticatedPerAddress, waitMs: opts.limits.maxWaitMs },
+      (w) => this.#upgrade(w.req, w.socket, w.head, true),
+    );
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.#onRequest(req, res);
     this.http = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
@@ -192,8 +204,32 @@ export class Server {
         socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         return;
       }
-      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req));
+      // At the unauthenticated cap: wait for a place rather than be refused, while there is room.
+      // A waiting handshake counts toward MAX_CONNECTIONS: it holds a socket.
+      if (opts.limits.maxWaitMs > 0 && this.pendingAuth >= opts.limits.maxUnauthenticated && this.#conns.size + this.#waiting.size < opts.limits.maxConnections) {
+        if (this.#waiting.enter(req, socket, head, this.#budgetAddress(req))) return;
+      }
+      this.#upgrade(req, socket, head, false);
     });
+  }
+
+  /** Completes a handshake: the socket is then let in (see #onConnection) or, with `refuse`, refused with 1013. */
+  #upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, refuse: boolean): void {
+    this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      if (!refuse) return this.#onConnection(ws, req);
+      this.#refused(() => this.#opts.log.warn({ remote: req.socket.remoteAddress, waitedMs: this.#opts.limits.maxWaitMs }, 'refused a WebSocket: no place came free while it waited'));
+      this.#fail(ws, 'server_full');
+    });
+  }
+
+  /** Lets waiting handshakes in while there are places. */
+  #admit(): void {
+    const { limits } = this.#opts;
+    while (this.#waiting.size > 0 && !this.#closing && this.pendingAuth < limits.maxUnauthenticated && this.#conns.size < limits.maxConnections) {
+      const w: Waiter | undefined = this.#waiting.next();
+      if (!w) break;
+      this.#upgrade(w.req, w.socket, w.head, false);
+    }
   }
 
   async listen(): Promise<AddressInfo> {
@@ -218,11 +254,12 @@ export class Server {
   /** Refuses new sockets (503) while the open ones get what is still being delivered. */
   stopAccepting(): void {
     this.#closing = true;
+    for (const w of this.#waiting.drain()) w.socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
   }
 
   /** Stops accepting, closes every socket with 1001, waits (bounded) for them to go. */
   async close(timeoutMs = 3000): Promise<void> {
-    this.#closing = true;
+    this.stopAccepting();
     clearInterval(this.#heartbeat);
     this.#expiries.clear();
     const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
@@ -272,6 +309,7 @@ export class Server {
         timestamp: new Date().toISOString(),
         listener,
         pendingAuth: this.#conns.size - this.#opts.hub.connections,
+        waiting: this.#waiting.size,
         notifyQueueUsage: this.#opts.queueUsage(),
         uptimeSeconds: Math.round(process.uptime()),
       });
@@ -337,6 +375,7 @@ export class Server {
       this.#opts.hub.remove(conn.sub);
       this.#opts.unsubscribe?.(conn.sub);
     }
+    this.#admit();
   }
 
   #onConnection(ws: WebSocket, req: http.IncomingMessage): void {
@@ -489,6 +528,7 @@ export class Server {
     if (types.length > 0) conn.sub.types = new Set(types);
     conn.sub.batch = batch;
     hub.add(conn.sub);
+    this.#admit();
     this.#opts.metrics?.authenticated();
     if (log.isLevelEnabled('debug')) log.debug({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
     // Later messages from this socket wait until it is live (its queue awaits this).

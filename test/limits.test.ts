@@ -64,10 +64,13 @@ describe('connection caps', () => {
   });
 
   it('MAX_CONNECTIONS → 1013; MAX_UNAUTHENTICATED idle sockets cannot starve an authenticated user', async () => {
-    const d = await daemonWith({ limits: { maxConnections: 4, maxUnauthenticated: 2 } });
+    const d = await daemonWith({ limits: { maxConnections: 4, maxUnauthenticated: 2, maxWaitMs: 300 } });
     const idle = [await TestClient.connect(d.url), await TestClient.connect(d.url)];
+    // Beyond the cap a handshake waits for a place; none comes free in time: 1013.
+    const t0 = Date.now();
     const third = await TestClient.connect(d.url);
     expect(await third.closed).toEqual({ code: 1013, reason: 'server_full' });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
     // An idle flood is capped at 2, so a real user still gets in.
     idle[0]!.send({ type: 'auth', token: await tokenFor('cy') });
     await idle[0]!.next((m) => m.type === 'synced');
@@ -79,6 +82,67 @@ describe('connection caps', () => {
     const sixth = await TestClient.connect(d.url);
     expect((await sixth.closed).code).toBe(1013);
     for (const x of [...idle, user, fifth]) x.close();
+  });
+
+  it('beyond MAX_UNAUTHENTICATED a handshake waits for a place instead of being refused: a reconnect burst all gets in, in order, the cap never exceeded', async () => {
+    const d = await daemonWith({ limits: { maxUnauthenticated: 2, maxWaitMs: 10_000 } });
+    const health = async () => (await (await fetch(`${d.http}/health`)).json()) as { pendingAuth: number; waiting: number };
+    // Two idle sockets hold both places: a third waits, not upgraded yet.
+    const idle = [await TestClient.connect(d.url), await TestClient.connect(d.url)];
+    const opened: number[] = [];
+    const third = new WebSocket(d.url);
+    third.once('open', () => opened.push(3));
+    await until(async () => (await health()).waiting === 1, 5000, 'the third handshake waiting');
+    expect(opened).toEqual([]);
+    expect((await health()).pendingAuth).toBe(2);
+    // One authenticates: its place goes to the waiting one.
+    idle[0]!.send({ type: 'auth', token: await tokenFor('di') });
+    await idle[0]!.next((m) => m.type === 'synced');
+    await until(() => opened.length === 1, 5000, 'the third upgraded');
+    third.close();
+    // A burst of 12, each authenticating as soon as it is in: every one is served, none refused.
+    let peak = 0;
+    const sampler = setInterval(async () => (peak = Math.max(peak, (await health()).pendingAuth)), 5);
+    const token = await tokenFor('di');
+    const burst = await Promise.all(
+      Array.from({ length: 12 }, () =>
+        TestClient.connect(d.url).then(async (c) => {
+          c.send({ type: 'auth', token });
+          await c.next((m) => m.type === 'synced');
+          return c;
+        }),
+      ),
+    );
+    clearInterval(sampler);
+    expect(burst).toHaveLength(12);
+    expect(peak).toBeLessThanOrEqual(2);
+    expect(d.logs.messages().filter((m) => m.startsWith('refused a WebSocket'))).toEqual([]);
+    for (const c of [...idle, ...burst]) c.close();
+  });
+
+  it('the waiting room is bounded: waiting handshakes count toward MAX_CONNECTIONS, and one that gives up leaves no trace', async () => {
+    const d = await daemonWith({ limits: { maxConnections: 3, maxUnauthenticated: 1, maxWaitMs: 10_000 } });
+    const health = async () => (await (await fetch(`${d.http}/health`)).json()) as { pendingAuth: number; waiting: number };
+    const idle = await TestClient.connect(d.url);
+    // Two may wait (1 open + 2 waiting = MAX_CONNECTIONS); the next is refused at once.
+    const waiters = [new WebSocket(d.url), new WebSocket(d.url)];
+    for (const w of waiters) w.on('error', () => {});
+    await until(async () => (await health()).waiting === 2, 5000, 'two waiting');
+    const t0 = Date.now();
+    const over = await TestClient.connect(d.url);
+    expect(await over.closed).toEqual({ code: 1013, reason: 'server_full' });
+    expect(Date.now() - t0).toBeLessThan(2000);
+    // The waiters give up: the room is empty again, and the next one waits in its place.
+    for (const w of waiters) w.terminate();
+    await until(async () => (await health()).waiting === 0, 5000, `the waiters gone (${JSON.stringify(await health())})`);
+    const next = new WebSocket(d.url);
+    next.on('error', () => {});
+    await until(async () => (await health()).waiting === 1, 5000, `the next one waiting (${JSON.stringify(await health())})`);
+    let nextOpen = false;
+    next.once('open', () => (nextOpen = true));
+    idle.close();
+    await until(() => nextOpen, 5000, 'the next one in once the idle socket went');
+    next.close();
   });
 });
 
