@@ -125,6 +125,27 @@ describe('heartbeat', () => {
     }
   });
 
+  it('a heartbeat tick pings its share of the interval, not a twentieth of every socket: no burst of pings holds the event loop', async () => {
+    // 200 sockets, a 3 s interval: 4 pings every 50 ms (not 10 at once every 150 ms).
+    const d = await startTestDaemon(db, { heartbeatMs: 3000, limits: { ...DEFAULT_LIMITS, maxPerUser: 300 } });
+    try {
+      const token = await tokenFor('alice');
+      const sockets: TestClient[] = [];
+      for (let i = 0; i < 200; i += 50) sockets.push(...(await Promise.all(Array.from({ length: 50 }, () => TestClient.ready(d.url, token)))));
+      const pings: number[] = [];
+      for (const s of sockets) s.ws.on('ping', () => pings.push(performance.now()));
+      // The first pass ran before the sockets came; the next starts within the interval.
+      await new Promise((r) => setTimeout(r, 4000));
+      pings.sort((a, b) => a - b);
+      expect(pings.length).toBeGreaterThanOrEqual(50);
+      // Never more than 5 within 10 ms.
+      for (let i = 5; i < pings.length; i++) expect(pings[i]! - pings[i - 5]!).toBeGreaterThan(10);
+      for (const s of sockets) s.close();
+    } finally {
+      await d.stop();
+    }
+  });
+
   it('pings are spread over the heartbeat interval, not sent to every socket at once', async () => {
     const d = await startTestDaemon(db, { heartbeatMs: 1000, limits: { ...DEFAULT_LIMITS, maxPerUser: 100 } });
     try {
@@ -132,7 +153,7 @@ describe('heartbeat', () => {
       const sockets = await Promise.all(Array.from({ length: 40 }, () => TestClient.ready(d.url, token)));
       const firstPing = await Promise.all(sockets.map((s) => new Promise<number>((resolve) => s.ws.once('ping', () => resolve(performance.now())))));
       const spread = Math.max(...firstPing) - Math.min(...firstPing);
-      // One pass is 20 slices of 50 ms; all at once would be a few ms.
+      // One pass is 20 ticks of 50 ms; all at once would be a few ms.
       expect(spread).toBeGreaterThan(400);
       // And every socket, answering, stays.
       await new Promise((r) => setTimeout(r, 1500));
