@@ -182,7 +182,7 @@ function markdown(r: Report): string {
   }
   if (r.inside?.length) {
     lines.push('## Inside pgbell', '');
-    lines.push('From pgbell\'s own /metrics over each latency run: a notification\'s arrival to its changes written to every socket (`pgbell_delivery_seconds`), the part of that waiting for the rows from Postgres (`pgbell_live_read_seconds`), and the event loop\'s delay (`nodejs_eventloop_lag`, over the paced run).', '');
+    lines.push('From pgbell\'s own /metrics over each latency run: a notification\'s arrival to its changes written to every socket (`pgbell_delivery_seconds`), the part of that waiting for the rows from Postgres (`pgbell_live_read_seconds`), and the event loop\'s delay (`nodejs_eventloop_lag`, over the paced run, less the 10 ms of its sampling timer).', '');
     lines.push('| target | clients | notification → sent (mean) | read (mean) | reads | notifications per read | event-loop delay p50 | p99 |', '|---|---|---|---|---|---|---|---|');
     for (const x of r.inside) lines.push(`| ${x.target} | ${x.clients} | ${fmt(x.deliveryMs)} ms | ${fmt(x.readMs)} ms | ${x.reads} | ${fmt(x.notifications / x.reads)} | ${fmt(x.loopP50Ms)} ms | ${fmt(x.loopP99Ms)} ms |`);
     lines.push('');
