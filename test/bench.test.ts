@@ -15,11 +15,12 @@ const exec = promisify(execFile);
 describe('npm run bench', () => {
   it('runs every target and scenario at toy scale and writes JSON, markdown and charts', async () => {
     const out = await mkdtemp(path.join(os.tmpdir(), 'pgbell-bench-test-'));
-    const args = ['--import', 'tsx', 'test/bench/run.ts', '--sockets', '40', '--users', '8', '--rate', '100', '--seconds', '1', '--clients', '2', '--tax-writers', '1,2', '--tax-seconds', '0.3', '--burst-rows', '2000', '--poll-ms', '50', '--profile', '--out', out];
+    const args = ['--import', 'tsx', 'test/bench/run.ts', '--sockets', '40', '--users', '8', '--rate', '100', '--seconds', '1', '--clients', '2,4', '--tax-writers', '1,2', '--tax-seconds', '0.3', '--burst-rows', '2000', '--poll-ms', '50', '--profile', '--out', out];
     const { stdout } = await exec(process.execPath, args, { env: { ...process.env, BENCH_DATABASE_URL: inject('pg').adminUrl }, timeout: 170_000, maxBuffer: 1 << 24 });
     expect(stdout).not.toMatch(/WRONG USER/);
     const report = JSON.parse(await readFile(path.join(out, 'benchmarks.json'), 'utf8'));
-    expect(report.latency.map((l: any) => l.target)).toEqual(['pgbell', 'pgbell-debug', 'pgbell-poll', 'pgbell-wal', 'listen', 'relay', 'relay-wal', 'socketio', 'broadcast']);
+    // Every target with the first client count, pgbell and floor B again with the second.
+    expect(report.latency.map((l: any) => `${l.target} ${l.clients}`)).toEqual(['pgbell 2', 'pgbell-debug 2', 'pgbell-poll 2', 'pgbell-wal 2', 'listen 0', 'relay 2', 'relay-wal 2', 'socketio 2', 'broadcast 2', 'pgbell 4', 'relay 4']);
     for (const l of report.latency) {
       expect(l.delivered, l.target).toBe(l.expected);
       expect(l.foreign, l.target).toBe(0);
@@ -29,14 +30,21 @@ describe('npm run bench', () => {
       ['pgbell', 'pgbell-wal', 'relay', 'relay-wal', 'socketio'].flatMap((t) => ['a', 'b', 'c'].map((c) => `${t} ${c}`)),
     );
     for (const t of report.throughput) expect(t.delivered, `${t.target} ${t.case}`).toBe(t.alerts);
-    expect(report.connections.map((c: any) => c.target)).toEqual(['pgbell', 'pgbell-debug', 'pgbell-poll', 'pgbell-wal', 'relay', 'relay-wal', 'socketio', 'broadcast']);
+    expect(report.connections.map((c: any) => c.target)).toEqual(['pgbell', 'pgbell-debug', 'pgbell-poll', 'pgbell-wal', 'relay', 'relay-wal', 'socketio', 'broadcast', 'pgbell', 'relay']);
+    // The storm: every socket back, every alert written meanwhile delivered to its user's sockets.
+    expect(report.storm).toMatchObject({ sockets: 40, live: 40, lost: 0, repeats: 0, foreign: 0 });
+    expect(report.storm.alerts).toBeGreaterThan(0);
+    expect(report.inside.map((x: any) => `${x.target} ${x.clients}`)).toEqual(['pgbell 2', 'pgbell-debug 2', 'pgbell-wal 2', 'pgbell 4']);
     expect(report.writerTax.map((w: any) => w.writers)).toEqual([1, 2]);
     for (const w of report.writerTax) for (const k of ['off', 'notify', 'poll', 'wal']) expect(w[k]).toBeGreaterThan(0);
     expect(report.profile.top.length).toBeGreaterThan(0);
     const md = await readFile(path.join(out, 'benchmarks.md'), 'utf8');
     expect(md).toMatch(/## Goals/);
     expect(md).toMatch(/Cost of the per-alert and per-socket log lines \(pgbell-debug against pgbell at its default level, info\): p50 [\d.]+×/);
-    expect(md).toMatch(/\| pgbell \| 40 \|/);
+    expect(md).toMatch(/\| pgbell \| 2 \| 40 \|/);
+    expect(md).toMatch(/\| p50 ≤ 1\.3× floor B, notify mode, default settings \(4 client processes\) \| [\d.]+× /);
+    expect(md).toMatch(/\| nothing lost \(or repeated, or misdelivered\) in any scenario \| none \| yes \|/);
+    expect(md).toMatch(/## Reconnect storm/);
     expect(md).toMatch(/pgbell in WAL mode against floor W \(relay-wal\): p50 [\d.]+×, p99 [\d.]+×/);
     expect(md).toMatch(/\| WAL mode keeps ≥ 0\.9 of the triggers-off INSERT rate at 32 writers \| not measured \|/);
     expect(md).toMatch(/\| WAL mode: nothing lost or misdelivered in any scenario \| none \| yes \|/);
