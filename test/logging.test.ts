@@ -56,7 +56,7 @@ describe('log lines and the delivery path', () => {
 
   it('a reconnect storm at info: one line for the first socket refused, none per replay; the summary counts both', async () => {
     const db = await freshDatabase(['ls']);
-    const { d, lines, msgs } = await daemonAt('info', db, { maxUnauthenticated: 1 });
+    const { d, lines, msgs } = await daemonAt('info', db, { maxUnauthenticated: 1, maxWaitMs: 0 });
     const first = await TestClient.ready(d.url, await tokenFor('ls'));
     const cursor = first.cursor();
     first.close();
