@@ -5,18 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CursorState, decodeCursor, MAX_CURSOR_IDS, MAX_MEMORY_IDS } from '../src/cursor.js';
-
-/** A small seeded generator, so a failure replays. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seeded } from './helpers/random.js';
 
 class Model {
   ids: bigint[] = [];
@@ -40,7 +29,7 @@ class Model {
 describe('CursorState', () => {
   for (const seed of [1, 2, 3, 42, 20261207]) {
     it(`matches the model over 2,000 random steps (seed ${seed})`, () => {
-      const r = rng(seed);
+      const r = seeded(seed);
       const start = BigInt(Math.floor(r() * 1000));
       const c = new CursorState(start);
       const m = new Model(start);

@@ -11,6 +11,7 @@ import { parseClientMessage } from '../src/protocol.js';
 import { health, SECRET, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
+import { seeded } from './helpers/random.js';
 
 let db: string;
 let daemon: TestDaemon;
@@ -181,7 +182,7 @@ describe('raw-socket protocol violations', () => {
 
 describe('randomized cross-user delivery', () => {
   it('30 users × 1–4 tabs, 6 writers inserting random users\' alerts in random batches: every socket gets exactly its user\'s', async () => {
-    const rand = mulberry32(0x5eed);
+    const rand = seeded(0x5eed);
     const users = Array.from({ length: 30 }, (_, i) => `r${i}`);
     await query(db, `INSERT INTO "User" (id, email) SELECT u, u || '@example.test' FROM unnest($1::text[]) u`, [users]);
     const tabs: Array<{ user: string; tab: Tab }> = [];
@@ -204,14 +205,4 @@ describe('randomized cross-user delivery', () => {
     }
   }, 60_000);
 });
-
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 

@@ -36,6 +36,7 @@ import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../../sr
 import { databaseUrl, query } from '../helpers/pg.js';
 import { FaultProxy } from './proxy.js';
 import { ChaosTab } from './tab.js';
+import { seeded } from '../helpers/random.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -58,18 +59,6 @@ const TABS = Number(args.tabs);
 const SECRET = 'chaos-secret-chaos-secret-chaos-secret';
 const TYPES = ['info', 'billing', 'security'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** mulberry32: a small seeded generator, so a run replays from its seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface ModeReport {
   mode: string;
