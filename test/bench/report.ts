@@ -218,15 +218,33 @@ function markdown(r: Report): string {
   return lines.join('\n');
 }
 
-/** The goals pgbell set itself, each with the figure measured in this run and whether it was met. */
+/** Goals, each with the figure measured in this run and whether it was met, as a markdown table. */
+function goalTable() {
+  const rows: Array<[string, string, boolean | null]> = [];
+  return {
+    /** A goal; `measured` undefined (or not finite) when this run did not measure it. */
+    add(goal: string, measured: number | undefined, ok: (v: number) => boolean, show: (v: number) => string): void {
+      const known = measured !== undefined && Number.isFinite(measured);
+      rows.push([goal, known ? show(measured) : 'not measured', known ? ok(measured) : null]);
+    },
+    lines(): string[] {
+      return ['| goal | this run | met |', '|---|---|---|', ...rows.map(([g, m, ok]) => `| ${g} | ${m} | ${ok === null ? '–' : ok ? 'yes' : '**no**'} |`), ''];
+    },
+  };
+}
+
+/** Alerts a set of runs did not deliver, plus those delivered to the wrong user. */
+function shortfall(runs: Array<Report['latency'][number] | Report['throughput'][number]>): number {
+  return runs.reduce((n, x) => n + ('expected' in x ? x.expected - x.delivered : x.alerts - x.delivered) + x.foreign, 0);
+}
+
 /**
  * The goals of the second performance round: ratios to floor B (the minimal relay) in the same
  * run, at each client-process count; the storm's absolute bound; nothing lost anywhere.
  */
 function roundTwo(r: Report): string[] {
-  const rows: Array<[string, string, boolean | null]> = [];
-  const add = (goal: string, measured: number | undefined, ok: (v: number) => boolean, show: (v: number) => string) =>
-    rows.push([goal, measured === undefined || !Number.isFinite(measured) ? 'not measured' : show(measured), measured === undefined || !Number.isFinite(measured) ? null : ok(measured)]);
+  const table = goalTable();
+  const add = table.add;
   const n = (x: { clients?: number }) => x.clients ?? r.params.clients;
   const counts = [...new Set(r.latency.filter((l) => l.target === 'pgbell').map(n))];
   for (const c of counts) {
@@ -243,28 +261,19 @@ function roundTwo(r: Report): string[] {
   const st = r.storm;
   add(`reconnect storm (${st?.sockets ?? ''} sockets dropped by a restart) all back ≤ 10 s, the unauthenticated cap holding`, st?.backMs, (v) => v <= 10_000, (v) => `${(v / 1000).toFixed(1)} s (${st!.refused} refusals, peak unauthenticated ${st!.peakPending})`);
   const runs = [...r.latency.filter((l) => l.target.startsWith('pgbell')), ...r.throughput.filter((t) => t.target.startsWith('pgbell'))];
-  const lost = runs.reduce((k, x) => k + ('expected' in x ? x.expected - x.delivered : x.alerts - x.delivered) + x.foreign, 0) + (st ? st.lost + st.repeats + st.foreign : 0);
+  const lost = shortfall(runs) + (st ? st.lost + st.repeats + st.foreign : 0);
   add('nothing lost (or repeated, or misdelivered) in any scenario', runs.length || st ? lost : undefined, (v) => v === 0, (v) => (v === 0 ? 'none' : `${v}`));
-  return [
-    '## Goals',
-    '',
-    'Each ratio is to floor B (the minimal relay, test/bench/peers/relay.ts) measured in the same run.',
-    '',
-    '| goal | this run | met |',
-    '|---|---|---|',
-    ...rows.map(([g, m, ok]) => `| ${g} | ${m} | ${ok === null ? '–' : ok ? 'yes' : '**no**'} |`),
-    '',
-  ];
+  return ['## Goals', '', 'Each ratio is to floor B (the minimal relay, test/bench/peers/relay.ts) measured in the same run.', '', ...table.lines()];
 }
 
+/** The goals of the first round, each with the figure measured in this run and whether it was met. */
 function targets(r: Report): string[] {
   const pg = r.latency.find((l) => l.target === 'pgbell');
   const relay = r.latency.find((l) => l.target === 'relay');
   const conn = (t: string) => r.connections.find((c) => c.target === t);
   const tp = (t: string, c: string) => r.throughput.find((x) => x.target === t && x.case.startsWith(c));
-  const rows: Array<[string, string, boolean | null]> = [];
-  const add = (goal: string, measured: number | undefined, ok: (v: number) => boolean, show: (v: number) => string) =>
-    rows.push([goal, measured === undefined || !Number.isFinite(measured) ? 'not measured' : show(measured), measured === undefined || !Number.isFinite(measured) ? null : ok(measured)]);
+  const table = goalTable();
+  const add = table.add;
   const rate = pg ? `${pg.achievedRate.toFixed(0)} INSERTs/s, ${pg.sockets} sockets` : '';
   add(`commit → socket p50 ≤ 1 ms (${rate})`, pg?.fromAck.p50, (v) => v <= 1, (v) => `${v.toFixed(2)} ms`);
   add(`commit → socket p99 ≤ 5 ms (${rate})`, pg?.fromAck.p99, (v) => v <= 5, (v) => `${v.toFixed(2)} ms`);
@@ -292,16 +301,9 @@ function targets(r: Report): string[] {
   add('WAL mode: p50 within 1.3× of floor W', wal && floorW ? wal.fromAck.p50 / floorW.fromAck.p50 : undefined, (v) => v <= 1.3, (v) => `${v.toFixed(2)}×`);
   add("WAL mode: p99 within 2× of floor W's p99", wal && floorW ? wal.fromAck.p99 / floorW.fromAck.p99 : undefined, (v) => v <= 2, (v) => `${v.toFixed(2)}×`);
   const walRuns = [...r.latency.filter((l) => l.target === 'pgbell-wal'), ...r.throughput.filter((t) => t.target === 'pgbell-wal')];
-  const lost = walRuns.reduce((n, x) => n + ('expected' in x ? x.expected - x.delivered : x.alerts - x.delivered) + x.foreign, 0);
+  const lost = shortfall(walRuns);
   add('WAL mode: nothing lost or misdelivered in any scenario', walRuns.length ? lost : undefined, (v) => v === 0, (v) => (v === 0 ? 'none' : `${v} lost or misdelivered`));
-  return [
-    '## Earlier goals',
-    '',
-    '| goal | this run | met |',
-    '|---|---|---|',
-    ...rows.map(([g, m, ok]) => `| ${g} | ${m} | ${ok === null ? '–' : ok ? 'yes' : '**no**'} |`),
-    '',
-  ];
+  return ['## Earlier goals', '', ...table.lines()];
 }
 
 /** The hand-written reading of the figures (test/bench/notes.md), appended to the report. */
