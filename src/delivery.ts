@@ -545,11 +545,11 @@ export class Delivery {
     if (!sub.open) return;
     // A replay is written as it goes: corked, its frames would count against the socket's
     // bound before the kernel had taken any, and a backlog would pause at every bound's worth.
-    if (mine.length > 0) this.#syncOneCorked(sub, plan, res, mine, catchUp, unseen);
-    else sub.corked(() => this.#syncOneCorked(sub, plan, res, mine, catchUp, unseen));
+    if (mine.length > 0) this.#sendSync(sub, plan, res, mine, catchUp, unseen);
+    else sub.corked(() => this.#sendSync(sub, plan, res, mine, catchUp, unseen));
   }
 
-  #syncOneCorked(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
+  #sendSync(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
     const { log } = this.#o;
     const uid = sub.userId;
     const unread = unreadOf(res.unread.get(uid), sub.types);

@@ -11,6 +11,11 @@ import { CloseCode } from './errors.js';
 
 const SETTLED = Promise.resolve();
 
+/** The TCP socket under a WebSocket (ws keeps it as `_socket`); undefined for an event stream. */
+export function netSocketOf(ws: Socket): { cork?: () => void; uncork: () => void; remoteAddress?: string } | undefined {
+  return (ws as { _socket?: { cork?: () => void; uncork: () => void; remoteAddress?: string } })._socket;
+}
+
 export class Subscriber {
   #cursor: CursorState | null = null;
   /** Told when the subscriber becomes live or stops being live (the Hub's live-user cache). */
@@ -120,7 +125,7 @@ export class Subscriber {
    * socket's bound (see `congested`) before the kernel has taken any of it.
    */
   corked(fn: () => void): void {
-    const raw = (this.ws as { _socket?: { cork?: () => void; uncork: () => void } })._socket;
+    const raw = netSocketOf(this.ws);
     if (!raw?.cork) return fn();
     raw.cork();
     try {

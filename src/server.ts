@@ -14,7 +14,7 @@ import { verifySessionToken, type Session } from './auth.js';
 import { Deadlines, type Timed } from './deadlines.js';
 import { WaitingRoom, type Waiter } from './waiting.js';
 import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './errors.js';
-import { Subscriber, type Hub } from './hub.js';
+import { netSocketOf, Subscriber, type Hub } from './hub.js';
 import type { AlertsHandler } from './http/alerts.js';
 import { handleWithFetch } from './http/node.js';
 import { originAllowed } from './http/origin.js';
@@ -683,9 +683,9 @@ export class Server {
   }
 }
 
-/** The peer address of a WebSocket, for logs (ws keeps its net.Socket as `_socket`). */
+/** The peer address of a WebSocket, for logs. */
 function remoteOf(ws: WebSocket): string | undefined {
-  return (ws as unknown as { _socket?: { remoteAddress?: string } })._socket?.remoteAddress;
+  return netSocketOf(ws)?.remoteAddress;
 }
 
 function rawToString(data: RawData): string {

@@ -24,8 +24,7 @@ export function startSummary(opts: { log: Logger; tally: Tally; intervalMs: numb
     // Replays and refusals only when there were any: a reconnect storm's, counted here rather
     // than written one line per socket.
     const extra = `${d.replayed > 0 ? `; ${d.replayed} changes replayed from cursors` : ''}${d.refused > 0 ? `; ${d.refused} sockets refused at the connection limits (1013)` : ''}`;
-    (d.refused > 0 ? log.warn : log.info).call(
-      log,
+    log[d.refused > 0 ? 'warn' : 'info'](
       { ...d, connections, users, intervalMs },
       `last ${formatMs(intervalMs)}: ${d.alerts} alerts, ${d.delivered} messages delivered, ${d.authenticated} sockets authenticated${extra}; now ${connections} connections of ${users} users`,
     );
