@@ -249,7 +249,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     unsubscribe: (sub) => fanout?.unwatch(sub.userId),
     markRead: (userId, which) => markRead(db, userId, which),
     unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
-    alerts: alertsHandler({ db, key: keys, allowedOrigins: opts.allowedOrigins ?? [], maxReplay, leewaySeconds: opts.tokenLeewaySeconds ?? 30 }),
+    alerts: alertsHandler({ db, key: keys, allowedOrigins: opts.allowedOrigins ?? [], maxReplay, leewaySeconds: opts.tokenLeewaySeconds ?? 30, onError: (err) => log.warn({ err: err.message }, `GET/POST /alerts answered 503: ${err.message}`) }),
     log,
     listenerStatus: () =>
       fanout

@@ -17,6 +17,7 @@ import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './er
 import { netSocketOf, Subscriber, type Hub } from './hub.js';
 import type { AlertsHandler } from './http/alerts.js';
 import { handleWithFetch } from './http/node.js';
+import { BAD_TARGET_RESPONSE, requestTarget } from './http/target.js';
 import { originAllowed } from './http/origin.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -195,10 +196,19 @@ export class Server {
       (w) => this.#upgrade(w.req, w.socket, w.head, true),
     );
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.#onRequest(req, res);
-    this.http = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
+    // A request's headers within 10 s and its whole body within 15 s (Node waits 300 s by
+    // default, so a slow trickle would hold a connection that no limit counts). Neither applies
+    // once a response streams (SSE) or a socket is upgraded.
+    const timeouts = { headersTimeout: 10_000, requestTimeout: 15_000 };
+    this.http = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key, ...timeouts }, handler) : http.createServer(timeouts, handler);
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
     this.http.on('upgrade', (req, socket, head) => {
-      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      const target = requestTarget(req);
+      if (!target) {
+        socket.end(BAD_TARGET_RESPONSE);
+        return;
+      }
+      const path = target.pathname;
       const origin = req.headers.origin;
       // Refused before any upgrade: a page from another site cannot open a socket at all.
       const foreign = origin !== undefined && opts.allowedOrigins !== 'any' && !originAllowed(origin, opts.allowedOrigins);
@@ -277,9 +287,11 @@ export class Server {
   }
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const target = requestTarget(req);
+    if (!target) return json(res, 400, { error: 'bad_request', message: 'the request target does not parse' });
+    const path = target.pathname;
     if (path === '/alerts/stream') {
-      this.#onStream(req, res).catch((err) => {
+      this.#onStream(req, res, target).catch((err) => {
         this.#opts.log.error({ err }, 'error while opening an /alerts/stream');
         if (!res.headersSent) json(res, 500, { error: 'internal', message: 'internal error' });
         else res.destroy();
@@ -328,10 +340,9 @@ export class Server {
    * as HTTP statuses before the stream starts: 401 bad token, 403 origin, 400 bad parameters,
    * 503 at the connection limit or shutting down.
    */
-  async #onStream(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  async #onStream(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const { log, limits, allowedOrigins } = this.#opts;
     if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', message: 'GET /alerts/stream' });
-    const url = new URL(req.url ?? '/', 'http://x');
     const origin = req.headers.origin;
     if (origin !== undefined && allowedOrigins !== 'any' && !originAllowed(origin, allowedOrigins)) {
       log.warn({ origin, remote: req.socket.remoteAddress }, `refused an event stream from origin ${origin}`);
@@ -353,7 +364,9 @@ export class Server {
     if (!verified.ok) {
       this.#opts.metrics?.authFailure('invalid_token');
       log.warn({ reason: verified.reason }, `event stream authentication failed: ${verified.reason}`);
-      return json(res, 401, { error: 'unauthorized', message: verified.reason });
+      // The reason is the operator's to read (the log), not the client's: it would say which
+      // check a forged token failed.
+      return json(res, 401, { error: 'unauthorized', message: 'Invalid session token' });
     }
     // A page of an allowed origin reads the stream with EventSource: CORS, as for /alerts.
     const cors: Record<string, string> = origin !== undefined ? { 'access-control-allow-origin': allowedOrigins === 'any' ? '*' : origin, vary: 'Origin' } : {};

@@ -12,6 +12,7 @@ import type { Db } from '../db/connect.js';
 import { alertsHandler } from '../http/alerts.js';
 import { handleWithFetch } from '../http/node.js';
 import type { Logger } from '../log.js';
+import { requestTarget } from '../http/target.js';
 
 /** dist/demo/app.js, built by scripts/build-demo.mjs (src/demo and dist/demo are both two levels down). */
 export const DEMO_BUNDLE = fileURLToPath(new URL('../../dist/demo/app.js', import.meta.url));
@@ -55,7 +56,9 @@ export async function startDemoServer(opts: DemoOptions): Promise<DemoServer> {
   const page = html(config);
 
   const server = http.createServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const target = requestTarget(req);
+    if (!target) return send(res, 400, 'text/plain', 'the request target does not parse');
+    const path = target.pathname;
     if (path === '/alerts' || path === '/alerts/read') {
       handleWithFetch(req, res, alerts).catch((err) => {
         opts.log.error({ err }, 'demo: /alerts failed');

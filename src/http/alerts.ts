@@ -35,6 +35,8 @@ export interface AlertsHandlerOptions {
   allowedOrigins: readonly string[];
   /** More changes than this since a cursor → 410 cursor_reset. */
   maxReplay: number;
+  /** Told of a database error that became a 503 (the daemon logs it). */
+  onError?: (err: Error) => void;
 }
 
 export type AlertsHandler = (req: Request) => Promise<Response>;
@@ -77,7 +79,9 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       if (!limit.success) return error(400, 'bad_request', limit.error.issues[0]!.message, cors);
       return await list(limit.data, userId, types, cors);
     } catch (err) {
-      return error(503, 'unavailable', `the database is unavailable: ${(err as Error).message}`, { ...cors, 'retry-after': '1' });
+      // The database's own words stay in the server's log: they can name tables, roles and hosts.
+      opts.onError?.(err as Error);
+      return error(503, 'unavailable', 'the database is unavailable; retry shortly', { ...cors, 'retry-after': '1' });
     }
   };
 
