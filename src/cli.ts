@@ -170,6 +170,9 @@ async function cmdInstall(config: Config, flags: Record<string, string | boolean
   }
   else if (result.refreshed) console.log(`already installed on ${result.table}; its trigger functions were brought up to date`);
   else console.log(`already installed on ${result.table}; nothing to do`);
+  console.log(
+    `pgbell's triggers run as role ${result.owner} (SECURITY DEFINER), whatever role writes ${result.table}: a writer needs only its own rights on the table, nothing on schema pgbell. Rows whose ${userColumn} is NULL are stored and not delivered (pgbell doctor counts them).`,
+  );
   return 0;
 }
 

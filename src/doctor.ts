@@ -5,6 +5,7 @@
 import pg from 'pg';
 import { triggerChannelFor, type Config } from './config.js';
 import { SEARCH_PGBELL_FIRST } from './db/connect.js';
+import { readSource, SCHEMA, tableSql } from './db/bookkeeping.js';
 import { installedTable } from './db/install.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { checkRedis } from './fanout/check.js';
@@ -66,6 +67,8 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
       });
     }
 
+    if (pending.length === 0) report(await undeliverable(db));
+
     if (config.PGBELL_MODE === 'poll') {
       report({ name: 'poll mode', ok: true, detail: `no LISTEN needed: the daemon reads new changes every ${config.PGBELL_POLL_MS} ms` });
     } else if (config.PGBELL_MODE === 'wal') {
@@ -120,4 +123,24 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
       await listener.end().catch(() => {});
     }
   }
+}
+
+/**
+ * Rows the app stored that pgbell does not send: no owner (the user column is NULL), or, on an
+ * installed table, a row to_jsonb refuses (sent without its data). Never a failure: the
+ * writer's rows are the app's; this says how many and why. Reads the whole table.
+ */
+async function undeliverable(db: pg.Client): Promise<Check> {
+  const source = await readSource((text) => db.query(text));
+  if (!source) return { name: 'undelivered rows', ok: true, detail: 'no table to check' };
+  const m = source.mapping;
+  const owner = pg.escapeIdentifier(m.userColumn);
+  const noData = source.kind === 'install' && !m.dataColumn ? `count(*) FILTER (WHERE ${SCHEMA}.row_data(t) IS NULL)` : '0';
+  const { rows } = await db.query<{ owner: string; data: string }>(`SELECT count(*) FILTER (WHERE t.${owner} IS NULL) AS owner, ${noData} AS data FROM ${tableSql(m.table)} t`);
+  const n = { owner: Number(rows[0]!.owner), data: Number(rows[0]!.data) };
+  const parts = [
+    ...(n.owner > 0 ? [`${n.owner} row${n.owner === 1 ? ' has' : 's have'} no owner (${m.userColumn} IS NULL): stored, never sent`] : []),
+    ...(n.data > 0 ? [`${n.data} row${n.data === 1 ? '' : 's'} cannot be rendered as JSON (a json value Postgres's jsonb refuses, such as \\u0000): sent without data`] : []),
+  ];
+  return { name: 'undelivered rows', ok: true, detail: parts.length === 0 ? `none: every row of ${m.table} has an owner` : parts.join('; ') };
 }

@@ -465,8 +465,12 @@ class SlotPlugin extends PgoutputPlugin {
 
 /** Text-like types: their value is the column's ::text. */
 const TEXT_TYPES = new Set([25, 1043, 1042, 19]);
-const JSON_TYPES = new Set([114, 3802]);
-/** Types whose decoded value is what to_jsonb gives: text-like, uuid, booleans, numbers, json. */
+/**
+ * jsonb only: a json column may hold what jsonb refuses (\u0000), which the read side renders
+ * as no data (pgbell.row_data); it is read by id so that live and resumed data agree.
+ */
+const JSON_TYPES = new Set([3802]);
+/** Types whose decoded value is what to_jsonb gives: text-like, uuid, booleans, numbers, jsonb. */
 const JSONB_PLAIN = new Set([...TEXT_TYPES, ...JSON_TYPES, 2950, 16, 21, 23, 20, 700, 701, 1700]);
 
 /** The row as to_jsonb(row) gives it, for the types in JSONB_PLAIN (keys in jsonb's order). */

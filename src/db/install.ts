@@ -42,6 +42,8 @@ export interface InstallResult {
   /** Already installed by an older pgbell: brought up to date (its functions, or its bookkeeping moved out of the table). */
   refreshed: boolean;
   table: string;
+  /** The role that owns pgbell's functions: the triggers run with its rights. */
+  owner: string;
 }
 
 /** The table pgbell is installed on (`schema.table`), or null: a database pgbell migrated, or none. */
@@ -67,6 +69,9 @@ export async function install(connectionString: string, opts: InstallOptions): P
     if (target.primaryKey !== idColumn && !target.unique.includes(idColumn)) {
       throw new Error(`--id-column: column "${idColumn}" of ${target.name} is not unique (no primary key or unique constraint on it alone); pgbell keys its bookkeeping by it`);
     }
+    if (target.nullable.includes(idColumn)) {
+      throw new Error(`--id-column: column "${idColumn}" of ${target.name} may be NULL, and a row without an id cannot be told apart; make it NOT NULL or name another column`);
+    }
     const mapping: Mapping = {
       table: target.name,
       idColumn,
@@ -82,6 +87,7 @@ export async function install(connectionString: string, opts: InstallOptions): P
     };
 
     const run = (text: string) => client.query(text);
+    const owner = (await client.query<{ r: string }>('SELECT current_user AS r')).rows[0]!.r;
     const existing = await readSource(run);
     const { rows: legacy } = await client.query<{ m: boolean }>(`SELECT to_regclass('public.pgbell_migrations') IS NOT NULL AS m`);
     if (existing?.kind === 'migrate' || legacy[0]!.m) {
@@ -98,11 +104,11 @@ export async function install(connectionString: string, opts: InstallOptions): P
       const channelChanged = existing.channel !== opts.channel;
       if (channelChanged) await setChannel(client, mapping, opts.channel);
       const publicationChanged = await setPublication(client, mapping, opts.publish ?? false);
-      return { installed: false, channelChanged, publicationChanged, refreshed, table: target.name };
+      return { installed: false, channelChanged, publicationChanged, refreshed, table: target.name, owner };
     }
     await applyBookkeeping(client, mapping, opts.channel, 'install');
     await setPublication(client, mapping, opts.publish ?? false);
-    return { installed: true, channelChanged: false, publicationChanged: false, refreshed: false, table: target.name };
+    return { installed: true, channelChanged: false, publicationChanged: false, refreshed: false, table: target.name, owner };
   });
 }
 
@@ -122,6 +128,8 @@ interface TableInfo {
   primaryKey: string | null;
   /** Columns with a unique constraint or index of their own. */
   unique: string[];
+  /** Columns without NOT NULL. */
+  nullable: string[];
   columns: Array<{ name: string; type: string }>;
 }
 
@@ -141,8 +149,8 @@ async function describeTable(client: pg.Client, table: string): Promise<TableInf
   if (r.kind !== 'r' && r.kind !== 'p') throw new Error(`--table: "${table}" is not a plain table (a view or foreign table cannot carry triggers that see every write)`);
   if (r.schema === INSTALL_SCHEMA) throw new Error(`--table: schema "${INSTALL_SCHEMA}" belongs to pgbell`);
   if (r.name.includes('.') || r.schema.includes('.')) throw new Error(`--table: pgbell cannot install on a name containing a dot ("${r.schema}"."${r.name}")`);
-  const { rows: columns } = await client.query<{ name: string; type: string }>(
-    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+  const { rows: columns } = await client.query<{ name: string; type: string; notnull: boolean }>(
+    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attnotnull AS notnull FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
     [oid],
   );
   const { rows: pk } = await client.query<{ name: string }>(
@@ -155,5 +163,5 @@ async function describeTable(client: pg.Client, table: string): Promise<TableInf
       WHERE i.indrelid = $1 AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL`,
     [oid],
   );
-  return { name: `${r.schema}.${r.name}`, primaryKey: pk.length === 1 ? pk[0]!.name : null, unique: unique.map((u) => u.name), columns };
+  return { name: `${r.schema}.${r.name}`, primaryKey: pk.length === 1 ? pk[0]!.name : null, unique: unique.map((u) => u.name), nullable: columns.filter((c) => !c.notnull).map((c) => c.name), columns: columns.map(({ name, type }) => ({ name, type })) };
 }
