@@ -44,6 +44,8 @@ export async function verifySessionToken(token: string, keys: Uint8Array | reado
 }
 
 const SIGNATURE_MISMATCH = 'signature does not match SESSION_SECRET';
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /**
  * Verifies one token against one key. The signature is checked with node:crypto's HMAC, which
@@ -79,6 +81,9 @@ function verifyWith(token: string, key: Uint8Array, opts: VerifyOptions): Verify
     if (payload.nbf !== undefined && payload.nbf > now + tolerance) return { ok: false, reason: 'claim nbf: "nbf" claim timestamp check failed' };
     if (payload.exp! <= now - tolerance) return { ok: false, reason: 'token expired' };
     if (payload.sub === '') return { ok: false, reason: 'sub claim is empty' };
+    // A user id is compared with the table's text: Postgres refuses U+0000 in text (every read
+    // naming this user would fail), and no app's user id holds a control character.
+    if (CONTROL.test(payload.sub)) return { ok: false, reason: 'sub claim contains a control character' };
     const email = typeof payload.email === 'string' ? payload.email : null;
     return { ok: true, session: { userId: payload.sub, email, exp: payload.exp!, iat: typeof payload.iat === 'number' ? payload.iat : 0 } };
   } catch (err) {

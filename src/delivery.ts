@@ -18,6 +18,7 @@
 import { CursorState, decodeCursor, resumeProblem } from './cursor.js';
 import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType } from './db/changes.js';
 import type { Db } from './db/connect.js';
+import { CloseCode } from './errors.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -314,8 +315,9 @@ export class Delivery {
   }
 
   /** Runs `read` until it succeeds; undefined if the daemon stops first (see src/retry.ts). */
-  #retry<T>(what: string, read: () => Promise<T>, opts: { giveUpOnBadInput?: boolean } = {}): Promise<T | undefined> {
-    return retry(what, read, { log: this.#o.log, stopped: () => this.#stopping, ...opts });
+  #retry<T>(what: string, read: () => Promise<T>, opts: { giveUpOnBadInput?: boolean; abandoned?: () => boolean } = {}): Promise<T | undefined> {
+    const { abandoned, ...rest } = opts;
+    return retry(what, read, { log: this.#o.log, stopped: () => this.#stopping || (abandoned?.() ?? false), ...rest });
   }
 
   /** The rows a live step delivers: its transactions' changes for the users live right now. */
@@ -496,7 +498,12 @@ export class Delivery {
         if (!catchUp) for (const sub of mineNow) sub.stash = [];
         const generation = this.#generation;
         this.#o.log.trace({ users: slice.length, catchUp }, 'reading changes since cursors');
-        result = await this.#retry('reading alerts since cursors', () => changesSince(this.#o.db, slice, maxReplay));
+        // A read Postgres refuses for its input (class 22) fails the same way every time: those
+        // sockets are closed instead of retried for ever, and retries stop once none is open.
+        result = await this.#retry('reading alerts since cursors', () => changesSince(this.#o.db, slice, maxReplay), {
+          giveUpOnBadInput: true,
+          abandoned: () => mineNow.every((sub) => !sub.open),
+        });
         // A connection still on the server that was failed over from: read again, elsewhere.
         if (result && this.#pastEpochs.has(result.epoch)) {
           this.#o.log.warn({ epoch: result.epoch }, 'a read came from the database before its failover; reading again');
@@ -510,7 +517,9 @@ export class Delivery {
       }
       if (!result) {
         for (const sub of mineNow) sub.stash = null;
-        return;
+        if (this.#stopping) return;
+        for (const sub of mineNow) if (sub.open) sub.ws.close(CloseCode.InternalError, 'could not read this user\'s alerts');
+        continue;
       }
       const byUser = new Map<string, Change[]>(slice.map((r) => [r.userId, []]));
       for (const c of result.changes) byUser.get(userOf(c))?.push(c);

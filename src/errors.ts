@@ -9,6 +9,8 @@ export const CloseCode = {
   GoingAway: 1001,
   /** Frame larger than the server's maxPayload. Sent by ws itself. */
   MessageTooBig: 1009,
+  /** The server could not serve this socket (a read its database refused for this user's input); it is not retried. */
+  InternalError: 1011,
   /** The server is at MAX_CONNECTIONS (or its budget for unauthenticated sockets); retry later. */
   TryAgainLater: 1013,
   /** The socket did not read fast enough: more than MAX_BUFFERED_BYTES waited to be sent. Resume from the cursor. */

@@ -40,6 +40,9 @@ afterAll(async () => {
   }
 });
 
+/** The id of the one row a statement returns. */
+const insertedId = async (url: string, sql: string, params: unknown[] = []) => String((await query(url, sql, params))[0]!.id);
+
 /** Every message a tab is sent, as parsed JSON. */
 function record(tab: Tab): any[] {
   const got: any[] = [];
@@ -75,8 +78,8 @@ describe.each(Object.keys(MODES) as Array<keyof typeof MODES>)('%s mode', (mode)
       const d = await fleet.start(MODES[mode]);
       const tab = await new Tab(await tokenFor('u1')).connect(d.url);
       const other = await new Tab(await tokenFor('u2')).connect(d.url);
-      const [{ id: a }] = await query(writer, `INSERT INTO public.notifications(owner_id, title, body) VALUES ('u1', 'hi', 'there') RETURNING id::text`);
-      const [{ id: orphan }] = await query(writer, `INSERT INTO public.notifications(owner_id, title, body) VALUES (NULL, 'hi', 'there') RETURNING id::text`);
+      const a = await insertedId(writer, `INSERT INTO public.notifications(owner_id, title, body) VALUES ('u1', 'hi', 'there') RETURNING id::text`);
+      const orphan = await insertedId(writer, `INSERT INTO public.notifications(owner_id, title, body) VALUES (NULL, 'hi', 'there') RETURNING id::text`);
       await until(() => tab.ids.has(a), 10_000, 'the writer\'s alert');
       await query(writer, `UPDATE public.notifications SET body = 'changed' WHERE id = $1`, [a]);
       await until(() => tab.updates.some((u) => u.alert.id === a && u.alert.message === 'changed'), 10_000, 'the update');
@@ -117,7 +120,7 @@ describe.each(Object.keys(MODES) as Array<keyof typeof MODES>)('%s mode', (mode)
       expect(live.find((x) => x.id === ids['good 1']).data).toMatchObject({ title: 'good 1', extra: { a: 1 } });
       // The writer updates the row: its trigger compares rows without to_jsonb.
       await query(writer, `UPDATE public.notifications SET body = 'seen' WHERE id = $1`, [ids.bad]);
-      const [{ id: later }] = await query(writer, `INSERT INTO public.notifications(owner_id, title) VALUES ('u3', 'later') RETURNING id::text`);
+      const later = await insertedId(writer, `INSERT INTO public.notifications(owner_id, title) VALUES ('u3', 'later') RETURNING id::text`);
       await until(() => tab.ids.has(later), 10_000, 'a later transaction');
       await until(() => tab.updates.some((u) => u.alert.id === ids.bad && u.alert.message === 'seen'), 10_000, 'the update of the row');
       tab.close();
@@ -148,7 +151,7 @@ describe.each(Object.keys(MODES) as Array<keyof typeof MODES>)('%s mode', (mode)
       await psql(db, `GRANT SELECT, INSERT, UPDATE, DELETE ON "Alert" TO ${w.role}; GRANT SELECT ON "User" TO ${w.role}`);
       const d = await fleet.start(MODES[mode]);
       const tab = await new Tab(await tokenFor('ann')).connect(d.url);
-      const [{ id }] = await query(w.url, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'from the app') RETURNING id`);
+      const id = await insertedId(w.url, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'from the app') RETURNING id`);
       await until(() => tab.ids.has(id), 10_000, 'the app role\'s insert');
       await query(w.url, `UPDATE "Alert" SET read = true WHERE id = $1`, [id]);
       await until(() => tab.updates.some((u) => u.alert.id === id && u.alert.read === true), 10_000, 'the update');
@@ -176,7 +179,7 @@ describe('a writer gains nothing through pgbell', () => {
     const b = await newRole(db, 'tenant');
     for (const t of [a, b]) await psql(db, `GRANT SELECT, INSERT, UPDATE, DELETE ON public.notes TO ${t.role}; GRANT USAGE ON SEQUENCE notes_id_seq TO ${t.role}`);
     await query(a.url, `INSERT INTO public.notes (tenant, owner_id, title) VALUES ('${a.role}', 'ua', 'a''s')`);
-    const [{ id: bs }] = await query(b.url, `INSERT INTO public.notes (tenant, owner_id, title) VALUES ('${b.role}', 'ub', 'b''s') RETURNING id::text`);
+    const bs = await insertedId(b.url, `INSERT INTO public.notes (tenant, owner_id, title) VALUES ('${b.role}', 'ub', 'b''s') RETURNING id::text`);
     const bookkeeping = () => query(db, `SELECT id, "userId", "changedTxid"::text AS tx FROM pgbell."AlertChange" WHERE id = $1`, [bs]);
     const before = await bookkeeping();
     // Tenant A rewrites every row it can: B's row is not among them, and B's alert stays B's.
