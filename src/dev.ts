@@ -2,8 +2,10 @@
  * `pgbell dev` (what `npm start` runs): everything needed to see a live notification on a
  * machine with nothing installed. Embedded Postgres unless DATABASE_URL is set.
  */
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import pg from 'pg';
 import { secretKey, signSessionToken } from './auth.js';
 import { triggerChannelFor, type Config } from './config.js';
 import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
@@ -12,7 +14,7 @@ import { createDb } from './db/connect.js';
 import { migrate } from './db/migrate.js';
 import { startDemoServer, type DemoServer } from './demo/server.js';
 import { LOCAL_ORIGINS } from './http/origin.js';
-import { devSecret, recordDataDir, removeDevState, stateDirOf, writeDevState } from './devstate.js';
+import { devDatabasePassword, devSecret, LEGACY_DEV_PASSWORD, recordDataDir, removeDevState, STATE_DIR, stateDirOf, storeDevPassword, writeDevState } from './devstate.js';
 import { serverCanUse, sharedDirFor, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';
 import { createLogger } from './log.js';
 
@@ -40,8 +42,18 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
     const dataDir = (await serverCanUse(stateDir)) ? path.join(stateDir, 'data') : path.join(await sharedDirFor(opts.cwd), 'data');
     await recordDataDir(stateDir, dataDir);
     log.info(`starting embedded Postgres (data in ${dataDir})`);
-    embedded = await startEmbeddedPostgres({ dataDir, password: 'pgbell' });
-    databaseUrl = embedded.url;
+    const pw = await devDatabasePassword(stateDir);
+    // A cluster from before the password was per checkout knows the old fixed one: it starts
+    // with that and is given the new one; a new cluster gets the new one from the start.
+    const legacy = !pw.stored && existsSync(path.join(dataDir, 'PG_VERSION'));
+    if (!pw.stored && !legacy) await storeDevPassword(pw.file, pw.password);
+    embedded = await startEmbeddedPostgres({ dataDir, password: legacy ? LEGACY_DEV_PASSWORD : pw.password });
+    if (legacy) {
+      await rotatePassword(embedded.url, pw.password);
+      await storeDevPassword(pw.file, pw.password);
+      log.info('the embedded cluster\'s superuser password is now random per checkout (.pgbell/db-password)');
+    }
+    databaseUrl = withPassword(embedded.url, pw.password);
   }
   try {
     const generated = config.SESSION_SECRET === undefined ? await devSecret(stateDir) : undefined;
@@ -68,7 +80,10 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
         key,
         wsUrl: daemon.url,
         user: DEMO_USER,
-        psql: `psql "${databaseUrl}" -c "${sql}"`,
+        // The page shows no password: anyone who can load it would have the database.
+        psql: embedded
+          ? `PGPASSWORD="$(cat ${path.join(STATE_DIR, 'db-password')})" psql "${withPassword(databaseUrl, '')}" -c "${sql}"   # from this checkout`
+          : `psql "${withPassword(databaseUrl, '')}" -c "${sql}"`,
         maxReplay: config.MAX_REPLAY,
         log,
       });
@@ -115,5 +130,23 @@ export async function runDev(config: Config, opts: { cwd: string }): Promise<num
       await embedded.stop();
       log.info('embedded Postgres stopped');
     }
+  }
+}
+
+/** `url` with its password replaced ('' removes it). */
+function withPassword(url: string, password: string): string {
+  const u = new URL(url);
+  u.password = password === '' ? '' : encodeURIComponent(password);
+  return u.toString();
+}
+
+async function rotatePassword(url: string, password: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    await client.query(`ALTER ROLE postgres PASSWORD ${client.escapeLiteral(password)}`);
+  } finally {
+    await client.end();
   }
 }

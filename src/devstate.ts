@@ -4,6 +4,7 @@
  * with no environment set, and so that `pgbell clean` knows what to delete.
  *
  *   .pgbell/session-secret   the dev session secret (kept across runs: printed tokens stay valid)
+ *   .pgbell/db-password      the embedded cluster's superuser password, random per checkout
  *   .pgbell/dev.json         written while dev runs: pid, database URL, URLs; removed on exit
  *   .pgbell/data-dir         where the embedded data lives when it is not .pgbell/data (root,
  *                            checkout out of the `postgres` user's reach)
@@ -40,6 +41,25 @@ export async function devSecret(stateDir: string): Promise<{ secret: string; fil
   await writeFile(file, secret + '\n', { mode: 0o600 });
   return { secret, file };
 }
+
+/**
+ * The embedded cluster's superuser password: random per checkout, 0600, so no other local
+ * account can connect (a superuser runs programs as the cluster's account and reads its files).
+ * `stored` is false when it was just made and not yet written: the caller writes it with
+ * `storeDevPassword` once the cluster accepts it.
+ */
+export async function devDatabasePassword(stateDir: string): Promise<{ password: string; file: string; stored: boolean }> {
+  const file = path.join(stateDir, 'db-password');
+  if (existsSync(file)) return { password: (await readFile(file, 'utf8')).trim(), file, stored: true };
+  return { password: randomBytes(24).toString('base64url'), file, stored: false };
+}
+
+export async function storeDevPassword(file: string, password: string): Promise<void> {
+  await writeFile(file, password + '\n', { mode: 0o600 });
+}
+
+/** What clusters made by earlier versions of `pgbell dev` were given, the same everywhere. */
+export const LEGACY_DEV_PASSWORD = 'pgbell';
 
 export async function writeDevState(stateDir: string, state: DevState): Promise<void> {
   await writeFile(path.join(stateDir, 'dev.json'), JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });

@@ -56,6 +56,25 @@ describe('pgbell dev', () => {
     const n = await c.next((m) => m.type === 'notification');
     expect(n.alert).toMatchObject({ userId: 'demo-user', title: 'Hello from psql' });
 
+    // The superuser password is this checkout's own, readable by its owner only, and not on
+    // the demo page (anyone who loads the page would otherwise have a superuser).
+    const pwFile = path.join(cwd, '.pgbell', 'db-password');
+    expect((await stat(pwFile)).mode & 0o777).toBe(0o600);
+    const password = (await readFile(pwFile, 'utf8')).trim();
+    expect(password).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    const firstUrl = first.psqlCommand.match(/psql "([^"]+)"/)![1]!;
+    expect(decodeURIComponent(new URL(firstUrl).password)).toBe(password);
+    const html = await (await fetch(first.demoUrl)).text();
+    expect(html).not.toContain(password);
+    expect(html).toContain('db-password');
+    const old = new URL(firstUrl);
+    old.password = 'pgbell';
+    await expect(query(old.toString(), 'SELECT 1')).rejects.toThrow(/password authentication failed/);
+    // A cluster made by an earlier pgbell dev (the fixed password, no password file) is moved
+    // to a password of its own on its next start.
+    await query(firstUrl, `ALTER ROLE postgres PASSWORD 'pgbell'`);
+    await rm(pwFile);
+
     const pidFile = path.join(cwd, '.pgbell', 'data', 'postmaster.pid');
     expect(existsSync(pidFile)).toBe(true);
     first.p.child.kill('SIGINT');
@@ -68,6 +87,12 @@ describe('pgbell dev', () => {
     const again = await TestClient.ready(`ws://127.0.0.1:${second.port}/`, first.token);
     const dbUrl = second.psqlCommand.match(/psql "([^"]+)"/)![1]!;
     expect((await query(dbUrl, `SELECT count(*)::int AS n FROM "Alert"`))[0]!.n).toBe(1);
+    const rotated = (await readFile(pwFile, 'utf8')).trim();
+    expect(rotated).not.toBe('pgbell');
+    expect(decodeURIComponent(new URL(dbUrl).password)).toBe(rotated);
+    const oldNow = new URL(dbUrl);
+    oldNow.password = 'pgbell';
+    await expect(query(oldNow.toString(), 'SELECT 1')).rejects.toThrow(/password authentication failed/);
     again.close();
     second.p.child.kill('SIGTERM');
     expect((await second.p.exited).code).toBe(0);
