@@ -277,3 +277,18 @@ describe('pgbell install with only --table and --user-column', () => {
     expect(await columns()).toEqual(original);
   });
 });
+
+describe('pgbell install, refused', () => {
+  it('a refused install changes nothing: WAL mode on a table without a primary key leaves no trigger, no schema pgbell, no publication', async () => {
+    const e = await emptyDatabase('inst');
+    await psql(e, `CREATE TABLE keyless (id bigint NOT NULL UNIQUE, owner text)`);
+    const r = await run(['install', '--table', 'keyless', '--user-column', 'owner', '--id-column', 'id'], cleanEnv({ DATABASE_URL: e, PGBELL_MODE: 'wal' }));
+    expect(r.stderr).toMatch(/^pgbell: WAL mode publishes public\.keyless, which has no replica identity/);
+    expect(r.code).toBe(1);
+    expect(await query(e, `SELECT tgname FROM pg_trigger WHERE tgrelid = 'keyless'::regclass`)).toEqual([]);
+    expect(await query(e, `SELECT nspname FROM pg_namespace WHERE nspname = 'pgbell'`)).toEqual([]);
+    expect(await query(e, `SELECT pubname FROM pg_publication`)).toEqual([]);
+    // In notify mode the same table installs.
+    expect((await run(['install', '--table', 'keyless', '--user-column', 'owner', '--id-column', 'id'], cleanEnv({ DATABASE_URL: e }))).code).toBe(0);
+  });
+});

@@ -8,7 +8,7 @@
  */
 import pg from 'pg';
 import { applyBookkeeping, readSource, removeBookkeeping, SCHEMA, setChannel, setPublication, type Mapping } from './bookkeeping.js';
-import { withSchemaLock } from './lock.js';
+import { inTransaction, withSchemaLock } from './lock.js';
 
 export const INSTALL_SCHEMA = SCHEMA;
 
@@ -88,27 +88,31 @@ export async function install(connectionString: string, opts: InstallOptions): P
 
     const run = (text: string) => client.query(text);
     const owner = (await client.query<{ r: string }>('SELECT current_user AS r')).rows[0]!.r;
-    const existing = await readSource(run);
-    const { rows: legacy } = await client.query<{ m: boolean }>(`SELECT to_regclass('public.pgbell_migrations') IS NOT NULL AS m`);
-    if (existing?.kind === 'migrate' || legacy[0]!.m) {
-      throw new Error('this database has pgbell\'s own "Alert" table (`pgbell migrate` ran here); install is for databases that keep alerts in a table of their own');
-    }
-    if (existing) {
-      // jsonb does not keep key order: compare key by key.
-      const same = (Object.keys(mapping) as Array<keyof Mapping>).every((k) => existing.mapping[k] === mapping[k]);
-      if (!same) {
-        throw new Error(`pgbell is already installed on ${existing.mapping.table} with other options; run \`pgbell uninstall\` first`);
+    // One transaction: the triggers, schema pgbell and (WAL mode) the publication commit
+    // together, and a refusal (a table WAL mode cannot publish) leaves nothing behind.
+    return inTransaction(client, async () => {
+      const existing = await readSource(run);
+      const { rows: legacy } = await client.query<{ m: boolean }>(`SELECT to_regclass('public.pgbell_migrations') IS NOT NULL AS m`);
+      if (existing?.kind === 'migrate' || legacy[0]!.m) {
+        throw new Error('this database has pgbell\'s own "Alert" table (`pgbell migrate` ran here); install is for databases that keep alerts in a table of their own');
       }
-      // The same install from an older pgbell is brought up to date, on its own channel.
-      const refreshed = (await applyBookkeeping(client, mapping, existing.channel, 'install')) || existing.version < 2;
-      const channelChanged = existing.channel !== opts.channel;
-      if (channelChanged) await setChannel(client, mapping, opts.channel);
-      const publicationChanged = await setPublication(client, mapping, opts.publish ?? false);
-      return { installed: false, channelChanged, publicationChanged, refreshed, table: target.name, owner };
-    }
-    await applyBookkeeping(client, mapping, opts.channel, 'install');
-    await setPublication(client, mapping, opts.publish ?? false);
-    return { installed: true, channelChanged: false, publicationChanged: false, refreshed: false, table: target.name, owner };
+      if (existing) {
+        // jsonb does not keep key order: compare key by key.
+        const same = (Object.keys(mapping) as Array<keyof Mapping>).every((k) => existing.mapping[k] === mapping[k]);
+        if (!same) {
+          throw new Error(`pgbell is already installed on ${existing.mapping.table} with other options; run \`pgbell uninstall\` first`);
+        }
+        // The same install from an older pgbell is brought up to date, on its own channel.
+        const refreshed = (await applyBookkeeping(client, mapping, existing.channel, 'install')) || existing.version < 2;
+        const channelChanged = existing.channel !== opts.channel;
+        if (channelChanged) await setChannel(client, mapping, opts.channel);
+        const publicationChanged = await setPublication(client, mapping, opts.publish ?? false);
+        return { installed: false, channelChanged, publicationChanged, refreshed, table: target.name, owner };
+      }
+      await applyBookkeeping(client, mapping, opts.channel, 'install');
+      await setPublication(client, mapping, opts.publish ?? false);
+      return { installed: true, channelChanged: false, publicationChanged: false, refreshed: false, table: target.name, owner };
+    });
   });
 }
 

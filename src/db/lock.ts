@@ -23,9 +23,18 @@ export async function withSchemaLock<T>(connectionString: string, applicationNam
   }
 }
 
-/** Runs `fn` in a transaction on `client`: committed if it resolves, rolled back if it throws. */
+/** Clients inside inTransaction. */
+const open = new WeakSet<pg.Client>();
+
+/**
+ * Runs `fn` in a transaction on `client`: committed if it resolves, rolled back if it throws.
+ * Called inside another on the same client, it is part of that one (install's steps commit or
+ * roll back together).
+ */
 export async function inTransaction<T>(client: pg.Client, fn: () => Promise<T>): Promise<T> {
+  if (open.has(client)) return fn();
   await client.query('BEGIN');
+  open.add(client);
   try {
     const result = await fn();
     await client.query('COMMIT');
@@ -33,5 +42,7 @@ export async function inTransaction<T>(client: pg.Client, fn: () => Promise<T>):
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
+  } finally {
+    open.delete(client);
   }
 }

@@ -90,15 +90,17 @@ export async function migrate(
     }
     const foreign = await renormalizeForeignTxids(client);
     if (foreign > 0) opts.log?.(`re-stamped ${foreign} rows whose transaction ids this server has not handed out yet (restored from another cluster); open cursors reset`);
-    const current = await triggerChannel((text) => client.query(text));
-    if (current !== opts.channel) {
-      await setChannel(client, MODEL_MAPPING, opts.channel);
-      result.channelChanged = true;
-      opts.log?.(opts.channel === '' ? `triggers now send no NOTIFY (${opts.publish ? 'WAL' : 'poll'} mode)` : `trigger now notifies channel ${opts.channel}`);
-    }
-    if (await setPublication(client, MODEL_MAPPING, opts.publish ?? false)) {
-      opts.log?.(opts.publish ? `created publication ${PUBLICATION} (WAL mode)` : `dropped publication ${PUBLICATION} (WAL mode is off)`);
-    }
+    // The channel and the publication (the mode) change together.
+    const published = await inTransaction(client, async () => {
+      const current = await triggerChannel((text) => client.query(text));
+      if (current !== opts.channel) {
+        await setChannel(client, MODEL_MAPPING, opts.channel);
+        result.channelChanged = true;
+      }
+      return setPublication(client, MODEL_MAPPING, opts.publish ?? false);
+    });
+    if (result.channelChanged) opts.log?.(opts.channel === '' ? `triggers now send no NOTIFY (${opts.publish ? 'WAL' : 'poll'} mode)` : `trigger now notifies channel ${opts.channel}`);
+    if (published) opts.log?.(opts.publish ? `created publication ${PUBLICATION} (WAL mode)` : `dropped publication ${PUBLICATION} (WAL mode is off)`);
     return result;
   });
 }
