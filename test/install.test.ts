@@ -278,7 +278,11 @@ describe('pgbell install with only --table and --user-column', () => {
   });
 });
 
-describe('pgbell install, refused', () => {
+describe('pgbell install, refused or given odd names', () => {
+  const fleet3 = daemonFleet(() => odd);
+  let odd: string;
+  afterAll(() => fleet3.stopAll());
+
   it('a refused install changes nothing: WAL mode on a table without a primary key leaves no trigger, no schema pgbell, no publication', async () => {
     const e = await emptyDatabase('inst');
     await psql(e, `CREATE TABLE keyless (id bigint NOT NULL UNIQUE, owner text)`);
@@ -290,5 +294,25 @@ describe('pgbell install, refused', () => {
     expect(await query(e, `SELECT pubname FROM pg_publication`)).toEqual([]);
     // In notify mode the same table installs.
     expect((await run(['install', '--table', 'keyless', '--user-column', 'owner', '--id-column', 'id'], cleanEnv({ DATABASE_URL: e }))).code).toBe(0);
+  });
+
+  it('names holding $$ or $pgbell$ stay names: the install works, nothing in them runs, and a writer\'s insert is delivered', async () => {
+    odd = await emptyDatabase('inst');
+    const owner = 'o$$; DROP TABLE sentinel; --';
+    const title = 't$pgbell$; DROP TABLE sentinel; --';
+    await psql(odd, `CREATE TABLE sentinel (); CREATE TABLE "n$$" (id bigserial PRIMARY KEY, "${owner}" text, "${title}" text)`);
+    const r = await run(['install', '--table', 'public."n$$"', '--user-column', owner, '--title-column', title], cleanEnv({ DATABASE_URL: odd }));
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/installed on public\.n\$\$/);
+    expect(await query(odd, `SELECT to_regclass('sentinel') IS NOT NULL AS here`)).toEqual([{ here: true }]);
+    const d = await fleet3.start();
+    const c = await TestClient.connect(d.url);
+    c.send({ type: 'auth', token: await tokenFor('ada') });
+    await c.next((m) => m.type === 'ready');
+    await psql(odd, `INSERT INTO "n$$" ("${owner}", "${title}") VALUES ('ada', 'odd but fine')`);
+    expect((await c.next((m) => m.type === 'notification')).alert).toMatchObject({ userId: 'ada', title: 'odd but fine' });
+    c.close();
+    await fleet3.stopAll();
+    expect(await query(odd, `SELECT to_regclass('sentinel') IS NOT NULL AS here`)).toEqual([{ here: true }]);
   });
 });
