@@ -8,7 +8,7 @@ import { parseTtl, secretKey, signSessionToken } from './auth.js';
 import { ENV_HELP, loadConfig, need, triggerChannelFor, type Config } from './config.js';
 import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
 import { install, uninstall } from './db/install.js';
-import { PUBLICATION } from './db/bookkeeping.js';
+import { databaseMode, PUBLICATION } from './db/bookkeeping.js';
 import { migrate } from './db/migrate.js';
 import { runDev } from './dev.js';
 import { clean, withRunningDev } from './devstate.js';
@@ -21,7 +21,8 @@ Usage: pgbell <command> [options]
 
 Commands:
   start                      run the daemon: LISTEN on Postgres, serve WebSocket + /health on PORT
-  migrate                    create or update the schema and trigger (safe to run concurrently, idempotent)
+  migrate                    create or update the schema and trigger (safe to run concurrently, idempotent);
+                             like install, it keeps the mode the database is in unless PGBELL_MODE is set
   install --table T --user-column C [--id-column C] [--type-column C] [--title-column C]
           [--message-column C] [--link-column C] [--read-column C] [--created-column C] [--channel N]
                              put pgbell onto an existing table instead of its own "Alert" (idempotent;
@@ -98,13 +99,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     case 'start':
       return cmdStart(loadConfig(env));
     case 'migrate':
-      return cmdMigrate(await loadConfigFor(env));
+      return cmdMigrate(await withDatabaseMode(await loadConfigFor(env), env, 'migrate'));
     case 'install':
-      return cmdInstall(await loadConfigFor(env), values);
+      return cmdInstall(await withDatabaseMode(await loadConfigFor(env), env, 'install', values.channel), values);
     case 'uninstall':
       return cmdUninstall(await loadConfigFor(env));
     case 'doctor': {
-      const config = await loadConfigFor(env);
+      const { config } = await withDatabaseMode(await loadConfigFor(env), env, 'doctor');
       return (await doctor(config, need(config, 'DATABASE_URL', 'doctor'), (l) => console.log(l))) ? 0 : 1;
     }
     case 'token':
@@ -129,17 +130,64 @@ async function cmdStart(config: Config): Promise<number> {
   return 0;
 }
 
-async function cmdMigrate(config: Config): Promise<number> {
+type Mode = Config['PGBELL_MODE'];
+const MODE_NAME: Record<Mode, string> = { notify: 'notify', poll: 'poll', wal: 'WAL' };
+
+/** `config` for migrate, install or doctor, and the mode the database was in (null: none yet). */
+interface WithMode {
+  config: Config;
+  was: Mode | null;
+}
+
+/**
+ * PGBELL_MODE and PGBELL_CHANNEL where neither the environment nor --channel sets them: the
+ * database's own (its triggers' channel, its publication). So a bare `migrate` or `install`, as
+ * in a second terminal beside `pgbell dev`, keeps the mode the deployment runs in; switching
+ * takes PGBELL_MODE, and says so.
+ */
+async function withDatabaseMode(config: Config, env: NodeJS.ProcessEnv, command: string, channelFlag?: string): Promise<WithMode> {
+  const set = (key: string) => env[key] !== undefined && env[key] !== '';
+  if (config.DATABASE_URL === undefined || (set('PGBELL_MODE') && (set('PGBELL_CHANNEL') || channelFlag !== undefined))) return { config, was: null };
+  const client = new pg.Client({ connectionString: config.DATABASE_URL, application_name: `pgbell-${command}` });
+  client.on('error', () => {});
+  let current: Awaited<ReturnType<typeof databaseMode>>;
+  try {
+    await client.connect();
+    current = await databaseMode((text) => client.query(text));
+  } catch {
+    // The command itself connects next, and fails saying why.
+    return { config, was: null };
+  } finally {
+    await client.end().catch(() => {});
+  }
+  if (current === null) return { config, was: null };
+  const mode = set('PGBELL_MODE') ? config.PGBELL_MODE : current.mode;
+  const channel = channelFlag ?? (set('PGBELL_CHANNEL') || current.mode !== 'notify' ? config.PGBELL_CHANNEL : current.channel);
+  return { config: Object.freeze({ ...config, PGBELL_MODE: mode, PGBELL_CHANNEL: channel }), was: current.mode };
+}
+
+/** One line when PGBELL_MODE moved the database to another mode: its daemons must follow. */
+function reportSwitch({ config, was }: WithMode): void {
+  const mode = config.PGBELL_MODE;
+  if (was !== null && was !== mode) {
+    console.log(`switched from ${MODE_NAME[was]} mode to ${MODE_NAME[mode]} mode (PGBELL_MODE=${mode}): daemons on this database must run with PGBELL_MODE=${mode}`);
+  }
+}
+
+async function cmdMigrate(withMode: WithMode): Promise<number> {
+  const { config } = withMode;
   const result = await migrate(need(config, 'DATABASE_URL', 'migrate'), {
     channel: triggerChannelFor(config),
     publish: config.PGBELL_MODE === 'wal',
     log: (m) => console.log(m),
   });
   console.log(result.applied.length ? `migrated: ${result.applied.length} applied, ${result.skipped.length} already applied` : `up to date (${result.skipped.length} migrations already applied)`);
+  reportSwitch(withMode);
   return 0;
 }
 
-async function cmdInstall(config: Config, flags: Record<string, string | boolean | undefined>): Promise<number> {
+async function cmdInstall(withMode: WithMode, flags: Record<string, string | boolean | undefined>): Promise<number> {
+  const { config } = withMode;
   const flag = (name: string) => (typeof flags[name] === 'string' ? (flags[name] as string) : undefined);
   const table = flag('table');
   const userColumn = flag('user-column');
@@ -154,7 +202,7 @@ async function cmdInstall(config: Config, flags: Record<string, string | boolean
     linkColumn: flag('link-column'),
     readColumn: flag('read-column'),
     createdColumn: flag('created-column'),
-    channel: config.PGBELL_MODE === 'notify' ? (flag('channel') ?? config.PGBELL_CHANNEL) : '',
+    channel: triggerChannelFor(config),
     publish: config.PGBELL_MODE === 'wal',
   });
   const mode = config.PGBELL_MODE;
@@ -165,11 +213,12 @@ async function cmdInstall(config: Config, flags: Record<string, string | boolean
         : `installed on ${result.table} for ${mode === 'wal' ? 'WAL' : 'poll'} mode (no NOTIFY); start the daemon with PGBELL_MODE=${mode}`,
     );
   } else if (result.channelChanged || result.publicationChanged) {
-    const now = mode === 'notify' ? `notify channel ${flag('channel') ?? config.PGBELL_CHANNEL}` : `send no NOTIFY (${mode === 'wal' ? 'WAL' : 'poll'} mode)`;
+    const now = mode === 'notify' ? `notify channel ${config.PGBELL_CHANNEL}` : `send no NOTIFY (${mode === 'wal' ? 'WAL' : 'poll'} mode)`;
     console.log(`already installed on ${result.table}; its triggers now ${now}${mode === 'wal' ? `, and publication ${PUBLICATION} is there for WAL mode` : ''}`);
   }
   else if (result.refreshed) console.log(`already installed on ${result.table}; its trigger functions were brought up to date`);
   else console.log(`already installed on ${result.table}; nothing to do`);
+  reportSwitch(withMode);
   console.log(
     `pgbell's triggers run as role ${result.owner} (SECURITY DEFINER), whatever role writes ${result.table}: a writer needs only its own rights on the table, nothing on schema pgbell. Rows whose ${userColumn} is NULL are stored and not delivered (pgbell doctor counts them).`,
   );

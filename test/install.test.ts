@@ -187,8 +187,8 @@ describe('pgbell install', () => {
     }
     await d2.stop();
     if (mode === 'wal') {
-      // Back to notify mode for the tests below: the publication goes with WAL mode.
-      const r = await cli(INSTALL);
+      // Back to notify mode for the tests below (a deliberate switch): the publication goes with WAL mode.
+      const r = await cli(INSTALL, { PGBELL_MODE: 'notify' });
       expect(r.stdout).toMatch(/its triggers now notify channel pgbell/);
       expect(await query(db, `SELECT 1 FROM pg_publication WHERE pubname = 'pgbell'`)).toEqual([]);
     }

@@ -198,6 +198,19 @@ export async function removeBookkeeping(client: pg.Client, m: Mapping): Promise<
   });
 }
 
+/**
+ * The mode the database is set up for, as migrate or install left it: a channel means notify
+ * mode; no channel, WAL mode if the publication is there, else poll. Null where pgbell has no
+ * bookkeeping yet.
+ */
+export async function databaseMode(run: Run): Promise<{ mode: 'notify' | 'poll' | 'wal'; channel: string } | null> {
+  const source = await readSource(run);
+  if (source === null) return null;
+  if (source.channel !== '') return { mode: 'notify', channel: source.channel };
+  const { rows } = await run(`SELECT 1 FROM pg_publication WHERE pubname = ${lit(PUBLICATION)}`);
+  return { mode: rows.length > 0 ? 'wal' : 'poll', channel: '' };
+}
+
 /** The channel the triggers notify on: null if one is missing, "a and b" if they disagree. */
 export async function triggerChannel(run: Run): Promise<string | null> {
   if ((await readSource(run)) === null) return null;
