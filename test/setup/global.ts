@@ -42,7 +42,9 @@ export default async function setup(project: TestProject) {
     kind = 'url';
   } else if (process.env.TEST_PG === 'docker') {
     const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
-    const container = await new PostgreSqlContainer('postgres:17-alpine').start();
+    // As the embedded server: WAL mode's tests need wal_level=logical, and the suite's files
+    // run at once (max_connections).
+    const container = await new PostgreSqlContainer('postgres:17-alpine').withCommand(['postgres', '-c', 'wal_level=logical', '-c', 'max_connections=300']).start();
     adminUrl = container.getConnectionUri();
     kind = 'docker';
     stopServer = async () => void (await container.stop());
