@@ -152,7 +152,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const name = String(issue.path[0] ?? 'environment');
     const got = picked[name];
     const secret = name === 'SESSION_SECRET' || name === 'SESSION_SECRET_PREVIOUS' || name === 'DATABASE_URL' || name === 'LISTEN_DATABASE_URL';
-    const shown = got === undefined ? '' : ` (got ${JSON.stringify(secret ? redact(got) : got)})`;
+    const shown = got === undefined ? '' : ` (got ${JSON.stringify(secret ? redact(got) : redactUrlPasswords(got))})`;
     throw new ConfigError(`${name} ${issue.message}${shown}`);
   }
   if (parsed.data.PGBELL_FANOUT === 'redis' && parsed.data.REDIS_URL === undefined && parsed.data.REDIS_CLUSTER_NODES === undefined) {
@@ -179,6 +179,11 @@ export function need<K extends keyof Config>(config: Config, key: K, command: st
     );
   }
   return value as NonNullable<Config[K]>;
+}
+
+/** Every `scheme://user:password@` in `text` with the password starred (REDIS_URL, REDIS_CLUSTER_NODES, logs). */
+export function redactUrlPasswords(text: string): string {
+  return text.replace(/(\/\/[^/@:\s,]*:)[^@\s,/]*@/g, '$1***@');
 }
 
 function redact(value: string): string {

@@ -3,24 +3,27 @@
  * or the cluster serves every slot, and which of its nodes are failing.
  */
 import { createClient } from 'redis';
+import { redactUrlPasswords } from '../config.js';
 import type { Check } from '../doctor.js';
 
 export async function checkRedis(target: { url?: string | undefined; clusterNodes?: string[] | undefined }): Promise<Check> {
   const urls = target.clusterNodes ?? (target.url ? [target.url] : []);
   const errors: string[] = [];
   for (const url of urls) {
+    // What is printed names the node, never its password.
+    const shown = redactUrlPasswords(url);
     const client = createClient({ url, socket: { reconnectStrategy: false, connectTimeout: 3000 } });
     client.on('error', () => {});
     try {
       await client.connect();
       const version = /redis_version:(\S+)/.exec(await client.info('server'))?.[1] ?? '?';
       if (Number(version.split('.')[0]) < 7) {
-        return { name: 'redis', ok: false, detail: `Redis ${version} at ${url} has no sharded pub/sub (SPUBLISH): pgbell needs Redis 7 or later` };
+        return { name: 'redis', ok: false, detail: `Redis ${version} at ${shown} has no sharded pub/sub (SPUBLISH): pgbell needs Redis 7 or later` };
       }
-      if (!target.clusterNodes) return { name: 'redis', ok: true, detail: `Redis ${version} answers at ${url}` };
-      return cluster(await client.sendCommand(['CLUSTER', 'INFO']), await client.sendCommand(['CLUSTER', 'NODES']), url);
+      if (!target.clusterNodes) return { name: 'redis', ok: true, detail: `Redis ${version} answers at ${shown}` };
+      return cluster(await client.sendCommand(['CLUSTER', 'INFO']), await client.sendCommand(['CLUSTER', 'NODES']), shown);
     } catch (err) {
-      errors.push(`${url}: ${(err as Error).message}`);
+      errors.push(`${shown}: ${(err as Error).message}`);
     } finally {
       // A client that never connected is closed already, and says so by throwing.
       if (client.isOpen) client.destroy();

@@ -77,6 +77,8 @@ export class RedisFanout {
   readonly #watched = new Map<string, { n: number; subscribed: Promise<void> }>();
   readonly #o: FanoutOptions;
   readonly #cluster: boolean;
+  /** Cluster mode: nodes seen in the topology (host:port), tried before the seeds on a rebuild. */
+  #knownNodes: string[] = [];
   #connectedOnce = false;
   #lost = false;
   #closed = false;
@@ -106,7 +108,18 @@ export class RedisFanout {
   #clients(): [PubSub, PubSub] {
     const { log } = this.#o;
     if (this.#cluster) {
-      const pub = createCluster({ rootNodes: this.#o.clusterNodes!.map((url) => ({ url })), defaults: { socket: { reconnectStrategy } } }) as unknown as PubSub & { duplicate(): PubSub };
+      const seeds = this.#o.clusterNodes!;
+      const { username, password, tls } = clusterAccess(seeds);
+      const scheme = tls ? 'rediss' : 'redis';
+      // Every node known from the last topology, then the seeds: a seed list naming only a
+      // master that died would otherwise leave nothing to rebuild from.
+      const rootNodes = [...new Set([...this.#knownNodes.map((a) => `${scheme}://${a}`), ...seeds])].map((url) => ({ url }));
+      // The seeds' credentials and TLS reach every node, discovered ones too (node-redis
+      // gives discovered nodes `defaults` only).
+      const pub = createCluster({
+        rootNodes,
+        defaults: { ...(username ? { username } : {}), ...(password ? { password } : {}), socket: { reconnectStrategy, ...(tls ? { tls: true as const } : {}) } },
+      }) as unknown as PubSub & { duplicate(): PubSub };
       const sub = pub.duplicate();
       for (const c of [pub, sub]) {
         c.on('error', (err: Error) => log.warn({ err: err.message }, 'redis cluster error'));
@@ -169,6 +182,7 @@ export class RedisFanout {
   }
 
   async #rebuild(): Promise<void> {
+    this.#rememberTopology();
     for (let attempt = 0; !this.#closed; attempt++) {
       await new Promise((r) => setTimeout(r, Math.min(2000, 200 * 2 ** attempt)));
       if (this.#closed) return;
@@ -206,6 +220,17 @@ export class RedisFanout {
     await Promise.all([this.#pub.connect(), this.#sub.connect()]);
     await this.#sub.subscribe(this.#revokeChannel(), this.#onRevokeMessage);
     if (this.#cluster) this.#connectedOnce = true;
+  }
+
+  /** Cluster mode: the addresses (host:port) of every node the current clients know of. */
+  #rememberTopology(): void {
+    const known = new Set(this.#knownNodes);
+    for (const c of [this.#pub, this.#sub] as unknown as RedisClusterType[]) {
+      for (const n of [...(c.masters ?? []), ...(c.replicas ?? [])] as Array<{ host?: string; port?: number }>) {
+        if (n.host && n.port) known.add(n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`);
+      }
+    }
+    this.#knownNodes = [...known];
   }
 
   /**
@@ -334,4 +359,20 @@ export class RedisFanout {
   #revokeChannel(): string {
     return `pgbell:${this.#o.databaseId}:${this.#o.channel}:revoke`;
   }
+}
+
+/**
+ * The credentials and TLS of a cluster's seed URLs (the first that names them), for every
+ * node's client: a cluster with requirepass answers NOAUTH to a client without them.
+ */
+export function clusterAccess(urls: readonly string[]): { username?: string; password?: string; tls: boolean } {
+  const parsed = urls.map((u) => new URL(u));
+  const withCreds = parsed.find((u) => u.password !== '' || u.username !== '');
+  const tls = parsed.some((u) => u.protocol === 'rediss:');
+  if (tls && parsed.some((u) => u.protocol !== 'rediss:')) throw new Error('REDIS_CLUSTER_NODES mixes redis:// and rediss:// URLs: a cluster is TLS throughout or not at all');
+  return {
+    ...(withCreds?.username ? { username: decodeURIComponent(withCreds.username) } : {}),
+    ...(withCreds?.password ? { password: decodeURIComponent(withCreds.password) } : {}),
+    tls,
+  };
 }

@@ -56,19 +56,21 @@ async function clusterPort(taken: Set<number>): Promise<number> {
   }
 }
 
-export async function startRedisCluster(): Promise<TestCluster> {
+/** `password`: every node has requirepass (and masterauth) set to it, and `urls` carry it. */
+export async function startRedisCluster(opts: { password?: string } = {}): Promise<TestCluster> {
+  const auth = opts.password ? ['-a', opts.password, '--no-auth-warning'] : [];
   const dir = await mkdtemp(join(tmpdir(), 'pgbell-redis-cluster-'));
   const taken = new Set<number>();
   const nodes: ClusterNode[] = [];
-  const cli = async (port: number, ...args: string[]) => (await exec('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 30_000 })).stdout;
+  const cli = async (port: number, ...args: string[]) => (await exec('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...auth, ...args], { timeout: 30_000 })).stdout;
   for (let i = 0; i < 6; i++) {
     const port = await clusterPort(taken);
     const child = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000', '--dir', dir, '--save', '', '--appendonly', 'no', '--logfile', join(dir, `${port}.log`)],
+      ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000', '--dir', dir, '--save', '', '--appendonly', 'no', '--logfile', join(dir, `${port}.log`), ...(opts.password ? ['--requirepass', opts.password, '--masterauth', opts.password] : [])],
       { stdio: 'ignore' },
     );
-    nodes.push({ port, url: `redis://127.0.0.1:${port}`, process: child });
+    nodes.push({ port, url: `redis://${opts.password ? `:${encodeURIComponent(opts.password)}@` : ''}127.0.0.1:${port}`, process: child });
   }
   const alive = (n: ClusterNode) => n.process.exitCode === null && n.process.signalCode === null;
   for (const n of nodes) {
@@ -78,7 +80,7 @@ export async function startRedisCluster(): Promise<TestCluster> {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  await exec('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 });
+  await exec('redis-cli', [...auth, '--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 });
 
   const cluster: TestCluster = {
     nodes,
