@@ -3,18 +3,25 @@
  * checked against what they drive: Debian's docker-compose validates the file without an engine,
  * every pgbell command exists, every variable it sets is one pgbell reads, published ports match
  * PORT/DEMO_PORT, healthchecks probe the right port, dependencies exist, and every path the
- * Dockerfile copies is in the tree.
+ * Dockerfile copies is in the tree. The demo service is also run as its container would run it,
+ * as far as this machine allows: as the image's user, in a copy of the image's folders.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { HELP } from '../src/cli.js';
 import { CONFIG_KEYS, loadConfig } from '../src/config.js';
+import { freePort } from '../src/embedded.js';
+import { freshDatabase } from './helpers/pg.js';
 
 const compose = parse(readFileSync(new URL('../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as {
-  services: Record<string, { image?: string; command?: string; environment?: Record<string, string>; ports?: string[]; depends_on?: Record<string, unknown>; healthcheck?: { test: string[] } }>;
+  services: Record<string, { image?: string; command?: string; environment?: Record<string, string>; ports?: string[]; depends_on?: Record<string, unknown>; healthcheck?: { test: string[] }; working_dir?: string }>;
 };
 const commands = [...HELP.matchAll(/^ {2}([a-z]+)\b/gm)].map((m) => m[1]);
 const pgbellServices = Object.entries(compose.services).filter(([, s]) => s.command?.includes('bin/pgbell.js'));
@@ -55,13 +62,88 @@ describe('docker-compose.yml', () => {
     for (const key of Object.keys(env)) expect(CONFIG_KEYS).toContain(key);
     expect(() => loadConfig(env)).not.toThrow();
     const config = loadConfig(env);
-    const published = (s.ports ?? []).map((p) => Number(p.split(':')[1]));
+    // [host address:]host port:container port
+    const published = (s.ports ?? []).map((p) => Number(p.split(':').at(-1)));
     if (s.command!.includes(' start') || s.command!.includes(' dev')) expect(published).toContain(config.PORT);
     if (s.command!.includes(' dev')) expect(published).toContain(config.DEMO_PORT);
     if (s.healthcheck) expect(s.healthcheck.test.join(' ')).toContain(`127.0.0.1:${config.PORT}/health`);
     for (const dep of Object.keys(s.depends_on ?? {})) expect(Object.keys(compose.services)).toContain(dep);
     if (env.DATABASE_URL) expect(new URL(env.DATABASE_URL).hostname).toBe('postgres');
   });
+});
+
+describe('the demo service', () => {
+  const demo = compose.services.demo!;
+
+  it('listens on every interface inside its container, and is published on this machine\'s loopback only (its /api/token signs for anyone)', () => {
+    expect(loadConfig(demo.environment ?? {}).HOST).toBe('0.0.0.0');
+    for (const p of demo.ports ?? []) expect(p).toMatch(/^127\.0\.0\.1:/);
+  });
+
+  // The image's user: node (uid and gid 1000 in the node images, home /home/node, its own).
+  const NODE = { uid: 1000, gid: 1000, home: '/home/node' };
+  const asRoot = process.getuid?.() === 0;
+  if (!asRoot) console.warn('the demo container simulation is skipped: it runs as root (to act as the image\'s user)');
+
+  it.skipIf(!asRoot)('starts as the image\'s user in the image\'s folders: its state where that user may write, reachable where the published ports arrive', async () => {
+    const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8');
+    const final = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    expect(final).toMatch(/^USER node$/m);
+    const workdir = final.match(/^WORKDIR (\S+)$/m)?.[1] ?? dockerfile.match(/^WORKDIR (\S+)$/m)![1]!;
+    const imageEnv = Object.fromEntries([...final.matchAll(/^ENV (.+)$/gm)].flatMap((m) => m[1]!.split(/\s+/).map((kv) => kv.split('=') as [string, string])));
+    // The container's file system: the work dir as WORKDIR makes it (root's, 0755) with what
+    // the final stage copies there, and the user's home.
+    const root = await mkdtemp(path.join(os.tmpdir(), 'pgbell-container-'));
+    const inside = (p: string) => path.join(root, p);
+    const repo = fileURLToPath(new URL('..', import.meta.url));
+    try {
+      await mkdir(inside(workdir), { recursive: true, mode: 0o755 });
+      for (const [, from] of final.matchAll(/^COPY (?:--from=\S+ )?(\S+) \S+$/gm)) {
+        const name = path.basename(from!);
+        await symlink(path.join(repo, name), inside(path.join(workdir, name)));
+      }
+      await mkdir(inside(NODE.home), { recursive: true, mode: 0o755 });
+      await chown(inside(NODE.home), NODE.uid, NODE.gid);
+      for (const d of [root, inside('home')]) await chmod(d, 0o755);
+
+      const [program, ...args] = demo.command!.split(' ');
+      expect(program).toBe('node');
+      const port = await freePort();
+      const demoPort = await freePort();
+      const env = { ...imageEnv, ...demo.environment, DATABASE_URL: await freshDatabase(), PORT: String(port), DEMO_PORT: String(demoPort), PATH: process.env.PATH, HOME: inside(NODE.home) };
+      const child = spawn(process.execPath, args.map((a) => (a.startsWith('/') ? inside(a) : a)), { cwd: inside(demo.working_dir ?? workdir), env, uid: NODE.uid, gid: NODE.gid, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+      try {
+        await Promise.race([
+          (async () => {
+            while (!out.includes('pgbell is running.')) await new Promise((r) => setTimeout(r, 100));
+          })(),
+          exited.then(() => {
+            throw new Error(`the demo exited before it was running:\n${out}`);
+          }),
+          new Promise((_, reject) => setTimeout(() => reject(new Error(`the demo did not start within 30 s:\n${out}`)), 30_000)),
+        ]);
+        expect(out).toMatch(/Listening: +0\.0\.0\.0 \(set by HOST\)/);
+        expect(existsSync(inside(path.join(demo.working_dir ?? workdir, '.pgbell', 'dev.json')))).toBe(true);
+        // Published ports arrive on the container's own interface, not on 127.0.0.1: this
+        // machine's own interface stands in, or without one 127.0.0.2 (which a socket bound to
+        // 127.0.0.1 does not answer).
+        const external = Object.values(os.networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.2';
+        for (const host of ['127.0.0.1', external]) {
+          expect((await fetch(`http://${host}:${port}/health`)).status, host).toBe(200);
+          expect((await fetch(`http://${host}:${demoPort}/`)).status, host).toBe(200);
+        }
+      } finally {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 describe('Dockerfile', () => {
