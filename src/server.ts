@@ -12,6 +12,7 @@ import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { SseSocket, streamToken, type Socket } from './http/sse.js';
 import { verifySessionToken, type Session } from './auth.js';
 import { Deadlines, type Timed } from './deadlines.js';
+import { LogThrottle, skippedNote } from './throttle.js';
 import { WaitingRoom, type Waiter } from './waiting.js';
 import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './errors.js';
 import { netSocketOf, Subscriber, type Hub } from './hub.js';
@@ -152,6 +153,9 @@ export class Server {
   readonly #opts: ServerOptions;
   #heartbeat: NodeJS.Timeout | undefined;
   #closing = false;
+  /** Lines a client can cause, at most one per REFUSAL_LOG_MS each (see src/throttle.ts). */
+  readonly #authLog = new LogThrottle(REFUSAL_LOG_MS);
+  readonly #originLog = new LogThrottle(REFUSAL_LOG_MS);
   /** Handshakes held while MAX_UNAUTHENTICATED sockets are connecting (see src/waiting.ts). */
   readonly #waiting: WaitingRoom;
   /** Every authenticated socket's token deadline (see #scheduleExpiry). */
@@ -214,7 +218,7 @@ export class Server {
       const foreign = origin !== undefined && opts.allowedOrigins !== 'any' && !originAllowed(origin, opts.allowedOrigins);
       if (this.#closing || !WS_PATHS.has(path) || foreign) {
         const status = this.#closing ? '503 Service Unavailable' : foreign ? '403 Forbidden' : '404 Not Found';
-        if (foreign) opts.log.warn({ origin, remote: req.socket.remoteAddress }, `refused a WebSocket handshake from origin ${origin}`);
+        if (foreign) this.#originLog.run((skipped) => opts.log.warn({ origin, remote: req.socket.remoteAddress, skipped }, `refused a WebSocket handshake from origin ${origin}${skippedNote(skipped)}`));
         socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         return;
       }
@@ -345,7 +349,7 @@ export class Server {
     if (req.method !== 'GET') return json(res, 405, { error: 'method_not_allowed', message: 'GET /alerts/stream' });
     const origin = req.headers.origin;
     if (origin !== undefined && allowedOrigins !== 'any' && !originAllowed(origin, allowedOrigins)) {
-      log.warn({ origin, remote: req.socket.remoteAddress }, `refused an event stream from origin ${origin}`);
+      this.#originLog.run((skipped) => log.warn({ origin, remote: req.socket.remoteAddress, skipped }, `refused an event stream from origin ${origin}${skippedNote(skipped)}`));
       return json(res, 403, { error: 'forbidden_origin', message: `origin ${origin} is not in ALLOWED_ORIGINS` });
     }
     if (this.#closing || this.#conns.size >= limits.maxConnections) {
@@ -363,7 +367,7 @@ export class Server {
     const verified = await verifySessionToken(token, this.#opts.keys, { leewaySeconds: this.#opts.leewaySeconds });
     if (!verified.ok) {
       this.#opts.metrics?.authFailure('invalid_token');
-      log.warn({ reason: verified.reason }, `event stream authentication failed: ${verified.reason}`);
+      this.#authLog.run((skipped) => log.warn({ reason: verified.reason, skipped }, `event stream authentication failed: ${verified.reason}${skippedNote(skipped)}`));
       // The reason is the operator's to read (the log), not the client's: it would say which
       // check a forged token failed.
       return json(res, 401, { error: 'unauthorized', message: 'Invalid session token' });
@@ -424,7 +428,7 @@ export class Server {
     this.#conns.set(ws, conn);
     conn.authTimer = setTimeout(() => {
       if (!conn.session) {
-        log.warn({ remote, reason: 'auth_timeout' }, `WebSocket authentication failed: no auth message within ${authTimeoutMs} ms`);
+        this.#authLog.run((skipped) => log.warn({ remote, reason: 'auth_timeout', skipped }, `WebSocket authentication failed: no auth message within ${authTimeoutMs} ms${skippedNote(skipped)}`));
         this.#fail(ws, 'auth_timeout');
         // Hard: a peer that ignores the close frame would otherwise hold its place for ws's
         // 30 s close-handshake wait. The frame is written first; the socket goes next turn.
@@ -472,7 +476,7 @@ export class Server {
     const msg: ClientMessage = parsed.message;
     if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token, msg.after ?? null, msg.types ?? [], msg.batch ?? false);
     if (!conn.session) {
-      this.#opts.log.warn({ reason: 'auth_required', got: msg.type }, 'WebSocket authentication failed: first message was not auth');
+      this.#authLog.run((skipped) => this.#opts.log.warn({ reason: 'auth_required', got: msg.type, skipped }, `WebSocket authentication failed: first message was not auth${skippedNote(skipped)}`));
       return this.#fail(ws, 'auth_required');
     }
     if (msg.type === 'ping') return this.#send(ws, { type: 'pong' });
@@ -505,7 +509,7 @@ export class Server {
     const result = await verifySessionToken(token, keys, { leewaySeconds: this.#opts.leewaySeconds });
     if (ws.readyState !== ws.OPEN) return;
     if (!result.ok) {
-      log.warn({ reason: result.reason }, `WebSocket authentication failed: ${result.reason}`);
+      this.#authLog.run((skipped) => log.warn({ reason: result.reason, skipped }, `WebSocket authentication failed: ${result.reason}${skippedNote(skipped)}`));
       return this.#fail(ws, 'invalid_token');
     }
     const session = result.session;
@@ -521,11 +525,11 @@ export class Server {
     }
     if (ws.readyState !== ws.OPEN) return;
     if (revoked !== null && session.iat <= revoked) {
-      log.warn({ userId: session.userId, reason: 'revoked' }, `WebSocket authentication failed: sessions of user ${session.userId} were revoked`);
+      this.#authLog.run((skipped) => log.warn({ userId: session.userId, reason: 'revoked', skipped }, `WebSocket authentication failed: sessions of user ${session.userId} were revoked${skippedNote(skipped)}`));
       return this.#fail(ws, 'token_revoked');
     }
     if (conn.session && conn.session.userId !== session.userId) {
-      log.warn({ reason: 'user_changed', userId: conn.session.userId }, 'WebSocket authentication failed: token is for another user');
+      this.#authLog.run((skipped) => log.warn({ reason: 'user_changed', userId: conn.session!.userId, skipped }, `WebSocket authentication failed: token is for another user${skippedNote(skipped)}`));
       return this.#fail(ws, 'invalid_token');
     }
     conn.session = session;

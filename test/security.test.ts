@@ -43,3 +43,29 @@ describe('a sub holding a control character', () => {
     late.close();
   });
 });
+
+describe('log lines a client can cause', () => {
+  it('300 bad tokens and 50 foreign-origin handshakes give one warn line each within the interval', async () => {
+    const d = await startTestDaemon(db, { socketOrigins: ['https://app.example.test'] });
+    try {
+      const bad = await tokenFor('alice', { secret: 'another-secret-0123456789abcdef-xyz' });
+      for (let i = 0; i < 3; i++) {
+        await Promise.all(
+          Array.from({ length: 100 }, async () => {
+            const c = await TestClient.connect(d.url);
+            c.send({ type: 'auth', token: bad });
+            return c.closed;
+          }),
+        );
+      }
+      await Promise.all(
+        Array.from({ length: 50 }, () => TestClient.connect(d.url, { headers: { origin: 'https://evil.example' } }).then((c) => c.close(), () => undefined)),
+      );
+      const warn = (re: RegExp) => d.logs.lines.filter((l) => l.level === 40 && re.test(l.msg));
+      expect(warn(/authentication failed/)).toHaveLength(1);
+      expect(warn(/from origin https:\/\/evil\.example/)).toHaveLength(1);
+    } finally {
+      await d.stop();
+    }
+  }, 60_000);
+});
