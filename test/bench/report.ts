@@ -315,6 +315,11 @@ async function notes(): Promise<string> {
   }
 }
 
+/** docs/benchmarks.md: the tables made from `r`, then the hand-written reading (notes.md). */
+export async function reportMarkdown(r: Report): Promise<string> {
+  return markdown(r) + (await notes());
+}
+
 /** Writes benchmarks.json, benchmarks.md, benchmarks.svg (and the flame graph) into `dir`. */
 export async function writeReport(r: Report, dir: string): Promise<string[]> {
   const files: Array<[string, string]> = [
@@ -322,7 +327,7 @@ export async function writeReport(r: Report, dir: string): Promise<string[]> {
     ['benchmarks.svg', chartSvg(r)],
   ];
   if (r.profile?.flame) files.push(['benchmarks-flame.svg', flameSvg(r.profile.flame)]);
-  files.push(['benchmarks.md', markdown(r) + (await notes())]);
+  files.push(['benchmarks.md', await reportMarkdown(r)]);
   for (const [name, text] of files) await writeFile(path.join(dir, name), text);
   return files.map(([n]) => path.join(dir, n));
 }
