@@ -116,6 +116,8 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
       maxPerUser: config.MAX_CONNECTIONS_PER_USER,
       rateLimit: config.RATE_LIMIT,
       rateWindowMs: config.RATE_WINDOW_MS,
+      userRateLimit: config.USER_RATE_LIMIT,
+      addressRateLimit: config.ADDRESS_RATE_LIMIT,
       maxBufferedBytes: config.MAX_BUFFERED_BYTES,
     },
   };
@@ -124,6 +126,9 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
 /** How long a stopping daemon waits for deliveries in flight before closing sockets. */
 const DRAIN_MS = 5000;
 
+/** Connections of the /alerts read side (apart from the 5 of delivery). */
+const READ_POOL = 3;
+
 export class StartupError extends Error {
   override name = 'StartupError';
 }
@@ -131,6 +136,7 @@ export class StartupError extends Error {
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? createLogger(opts.logLevel ?? 'info');
   const db = createDb(opts.databaseUrl);
+  const readDb = createDb(opts.databaseUrl, { applicationName: 'pgbell-read', max: READ_POOL });
   let dbId: string;
   let epoch: string;
   try {
@@ -139,6 +145,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     epoch = await currentEpoch(db);
   } catch (err) {
     await db.destroy();
+    await readDb.destroy();
     throw err;
   }
 
@@ -148,6 +155,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       tls = { cert: await readFile(opts.tls.certFile), key: await readFile(opts.tls.keyFile) };
     } catch (err) {
       await db.destroy();
+      await readDb.destroy();
       throw new StartupError(`cannot read TLS_CERT/TLS_KEY: ${(err as Error).message}`);
     }
   }
@@ -249,7 +257,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     unsubscribe: (sub) => fanout?.unwatch(sub.userId),
     markRead: (userId, which) => markRead(db, userId, which),
     unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
-    alerts: alertsHandler({ db, key: keys, allowedOrigins: opts.allowedOrigins ?? [], maxReplay, leewaySeconds: opts.tokenLeewaySeconds ?? 30, onError: (err) => log.warn({ err: err.message }, `GET/POST /alerts answered 503: ${err.message}`) }),
+    // The read side has connections of its own: no client traffic on /alerts can hold the ones
+    // live delivery and syncs use.
+    alerts: alertsHandler({
+      db: readDb,
+      key: keys,
+      allowedOrigins: opts.allowedOrigins ?? [],
+      maxReplay,
+      leewaySeconds: opts.tokenLeewaySeconds ?? 30,
+      admit: (userId): number | null => server.admitUser(userId),
+      onError: (err) => log.warn({ err: err.message }, `GET/POST /alerts answered 503: ${err.message}`),
+    }),
     log,
     listenerStatus: () =>
       fanout
@@ -339,6 +357,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           await delivery.abandon();
           await fanout?.close();
           await db.destroy();
+          await readDb.destroy();
           log.info('pgbell stopped');
         })()),
     };
@@ -351,6 +370,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await listener.close();
     await server.close().catch(() => {});
     await db.destroy();
+    await readDb.destroy();
     throw err;
   }
 }

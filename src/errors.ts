@@ -62,6 +62,8 @@ export const HttpErrorCodes = {
   /** The cursor is invalid, from another database or too old: reload with GET /alerts. */
   cursor_reset: 410,
   payload_too_large: 413,
+  /** More than USER_RATE_LIMIT requests of this user, or ADDRESS_RATE_LIMIT of this address, in RATE_WINDOW_MS (with Retry-After). */
+  rate_limited: 429,
   /** Marking read on a table installed without --read-column. */
   read_not_tracked: 409,
   unavailable: 503,

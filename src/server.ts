@@ -14,6 +14,7 @@ import { verifySessionToken, type Session } from './auth.js';
 import { Deadlines, type Timed } from './deadlines.js';
 import { LogThrottle, skippedNote } from './throttle.js';
 import { WaitingRoom, type Waiter } from './waiting.js';
+import { WindowLimiter } from './http/ratelimit.js';
 import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './errors.js';
 import { netSocketOf, Subscriber, type Hub } from './hub.js';
 import type { AlertsHandler } from './http/alerts.js';
@@ -50,6 +51,10 @@ export interface Limits {
   maxPerUser: number;
   rateLimit: number;
   rateWindowMs: number;
+  /** HTTP requests, event streams and new sockets one user may open per rateWindowMs (0: no limit). */
+  userRateLimit: number;
+  /** HTTP requests and event streams from one public client address per rateWindowMs (0: no limit). */
+  addressRateLimit: number;
   maxBufferedBytes: number;
 }
 
@@ -61,6 +66,8 @@ export const DEFAULT_LIMITS: Limits = {
   maxPerUser: 20,
   rateLimit: 100,
   rateWindowMs: 10_000,
+  userRateLimit: 60,
+  addressRateLimit: 600,
   maxBufferedBytes: 1 << 20,
 };
 
@@ -155,6 +162,10 @@ export class Server {
   #closing = false;
   /** Lines a client can cause, at most one per REFUSAL_LOG_MS each (see src/throttle.ts). */
   readonly #authLog = new LogThrottle(REFUSAL_LOG_MS);
+  readonly #rateLog = new LogThrottle(REFUSAL_LOG_MS);
+  /** Requests, streams and new sockets per user, and requests per address (see Limits). */
+  readonly #userRate: WindowLimiter;
+  readonly #addressRate: WindowLimiter;
   readonly #originLog = new LogThrottle(REFUSAL_LOG_MS);
   /** Handshakes held while MAX_UNAUTHENTICATED sockets are connecting (see src/waiting.ts). */
   readonly #waiting: WaitingRoom;
@@ -173,6 +184,8 @@ export class Server {
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
+    this.#userRate = new WindowLimiter(opts.limits.userRateLimit, opts.limits.rateWindowMs);
+    this.#addressRate = new WindowLimiter(opts.limits.addressRateLimit, opts.limits.rateWindowMs);
     const conns = this.#conns;
     const server = this;
     this.#wsHandlers = {
@@ -294,6 +307,10 @@ export class Server {
     const target = requestTarget(req);
     if (!target) return json(res, 400, { error: 'bad_request', message: 'the request target does not parse' });
     const path = target.pathname;
+    if (path === '/alerts' || path === '/alerts/read' || path === '/alerts/stream') {
+      const address = this.#budgetAddress(req);
+      if (address !== null && !this.#addressRate.take(address)) return this.#tooMany(res, 'address', address, this.#addressRate.retryAfter(address));
+    }
     if (path === '/alerts/stream') {
       this.#onStream(req, res, target).catch((err) => {
         this.#opts.log.error({ err }, 'error while opening an /alerts/stream');
@@ -384,6 +401,19 @@ export class Server {
     conn.queue = auth;
     await auth;
     if (conn.queue === auth) conn.queue = null;
+  }
+
+  /** Counts a request, stream or new socket of `userId`: null if allowed, else seconds to wait. */
+  admitUser(userId: string): number | null {
+    if (this.#userRate.take(userId)) return null;
+    this.#rateLog.run((skipped) => this.#opts.log.warn({ userId, skipped }, `refused user ${userId}: more than ${this.#opts.limits.userRateLimit} requests, streams or new sockets in ${this.#opts.limits.rateWindowMs} ms${skippedNote(skipped)}`));
+    return this.#userRate.retryAfter(userId);
+  }
+
+  #tooMany(res: http.ServerResponse, what: string, key: string, retryAfter: number): void {
+    this.#rateLog.run((skipped) => this.#opts.log.warn({ [what]: key, skipped }, `refused ${what} ${key}: more than ${this.#opts.limits.addressRateLimit} requests in ${this.#opts.limits.rateWindowMs} ms${skippedNote(skipped)}`));
+    res.setHeader('retry-after', String(retryAfter));
+    json(res, 429, { error: 'rate_limited', message: `too many requests from this ${what}; retry later` });
   }
 
   /** A socket or stream closed: forget it and its subscriber. */
@@ -546,6 +576,9 @@ export class Server {
       log.warn({ userId: session.userId }, `refused a WebSocket of user ${session.userId}: already ${this.#opts.limits.maxPerUser} connections`);
       return this.#fail(ws, 'too_many_connections');
     }
+    // Each new socket or stream costs a sync read: a loop of reconnects from an old cursor
+    // would otherwise cost the database without bound.
+    if (this.admitUser(session.userId) !== null) return this.#fail(ws, 'rate_limited');
     conn.sub = new Subscriber(ws, session.userId, session.email, after, this.#opts.limits.maxBufferedBytes, this.#onSlow);
     if (types.length > 0) conn.sub.types = new Set(types);
     conn.sub.batch = batch;

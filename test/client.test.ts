@@ -260,6 +260,29 @@ describe('client against a daemon', () => {
     client.stop();
   }, 30_000);
 
+  it('polling reads what changed page by page (more: true) in one poll, with no 410 and nothing missed', async () => {
+    const own = await startTestDaemon(db);
+    const pages: Array<{ status: number; at: number }> = [];
+    const counting: typeof fetch = async (url, init) => {
+      const res = await fetch(url, init);
+      if (String(url).includes('after=')) pages.push({ status: res.status, at: performance.now() });
+      return res;
+    };
+    const client = new PgbellClient({ url: own.url, pollUrl: appUrl, token: await tokenFor('cat'), WebSocket: WS, fetch: counting, pollIntervalMs: 3000, backoff: { baseMs: 60_000, capMs: 60_000 } });
+    await client.start();
+    await until(() => client.state.status === 'live', 5000, 'live');
+    await own.stop();
+    await until(() => client.state.status === 'polling', 10_000, 'polling');
+    // 900 transactions: fewer than MAX_REPLAY (1000), more than a page (500).
+    await query(db, `DO $$ BEGIN FOR i IN 1..900 LOOP INSERT INTO "Alert" ("userId", title, type) VALUES ('cat', 'paged ' || i, 'paged'); COMMIT; END LOOP; END $$`);
+    const want = (await query<{ id: string }>(db, `SELECT id FROM "Alert" WHERE "userId" = 'cat' AND type = 'paged'`)).map((r) => r.id);
+    await until(() => want.every((id) => client.state.alerts.some((a) => a.id === id)), 20_000, 'every alert, by polling');
+    expect(pages.every((p) => p.status === 200)).toBe(true);
+    // Polls are 3 s apart: two requests within a second are one poll's pages.
+    expect(pages.some((p, i) => i > 0 && p.at - pages[i - 1]!.at < 1000)).toBe(true);
+    client.stop();
+  }, 60_000);
+
   it('a list reload in flight does not bring back an alert a live delete removed meanwhile', async () => {
     daemon ??= await startTestDaemon(db);
     const doomed = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'doomed') RETURNING id`))[0]!.id as string;

@@ -127,7 +127,7 @@ describe('heartbeat', () => {
 
   it('a heartbeat tick pings its share of the interval, not a twentieth of every socket: no burst of pings holds the event loop', async () => {
     // 200 sockets, a 3 s interval: 4 pings every 50 ms (not 10 at once every 150 ms).
-    const d = await startTestDaemon(db, { heartbeatMs: 3000, limits: { ...DEFAULT_LIMITS, maxPerUser: 300 } });
+    const d = await startTestDaemon(db, { heartbeatMs: 3000, limits: { ...DEFAULT_LIMITS, maxPerUser: 300, userRateLimit: 0 } });
     try {
       const token = await tokenFor('alice');
       const sockets: TestClient[] = [];
@@ -147,7 +147,7 @@ describe('heartbeat', () => {
   });
 
   it('pings are spread over the heartbeat interval, not sent to every socket at once', async () => {
-    const d = await startTestDaemon(db, { heartbeatMs: 1000, limits: { ...DEFAULT_LIMITS, maxPerUser: 100 } });
+    const d = await startTestDaemon(db, { heartbeatMs: 1000, limits: { ...DEFAULT_LIMITS, maxPerUser: 100, userRateLimit: 0 } });
     try {
       const token = await tokenFor('alice');
       const sockets = await Promise.all(Array.from({ length: 40 }, () => TestClient.ready(d.url, token)));

@@ -9,6 +9,9 @@
 
 import type { WireAlert } from '../protocol.js';
 
+/** Pages one poll reads at most (each is REPLAY_PAGE_ROWS changes); the next poll goes on. */
+const MAX_POLL_PAGES = 20;
+
 export type Status = 'connecting' | 'live' | 'polling' | 'offline';
 
 /** An alert as the server sends it (a type-only import: nothing of the server is bundled). */
@@ -407,21 +410,25 @@ export class PgbellClient {
   }
 
   async #poll(): Promise<void> {
-    if (!this.#cursor) return this.#loadList();
-    const res = await this.#http(`?after=${encodeURIComponent(this.#cursor)}${this.#typesParam()}`);
-    // The cursor is refused (too old, too far behind, another database): start over from a
-    // fresh list and its cursor, or every later poll would be refused too. What was deleted
-    // meanwhile is unknown, so the list replaces what is held.
-    if (res.status === 410) return this.#loadList({ replace: true, takeCursor: true });
-    const body = (await this.#json(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string };
-    if (this.#live) return; // the socket came back meanwhile and is authoritative
-    for (const a of body.alerts) {
-      if (!this.#byId.has(a.id)) this.#log('📬 Notification received by polling:', a.title);
-      this.#byId.set(a.id, a);
+    // A response holds one page of what changed (`more`: ask again at once), up to a bound.
+    for (let page = 0; page < MAX_POLL_PAGES; page++) {
+      if (!this.#cursor) return this.#loadList();
+      const res = await this.#http(`?after=${encodeURIComponent(this.#cursor)}${this.#typesParam()}`);
+      // The cursor is refused (too old, too far behind, another database): start over from a
+      // fresh list and its cursor, or every later poll would be refused too. What was deleted
+      // meanwhile is unknown, so the list replaces what is held.
+      if (res.status === 410) return this.#loadList({ replace: true, takeCursor: true });
+      const body = (await this.#json(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string; more?: boolean };
+      if (this.#live) return; // the socket came back meanwhile and is authoritative
+      for (const a of body.alerts) {
+        if (!this.#byId.has(a.id)) this.#log('📬 Notification received by polling:', a.title);
+        this.#byId.set(a.id, a);
+      }
+      for (const id of body.deleted) this.#byId.delete(id);
+      this.#cursor = body.cursor;
+      this.#emitChange({ unread: body.unread });
+      if (!body.more) return;
     }
-    for (const id of body.deleted) this.#byId.delete(id);
-    this.#cursor = body.cursor;
-    this.#emitChange({ unread: body.unread });
   }
 
   /**

@@ -13,7 +13,7 @@
 import { z } from 'zod';
 import { verifySessionToken } from '../auth.js';
 import { CursorState, decodeCursor, resumeProblem } from '../cursor.js';
-import { changesSince, markRead, newestAlerts, unreadOf, type Change } from '../db/changes.js';
+import { changesSince, markRead, newestAlerts, unreadOf, type Change, type SinceBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
@@ -22,6 +22,9 @@ import { originAllowed } from './origin.js';
 
 export const DEFAULT_LIST_LIMIT = 50;
 export const MAX_LIST_LIMIT = 200;
+/** Rows and (about) bytes of one `?after=` response; `more: true` says there is another page. */
+export const REPLAY_PAGE_ROWS = 500;
+export const REPLAY_PAGE_BYTES = 1 << 20;
 /** Largest POST body accepted. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -35,6 +38,11 @@ export interface AlertsHandlerOptions {
   allowedOrigins: readonly string[];
   /** More changes than this since a cursor → 410 cursor_reset. */
   maxReplay: number;
+  /**
+   * Asked once per authenticated request: null lets it through, a number refuses it with 429
+   * and that Retry-After (the daemon's per-user rate limit).
+   */
+  admit?: (userId: string) => number | null;
   /** Told of a database error that became a 503 (the daemon logs it). */
   onError?: (err: Error) => void;
 }
@@ -64,6 +72,8 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     const verified = await verifySessionToken(auth[1]!, opts.key, { leewaySeconds: opts.leewaySeconds ?? 30 });
     if (!verified.ok) return error(401, 'unauthorized', 'Invalid session token', { ...cors, 'www-authenticate': 'Bearer error="invalid_token"' });
     const userId = verified.session.userId;
+    const wait = opts.admit?.(userId) ?? null;
+    if (wait !== null) return error(429, 'rate_limited', 'too many requests for this user; retry later', { ...cors, 'retry-after': String(wait) });
 
     try {
       const revoked = (await revokedBefore(opts.db, [userId])).get(userId);
@@ -102,13 +112,38 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     const decoded = decodeCursor(after);
     if (!decoded.ok) return error(410, 'cursor_reset', `${decoded.reason}; reload with GET /alerts`, cors);
     const from = decoded.cursor;
-    const res = await changesSince(opts.db, [{ userId, after: from.horizon }], opts.maxReplay);
-    const reset = resumeProblem(from, decoded.epoch, res, userId, opts.maxReplay);
+    // One page at most: a poll from an old cursor reads and sends REPLAY_PAGE_ROWS rows, not
+    // every change since (the client asks again at once while `more` is true).
+    const pageRows = Math.min(opts.maxReplay, REPLAY_PAGE_ROWS);
+    let res = await changesSince(opts.db, [{ userId, after: from.horizon }], pageRows);
+    let cut = pageCut(res, userId, pageRows);
+    // A single transaction larger than a page cannot be split: it is read whole (up to
+    // maxReplay, beyond which the cursor is reset as before).
+    if (cut !== null && cut <= from.horizon && pageRows < opts.maxReplay) {
+      res = await changesSince(opts.db, [{ userId, after: from.horizon }], opts.maxReplay);
+      cut = null;
+    }
+    const reset = resumeProblem(from, decoded.epoch, cut === null ? res : { ...res, truncated: new Set() }, userId, opts.maxReplay);
     if (reset) return error(410, 'cursor_reset', `${reset}; reload with GET /alerts`, cors);
-    const fresh = res.changes.filter((c) => !from.has(c.txid) && (types === null || c.kind === 'delete' || types.has(c.alert.type)));
-    const next = new CursorState(res.xmin, from.ids);
-    for (const c of res.changes) next.add(c.txid);
-    return json(200, { ...split(fresh), unread: unreadOf(res.unread.get(userId), types), cursor: next.encode(res.epoch) }, cors);
+    let page = cut === null ? res.changes : res.changes.filter((c) => c.txid < cut!);
+    // And at most about REPLAY_PAGE_BYTES, at a transaction's end (the first whole).
+    let bytes = 0;
+    for (let i = 0; i < page.length; i++) {
+      const c = page[i]!;
+      bytes += c.kind === 'alert' ? JSON.stringify(c.alert).length : c.id.length + 8;
+      const txEnd = i + 1 === page.length || page[i + 1]!.txid !== page[i]!.txid;
+      if (bytes > REPLAY_PAGE_BYTES && txEnd && i + 1 < page.length) {
+        cut = page[i + 1]!.txid;
+        page = page.slice(0, i + 1);
+        break;
+      }
+    }
+    const fresh = page.filter((c) => !from.has(c.txid) && (types === null || c.kind === 'delete' || types.has(c.alert.type)));
+    // The horizon never passes what this page did not send: up to the cut when the cut is
+    // below every running transaction, otherwise the read's own horizon with the ids sent.
+    const next = new CursorState(cut === null || cut > res.xmin ? res.xmin : cut, from.ids);
+    for (const c of page) next.add(c.txid);
+    return json(200, { ...split(fresh), unread: unreadOf(res.unread.get(userId), types), cursor: next.encode(res.epoch), more: cut !== null }, cors);
   }
 
   async function read(req: Request, userId: string, cors: Record<string, string>): Promise<Response> {
@@ -133,6 +168,26 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       throw err;
     }
   }
+}
+
+/**
+ * Where a page read of one user's changes must stop: the transaction of the last alert row
+ * (or tombstone) when the read hit its row limit (that transaction may be cut short), or null
+ * when the read holds everything.
+ */
+function pageCut(res: SinceBatch, userId: string, pageRows: number): bigint | null {
+  if (!res.truncated.has(userId)) return null;
+  let lastAlert: bigint | null = null;
+  let lastDelete: bigint | null = null;
+  let alerts = 0;
+  let deletes = 0;
+  for (const c of res.changes) {
+    if (c.kind === 'alert') (alerts++, (lastAlert = c.txid));
+    else (deletes++, (lastDelete = c.txid));
+  }
+  // The read asks for one row more than the page: a kind with more rows than the page was cut.
+  const cuts = [alerts > pageRows ? lastAlert : null, deletes > pageRows ? lastDelete : null].filter((x): x is bigint => x !== null);
+  return cuts.length === 0 ? null : cuts.reduce((a, b) => (a < b ? a : b));
 }
 
 /** Changes as the polling client applies them: alerts to upsert by id, ids to drop. */
