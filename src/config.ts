@@ -76,6 +76,7 @@ const schema = z.object({
   MAX_UNAUTHENTICATED_PER_ADDRESS: int(0, 1_000_000).default(100),
   MAX_HANDSHAKE_WAIT_MS: int(0, 600_000).default(10_000),
   TRUST_PROXY_HOPS: int(0, 10).default(0),
+  ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters (it guards /metrics and /health\'s details)').optional(),
   MAX_CONNECTIONS_PER_USER: int(1, 10_000).default(20),
   RATE_LIMIT: int(1, 1_000_000).default(100),
   RATE_WINDOW_MS: int(100, 3_600_000).default(10_000),
@@ -122,6 +123,7 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['TRUST_PROXY_HOPS', 'proxies in front whose X-Forwarded-For is trusted: the client address is that many entries from the right (default 0: the peer address)'],
   ['MAX_CONNECTIONS_PER_USER', 'sockets per user; the newest beyond it is closed with 4409 (default 20)'],
   ['RATE_LIMIT', 'messages a socket may send per RATE_WINDOW_MS; beyond it: error, then close 4429 (default 100)'],
+  ['ADMIN_TOKEN', 'when set, /metrics and the details of /health need "Authorization: Bearer <ADMIN_TOKEN>"; without it /health says only ok or degraded (for load balancers) and /metrics answers 401. Unset: both are public'],
   ['RATE_WINDOW_MS', 'window of RATE_LIMIT, USER_RATE_LIMIT and ADDRESS_RATE_LIMIT (default 10000)'],
   ['USER_RATE_LIMIT', 'HTTP requests to /alerts, event streams and new sockets one user may open per RATE_WINDOW_MS; beyond it: 429 or close 4429 (default 60; 0 = no limit)'],
   ['ADDRESS_RATE_LIMIT', 'HTTP requests to /alerts and event streams from one public client address per RATE_WINDOW_MS (loopback and private addresses are not counted; behind a proxy see TRUST_PROXY_HOPS); beyond it: 429 (default 600; 0 = no limit)'],
@@ -155,7 +157,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const issue = parsed.error.issues[0]!;
     const name = String(issue.path[0] ?? 'environment');
     const got = picked[name];
-    const secret = name === 'SESSION_SECRET' || name === 'SESSION_SECRET_PREVIOUS' || name === 'DATABASE_URL' || name === 'LISTEN_DATABASE_URL';
+    const secret = name === 'SESSION_SECRET' || name === 'SESSION_SECRET_PREVIOUS' || name === 'DATABASE_URL' || name === 'LISTEN_DATABASE_URL' || name === 'ADMIN_TOKEN';
     const shown = got === undefined ? '' : ` (got ${JSON.stringify(secret ? redact(got) : redactUrlPasswords(got))})`;
     throw new ConfigError(`${name} ${issue.message}${shown}`);
   }

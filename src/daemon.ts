@@ -27,6 +27,8 @@ import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
 
 export interface DaemonOptions {
   databaseUrl: string;
+  /** Guards /metrics and /health's details (see ADMIN_TOKEN); unset: public. */
+  adminToken?: string | undefined;
   /** 'poll': no LISTEN; new changes are read every pollMs (the triggers must have been migrated for it). */
   mode?: Mode;
   /** Poll mode's interval (default 100 ms). */
@@ -104,6 +106,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     tls: config.TLS_CERT && config.TLS_KEY ? { certFile: config.TLS_CERT, keyFile: config.TLS_KEY } : undefined,
     tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
     trustProxyHops: config.TRUST_PROXY_HOPS,
+    adminToken: config.ADMIN_TOKEN,
     tokenExpiringSeconds: config.TOKEN_EXPIRING_SECONDS,
     maxReplay: config.MAX_REPLAY,
     tombstoneRetentionHours: config.TOMBSTONE_RETENTION_HOURS,
@@ -275,6 +278,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         : listener.status(),
     queueUsage: () => queueUsage,
     metrics,
+    adminToken: opts.adminToken,
   });
   pendingAuth = () => server.pendingAuth;
 

@@ -4,6 +4,7 @@
  * with, a way to start their sync, the /alerts handler and a function reporting the listener's
  * state.
  */
+import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -107,6 +108,8 @@ export interface ServerOptions {
   alerts: AlertsHandler;
   /** GET /metrics. */
   metrics?: Metrics | undefined;
+  /** When set, /metrics and /health's details need it as a bearer token. */
+  adminToken?: string | undefined;
   log: Logger;
   /** Listener status for /health; `connected` with a passing probe is what makes the daemon healthy. */
   listenerStatus: () => { state: string; probe?: { ok: boolean | null } } & Record<string, unknown>;
@@ -328,6 +331,7 @@ export class Server {
       return;
     }
     if (path === '/metrics' && this.#opts.metrics) {
+      if (!this.#isAdmin(req)) return json(res, 401, { error: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' });
       this.#opts.metrics.text().then(
         (text) => {
           res.writeHead(200, { 'content-type': this.#opts.metrics!.registry.contentType, 'cache-control': 'no-store' });
@@ -341,6 +345,8 @@ export class Server {
       if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method_not_allowed', message: 'use GET /health' });
       const listener = this.#opts.listenerStatus();
       const ok = listener.state === 'connected' && listener.probe?.ok !== false && !this.#closing;
+      // A load balancer needs only the status; the rest (counts, the listener's problem) is the operator's.
+      if (!this.#isAdmin(req)) return json(res, ok ? 200 : 503, { status: ok ? 'ok' : 'degraded', timestamp: new Date().toISOString() });
       return json(res, ok ? 200 : 503, {
         status: ok ? 'ok' : 'degraded',
         connections: this.#opts.hub.connections,
@@ -401,6 +407,16 @@ export class Server {
     conn.queue = auth;
     await auth;
     if (conn.queue === auth) conn.queue = null;
+  }
+
+  /** No ADMIN_TOKEN, or the request carries it. */
+  #isAdmin(req: http.IncomingMessage): boolean {
+    const want = this.#opts.adminToken;
+    if (want === undefined) return true;
+    const got = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    const a = Buffer.from(got);
+    const b = Buffer.from(want);
+    return a.length === b.length && timingSafeEqual(a, b);
   }
 
   /** Counts a request, stream or new socket of `userId`: null if allowed, else seconds to wait. */

@@ -69,3 +69,24 @@ describe('log lines a client can cause', () => {
     }
   }, 60_000);
 });
+
+describe('ADMIN_TOKEN', () => {
+  it('guards /metrics and /health\'s details; /health still says ok or degraded to anyone', async () => {
+    const admin = 'admin-token-0123456789abcdef';
+    const d = await startTestDaemon(db, { adminToken: admin });
+    try {
+      expect((await fetch(`${d.http}/metrics`)).status).toBe(401);
+      expect((await fetch(`${d.http}/metrics`, { headers: { authorization: 'Bearer wrong-token-0123456789abcdef' } })).status).toBe(401);
+      const m = await fetch(`${d.http}/metrics`, { headers: { authorization: `Bearer ${admin}` } });
+      expect(m.status).toBe(200);
+      expect(await m.text()).toMatch(/pgbell_/);
+      const open = await fetch(`${d.http}/health`);
+      expect(open.status).toBe(200);
+      expect(Object.keys((await open.json()) as object).sort()).toEqual(['status', 'timestamp']);
+      const full = (await (await fetch(`${d.http}/health`, { headers: { authorization: `Bearer ${admin}` } })).json()) as Record<string, unknown>;
+      expect(full).toMatchObject({ status: 'ok', listener: { state: 'connected' } });
+    } finally {
+      await d.stop();
+    }
+  });
+});
