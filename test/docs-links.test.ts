@@ -1,10 +1,13 @@
 /**
  * Every relative link in README.md and docs/*.md resolves: the file exists, and a `#anchor`
- * names a heading of the target (GitHub's slugs).
+ * names a heading of the target (GitHub's slugs). Every shell block parses (`bash -n`); the
+ * README's Next.js block runs as written in test/nextjs.test.ts.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { shellBlocks } from './helpers/markdown.js';
 
 const root = path.resolve('.');
 const files = ['README.md', 'CHANGELOG.md', ...readdirSync('docs').filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
@@ -48,5 +51,10 @@ describe('documentation links', () => {
     for (const h of ['## Two commands', '## Inserting alerts', '## Running against your own database', '## Adding it to a Next.js app', '## Documentation']) expect(readme).toContain(h);
     expect(readme.split('\n').length).toBeLessThan(250);
     for (const doc of ['protocol', 'configuration', 'operations', 'guarantees', 'performance', 'testing']) expect(readme).toContain(`docs/${doc}.md`);
+  });
+
+  const blocks = [...files, ...readdirSync('examples').map((e) => `examples/${e}/README.md`).filter((f) => existsSync(f))].flatMap(shellBlocks);
+  it.each(blocks.map((b) => [`${b.file}:${b.line} (${b.heading || 'top'})`, b.text]))('%s: the shell block parses', (_where, text) => {
+    expect(() => execFileSync('bash', ['-n'], { input: text, stdio: ['pipe', 'pipe', 'pipe'] })).not.toThrow();
   });
 });

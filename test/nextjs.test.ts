@@ -1,88 +1,123 @@
 /**
- * examples/nextjs end to end, the seed's stack: the real `next build` and `next start` of a Next.js
- * App Router app on its own port, pgbell's daemon beside it, Debian's Chromium signing in with the
- * app's HMAC-signed session cookie, an alert inserted by psql raising the navbar badge, the
- * category filter, and sign-out closing the socket.
+ * examples/nextjs end to end, the seed's stack, run as the README says: its "Adding it to a
+ * Next.js app" shell block, pasted as written into bash in a copy of this checkout, with only
+ * what a person would have exported (DATABASE_URL and SESSION_SECRET, and here a free PORT for
+ * the daemon and PGBELL_PUBLIC_URL pointing at it). That builds pgbell, migrates, starts the
+ * daemon, and runs the real `next build` and `next start` of a Next.js App Router app on :3007.
+ * Then: the app signs in with its HMAC-signed session cookie and mints a pgbell token, and in
+ * Debian's Chromium an alert inserted by psql raises the navbar badge, the category filter
+ * narrows it, and sign-out closes the socket.
  * Needs the example's own install (`npm ci` in examples/nextjs; `.ci/run` does it): without it
  * this file is skipped with one line, unless PGBELL_REQUIRE_NEXTJS=1.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/embedded.js';
 import { haveBrowser, launchChromium } from './helpers/browser.js';
-import { health, SECRET, startTestDaemon, type TestDaemon } from './helpers/daemon.js';
-import { createUser, freshDatabase, psql } from './helpers/pg.js';
+import { copyCheckout } from './helpers/checkout.js';
+import { TestClient } from './helpers/client.js';
+import { cleanEnv, run } from './helpers/cli.js';
+import { health, SECRET } from './helpers/daemon.js';
+import { shellBlocks } from './helpers/markdown.js';
+import { freshDatabase, psql } from './helpers/pg.js';
 import { until } from './helpers/tab.js';
 
-const exec = promisify(execFile);
 const APP = path.resolve('examples/nextjs');
 const installed = existsSync(path.join(APP, 'node_modules', 'next', 'package.json'));
 if (!installed) {
   if (process.env.PGBELL_REQUIRE_NEXTJS === '1') throw new Error('PGBELL_REQUIRE_NEXTJS=1 but examples/nextjs has no node_modules: run `npm ci` in examples/nextjs');
   console.warn('Next.js example tests skipped: run `npm ci` in examples/nextjs first');
 }
+const block = shellBlocks('README.md').find((b) => b.heading === 'Adding it to a Next.js app');
+/** The app's port, as the example's `npm start` has it. */
+const APP_PORT = 3007;
+/** The user the block creates. */
+const EMAIL = 'ada@example.com';
 
+let dir: string;
 let db: string;
-let daemon: TestDaemon;
-let app: ChildProcess | undefined;
-let appUrl: string;
-let browser: Browser;
+let env: NodeJS.ProcessEnv;
+let daemonHttp: string;
+let shell: ChildProcess | undefined;
+let out = '';
+const appUrl = `http://127.0.0.1:${APP_PORT}`;
+let browser: Browser | undefined;
 
 /** Waits for the navbar badge to read `n`. */
 const badge = (page: Page, n: string) =>
   page.waitForFunction((want) => (globalThis as unknown as { document: { querySelector(s: string): { textContent: string } | null } }).document.querySelector('[data-testid=badge]')?.textContent === want, n, { timeout: 10_000 });
 
-describe.skipIf(!installed || !haveBrowser)('examples/nextjs in Chromium', () => {
-  beforeAll(async () => {
-    db = await freshDatabase();
-    await createUser(db, 'nina', 'nina@example.test');
-    daemon = await startTestDaemon(db);
-    const env = {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      NEXT_TELEMETRY_DISABLED: '1',
-      DATABASE_URL: db,
-      SESSION_SECRET: SECRET,
-      COOKIE_SECRET: 'cookie-secret-cookie-secret-cookie-secret',
-      PGBELL_PUBLIC_URL: daemon.url,
-    };
-    await exec('npx', ['next', 'build'], { cwd: APP, env, timeout: 240_000, maxBuffer: 1 << 24 });
-    const port = await freePort();
-    appUrl = `http://127.0.0.1:${port}`;
-    app = spawn('npx', ['next', 'start', '-p', String(port), '-H', '127.0.0.1'], { cwd: APP, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let out = '';
-    app.stdout!.on('data', (b) => (out += String(b)));
-    app.stderr!.on('data', (b) => (out += String(b)));
-    await until(async () => (await fetch(appUrl).then((r) => r.status, () => 0)) === 200, 60_000, `next start to answer (${out})`);
-    browser = await launchChromium();
-  }, 300_000);
-  afterAll(async () => {
-    await browser?.close();
-    // `npx` runs next in a child: end the whole group.
-    if (app?.pid) process.kill(-app.pid, 'SIGTERM');
-    await daemon?.stop();
+const portFree = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, () => srv.close(() => resolve(true)));
   });
 
-  it('signs in with the app\'s cookie, a psql INSERT raises the badge, the filter narrows it, and sign-out closes the socket', async () => {
+describe.skipIf(!installed)('examples/nextjs, run as the README says', () => {
+  beforeAll(async () => {
+    expect(block, 'README.md has a shell block under "Adding it to a Next.js app"').toBeDefined();
+    if (!(await portFree(APP_PORT))) throw new Error(`port ${APP_PORT}, where the README's \`npm start\` serves the example, is in use`);
+    dir = await mkdtemp(path.join(os.tmpdir(), 'pgbell-nextjs-'));
+    const checkout = path.join(dir, 'pgbell');
+    await copyCheckout(checkout, ['node_modules', 'dist', 'examples/nextjs/node_modules']);
+    db = await freshDatabase();
+    const port = await freePort();
+    daemonHttp = `http://127.0.0.1:${port}`;
+    env = {
+      ...cleanEnv(),
+      DATABASE_URL: db,
+      SESSION_SECRET: SECRET,
+      PORT: String(port),
+      PGBELL_PUBLIC_URL: `ws://127.0.0.1:${port}/`,
+      NEXT_TELEMETRY_DISABLED: '1',
+      // npm's own chatter, and its cache first: the copy's packages are installed already.
+      npm_config_prefer_offline: 'true',
+      npm_config_audit: 'false',
+      npm_config_fund: 'false',
+      npm_config_update_notifier: 'false',
+    };
+    // Its own process group: the block leaves the daemon in the background and the app in front.
+    shell = spawn('bash', ['-c', block!.text], { cwd: checkout, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    shell.stdout!.on('data', (b) => (out += String(b)));
+    shell.stderr!.on('data', (b) => (out += String(b)));
+    const answers = async (url: string) => (await fetch(url).then((r) => r.status, () => 0)) === 200;
+    await until(async () => (await answers(`${daemonHttp}/health`)) && (await answers(appUrl)), 480_000, 'the daemon and `npm start` to answer').catch((err: Error) => {
+      throw new Error(`${err.message}; the block's output:\n${out.slice(-4000)}`);
+    });
+  }, 600_000);
+  afterAll(async () => {
+    await browser?.close();
+    if (shell?.pid) {
+      process.kill(-shell.pid, 'SIGTERM');
+      await new Promise((r) => shell!.once('close', r));
+    }
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it.skipIf(!haveBrowser)('in Chromium: signs in with the app\'s cookie, a psql INSERT raises the badge, the filter narrows it, and sign-out closes the socket', async () => {
+    browser = await launchChromium();
     const page = await browser.newPage();
     const consoleLines: string[] = [];
     page.on('console', (m) => consoleLines.push(m.text()));
     page.on('pageerror', (e) => consoleLines.push(e.message));
     await page.goto(appUrl);
-    await page.fill('[data-testid=email]', 'nina@example.test');
+    await page.fill('[data-testid=email]', 'ada@example.com');
     await page.click('[data-testid=signin]');
     await page.waitForSelector('[data-testid=status][data-status=live]', { timeout: 20_000 }).catch(async (err: Error) => {
       throw new Error(`${err.message}; status ${await page.getAttribute('[data-testid=status]', 'data-status').catch(() => '?')}; console: ${consoleLines.join(' | ')}`);
     });
-    expect(await page.textContent('[data-testid=who]')).toBe('nina@example.test');
+    expect(await page.textContent('[data-testid=who]')).toBe('ada@example.com');
     expect(await page.textContent('[data-testid=badge]')).toBe('0');
-    expect((await health(daemon.http)).body.connections).toBe(1);
+    expect((await health(daemonHttp)).body.connections).toBe(1);
 
-    await psql(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('nina', 'billing', 'Invoice ready')`);
+    await psql(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('ada', 'billing', 'Invoice ready')`);
     await badge(page, '1');
     await page.click('[data-testid=bell]');
     expect(await page.textContent('[data-testid=dropdown]')).toContain('Invoice ready');
@@ -90,7 +125,7 @@ describe.skipIf(!installed || !haveBrowser)('examples/nextjs in Chromium', () =>
     // The category filter: the socket now carries security alerts only, and counts only those.
     await page.selectOption('[data-testid=category]', 'security');
     await badge(page, '0');
-    await psql(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('nina', 'billing', 'Second invoice'), ('nina', 'security', 'New sign-in')`);
+    await psql(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('ada', 'billing', 'Second invoice'), ('ada', 'security', 'New sign-in')`);
     await badge(page, '1');
     expect(await page.textContent('[data-testid=dropdown]')).toContain('New sign-in');
     expect(await page.textContent('[data-testid=dropdown]')).not.toContain('Second invoice');
@@ -101,8 +136,25 @@ describe.skipIf(!installed || !haveBrowser)('examples/nextjs in Chromium', () =>
 
     await page.click('[data-testid=signout]');
     await page.waitForSelector('[data-testid=email]', { timeout: 10_000 });
-    await until(async () => (await health(daemon.http)).body.connections === 0, 10_000, 'the socket to close after sign-out');
+    await until(async () => (await health(daemonHttp)).body.connections === 0, 10_000, 'the socket to close after sign-out');
     expect(await page.evaluate(() => fetch('/api/pgbell-token').then((r) => r.status))).toBe(401);
     await page.close();
   }, 90_000);
+
+  it('the app gets its environment: sign-in sets the session cookie, the token route mints a pgbell token, and `npx pgbell send` reaches the socket', async () => {
+    const signin = await fetch(`${appUrl}/api/signin`, { method: 'POST', body: new URLSearchParams({ email: EMAIL }), redirect: 'manual' });
+    expect(signin.status).toBe(303);
+    expect(signin.headers.get('location')).toBe('/');
+    const cookie = signin.headers.get('set-cookie')!.split(';')[0]!;
+    expect(cookie).toMatch(/^session=/);
+    const minted = await fetch(`${appUrl}/api/pgbell-token`, { headers: { cookie } });
+    expect(minted.status).toBe(200);
+    const { token } = (await minted.json()) as { token: string };
+    const c = await TestClient.ready(daemonHttp.replace(/^http/, 'ws') + '/', token);
+    const sent = await run(['send', EMAIL], cleanEnv({ DATABASE_URL: db }));
+    expect(sent.code).toBe(0);
+    await c.count('notification', 3);
+    c.close();
+    expect((await fetch(`${appUrl}/api/pgbell-token`)).status).toBe(401);
+  });
 });
