@@ -95,4 +95,28 @@ describe('poll mode', () => {
     expect(doctor.stdout).toMatch(/✓ poll mode: no LISTEN needed/);
     expect(doctor.code).toBe(0);
   });
+
+  it('within one poll, transactions go out in transaction-id order, not commit order (the exception docs/guarantees.md states)', async () => {
+    const d = await fleet.start({ mode: 'poll', pollMs: 2000 });
+    const tab = await TestClient.ready(d.url, await tokenFor('pia'));
+    const older = new pg.Client({ connectionString: db });
+    const newer = new pg.Client({ connectionString: db });
+    await older.connect();
+    await newer.connect();
+    const insert = (c: pg.Client, title: string) => c.query(`INSERT INTO "Alert" ("userId", title) VALUES ('pia', $1)`, [title]);
+    await older.query('BEGIN');
+    await insert(older, 'older');
+    await newer.query('BEGIN');
+    await insert(newer, 'newer');
+    // Delivered by a poll that just ran: the next one is about 2 s away.
+    await psql(db, `INSERT INTO "Alert" ("userId", title) VALUES ('pia', 'marker')`);
+    await tab.next((m) => m.type === 'notification' && m.alert.title === 'marker', 5000);
+    await newer.query('COMMIT');
+    await older.query('COMMIT');
+    const got = await tab.count('notification', 3, 10_000);
+    expect(got.map((m) => m.alert.title)).toEqual(['marker', 'older', 'newer']);
+    await older.end();
+    await newer.end();
+    tab.close();
+  });
 });
