@@ -26,7 +26,7 @@ import { sql } from 'kysely';
 import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { PUBLICATION, publicationProblem, readSource, SCHEMA, type Mapping } from './db/bookkeeping.js';
-import type { Change } from './db/changes.js';
+import { lastWins, type Change } from './db/changes.js';
 import type { Db } from './db/connect.js';
 import { LISTENER_APPLICATION_NAME, retryDelay } from './listener.js';
 import type { Logger } from './log.js';
@@ -419,7 +419,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
     }
     alerts.sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
     const deletes: Change[] = tx.tombstones.map((t) => ({ kind: 'delete', txid: tid, id: String(t.id), userId: String(t.userId) }));
-    this.emit('txid', txid!, null, [...alerts, ...deletes]);
+    this.emit('txid', txid!, null, lastWins([...alerts, ...deletes]));
   }
 
   #onOwnMessage(text: string): void {

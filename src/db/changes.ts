@@ -407,10 +407,25 @@ function collect(rows: Row[]): ChangeBatch {
       unread.set(r.userId!, r.data as UnreadByType);
     }
   }
-  return { changes, unread };
+  return { changes: lastWins(changes), unread };
 }
 
 /** Within one transaction: rows in insertion order, then deletes. */
+/**
+ * The last operation on a row within a transaction wins. An alert row here exists at the end
+ * of its transaction (a delete after an insert leaves no row, only the tombstone), so a
+ * tombstone of the same transaction, alert and user is an earlier delete the row outlived (a
+ * delete and re-insert of one id): it is dropped, or the client would remove an alert that
+ * exists. A tombstone for another user (the alert moved) stays.
+ */
+export function lastWins(changes: Change[]): Change[] {
+  let alive: Set<string> | null = null;
+  for (const c of changes) if (c.kind === 'alert') (alive ??= new Set()).add(`${c.txid}\u0000${c.alert.id}\u0000${c.alert.userId}`);
+  if (alive === null) return changes;
+  const live = alive;
+  return changes.filter((c) => c.kind === 'alert' || !live.has(`${c.txid}\u0000${c.id}\u0000${c.userId}`));
+}
+
 function byRow(a: Change, b: Change): number {
   if (a.kind === 'alert' && b.kind === 'alert') return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
   return a.kind === b.kind ? 0 : a.kind === 'alert' ? -1 : 1;
