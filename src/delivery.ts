@@ -16,7 +16,7 @@
  * runs; later steps wait behind it so order holds.
  */
 import { CursorState, decodeCursor, resumeProblem } from './cursor.js';
-import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType } from './db/changes.js';
+import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType, type UserFilter } from './db/changes.js';
 import type { Db } from './db/connect.js';
 import { CloseCode } from './errors.js';
 import type { Hub, Subscriber } from './hub.js';
@@ -324,12 +324,13 @@ export class Delivery {
   #readLive(batch: LiveTx[]): Promise<ChangeBatch | undefined> {
     const txids = [...new Set(batch.flatMap((b) => (b.txid === null ? [] : [b.txid])))];
     const { hub } = this.#o;
-    const users = hub.liveUserIds();
-    // Streamed changes are kept (see #recent) even with no one live: a sync about to begin may need them.
-    if (txids.length === 0 || (users.length === 0 && !batch.some((b) => b.carried))) return Promise.resolve(undefined);
-    // With very many users connected, filtering costs more than reading the transactions' rows
-    // for everyone (fan-out skips users with no socket here).
-    const which = users.length > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: hub.liveUserIdsLiteral() };
+    // Streamed transactions (WAL mode) are read even with no one live: a sync about to begin may
+    // need them (see #recent), and one may begin while the read waits for them to be visible.
+    if (txids.length === 0 || (hub.liveUserIds().length === 0 && !batch.some((b) => b.carried !== undefined))) return Promise.resolve(undefined);
+    // Who is live is asked when the rows are read, after any wait for visibility. With very many
+    // users connected, filtering costs more than reading the transactions' rows for everyone
+    // (fan-out skips users with no socket here).
+    const which = (): UserFilter => (hub.liveUserIds().length > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: hub.liveUserIdsLiteral() });
     const started = performance.now();
     const read = this.#retry('reading alerts', () => liveBatch(this.#o.db, batch, which, (uid) => hub.countFor(uid) > 0), { giveUpOnBadInput: true });
     const metrics = this.#o.metrics;

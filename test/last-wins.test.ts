@@ -29,7 +29,7 @@ describe.each(Object.keys(MODES) as Array<keyof typeof MODES>)('%s mode', (mode)
   it('delete and re-insert of one id in one transaction: the alert exists, live and on resume', async () => {
     const d = await fleet.start(MODES[mode]);
     const tab = await new Tab(await tokenFor('lw')).connect(d.url);
-    const [{ id }, { id: mover }] = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('lw', 'first'), ('lw', 'mover') RETURNING id`)) as Array<{ id: string }>;
+    const [id, mover] = (await query<{ id: string }>(db, `INSERT INTO "Alert" ("userId", title) VALUES ('lw', 'first'), ('lw', 'mover') RETURNING id`)).map((r) => r.id);
     await until(() => tab.ids.has(id!) && tab.ids.has(mover!), 10_000, 'the first alerts');
     const before = tab.cursor;
     const messages: any[] = [];
@@ -40,7 +40,7 @@ describe.each(Object.keys(MODES) as Array<keyof typeof MODES>)('%s mode', (mode)
     await query(db, `BEGIN; INSERT INTO "Alert" (id, "userId", title) VALUES ('${gone}', 'lw', 'brief'); DELETE FROM "Alert" WHERE id = '${gone}'; COMMIT;`);
     // Moved to another user and back in one transaction: still lw's.
     await query(db, `BEGIN; UPDATE "Alert" SET "userId" = 'lx' WHERE id = '${mover}'; UPDATE "Alert" SET "userId" = 'lw', title = 'third' WHERE id = '${mover}'; COMMIT;`);
-    const [{ id: marker }] = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('lw', 'marker') RETURNING id`)) as Array<{ id: string }>;
+    const marker = (await query<{ id: string }>(db, `INSERT INTO "Alert" ("userId", title) VALUES ('lw', 'marker') RETURNING id`))[0]!.id;
     await until(() => tab.ids.has(marker!), 10_000, 'the marker');
     const about = (x: string) => messages.filter((m) => m.id === x || m.alert?.id === x || m.alerts?.some((a: any) => a.id === x));
     expect(about(id!).some((m) => m.type === 'delete')).toBe(false);

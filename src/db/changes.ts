@@ -168,12 +168,18 @@ export async function unreadFor(db: Q, userIds: readonly string[], visibleTxids:
   if (userIds.length === 0 && visibleTxids.length === 0) return new Map();
   for (let attempt = 0; ; attempt++) {
     const rows = await preparedQuery<{ userId: string | null; c: UnreadByType | null; visible: boolean | null }>(db, 'pgbell_unread_for', UNREAD_FOR, [[...userIds], [...visibleTxids]]);
-    if (rows.find((r) => r.visible !== null)!.visible || attempt >= 5000) {
+    // No give-up: a transaction that streamed is committed, and reading before it is visible
+    // would find nothing of it while the horizon passes it (a synchronous standby that does not
+    // answer holds a commit invisible for as long as it likes). The wait backs off to 50 ms.
+    if (rows.find((r) => r.visible !== null)!.visible) {
       return new Map(rows.filter((r) => r.userId !== null).map((r) => [r.userId!, r.c!]));
     }
-    await new Promise((r) => setTimeout(r, 1));
+    await new Promise((r) => setTimeout(r, Math.min(50, 1 + attempt)));
   }
 }
+
+/** Whose changes a live read returns: these users, a literal list (see Hub), or everyone's. */
+export type UserFilter = readonly string[] | { literal: string } | 'all';
 
 /**
  * The changes of live transactions, in the order given: those whose changes the source carried
@@ -183,7 +189,7 @@ export async function unreadFor(db: Q, userIds: readonly string[], visibleTxids:
 export async function liveBatch(
   db: Q,
   entries: ReadonlyArray<{ txid: string | null; carried?: Change[] | null | undefined }>,
-  userIds: readonly string[] | { literal: string } | 'all',
+  userIdsNow: UserFilter | (() => UserFilter),
   wanted: (userId: string) => boolean = () => true,
 ): Promise<ChangeBatch> {
   const order = new Map<bigint, number>();
@@ -199,14 +205,16 @@ export async function liveBatch(
     if (e.carried) carried.push(...e.carried);
     else toRead.push(e.txid);
   }
+  // Streamed transactions: first wait until they are visible (see unreadFor). Who is live is
+  // asked after that wait, so a socket that began to sync meanwhile is served too.
+  if (streamed.length > 0) await unreadFor(db, [], streamed);
   const users = new Set<string>();
   for (const c of carried) {
     const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
     if (wanted(uid)) users.add(uid);
   }
-  // Streamed transactions: the unread read waits until they are visible, and the rows of those
-  // read by id are read after it (so in a snapshot that sees them too).
-  const unread = await unreadFor(db, [...users], streamed);
+  const unread = users.size > 0 ? await unreadFor(db, [...users]) : new Map<string, UnreadByType>();
+  const userIds = typeof userIdsNow === 'function' ? userIdsNow() : userIdsNow;
   const read = toRead.length > 0 ? await changesByTxids(db, toRead, userIds) : { changes: [], unread: new Map<string, UnreadByType>() };
   if (carried.length === 0) return read;
   for (const [uid, byType] of unread) read.unread.set(uid, byType);
