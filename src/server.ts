@@ -40,6 +40,8 @@ export const MAX_PAYLOAD = 64 * 1024;
 const HEARTBEAT_TICK_MS = 50;
 /** At most one line per this long for sockets refused at the limits; the summary counts the rest. */
 const REFUSAL_LOG_MS = 10_000;
+/** How long a socket pgbell closed may take to send its close frame before it is cut anyway (see endOnceSent). */
+const CLOSE_GRACE_MS = 2_000;
 
 /** What one client may cost. Defaults are in src/config.ts. */
 export interface Limits {
@@ -476,9 +478,6 @@ export class Server {
       if (!conn.session) {
         this.#authLog.run((skipped) => log.warn({ remote, reason: 'auth_timeout', skipped }, `WebSocket authentication failed: no auth message within ${authTimeoutMs} ms${skippedNote(skipped)}`));
         this.#fail(ws, 'auth_timeout');
-        // Hard: a peer that ignores the close frame would otherwise hold its place for ws's
-        // 30 s close-handshake wait. The frame is written first; the socket goes next turn.
-        setImmediate(() => ws.terminate());
       }
     }, authTimeoutMs);
     const h = this.#wsHandlers;
@@ -567,6 +566,7 @@ export class Server {
       log.warn({ err: (err as Error).message }, 'WebSocket authentication failed: could not check revocations');
       this.#send(ws, { type: 'error', code: 'unavailable', message: ErrorCodes.unavailable.message });
       ws.close(CloseCode.TryAgainLater, 'unavailable');
+      endOnceSent(ws);
       return;
     }
     if (ws.readyState !== ws.OPEN) return;
@@ -702,13 +702,15 @@ export class Server {
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
   }
 
-  /** Error message, then the close code the error table assigns. */
+  /** Error message, then the close code the error table assigns, and the socket ended (see endOnceSent). */
   #fail(ws: Socket, code: ErrorCode): void {
     const entry = ErrorCodes[code];
     if (AUTH_FAILURES.has(code)) this.#opts.metrics?.authFailure(code);
     if (entry.close !== null) this.#opts.metrics?.closed(code);
     this.#send(ws, { type: 'error', code, message: entry.message });
-    if (entry.close !== null) ws.close(entry.close, code);
+    if (entry.close === null) return;
+    ws.close(entry.close, code);
+    endOnceSent(ws);
   }
 
   /** Where the current heartbeat pass over the sockets has got to. */
@@ -747,6 +749,24 @@ export class Server {
       ws.ping();
     }
   }
+}
+
+/**
+ * Cuts a socket pgbell has closed once its close frame (a stream's `close` event) has left for
+ * the network, or after CLOSE_GRACE_MS if it cannot leave (the peer reads nothing). Waiting for
+ * the peer's answer instead would let one that ignores close frames hold its socket for ws's
+ * 30 s close wait, and a stream that is not read for as long as its connection lives: outside
+ * every limit, as a refused socket at the connection limit is not counted in any.
+ */
+function endOnceSent(ws: Socket): void {
+  const deadline = performance.now() + CLOSE_GRACE_MS;
+  const check = (): void => {
+    if (ws.readyState === 3) return;
+    if (ws.bufferedAmount === 0 || performance.now() >= deadline) ws.terminate();
+    else setTimeout(check, 20).unref();
+  };
+  // After this turn: writes the kernel took at once are counted as sent only then.
+  setImmediate(check);
 }
 
 /** The peer address of a WebSocket, for logs. */

@@ -1,0 +1,101 @@
+/**
+ * What a peer that does not play along can hold: handshakes waiting for a place, sockets it was
+ * refused, and event streams it stopped reading. Each is bounded, and a socket pgbell has closed
+ * is gone even when its peer never answers the close.
+ */
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestClient } from './helpers/client.js';
+import { daemonFleet, tokenFor } from './helpers/daemon.js';
+import { freshDatabase } from './helpers/pg.js';
+
+let db: string;
+
+beforeAll(async () => {
+  db = await freshDatabase(['pa', 'pb', 'pc']);
+});
+afterAll(async () => {
+  await fleet.stopAll();
+});
+
+const fleet = daemonFleet(() => db);
+
+/** A masked client text frame (RFC 6455 §5.2), as a browser would send it. */
+function textFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  const mask = randomBytes(4);
+  const len = payload.length;
+  const head = len < 126 ? Buffer.from([0x81, 0x80 | len]) : Buffer.from([0x81, 0x80 | 126, len >> 8, len & 0xff]);
+  const body = Buffer.alloc(len);
+  for (let i = 0; i < len; i++) body[i] = payload[i]! ^ mask[i % 4]!;
+  return Buffer.concat([head, mask, body]);
+}
+
+function upgradeRequest(port: number): string {
+  return ['GET / HTTP/1.1', `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade', `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13', '', ''].join('\r\n');
+}
+
+/**
+ * A raw TCP peer that reads whatever comes and never answers a close frame: it keeps its end
+ * open until the server cuts the connection.
+ */
+function deafPeer(port: number): { sock: net.Socket; received: () => string; closed: Promise<number> } {
+  const sock = net.connect(port, '127.0.0.1');
+  let got = '';
+  sock.on('data', (d) => (got += d.toString('latin1')));
+  sock.on('error', () => {});
+  const t0 = Date.now();
+  const closed = new Promise<number>((resolve) => sock.once('close', () => resolve(Date.now() - t0)));
+  return { sock, received: () => got, closed };
+}
+
+async function upgraded(peer: { received: () => string }): Promise<void> {
+  const t0 = Date.now();
+  while (!peer.received().includes('\r\n\r\n')) {
+    if (Date.now() - t0 > 5000) throw new Error(`no handshake answer: ${JSON.stringify(peer.received())}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Waits at most `ms` for the peer's socket to close; the time it took, or null. */
+function closedWithin(peer: { closed: Promise<number> }, ms: number): Promise<number | null> {
+  return Promise.race([peer.closed, new Promise<null>((r) => setTimeout(() => r(null), ms))]);
+}
+
+describe('refused sockets', () => {
+  it('a peer that ignores the close frame is cut once it is refused (server_full at MAX_CONNECTIONS, a bad token, too many for its user), not held for ws\'s 30 s close wait', async () => {
+    const d = await fleet.start({ limits: { maxConnections: 3, maxWaitMs: 0, maxPerUser: 1 } });
+    const port = Number(new URL(d.url).port);
+    const holder = await TestClient.ready(d.url, await tokenFor('pa'));
+
+    // A bad token: refused with 4401 after its auth message.
+    const bad = deafPeer(port);
+    bad.sock.write(upgradeRequest(port));
+    await upgraded(bad);
+    bad.sock.write(textFrame(JSON.stringify({ type: 'auth', token: 'not-a-token' })));
+    // A second socket of a user at MAX_CONNECTIONS_PER_USER: refused with 4409.
+    const second = deafPeer(port);
+    second.sock.write(upgradeRequest(port));
+    await upgraded(second);
+    second.sock.write(textFrame(JSON.stringify({ type: 'auth', token: await tokenFor('pa') })));
+    const times = await Promise.all([closedWithin(bad, 5000), closedWithin(second, 5000)]);
+    expect(bad.received()).toContain('invalid_token');
+    expect(second.received()).toContain('too_many_connections');
+    expect(times.every((t) => t !== null)).toBe(true);
+
+    // Two idle sockets fill MAX_CONNECTIONS: the next is refused with 1013 at once.
+    const idle = [await TestClient.connect(d.url), await TestClient.connect(d.url)];
+    const full = deafPeer(port);
+    full.sock.write(upgradeRequest(port));
+    await upgraded(full);
+    const t = await closedWithin(full, 5000);
+    expect(full.received()).toContain('server_full');
+    expect(t).not.toBeNull();
+    // A client that answers the close still reads why: the error, then the code.
+    const polite = await TestClient.connect(d.url);
+    expect(await polite.closed).toEqual({ code: 1013, reason: 'server_full' });
+    expect(polite.messages).toEqual([{ type: 'error', code: 'server_full', message: 'The server is at its connection limit; try again later' }]);
+    for (const c of [holder, ...idle]) c.close();
+  });
+});
