@@ -77,6 +77,12 @@ export class WalSource extends EventEmitter<SourceEvents> {
   #confirmed = 0n;
   #started = false;
   #everConnected = false;
+  /**
+   * The first attempt failed: the daemon started serving sockets without a stream, and they
+   * took cursors. The first stream then catches up like a reconnect, or what committed before
+   * its slot would be lost for them.
+   */
+  #servedWithoutStream = false;
   #tx: Pending | null = null;
   #mapping: Mapping | null = null;
   /** Columns of the table whose values render as to_jsonb would (for a table without a data column). */
@@ -221,7 +227,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
       if (this.#problem) this.#o.log.info('the replication stream works again');
       this.#problem = null;
       this.#setState('connected');
-      const resumed = this.#everConnected;
+      const resumed = this.#everConnected || this.#servedWithoutStream;
       this.#everConnected = true;
       this.#tx = null;
       this.#confirmed = 0n;
@@ -264,6 +270,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
     this.#slot = null;
     this.#firstFailed?.();
     this.#firstFailed = null;
+    if (!this.#everConnected) this.#servedWithoutStream = true;
     void service?.destroy().catch(() => {});
     const problem = explain(err);
     if (this.#state === 'connected') {

@@ -177,11 +177,14 @@ describe('WAL mode', () => {
     expect(h.body.listener.problem).toMatch(/publication pgbell is missing: run `pgbell migrate`.*PGBELL_MODE=wal/);
     expect(d.logs.lines.filter((l) => /publication pgbell is missing/.test(l.msg))).toHaveLength(1);
     const c = await new Tab(await tokenFor('wes')).connect(d.url);
+    // Committed while the socket holds a cursor and no stream runs: the first stream catches up.
+    const [early] = await query<{ id: string }>(other, `INSERT INTO "Alert" ("userId", title) VALUES ('wes', 'before the stream') RETURNING id`);
     const m = await run(['migrate'], cleanEnv({ DATABASE_URL: other, PGBELL_MODE: 'wal' }));
     expect(m.stdout).toMatch(/created publication pgbell/);
     await until(async () => (await health(d.http)).status === 200, 15_000, '/health 200');
     await psql(other, `INSERT INTO "Alert" ("userId", title) VALUES ('wes', 'after the fix')`);
-    await until(() => c.ids.size === 1, 5000, 'the alert');
+    await until(() => c.ids.size === 2, 5000, 'both alerts');
+    expect(c.ids.has(early!.id)).toBe(true);
     c.close();
   });
 
