@@ -252,6 +252,9 @@ export class Server {
   /** Completes a handshake: the socket is then let in (see #onConnection) or, with `refuse`, refused with 1013. */
   #upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, refuse: boolean): void {
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      // First, refused or not: a frame ws cannot parse (a refused client may send anything
+      // before it reads the close) is an 'error' event, which without a listener would throw.
+      ws.on('error', this.#wsHandlers.error);
       if (!refuse) return this.#onConnection(ws, req);
       this.#refused(() => this.#opts.log.warn({ remote: req.socket.remoteAddress, waitedMs: this.#opts.limits.maxWaitMs }, 'refused a WebSocket: no place came free while it waited'));
       this.#fail(ws, 'server_full');
@@ -484,7 +487,6 @@ export class Server {
     ws.on('pong', h.pong);
     ws.on('message', h.message);
     ws.on('close', h.close);
-    ws.on('error', h.error);
   }
 
   /** A frame from a socket: counted against its rate limit, then handled after the ones before it. */

@@ -98,4 +98,17 @@ describe('refused sockets', () => {
     expect(polite.messages).toEqual([{ type: 'error', code: 'server_full', message: 'The server is at its connection limit; try again later' }]);
     for (const c of [holder, ...idle]) c.close();
   });
+
+  it('a refused socket that sends a frame ws cannot parse does not take the daemon down', async () => {
+    const d = await fleet.start({ limits: { maxConnections: 1, maxWaitMs: 0 } });
+    const port = Number(new URL(d.url).port);
+    const idle = await TestClient.connect(d.url);
+    const peer = deafPeer(port);
+    // The handshake and a malformed frame (reserved bits set) in one write.
+    peer.sock.write(Buffer.concat([Buffer.from(upgradeRequest(port)), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]));
+    await closedWithin(peer, 5000);
+    expect(peer.received()).toContain('server_full');
+    expect((await fetch(`${d.http}/health`)).status).toBe(200);
+    idle.close();
+  });
 });
