@@ -116,6 +116,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
       maxUnauthenticated: config.MAX_UNAUTHENTICATED,
       maxUnauthenticatedPerAddress: config.MAX_UNAUTHENTICATED_PER_ADDRESS,
       maxWaitMs: config.MAX_HANDSHAKE_WAIT_MS,
+      maxWaitingBytes: config.MAX_WAITING_BYTES,
       maxPerUser: config.MAX_CONNECTIONS_PER_USER,
       rateLimit: config.RATE_LIMIT,
       rateWindowMs: config.RATE_WINDOW_MS,

@@ -51,6 +51,8 @@ export interface Limits {
   maxUnauthenticatedPerAddress: number;
   /** How long a handshake beyond maxUnauthenticated waits for a place (0: refused at once); see src/waiting.ts. */
   maxWaitMs: number;
+  /** Bytes the waiting handshakes may hold in all (their headers and what they sent early). */
+  maxWaitingBytes: number;
   maxPerUser: number;
   rateLimit: number;
   rateWindowMs: number;
@@ -66,6 +68,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxUnauthenticated: 1_000,
   maxUnauthenticatedPerAddress: 100,
   maxWaitMs: 10_000,
+  maxWaitingBytes: 64 << 20,
   maxPerUser: 20,
   rateLimit: 100,
   rateWindowMs: 10_000,
@@ -214,7 +217,7 @@ export class Server {
     };
     // A handshake held too long is let in only to be refused, with the close code a full server gives.
     this.#waiting = new WaitingRoom(
-      { size: opts.limits.maxConnections, perAddress: opts.limits.maxUnauthenticatedPerAddress, waitMs: opts.limits.maxWaitMs },
+      { size: opts.limits.maxConnections, perAddress: opts.limits.maxUnauthenticatedPerAddress, waitMs: opts.limits.maxWaitMs, bytes: opts.limits.maxWaitingBytes },
       (w) => this.#upgrade(w.req, w.socket, w.head, true),
     );
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.#onRequest(req, res);
@@ -359,6 +362,7 @@ export class Server {
         listener,
         pendingAuth: this.#conns.size - this.#opts.hub.connections,
         waiting: this.#waiting.size,
+        waitingBytes: this.#waiting.bytes,
         notifyQueueUsage: this.#opts.queueUsage(),
         uptimeSeconds: Math.round(process.uptime()),
       });

@@ -7,7 +7,9 @@
  *
  * The room is bounded (its handshakes count toward MAX_CONNECTIONS, and from one client
  * address at most MAX_UNAUTHENTICATED_PER_ADDRESS wait) and so is the wait: past either, the
- * socket is refused with 1013 as before, so the cap still protects the daemon.
+ * socket is refused with 1013 as before, so the cap still protects the daemon. So are the bytes
+ * its handshakes hold (MAX_WAITING_BYTES: their headers and what they sent early): a count alone
+ * let one client behind a proxy park 64 KiB in each of MAX_CONNECTIONS handshakes (1.3 GB).
  */
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -23,6 +25,8 @@ export interface Waiter extends Timed {
   gone: boolean;
   /** What the client sent while it waited (it should send nothing before the 101): handed on with `head`. */
   early: Buffer[];
+  /** What it holds in the room's byte budget: its request's headers, `head` and `early`. */
+  bytes: number;
   onData: (chunk: Buffer) => void;
   /** The listeners the room put on the socket, taken off when it leaves. */
   onEnd: () => void;
@@ -39,11 +43,13 @@ export class WaitingRoom {
   /** Index of the first waiter in #queue still to be looked at (a FIFO without shifting). */
   #head = 0;
   #size = 0;
+  /** The waiters' `bytes`, together. */
+  #bytes = 0;
   readonly #byAddress = new Map<string, number>();
   readonly #deadlines: Deadlines<Waiter>;
 
   constructor(
-    private readonly limits: { size: number; perAddress: number; waitMs: number },
+    private readonly limits: { size: number; perAddress: number; waitMs: number; bytes: number },
     /** A waiter's time is up (or the room is being emptied): refuse it. */
     onExpired: (w: Waiter) => void,
   ) {
@@ -57,10 +63,17 @@ export class WaitingRoom {
     return this.#size;
   }
 
-  /** Holds a handshake; false if the room (or its address's share of it) is full. */
+  /** Bytes the waiting handshakes hold (see Waiter.bytes). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Holds a handshake; false if the room (its places, its bytes, or its address's share) is full. */
   enter(req: http.IncomingMessage, socket: Duplex, head: Buffer, address: string | null): boolean {
     if (this.#size >= this.limits.size) return false;
     if (address !== null && this.limits.perAddress > 0 && (this.#byAddress.get(address) ?? 0) >= this.limits.perAddress) return false;
+    const bytes = headerBytes(req) + head.length;
+    if (this.#bytes + bytes > this.limits.bytes) return false;
     let early = 0;
     const w: Waiter = {
       req,
@@ -71,15 +84,24 @@ export class WaitingRoom {
       dueAt: 0,
       slot: -1,
       early: [],
+      bytes,
       onData: (chunk) => {
+        early += chunk.length;
+        // Cut rather than kept: past its own share, or past what the room may hold in all.
+        if (early > MAX_EARLY_BYTES || this.#bytes + chunk.length > this.limits.bytes) {
+          socket.destroy();
+          return;
+        }
         w.early.push(chunk);
-        if ((early += chunk.length) > MAX_EARLY_BYTES) socket.destroy();
+        w.bytes += chunk.length;
+        this.#bytes += chunk.length;
       },
       onEnd: () => socket.destroy(),
       onClose: () => this.#leave(w),
     };
     this.#queue.push(w);
     this.#size++;
+    this.#bytes += bytes;
     if (address !== null) this.#byAddress.set(address, (this.#byAddress.get(address) ?? 0) + 1);
     this.#deadlines.set(w, Date.now() + this.limits.waitMs);
     // The socket is read while it waits (the HTTP server left it paused): that is how a client
@@ -130,6 +152,7 @@ export class WaitingRoom {
     if (w.socket.destroyed) w.socket.on('error', ignore);
     if (w.early.length > 0) w.head = Buffer.concat([w.head, ...w.early]);
     this.#size--;
+    this.#bytes -= w.bytes;
     this.#deadlines.cancel(w);
     if (w.address !== null) {
       const n = (this.#byAddress.get(w.address) ?? 1) - 1;
@@ -138,4 +161,11 @@ export class WaitingRoom {
     }
     return true;
   }
+}
+
+/** What a parsed request's target and headers take, about (their text; Node caps it at 16 KiB). */
+function headerBytes(req: http.IncomingMessage): number {
+  let n = (req.url ?? '').length;
+  for (const h of req.rawHeaders) n += h.length + 2;
+  return n;
 }

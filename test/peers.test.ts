@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from './helpers/client.js';
 import { daemonFleet, tokenFor } from './helpers/daemon.js';
 import { freshDatabase } from './helpers/pg.js';
+import { until } from './helpers/tab.js';
 
 let db: string;
 
@@ -62,6 +63,60 @@ async function upgraded(peer: { received: () => string }): Promise<void> {
 function closedWithin(peer: { closed: Promise<number> }, ms: number): Promise<number | null> {
   return Promise.race([peer.closed, new Promise<null>((r) => setTimeout(() => r(null), ms))]);
 }
+
+describe('the waiting room', () => {
+  it('holds at most MAX_WAITING_BYTES in all: a handshake beyond it is refused (1013), one sending early bytes past it is cut; emptied, it admits again', async () => {
+    const budget = 256 * 1024;
+    const d = await fleet.start({ limits: { maxConnections: 100, maxUnauthenticated: 1, maxWaitMs: 20_000, maxWaitingBytes: budget } });
+    const port = Number(new URL(d.url).port);
+    const details = async () => (await (await fetch(`${d.http}/health`)).json()) as { waiting: number; waitingBytes: number };
+    const idle = await TestClient.connect(d.url);
+    // Twenty handshakes from one (loopback, so uncounted per address) client, each sending
+    // 60 KiB before its upgrade: within the per-handshake 64 KiB, 1.2 MB together.
+    const early = 60 * 1024;
+    const peers: Array<ReturnType<typeof deafPeer>> = [];
+    for (let i = 0; i < 20; i++) {
+      const p = deafPeer(port);
+      p.sock.write(upgradeRequest(port));
+      p.sock.write(Buffer.alloc(early, 0x61));
+      peers.push(p);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const open = () => peers.filter((p) => !p.sock.destroyed && p.sock.readyState === 'open' && p.received() === '').length;
+    // What the room held settles once every chunk has arrived.
+    let last = -1;
+    for (let i = 0; i < 100; i++) {
+      const h = await details();
+      if (h.waitingBytes === last) break;
+      last = h.waitingBytes;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const h = await details();
+    expect(h.waitingBytes).toBeLessThanOrEqual(budget);
+    expect(h.waiting).toBeLessThanOrEqual(Math.floor(budget / early));
+    expect(open()).toBeLessThanOrEqual(Math.floor(budget / early));
+    expect(open()).toBeGreaterThan(0);
+    // The rest were refused (1013) on arrival or cut when their bytes came past the budget.
+    const refused = peers.filter((p) => p.received().includes('server_full')).length;
+    const cut = peers.filter((p) => p.sock.readyState !== 'open' && p.received() === '').length;
+    expect(open() + refused + cut).toBe(peers.length);
+    for (const p of peers) p.sock.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await details()).waitingBytes).toBe(0);
+    // Empty again: a handshake that sends nothing early waits as before, and is let in.
+    let opened = false;
+    const next = await new Promise<TestClient>((resolve) => {
+      void TestClient.connect(d.url).then((c) => {
+        opened = true;
+        resolve(c);
+      });
+      void until(async () => (await details()).waiting === 1, 5000, 'one waiting').then(() => idle.close());
+    });
+    expect(opened).toBe(true);
+    next.close();
+  });
+});
 
 describe('refused sockets', () => {
   it('a peer that ignores the close frame is cut once it is refused (server_full at MAX_CONNECTIONS, a bad token, too many for its user), not held for ws\'s 30 s close wait', async () => {
