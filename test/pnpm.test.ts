@@ -218,7 +218,10 @@ describe.runIf(os.platform() === 'linux' && !process.env.TEST_DATABASE_URL)('a f
     // `pnpm run ws`: the daemon alone, on the dev's database, beside it.
     const ws = start('pnpm', ['run', 'ws'], checkout, env({ DATABASE_URL: dbUrl!, SESSION_SECRET: 'pnpm-ws-secret-0123456789abcdef0123', PORT: '0' }));
     running.push(ws);
-    await ws.waitFor(/pgbell listening on ws:\/\//);
+    const [, wsPort] = await ws.waitFor(/"port":(\d+).*pgbell listening on ws:\/\//);
+    // Ctrl-C once /health answers: in the moment after the listening line, before pgbell sets
+    // its signal handlers, SIGINT ends it outright.
+    expect((await fetch(`http://127.0.0.1:${wsPort}/health`)).status).toBe(200);
     ws.ctrlC();
     expect((await ws.exited).stdout).toMatch(/SIGINT received; shutting down/);
 
