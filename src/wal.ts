@@ -86,8 +86,12 @@ export class WalSource extends EventEmitter<SourceEvents> {
   #tx: Pending | null = null;
   #mapping: Mapping | null = null;
   /** Columns of the table whose values render as to_jsonb would (for a table without a data column). */
-  #plain = new Map<number, boolean>();
-  #columnTypes = new Map<number, Map<string, number>>();
+  /**
+   * By relation message: the stream sends a new one after the table's columns change (ALTER
+   * TABLE), so nothing decoded for the old columns is used for the new.
+   */
+  #plain = new WeakMap<Pgoutput.MessageRelation, boolean>();
+  #columnTypes = new WeakMap<Pgoutput.MessageRelation, Map<string, number>>();
   /** Resolves start() when the first attempt fails. */
   #firstFailed: (() => void) | null = null;
   readonly #probes = new Probes();
@@ -359,14 +363,14 @@ export class WalSource extends EventEmitter<SourceEvents> {
   }
 
   #types(rel: Pgoutput.MessageRelation): Map<string, number> {
-    let types = this.#columnTypes.get(rel.relationOid);
-    if (!types || types.size !== rel.columns.length) this.#columnTypes.set(rel.relationOid, (types = new Map(rel.columns.map((c) => [c.name, c.typeOid]))));
+    let types = this.#columnTypes.get(rel);
+    if (!types) this.#columnTypes.set(rel, (types = new Map(rel.columns.map((c) => [c.name, c.typeOid]))));
     return types;
   }
 
   /** Whether the stream renders the table's rows exactly as the view pgbell."Alert" would. */
   #renderable(rel: Pgoutput.MessageRelation): boolean {
-    const known = this.#plain.get(rel.relationOid);
+    const known = this.#plain.get(rel);
     if (known !== undefined) return known;
     const m = this.#mapping!;
     const byName = new Map(rel.columns.map((c) => [c.name, c.typeOid]));
@@ -374,7 +378,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
     let ok = textual(m.titleColumn) && textual(m.messageColumn) && textual(m.linkColumn) && byName.has(m.idColumn);
     if (m.dataColumn) ok &&= JSON_TYPES.has(byName.get(m.dataColumn) ?? -1);
     else ok &&= rel.columns.every((c) => JSONB_PLAIN.has(c.typeOid));
-    this.#plain.set(rel.relationOid, ok);
+    this.#plain.set(rel, ok);
     return ok;
   }
 
