@@ -746,7 +746,7 @@ export class Server {
       const [ws, conn] = next.value;
       if (!conn.alive) {
         if (now - conn.pingedAt < this.#opts.heartbeatMs) continue;
-        this.#opts.log.info({ userId: conn.session?.userId }, 'terminated a WebSocket that missed its pong');
+        this.#opts.log.info({ userId: conn.session?.userId }, ws instanceof SseSocket ? 'terminated an event stream whose heartbeat did not leave (the peer reads nothing)' : 'terminated a WebSocket that missed its pong');
         ws.terminate();
         continue;
       }

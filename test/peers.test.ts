@@ -4,6 +4,7 @@
  * is gone even when its peer never answers the close.
  */
 import net from 'node:net';
+import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from './helpers/client.js';
@@ -166,4 +167,62 @@ describe('refused sockets', () => {
     expect((await fetch(`${d.http}/health`)).status).toBe(200);
     idle.close();
   });
+});
+
+describe('event streams', () => {
+  /** Opens /alerts/stream on a raw socket and reads until `synced`; `small`: a 1 KiB read buffer. */
+  async function rawStream(port: number, token: string, small: boolean): Promise<net.Socket> {
+    // Socket takes the stream options its types leave out.
+    const sock = small ? new net.Socket({ readableHighWaterMark: 1024 } as net.SocketConstructorOpts) : new net.Socket();
+    sock.on('error', () => {});
+    let got = '';
+    const synced = new Promise<void>((resolve, reject) => {
+      const onData = (d: Buffer) => {
+        got += d.toString('latin1');
+        if (got.includes('event: synced')) {
+          sock.off('data', onData);
+          resolve();
+        }
+      };
+      sock.on('data', onData);
+      setTimeout(() => reject(new Error(`no synced: ${got.slice(0, 300)}`)), 5000);
+    });
+    sock.connect(port, '127.0.0.1');
+    sock.write(['GET /alerts/stream HTTP/1.1', `Host: 127.0.0.1:${port}`, `Authorization: Bearer ${token}`, 'Accept: text/event-stream', '', ''].join('\r\n'));
+    await synced;
+    // From here on it reads nothing: its buffers fill, then the daemon's.
+    sock.pause();
+    return sock;
+  }
+
+  it.each([
+    ['a raw socket that stops reading after `synced`', false],
+    ['a paused socket with a 1 KiB read buffer (a peer whose network went away)', true],
+  ] as const)('%s: the stream is terminated within two heartbeats of its output backing up, and no longer counts toward its user', async (_what, small) => {
+    const heartbeatMs = 400;
+    const d = await fleet.start({ heartbeatMs, limits: { maxPerUser: 1, maxBufferedBytes: 256 << 20 } });
+    const port = Number(new URL(d.url).port);
+    const user = small ? 'pb' : 'pc';
+    const token = await tokenFor(user);
+    const dead = await rawStream(port, token, small);
+    const connections = async () => ((await (await fetch(`${d.http}/health`)).json()) as { connections: number }).connections;
+    expect(await connections()).toBe(1);
+    // Alerts for it until what the daemon wrote no longer fits the kernel's buffers.
+    const writer = new pg.Client({ connectionString: db });
+    await writer.connect();
+    const message = 'x'.repeat(2000);
+    for (let i = 0; i < 40 && (await connections()) === 1; i++) {
+      await writer.query(`INSERT INTO "Alert" ("userId", title, message) SELECT $1, 'n' || g, $2 FROM generate_series(1, 100) g`, [user, message]);
+    }
+    await writer.end();
+    const t0 = Date.now();
+    await until(async () => (await connections()) === 0, 10_000, 'the dead stream gone');
+    expect(Date.now() - t0).toBeLessThan(3 * heartbeatMs + 2000);
+    expect(d.logs.messages()).toContain('terminated an event stream whose heartbeat did not leave (the peer reads nothing)');
+    // Its place is free: a new stream of the same user (MAX_CONNECTIONS_PER_USER 1) goes live.
+    const next = await rawStream(port, token, false);
+    expect(await connections()).toBe(1);
+    next.destroy();
+    dead.destroy();
+  }, 60_000);
 });

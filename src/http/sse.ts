@@ -39,7 +39,10 @@ const CURSOR = /"cursor":"([^"]*)"/g;
 export class SseSocket implements Socket {
   readonly OPEN = 1;
   #state = 1;
-  /** Called after a heartbeat comment was written: a stream has no pong, a write that fails closes it. */
+  /**
+   * Called once a heartbeat comment has left for the network, the stream's stand-in for a pong
+   * (see ping()).
+   */
   onPong: () => void = () => {};
 
   /** `headers`: extra response headers (CORS for an allowed page origin). */
@@ -89,10 +92,19 @@ export class SseSocket implements Socket {
     this.res.destroy();
   }
 
+  /**
+   * A heartbeat comment; its write callback is the pong. The callback runs once the kernel has
+   * taken the comment, so only after everything written before it: a peer that stopped reading
+   * (or whose network went away with output in flight) leaves its backlog undrained, sends no
+   * pong, and the server's heartbeat terminates the stream after a whole interval, as it does a
+   * WebSocket that missed its pong. Calling back at once, as before, kept such streams for as
+   * long as TCP kept the connection (about 15 minutes), counted toward their user's limit.
+   */
   ping(): void {
     if (this.#state !== 1) return;
-    this.res.write(': heartbeat\n\n');
-    this.onPong();
+    this.res.write(': heartbeat\n\n', (err) => {
+      if (!err) this.onPong();
+    });
   }
 }
 
