@@ -219,6 +219,7 @@ async function cmdInstall(withMode: WithMode, flags: Record<string, string | boo
   else if (result.refreshed) console.log(`already installed on ${result.table}; its trigger functions were brought up to date`);
   else console.log(`already installed on ${result.table}; nothing to do`);
   reportSwitch(withMode);
+  if (result.restamped > 0) console.log(`re-stamped ${result.restamped} bookkeeping rows whose transaction ids this server has not handed out yet (restored from another cluster); open cursors reset`);
   console.log(
     `pgbell's triggers run as role ${result.owner} (SECURITY DEFINER), whatever role writes ${result.table}: a writer needs only its own rights on the table, nothing on schema pgbell. Rows whose ${userColumn} is NULL are stored and not delivered (pgbell doctor counts them).`,
   );

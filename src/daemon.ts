@@ -12,7 +12,9 @@ import { currentEpoch, databaseId, markRead, pruneTombstones, unreadCounts, unre
 import { createDb, type Db } from './db/connect.js';
 import { revokedBefore } from './db/users.js';
 import { Revocations } from './revocations.js';
+import { renormalizeForeignTxids } from './db/bookkeeping.js';
 import { installedTable } from './db/install.js';
+import { withSchemaLock } from './db/lock.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { Delivery } from './delivery.js';
 import { alertsHandler } from './http/alerts.js';
@@ -67,6 +69,8 @@ export interface DaemonOptions {
   syncBatchUsers?: number;
   /** Above this many connected users, live reads are not filtered by user (tests use a small number). */
   liveFilterMaxUsers?: number;
+  /** Bytes of rows the recent-transaction memory keeps (default RECENT_MAX_BYTES in src/delivery.ts; tests use less). */
+  recentMaxBytes?: number;
   /** Proxies whose X-Forwarded-For is trusted (the per-address unauthenticated budget). */
   trustProxyHops?: number | undefined;
   /** Redis mode: how often a standby tries to become the relay, and rows per catch-up page (tests). */
@@ -145,6 +149,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let epoch: string;
   try {
     await checkDatabase(db, (opts.mode ?? 'notify') === 'notify' ? opts.channel : '', opts.mode ?? 'notify');
+    // A database restored from another cluster carries transaction ids this server has not
+    // handed out: a cursor that took one would skip the real transaction given it later.
+    const restamped = await withSchemaLock(opts.databaseUrl, 'pgbell-start', (client) => renormalizeForeignTxids(client));
+    if (restamped > 0) log.warn({ rows: restamped }, `re-stamped ${restamped} bookkeeping rows whose transaction ids this server has not handed out yet (restored from another cluster?)`);
     dbId = await databaseId(db);
     epoch = await currentEpoch(db);
   } catch (err) {
@@ -180,8 +188,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     pendingAuth: () => pendingAuth(),
     listenerReconnects: () => listener.status().reconnects,
     queueUsage: () => queueUsage,
+    recentBytes: (): number => delivery.recentBytes,
   });
-  const delivery = new Delivery({ db, hub, log, epoch, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, metrics });
+  const delivery = new Delivery({ db, hub, log, epoch, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, recentMaxBytes: opts.recentMaxBytes, metrics });
   listener.on('txid', (txid, xmin, carried) => delivery.enqueue(txid, xmin, carried));
   // Revocations are read from pgbell_revocation, never taken from a message: a payload (any
   // role can send one) only names a user to check, and after a gap (listener, Redis, relay

@@ -23,6 +23,7 @@ import type { Hub, Subscriber } from './hub.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { retry } from './retry.js';
+import { approxBytes } from './size.js';
 
 /**
  * Above this many connected users, live reads are not filtered by user in SQL. Below it the
@@ -46,6 +47,11 @@ const SYNC_RUNNERS = 2;
 /** How long, and how many, live transactions are kept for sync reads that did not see them (see #recent). */
 const RECENT_MS = 10_000;
 const RECENT_MAX = 2_000;
+/**
+ * And how many bytes of their rows (see src/size.ts): a count alone let a burst of bulk
+ * transactions (a backfill of 2,000 transactions of 10,000 rows) keep every row for 10 s.
+ */
+export const RECENT_MAX_BYTES = 32 << 20;
 
 /** A transaction a live step handled, kept a while (see Delivery.#recent). */
 interface Recent {
@@ -54,6 +60,8 @@ interface Recent {
   unread: Map<string, UnreadByType>;
   horizon: bigint;
   at: number;
+  /** What `group` holds, about (see src/size.ts). */
+  bytes: number;
 }
 
 /** One transaction's changes for one user, as a live step prepared them for every socket. */
@@ -89,6 +97,8 @@ export interface DeliveryOptions {
   syncBatchUsers?: number;
   /** Above this many connected users, live reads are not filtered by user (default LIVE_FILTER_MAX_USERS). */
   liveFilterMaxUsers?: number | undefined;
+  /** Bytes of rows the recent-transaction memory keeps at most (default RECENT_MAX_BYTES; see #recent). */
+  recentMaxBytes?: number | undefined;
   metrics?: Metrics;
 }
 
@@ -153,6 +163,7 @@ export class Delivery {
     this.#epoch = epoch;
     this.#horizon = 0n;
     this.#recent = [];
+    this.#recentBytes = 0;
     this.catchUp();
   }
 
@@ -210,12 +221,31 @@ export class Delivery {
    * subscriber's read began and the read still missed it.
    */
   #recent: Recent[] = [];
+  /** The `bytes` of #recent, together. */
+  #recentBytes = 0;
 
+  /** Bytes of rows the recent-transaction memory holds now, about (a gauge). */
+  get recentBytes(): number {
+    return this.#recentBytes;
+  }
+
+  /**
+   * Keeps a live transaction for the syncs that may not have seen it, dropping the oldest past
+   * RECENT_MS, RECENT_MAX transactions or recentMaxBytes (the newest too, if it alone is more).
+   * The oldest are the least likely to be needed: a transaction is left out of a sync read only
+   * while it is not yet visible to other sessions, a moment after it streamed.
+   */
   #remember(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon: bigint): void {
     const now = performance.now();
-    this.#recent.push({ tx, group, unread, horizon, at: now });
+    let bytes = 0;
+    for (const c of group) bytes += approxBytes(c);
+    this.#recent.push({ tx, group, unread, horizon, at: now, bytes });
+    this.#recentBytes += bytes;
+    const maxBytes = this.#o.recentMaxBytes ?? RECENT_MAX_BYTES;
     let drop = 0;
-    while (drop < this.#recent.length && (now - this.#recent[drop]!.at > RECENT_MS || this.#recent.length - drop > RECENT_MAX)) drop++;
+    while (drop < this.#recent.length && (now - this.#recent[drop]!.at > RECENT_MS || this.#recent.length - drop > RECENT_MAX || this.#recentBytes > maxBytes)) {
+      this.#recentBytes -= this.#recent[drop++]!.bytes;
+    }
     if (drop > 0) this.#recent.splice(0, drop);
   }
 
@@ -614,8 +644,11 @@ export class Delivery {
     }
     // Seen now: everything below the read's horizon (all finished, so all read), and every
     // transaction at or above it that the read saw, whether sent now or before.
+    // Never an id at or above the read's xmax: no committed transaction has one (a row that
+    // does came from another cluster's restore), and a cursor holding it would skip the real
+    // transaction that gets it later.
     const next = new CursorState(res.xmin, from?.ids ?? []);
-    for (const c of mine) next.add(c.txid);
+    for (const c of mine) if (c.txid < res.xmax) next.add(c.txid);
     sub.cursor = next;
     sub.epoch = res.epoch;
     sub.unread = unread;

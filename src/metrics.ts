@@ -10,6 +10,8 @@ export interface MetricSources {
   pendingAuth: () => number;
   listenerReconnects: () => number;
   queueUsage: () => number | null;
+  /** Bytes of rows kept for syncs that may not have seen a live transaction (see Delivery.#recent). */
+  recentBytes?: () => number;
 }
 
 /** Plain running totals for the periodic info summary in the log (src/summary.ts). */
@@ -55,6 +57,7 @@ export class Metrics {
     gauge('pgbell_pending_auth', 'Sockets that have not authenticated yet', sources.pendingAuth);
     gauge('pgbell_listener_reconnects', 'Times the listener lost its connection since start', sources.listenerReconnects);
     gauge('pgbell_notify_queue_usage', 'pg_notification_queue_usage() at the last probe (0-1)', sources.queueUsage);
+    if (sources.recentBytes) gauge('pgbell_recent_bytes', 'Bytes of rows (about) kept of the live transactions of the last 10 s, for syncs that may not have seen them', sources.recentBytes);
     this.#delivered = new Counter({ name: 'pgbell_delivered_total', help: 'Messages sent to sockets, by kind', labelNames: ['kind'], registers });
     this.#latency = new Histogram({
       name: 'pgbell_delivery_seconds',

@@ -7,7 +7,7 @@
  * before.
  */
 import pg from 'pg';
-import { applyBookkeeping, readSource, removeBookkeeping, SCHEMA, setChannel, setPublication, type Mapping } from './bookkeeping.js';
+import { applyBookkeeping, readSource, removeBookkeeping, renormalizeForeignTxids, SCHEMA, setChannel, setPublication, type Mapping } from './bookkeeping.js';
 import { inTransaction, withSchemaLock } from './lock.js';
 
 export const INSTALL_SCHEMA = SCHEMA;
@@ -44,6 +44,8 @@ export interface InstallResult {
   table: string;
   /** The role that owns pgbell's functions: the triggers run with its rights. */
   owner: string;
+  /** Bookkeeping rows re-stamped because their transaction ids are in this server's future (a restore). */
+  restamped: number;
 }
 
 /** The table pgbell is installed on (`schema.table`), or null: a database pgbell migrated, or none. */
@@ -90,7 +92,7 @@ export async function install(connectionString: string, opts: InstallOptions): P
     const owner = (await client.query<{ r: string }>('SELECT current_user AS r')).rows[0]!.r;
     // One transaction: the triggers, schema pgbell and (WAL mode) the publication commit
     // together, and a refusal (a table WAL mode cannot publish) leaves nothing behind.
-    return inTransaction(client, async () => {
+    const result = await inTransaction(client, async (): Promise<Omit<InstallResult, 'restamped'>> => {
       const existing = await readSource(run);
       const { rows: legacy } = await client.query<{ m: boolean }>(`SELECT to_regclass('public.pgbell_migrations') IS NOT NULL AS m`);
       if (existing?.kind === 'migrate' || legacy[0]!.m) {
@@ -113,6 +115,8 @@ export async function install(connectionString: string, opts: InstallOptions): P
       await setPublication(client, mapping, opts.publish ?? false);
       return { installed: true, channelChanged: false, publicationChanged: false, refreshed: false, table: target.name, owner };
     });
+    // A database restored from another cluster: see renormalizeForeignTxids.
+    return { ...result, restamped: await renormalizeForeignTxids(client) };
   });
 }
 

@@ -103,8 +103,9 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       .setIsolationLevel('repeatable read')
       .setAccessMode('read only')
       .execute(async (trx) => ({ alerts: await newestAlerts(trx, userId, limit, types), changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
+    // Never an id at or above the read's xmax (see Delivery's sync).
     const cursor = new CursorState(changes.xmin);
-    for (const c of changes.changes) cursor.add(c.txid);
+    for (const c of changes.changes) if (c.txid < changes.xmax) cursor.add(c.txid);
     return json(200, { alerts, unread: unreadOf(changes.unread.get(userId), types), cursor: cursor.encode(changes.epoch) }, cors);
   }
 
@@ -142,7 +143,7 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     // The horizon never passes what this page did not send: up to the cut when the cut is
     // below every running transaction, otherwise the read's own horizon with the ids sent.
     const next = new CursorState(cut === null || cut > res.xmin ? res.xmin : cut, from.ids);
-    for (const c of page) next.add(c.txid);
+    for (const c of page) if (c.txid < res.xmax) next.add(c.txid);
     return json(200, { ...split(fresh), unread: unreadOf(res.unread.get(userId), types), cursor: next.encode(res.epoch), more: cut !== null }, cors);
   }
 
