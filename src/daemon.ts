@@ -71,6 +71,8 @@ export interface DaemonOptions {
   liveFilterMaxUsers?: number;
   /** Bytes of rows the recent-transaction memory keeps (default RECENT_MAX_BYTES in src/delivery.ts; tests use less). */
   recentMaxBytes?: number;
+  /** WAL mode: bytes of rows a streaming transaction may hold before it is read by id (default CARRY_MAX_BYTES in src/wal.ts; tests use less). */
+  walCarryMaxBytes?: number;
   /** Proxies whose X-Forwarded-For is trusted (the per-address unauthenticated budget). */
   trustProxyHops?: number | undefined;
   /** Redis mode: how often a standby tries to become the relay, and rows per catch-up page (tests). */
@@ -179,7 +181,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const listenUrl = opts.listenDatabaseUrl ?? opts.databaseUrl;
   const mode = opts.mode ?? 'notify';
   // Where committed changes are heard of (see src/source.ts).
-  const listener = createSource({ mode, db, listenUrl, channel: opts.channel, pollMs: opts.pollMs ?? 100, checkIntervalMs: opts.heartbeatMs, log });
+  const listener = createSource({ mode, db, listenUrl, channel: opts.channel, pollMs: opts.pollMs ?? 100, checkIntervalMs: opts.heartbeatMs, walCarryMaxBytes: opts.walCarryMaxBytes, log });
   let queueUsage: number | null = null;
   let pendingAuth = () => 0;
   const metrics = new Metrics({

@@ -58,6 +58,8 @@ export interface SourceOptions {
   pollMs: number;
   /** Half-open connections are detected within this. */
   checkIntervalMs: number;
+  /** WAL mode: bytes of rows a streaming transaction may hold before it is read by id (tests; see src/wal.ts). */
+  walCarryMaxBytes?: number | undefined;
   log: Logger;
 }
 
@@ -66,7 +68,7 @@ export function createSource(o: SourceOptions): ChangeSource {
     case 'poll':
       return new Poller({ db: o.db, intervalMs: o.pollMs, log: o.log });
     case 'wal':
-      return new WalSource({ connectionString: o.listenUrl, db: o.db, log: o.log, checkIntervalMs: o.checkIntervalMs });
+      return new WalSource({ connectionString: o.listenUrl, db: o.db, log: o.log, checkIntervalMs: o.checkIntervalMs, carryMaxBytes: o.walCarryMaxBytes });
     case 'notify':
       return new Listener({
         connectionString: o.listenUrl,

@@ -11,7 +11,9 @@
  *   (`carried`), so delivery does not read them again. A transaction whose rows the stream
  *   cannot render exactly (an installed table without a data column whose columns are not
  *   plain text, numbers, booleans or json; a value left out as unchanged TOAST) is announced
- *   without them, and read by transaction id as in notify mode.
+ *   without them, and read by transaction id as in notify mode. So is a transaction whose rows
+ *   come to more than carryMaxBytes (a bulk backfill): past that, only its transaction ids are
+ *   kept as it streams, so its size does not decide the daemon's memory.
  * - Horizons: the daemon emits a non-transactional logical message carrying a nonce it made and
  *   its snapshot's xmin. It is decoded at its WAL position, after every transaction below that
  *   xmin. Any role may emit such a message, so only a nonce this source is waiting for counts,
@@ -31,6 +33,7 @@ import type { Db } from './db/connect.js';
 import { LISTENER_APPLICATION_NAME, retryDelay } from './listener.js';
 import type { Logger } from './log.js';
 import { Probes } from './probes.js';
+import { approxBytes } from './size.js';
 import type { SourceEvents, SourceState } from './source.js';
 
 /** The prefix of pgbell's logical messages. */
@@ -44,7 +47,16 @@ export interface WalOptions {
   checkIntervalMs: number;
   /** How often a horizon message is sent while transactions arrive (default 250 ms). */
   fenceMs?: number;
+  /** Past this many bytes of rows (about; see src/size.ts) a transaction is read by id instead of carried (default CARRY_MAX_BYTES). */
+  carryMaxBytes?: number | undefined;
 }
+
+/**
+ * What one streaming transaction may hold of rows before it is read by id instead. Each row
+ * streams twice (the table's and its bookkeeping), and all of a transaction's arrive before its
+ * commit: a 100,000-row backfill was held whole.
+ */
+export const CARRY_MAX_BYTES = 8 << 20;
 
 /** A row as pg-logical-replication decodes it: column name → value parsed like a query's. */
 type Tuple = Record<string, unknown>;
@@ -59,6 +71,13 @@ interface Pending {
   revocations: Tuple[];
   /** Something the stream cannot render exactly: read this transaction instead. */
   readInstead: boolean;
+  /** What `changes`, `rows` and `tombstones` hold, about. */
+  bytes: number;
+  /**
+   * Past carryMaxBytes: the rows are dropped and read by id; only the transaction ids of its
+   * bookkeeping are kept, here (null until then).
+   */
+  txids: Set<string> | null;
 }
 
 export class WalSource extends EventEmitter<SourceEvents> {
@@ -321,7 +340,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
   #onMessage(msg: Pgoutput.Message): void {
     switch (msg.tag) {
       case 'begin':
-        this.#tx = { changes: new Map(), rows: new Map(), tombstones: [], revocations: [], readInstead: false };
+        this.#tx = { changes: new Map(), rows: new Map(), tombstones: [], revocations: [], readInstead: false, bytes: 0, txids: null };
         return;
       case 'commit': {
         const tx = this.#tx;
@@ -341,7 +360,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
         this.#row(msg.relation, msg.new, msg.tag === 'update');
         return;
       case 'delete':
-        if (this.#tx && isRel(msg.relation, SCHEMA, 'AlertChange')) this.#tx.changes.set(keyOf(msg.key ?? msg.old), null);
+        if (this.#tx && this.#tx.txids === null && isRel(msg.relation, SCHEMA, 'AlertChange')) this.#tx.changes.set(keyOf(msg.key ?? msg.old), null);
         return;
       default:
         return;
@@ -351,6 +370,11 @@ export class WalSource extends EventEmitter<SourceEvents> {
   #row(rel: Pgoutput.MessageRelation, tuple: Tuple, update: boolean): void {
     const tx = this.#tx;
     if (!tx) return;
+    if (tx.txids !== null) return this.#rowUncarried(tx, rel, tuple);
+    if (isRel(rel, SCHEMA, 'AlertChange') || isRel(rel, SCHEMA, 'AlertTombstone') || (this.#mapping && `${rel.schema}.${rel.name}` === this.#mapping.table)) {
+      tx.bytes += approxBytes(tuple);
+      if (tx.bytes > (this.#o.carryMaxBytes ?? CARRY_MAX_BYTES)) return this.#stopCarrying(tx, rel, tuple);
+    }
     if (isRel(rel, SCHEMA, 'AlertChange')) tx.changes.set(keyOf(tuple), tuple);
     else if (isRel(rel, SCHEMA, 'AlertTombstone')) tx.tombstones.push(tuple);
     else if (isRel(rel, SCHEMA, 'pgbell_revocation')) tx.revocations.push(tuple);
@@ -360,6 +384,31 @@ export class WalSource extends EventEmitter<SourceEvents> {
       if (!this.#renderable(rel)) tx.readInstead = true;
       tx.rows.set(String(tuple[this.#mapping.idColumn]), { row: tuple, types: this.#types(rel) });
     }
+  }
+
+  /**
+   * The transaction outgrew carryMaxBytes: its rows so far are dropped, and from now on only the
+   * transaction ids of its bookkeeping are kept. At its commit it is read by id (as one the
+   * stream cannot render), by the users live then.
+   */
+  #stopCarrying(tx: Pending, rel: Pgoutput.MessageRelation, tuple: Tuple): void {
+    const txids = new Set<string>();
+    for (const c of tx.changes.values()) if (c) txids.add(String(c.changedTxid));
+    for (const t of tx.tombstones) txids.add(String(t.txid));
+    tx.txids = txids;
+    tx.readInstead = true;
+    tx.changes.clear();
+    tx.rows.clear();
+    tx.tombstones = [];
+    this.#o.log.debug({ bytes: tx.bytes }, 'a streaming transaction outgrew what is carried: it will be read by transaction id');
+    this.#rowUncarried(tx, rel, tuple);
+  }
+
+  /** A row of a transaction no longer carried: its transaction id, or a revocation. */
+  #rowUncarried(tx: Pending, rel: Pgoutput.MessageRelation, tuple: Tuple): void {
+    if (isRel(rel, SCHEMA, 'AlertChange')) tx.txids!.add(String(tuple.changedTxid));
+    else if (isRel(rel, SCHEMA, 'AlertTombstone')) tx.txids!.add(String(tuple.txid));
+    else if (isRel(rel, SCHEMA, 'pgbell_revocation')) tx.revocations.push(tuple);
   }
 
   #types(rel: Pgoutput.MessageRelation): Map<string, number> {
@@ -387,7 +436,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
       const before = r.before instanceof Date ? Math.floor(r.before.getTime() / 1000) : 0;
       this.emit('revoke', String(r.userId), before);
     }
-    const txids = new Set<string>();
+    const txids = tx.txids ?? new Set<string>();
     for (const c of tx.changes.values()) if (c) txids.add(String(c.changedTxid));
     for (const t of tx.tombstones) txids.add(String(t.txid));
     if (txids.size === 0) return;
