@@ -47,6 +47,11 @@ export class CursorState {
     return [...this.#sorted];
   }
 
+  /** The highest id seen above the horizon, or null. */
+  get last(): bigint | null {
+    return this.#sorted.length > 0 ? this.#sorted[this.#sorted.length - 1]! : null;
+  }
+
   /** How many ids above the horizon are kept (at most MAX_MEMORY_IDS). */
   get size(): number {
     return this.#sorted.length;
@@ -155,6 +160,10 @@ export function resumeProblem(from: CursorState, epoch: string, res: SinceBatch,
     epochProblem(epoch, res.epoch) ??
     (from.horizon > res.xmin
       ? 'cursor is ahead of this database'
+      : from.last !== null && from.last >= res.xmax
+        ? // The database has not handed this id out: the transaction the cursor saw under it was
+          // lost (a crash with synchronous_commit = off), and the id will be given to another.
+          'cursor holds a transaction this database has not committed (lost in a crash?)'
       : res.prunedTxid > 0n && from.horizon <= res.prunedTxid
         ? 'cursor is older than the retained deletes'
         : res.truncated.has(userId)

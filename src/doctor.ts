@@ -68,6 +68,7 @@ export async function doctor(config: Config, databaseUrl: string, out: (line: st
     }
 
     if (pending.length === 0) report(await undeliverable(db));
+    report(await durability(db));
 
     if (config.PGBELL_MODE === 'poll') {
       report({ name: 'poll mode', ok: true, detail: `no LISTEN needed: the daemon reads new changes every ${config.PGBELL_POLL_MS} ms` });
@@ -143,4 +144,24 @@ async function undeliverable(db: pg.Client): Promise<Check> {
     ...(n.data > 0 ? [`${n.data} row${n.data === 1 ? '' : 's'} cannot be rendered as JSON (a json value Postgres's jsonb refuses, such as \\u0000): sent without data`] : []),
   ];
   return { name: 'undelivered rows', ok: true, detail: parts.length === 0 ? `none: every row of ${m.table} has an owner` : parts.join('; ') };
+}
+
+/**
+ * Whether a commit pgbell delivers is one a crash keeps. With synchronous_commit or fsync off,
+ * a crash can lose a commit a tab already showed, and Postgres hands its transaction id out
+ * again. Not a failure (it is the operator's choice, and writers may set it per session); the
+ * line says what it costs. See docs/guarantees.md.
+ */
+async function durability(db: pg.Client): Promise<Check> {
+  const { rows } = await db.query<{ sc: string; fsync: string }>(`SELECT current_setting('synchronous_commit') AS sc, current_setting('fsync') AS fsync`);
+  const { sc, fsync } = rows[0]!;
+  const off = [...(sc === 'off' ? ['synchronous_commit'] : []), ...(fsync === 'off' ? ['fsync'] : [])];
+  return {
+    name: 'durability',
+    ok: true,
+    detail:
+      off.length === 0
+        ? `synchronous_commit ${sc}, fsync on: what pgbell delivers survives a crash (writers that set synchronous_commit = off in their own sessions lose that)`
+        : `${off.join(' and ')} off by default: a crash can lose commits a tab already showed; pgbell resets a cursor that holds such a transaction when it sees one, but cannot once the id was handed out again (see docs/guarantees.md)`,
+  };
 }

@@ -55,3 +55,41 @@ describe('a restore from another cluster', () => {
     tab.close();
   }, 60_000);
 });
+
+describe('a commit lost in a crash (synchronous_commit = off)', () => {
+  it('a cursor holding a transaction id the database has not handed out is reset, on a socket and on ?after=', async () => {
+    const { createDb } = await import('../src/db/connect.js');
+    const { currentEpoch } = await import('../src/db/changes.js');
+    const { CursorState } = await import('../src/cursor.js');
+    const kdb = createDb(db);
+    const epoch = await currentEpoch(kdb);
+    await kdb.destroy();
+    const [{ xmin, xmax }] = await query<{ xmin: string; xmax: string }>(db, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`);
+    // What a tab holds after it was sent a transaction that a crash then lost: an id the
+    // restarted server will hand out again.
+    const lost = new CursorState(BigInt(xmin!), [BigInt(xmax!) + 3n]).encode(epoch);
+    const d = await fleet.start();
+    const tab = new Tab(await tokenFor('ru'));
+    tab.cursor = lost;
+    await tab.connect(d.url);
+    expect(tab.resets).toBe(1);
+    const msg = tab.client!.messages.find((m) => m.type === 'reset');
+    expect(msg.reason).toMatch(/has not committed/);
+    const res = await fetch(`${d.http}/alerts?after=${encodeURIComponent(lost)}`, { headers: { authorization: `Bearer ${await tokenFor('ru')}` } });
+    expect(res.status).toBe(410);
+    // Its new cursor does not skip what the database gives that id to.
+    for (let i = 0; i < 10; i++) await query(db, `INSERT INTO public.inbox (owner, title) VALUES ('ru', 'after the crash ' || ${i})`);
+    const want = (await query<{ id: string }>(db, `SELECT id::text AS id FROM public.inbox WHERE title LIKE 'after the crash %'`)).map((r) => r.id);
+    await until(() => want.every((id) => tab.ids.has(id)), 10_000, 'the alerts after the reset');
+    tab.close();
+  });
+});
+
+describe('pgbell doctor on durability', () => {
+  it('says whether synchronous_commit and fsync let a crash lose a delivered commit', async () => {
+    const [{ sc, fsync }] = await query<{ sc: string; fsync: string }>(db, `SELECT current_setting('synchronous_commit') AS sc, current_setting('fsync') AS fsync`);
+    const r = await run(['doctor'], cleanEnv({ DATABASE_URL: db }));
+    if (sc === 'off' || fsync === 'off') expect(r.stdout).toMatch(/✓ durability: .*off by default: a crash can lose commits a tab already showed/);
+    else expect(r.stdout).toMatch(/✓ durability: synchronous_commit \S+, fsync on: what pgbell delivers survives a crash/);
+  });
+});
