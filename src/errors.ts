@@ -58,6 +58,8 @@ export const HttpErrorCodes = {
   /** The token was revoked from SQL. */
   token_revoked: 403,
   not_found: 404,
+  /** GET /alerts?before=<id> with an id that is not one of the user's alerts (any more). */
+  unknown_alert: 404,
   method_not_allowed: 405,
   /** The cursor is invalid, from another database or too old: reload with GET /alerts. */
   cursor_reset: 410,

@@ -23,6 +23,9 @@ export const AlertTypes = z
   .max(50, 'at most 50 types');
 export const SubscribeMessage = z.object({ type: z.literal('subscribe'), types: AlertTypes });
 
+/** An alert id, as a client may send one (GET /alerts?before=). */
+export const AlertId = z.string().min(1, 'an alert id must be non-empty').max(200, 'an id is longer than 200 characters');
+
 /** Alert ids, as a client may send them (socket `read` and POST /alerts/read). */
 export const AlertIds = z
   .array(z.string().min(1, 'ids must be non-empty strings').max(200, 'an id is longer than 200 characters'))

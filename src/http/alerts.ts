@@ -4,6 +4,7 @@
  * Deno, anything with fetch-style handlers).
  *
  *   GET  …/alerts?limit=50       newest first, unread count, and a cursor to go live from
+ *   GET  …/alerts?before=<id>    the next older page, below that alert (`more`: another follows)
  *   GET  …/alerts?after=<cursor> changes since the cursor, oldest first (the polling fallback)
  *   (both take &types=a,b: only alerts of those types, and their unread count)
  *   POST …/alerts/read           {"ids":[…]} or {"all":true}
@@ -13,11 +14,11 @@
 import { z } from 'zod';
 import { verifySessionToken } from '../auth.js';
 import { CursorState, decodeCursor, resumeProblem } from '../cursor.js';
-import { changesSince, markRead, newestAlerts, unreadOf, type Change, type SinceBatch } from '../db/changes.js';
+import { alertPage, changesSince, markRead, unreadOf, type Change, type SinceBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
-import { AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
+import { AlertId, AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
 import { originAllowed } from './origin.js';
 
 export const DEFAULT_LIST_LIMIT = 50;
@@ -84,9 +85,16 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       if (!parsedTypes.success) return error(400, 'bad_request', `types: ${parsedTypes.error.issues[0]!.message}`, cors);
       const types = parsedTypes.data.length === 0 ? null : new Set(parsedTypes.data);
       const after = url.searchParams.get('after');
+      const before = url.searchParams.get('before');
+      if (after !== null && before !== null) return error(400, 'bad_request', 'send either after (changes since a cursor) or before (older alerts), not both', cors);
       if (after !== null) return await since(after, userId, types, cors);
       const limit = Limit.safeParse(url.searchParams.get('limit') ?? DEFAULT_LIST_LIMIT);
       if (!limit.success) return error(400, 'bad_request', limit.error.issues[0]!.message, cors);
+      if (before !== null) {
+        const id = AlertId.safeParse(before);
+        if (!id.success) return error(400, 'bad_request', `before: ${id.error.issues[0]!.message}`, cors);
+        return await older(id.data, limit.data, userId, types, cors);
+      }
       return await list(limit.data, userId, types, cors);
     } catch (err) {
       // The database's own words stay in the server's log: they can name tables, roles and hosts.
@@ -98,15 +106,27 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
   async function list(limit: number, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
     // One snapshot for the list and the cursor: going live from this cursor misses nothing
     // the list does not show and repeats nothing it does.
-    const { alerts, changes } = await opts.db
+    const { page, changes } = await opts.db
       .transaction()
       .setIsolationLevel('repeatable read')
       .setAccessMode('read only')
-      .execute(async (trx) => ({ alerts: await newestAlerts(trx, userId, limit, types), changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
+      .execute(async (trx) => ({ page: (await alertPage(trx, userId, limit, types, null))!, changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
     // Never an id at or above the read's xmax (see Delivery's sync).
     const cursor = new CursorState(changes.xmin);
     for (const c of changes.changes) if (c.txid < changes.xmax) cursor.add(c.txid);
-    return json(200, { alerts, unread: unreadOf(changes.unread.get(userId), types), cursor: cursor.encode(changes.epoch) }, cors);
+    return json(200, { alerts: page.alerts, unread: unreadOf(changes.unread.get(userId), types), cursor: cursor.encode(changes.epoch), more: page.more }, cors);
+  }
+
+  /**
+   * The page below alert `before`. No unread count and no cursor: those come with the first
+   * page and then the stream, which an older page's snapshot must not set back.
+   */
+  async function older(before: string, limit: number, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
+    const page = await alertPage(opts.db, userId, limit, types, before);
+    // The same answer whether the id exists for another user or not at all: nothing of other
+    // users' alerts can be learnt from it.
+    if (page === null) return error(404, 'unknown_alert', `before: no alert ${JSON.stringify(before)} of this user (deleted, or not theirs); page from an alert you hold`, cors);
+    return json(200, { alerts: page.alerts, more: page.more }, cors);
   }
 
   async function since(after: string, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
