@@ -338,3 +338,75 @@ describe('client against a daemon', () => {
     await until(async () => (await (await fetch(`${daemon!.http}/health`)).json() as { connections: number }).connections === 0, 5000, 'stream closed');
   });
 });
+
+describe('older pages: loadMore()', () => {
+  let daemon: TestDaemon | undefined;
+  afterAll(async () => daemon?.stop());
+
+  /** A user of its own with `n` alerts a second apart, oldest first; their ids newest first. */
+  async function userWith(user: string, n: number): Promise<string[]> {
+    await query(db, `INSERT INTO "User" (id, email) VALUES ($1, $1 || '@example.test')`, [user]);
+    await query(db, `INSERT INTO "Alert" ("userId", title, "createdAt") SELECT $1, 'old ' || i, now() - make_interval(secs => i) FROM generate_series(1, $2::int) i`, [user, n]);
+    return (await query(db, `SELECT id FROM "Alert" WHERE "userId" = $1 ORDER BY "createdAt" DESC, id DESC`, [user])).map((r) => r.id as string);
+  }
+
+  it('pages through the older alerts live (hasMore), and live updates, deletes and inserts reach the older pages too', async () => {
+    daemon ??= await startTestDaemon(db);
+    const ids = await userWith('dee', 8);
+    const client = new PgbellClient({ url: daemon.url, pollUrl: appUrl, token: await tokenFor('dee'), WebSocket: WS, limit: 3 });
+    await client.start();
+    await until(() => client.state.status === 'live', 5000, 'live');
+    expect(client.state.alerts.map((a) => a.id)).toEqual(ids.slice(0, 3));
+    expect(client.state.hasMore).toBe(true);
+    // An alert committed live that is older than every page must not become where paging starts.
+    const backdated = (await query(db, `INSERT INTO "Alert" ("userId", title, "createdAt") VALUES ('dee', 'backdated', now() - interval '1 day') RETURNING id`))[0]!.id as string;
+    await until(() => client.state.alerts.some((a) => a.id === backdated), 5000, 'the backdated alert, live');
+    await Promise.all([client.loadMore(), client.loadMore()]); // one page, shared
+    expect(client.state.alerts.map((a) => a.id)).toEqual([...ids.slice(0, 6), backdated]);
+    expect(client.state.hasMore).toBe(true);
+    await client.loadMore();
+    expect(client.state.alerts.map((a) => a.id)).toEqual([...ids, backdated]);
+    expect(client.state.hasMore).toBe(false);
+    await client.loadMore(); // nothing more: no request, no change
+    expect(client.state.alerts).toHaveLength(9);
+
+    // The oldest loaded page changes live: an update and a delete of alerts the first list never had.
+    await query(db, `UPDATE "Alert" SET title = 'renamed' WHERE id = $1`, [ids[7]]);
+    await query(db, `DELETE FROM "Alert" WHERE id = $1`, [ids[6]]);
+    await until(() => client.state.alerts.find((a) => a.id === ids[7])?.title === 'renamed' && !client.state.alerts.some((a) => a.id === ids[6]), 5000, 'the live update and delete of older alerts');
+    const fresh = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('dee', 'new') RETURNING id`))[0]!.id as string;
+    await until(() => client.state.alerts[0]?.id === fresh, 5000, 'a new alert on top');
+    const truth = (await query(db, `SELECT id FROM "Alert" WHERE "userId" = 'dee' ORDER BY "createdAt" DESC, id DESC`)).map((r) => r.id);
+    expect(client.state.alerts.map((a) => a.id)).toEqual(truth);
+    client.stop();
+  });
+
+  it('while polling: polled changes reach the older pages, and a page whose last alert was deleted unseen still continues with no gap', async () => {
+    const ids = await userWith('eve', 10);
+    const client = new PgbellClient({ url: 'ws://127.0.0.1:1/', pollUrl: appUrl, token: await tokenFor('eve'), WebSocket: WS, limit: 4, pollIntervalMs: 100, backoff: { baseMs: 60_000, capMs: 60_000 } });
+    client.on('error', () => {});
+    await client.start();
+    await until(() => client.state.status === 'polling', 5000, 'polling');
+    await client.loadMore();
+    expect(client.state.alerts.map((a) => a.id)).toEqual(ids.slice(0, 8));
+    await query(db, `UPDATE "Alert" SET read = true WHERE id = $1`, [ids[7]]);
+    await query(db, `DELETE FROM "Alert" WHERE id = $1`, [ids[5]]);
+    await until(() => client.state.alerts.find((a) => a.id === ids[7])?.read === true && !client.state.alerts.some((a) => a.id === ids[5]), 5000, 'the polled update and delete of older alerts');
+    client.stop();
+
+    // A client that does not poll meanwhile: the last alert of its pages is deleted on the
+    // server only (the next page's `before` is then unknown there).
+    const quiet = new PgbellClient({ url: 'ws://127.0.0.1:1/', pollUrl: appUrl, token: await tokenFor('eve'), WebSocket: WS, limit: 3, pollIntervalMs: 600_000, backoff: { baseMs: 600_000, capMs: 600_000 } });
+    quiet.on('error', () => {});
+    await quiet.start();
+    const held = quiet.state.alerts.map((a) => a.id);
+    expect(held).toHaveLength(3);
+    await query(db, `DELETE FROM "Alert" WHERE id = $1`, [held[2]]);
+    await quiet.loadMore();
+    await quiet.loadMore();
+    const truth = (await query(db, `SELECT id FROM "Alert" WHERE "userId" = 'eve' ORDER BY "createdAt" DESC, id DESC`)).map((r) => r.id);
+    expect(quiet.state.alerts.map((a) => a.id)).toEqual([held[0], held[1], held[2], ...truth.slice(2)]);
+    expect(quiet.state.hasMore).toBe(false);
+    quiet.stop();
+  });
+});

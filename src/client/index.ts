@@ -21,6 +21,8 @@ export interface State {
   /** Newest first. */
   alerts: readonly Alert[];
   unread: number;
+  /** Older alerts than `alerts` holds exist: `loadMore()` fetches the next page of them. */
+  hasMore: boolean;
   status: Status;
   /** What the stream is carried by right now: a WebSocket or Server-Sent Events (null: neither). */
   transport: Transport | null;
@@ -118,7 +120,7 @@ export function tokenExpiry(token: string): number | null {
 const OPEN = 1;
 
 export class PgbellClient {
-  #state: State = { alerts: [], unread: 0, status: 'connecting', transport: null };
+  #state: State = { alerts: [], unread: 0, hasMore: false, status: 'connecting', transport: null };
   readonly #byId = new Map<string, Alert>();
   #cursor: string | undefined;
   #types: string[];
@@ -138,6 +140,15 @@ export class PgbellClient {
   #touched = new Map<string, number>();
   #liveSeq = 0;
   #loading = 0;
+  /**
+   * Ids of the list's pages, in the server's order (newest first): the next older page starts
+   * below the last of them that is still here. Not the oldest alert held: a live alert may be
+   * older than the pages reach (a backdated insert), and paging below it would skip the rest.
+   */
+  #paged: string[] = [];
+  /** Counts list reloads that start the pages over: a page in flight from before one is dropped. */
+  #pagesGen = 0;
+  #loadingMore: Promise<void> | null = null;
   #timers = { reconnect: undefined as ReturnType<typeof setTimeout> | undefined, poll: undefined as ReturnType<typeof setTimeout> | undefined, stable: undefined as ReturnType<typeof setTimeout> | undefined, refresh: undefined as ReturnType<typeof setTimeout> | undefined };
   readonly #listeners: { [K in keyof Events]: Set<(...args: Events[K]) => void> } = { change: new Set(), status: new Set(), notification: new Set(), error: new Set() };
   readonly #o: Required<Pick<ClientOptions, 'pollIntervalMs' | 'limit'>> & ClientOptions;
@@ -193,10 +204,22 @@ export class PgbellClient {
     await this.#sendRead({ all: true });
   }
 
+  /**
+   * Loads the next older page (`limit` alerts, below the pages loaded so far) over `pollUrl`
+   * into `alerts`; `hasMore` says whether another follows. Live and polled changes go on
+   * applying to every alert held, old pages included. Calls while one is in flight share it.
+   */
+  loadMore(): Promise<void> {
+    if (!this.#o.pollUrl) return Promise.reject(new Error('pgbell client: loadMore needs `pollUrl`'));
+    this.#loadingMore ??= this.#loadMore().finally(() => (this.#loadingMore = null));
+    return this.#loadingMore;
+  }
+
   /** Only alerts of these types from now on ([] = all); the list is reloaded for them. */
   async subscribe(types: readonly string[]): Promise<void> {
     this.#types = [...types];
     this.#byId.clear();
+    this.#startPagesOver();
     this.#emitChange({});
     // An open socket has sent its auth: the server applies this once that socket is live (its
     // messages wait for the sync). A socket still connecting will send the new types in its auth.
@@ -325,6 +348,7 @@ export class PgbellClient {
       case 'reset':
         this.#log('♻️ Cursor reset by the server, reloading:', m.reason);
         this.#byId.clear();
+        this.#startPagesOver();
         this.#emitChange({});
         if (this.#o.pollUrl) void this.#loadList({ replace: true }).catch(() => {});
         return;
@@ -422,9 +446,13 @@ export class PgbellClient {
       if (this.#live) return; // the socket came back meanwhile and is authoritative
       for (const a of body.alerts) {
         if (!this.#byId.has(a.id)) this.#log('📬 Notification received by polling:', a.title);
+        this.#touch(a.id);
         this.#byId.set(a.id, a);
       }
-      for (const id of body.deleted) this.#byId.delete(id);
+      for (const id of body.deleted) {
+        this.#touch(id);
+        this.#byId.delete(id);
+      }
       this.#cursor = body.cursor;
       this.#emitChange({ unread: body.unread });
       if (!body.more) return;
@@ -441,15 +469,62 @@ export class PgbellClient {
     this.#loading++;
     try {
       const res = await this.#http(`?limit=${this.#o.limit}${this.#typesParam()}`);
-      const body = (await this.#json(res)) as { alerts: Alert[]; unread: number; cursor: string };
+      const body = (await this.#json(res)) as { alerts: Alert[]; unread: number; cursor: string; more?: boolean };
       const newer = (id: string) => (this.#touched.get(id) ?? -1) > started;
       if (opts.replace) for (const id of [...this.#byId.keys()]) if (!newer(id)) this.#byId.delete(id);
       for (const a of body.alerts) if (!newer(a.id)) this.#byId.set(a.id, a);
       if ((opts.takeCursor && !this.#live) || !this.#cursor) this.#cursor = body.cursor;
+      // The pages start from this list when it replaces what was held, or when none were loaded;
+      // otherwise it only refreshes the newest alerts and the older pages stay as they were.
+      if (opts.replace || this.#paged.length === 0) {
+        this.#startPagesOver();
+        this.#paged = body.alerts.map((a) => a.id);
+        this.#state = { ...this.#state, hasMore: body.more === true };
+      }
       this.#emitChange({ unread: body.unread });
     } finally {
       if (--this.#loading === 0) this.#touched.clear();
     }
+  }
+
+  async #loadMore(): Promise<void> {
+    const gen = this.#pagesGen;
+    const started = this.#liveSeq;
+    this.#loading++;
+    try {
+      while (this.#state.hasMore && gen === this.#pagesGen) {
+        let before: string | undefined;
+        for (let i = this.#paged.length - 1; i >= 0 && before === undefined; i--) if (this.#byId.has(this.#paged[i]!)) before = this.#paged[i];
+        // Every alert of the pages was deleted: the first page again is where the rest begins.
+        const res = await this.#http(`?limit=${this.#o.limit}${before === undefined ? '' : `&before=${encodeURIComponent(before)}`}${this.#typesParam()}`);
+        if (gen !== this.#pagesGen) return; // the list started over meanwhile; its pages rule
+        if (res.status === 404 && before !== undefined) {
+          // The alert was deleted and its delete has not reached this client yet: page from
+          // the one above it (the pages hold everything between, so nothing is skipped).
+          const body = (await res.json().catch(() => ({}))) as { error?: string };
+          if (body.error !== 'unknown_alert') throw new Error(`404 ${body.error ?? ''}`);
+          this.#paged = this.#paged.filter((id) => id !== before);
+          continue;
+        }
+        const body = (await this.#json(res)) as { alerts: Alert[]; more: boolean };
+        const newer = (id: string) => (this.#touched.get(id) ?? -1) > started;
+        for (const a of body.alerts) if (!newer(a.id)) this.#byId.set(a.id, a);
+        const ids = body.alerts.map((a) => a.id);
+        this.#paged = before === undefined ? ids : [...this.#paged, ...ids];
+        this.#state = { ...this.#state, hasMore: body.more };
+        this.#emitChange({});
+        return;
+      }
+    } finally {
+      if (--this.#loading === 0) this.#touched.clear();
+    }
+  }
+
+  /** What was held is gone (a reset, a new filter): the pages start over with the next list. */
+  #startPagesOver(): void {
+    this.#pagesGen++;
+    this.#paged = [];
+    this.#state = { ...this.#state, hasMore: false };
   }
 
   /** A live message changed this id (see #touched). */

@@ -1,6 +1,6 @@
 /**
- * `pgbell/react`: `useNotifications(options)` → { alerts, unread, status, markRead, markAllRead,
- * subscribe }. Headless: the app draws its own bell. However many components call it with the
+ * `pgbell/react`: `useNotifications(options)` → { alerts, unread, hasMore, status, markRead,
+ * markAllRead, subscribe, loadMore }. Headless: the app draws its own bell. However many components call it with the
  * same `url` and `pollUrl`, the page holds one client and one socket; it closes when the last of
  * them unmounts.
  */
@@ -35,6 +35,8 @@ export interface Notifications extends State {
   markRead(ids: readonly string[]): Promise<void>;
   markAllRead(): Promise<void>;
   subscribe(types: readonly string[]): Promise<void>;
+  /** The next older page into `alerts` (see PgbellClient.loadMore); `hasMore` says if there is one. */
+  loadMore(): Promise<void>;
   client: PgbellClient;
 }
 
@@ -69,6 +71,7 @@ export function useNotifications(options: ClientOptions): Notifications {
     markRead: useCallback((ids: readonly string[]) => client.markRead(ids), [client]),
     markAllRead: useCallback(() => client.markAllRead(), [client]),
     subscribe: useCallback((types: readonly string[]) => client.subscribe(types), [client]),
+    loadMore: useCallback(() => client.loadMore(), [client]),
   };
 }
 
