@@ -37,6 +37,7 @@ import { databaseUrl, query } from '../helpers/pg.js';
 import { FaultProxy } from './proxy.js';
 import { ChaosTab } from './tab.js';
 import { seeded } from '../helpers/random.js';
+import { alterTable, canonical, drawPlan, dropRoles, Gate, newCounts, prepare, readTruth as readTable, writer, type Counts, type Plan, type TableKind, type TruthRow } from './workload.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -48,6 +49,7 @@ const { values: args } = parseArgs({
     users: { type: 'string', default: '6' },
     tabs: { type: 'string', default: '12' },
     json: { type: 'string' },
+    table: { type: 'string' },
   },
 });
 const SEED = args.seed ? Number(args.seed) : Math.floor(Math.random() * 2 ** 31);
@@ -57,7 +59,9 @@ const FANOUT = args.fanout as 'listen' | 'redis';
 const USERS = Array.from({ length: Number(args.users) }, (_, i) => `c${i}`);
 const TABS = Number(args.tabs);
 const SECRET = 'chaos-secret-chaos-secret-chaos-secret';
-const TYPES = ['info', 'billing', 'security'];
+const FORCED_TABLE = args.table as TableKind | undefined;
+if (FORCED_TABLE !== undefined && FORCED_TABLE !== 'alert' && FORCED_TABLE !== 'app') throw new Error('--table: alert or app');
+const WRITERS = 3;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface ModeReport {
@@ -66,8 +70,11 @@ interface ModeReport {
   fanout: string;
   seconds: number;
   faults: Record<string, number>;
-  committed: { inserts: number; updates: number; deletes: number; transactions: number };
+  plan: Plan;
+  committed: Counts;
   delivered: number;
+  /** Violations by kind: lost (a change a tab never got), foreign (another user's, another type, a row without an owner), repeats, resets, stale (data that differs from the table), writer (an app statement that failed). */
+  figures: Record<'lost' | 'foreign' | 'repeats' | 'resets' | 'stale' | 'writer' | 'other', number>;
   tabs: number;
   connections: number;
   tokenRefreshes: number;
@@ -109,8 +116,17 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   await query(admin(), `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   await query(admin(), `CREATE DATABASE ${name}`);
   const direct = () => databaseUrl(cluster.server.url, name);
-  await migrate(direct(), { channel: mode === 'notify' ? 'pgbell' : '', publish: mode === 'wal' });
-  await query(direct(), `INSERT INTO "User" (id, email) SELECT u, u || '@example.test' FROM unnest($1::text[]) u`, [USERS]);
+  const plan = drawPlan(random, WRITERS, FORCED_TABLE);
+  const prepared = await prepare(plan, {
+    url: direct(),
+    mode,
+    tag: `${mode}_${process.pid}`,
+    migrate: async () => {
+      await migrate(direct(), { channel: mode === 'notify' ? 'pgbell' : '', publish: mode === 'wal' });
+      await query(direct(), `INSERT INTO "User" (id, email) SELECT u, u || '@example.test' FROM unnest($1::text[]) u`, [USERS]);
+    },
+  });
+  console.log(`  table: ${plan.kind === 'app' ? `the app's public.inbox (pgbell install)${plan.rls ? ', under row-level security' : ''}` : 'pgbell\'s own "Alert" (pgbell migrate)'}; writers: ${plan.restricted.map((r) => (r ? 'table privileges only' : 'owner')).join(', ')}${plan.alters.length ? `; ALTER TABLE: ${plan.alters.map((a) => `${a.what} at ${(a.at * SECONDS).toFixed(1)} s`).join(', ')}` : ''}`);
 
   // The daemons reach Postgres through a proxy the nemesis can freeze and cut.
   const dbProxy = await FaultProxy.start(() => cluster.port);
@@ -183,6 +199,7 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
 
   // Tabs: a mix of batching, type filters and short-lived tokens.
   const receivedAt = new Map<string, number[]>();
+  const renewed = new Map<string, number>();
   const tabs = Array.from({ length: TABS }, (_, k) => new ChaosTab({
     id: k,
     userId: USERS[k % USERS.length]!,
@@ -193,6 +210,7 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
     ttlSeconds: k % 5 === 2 ? 6 + Math.floor(random() * 6) : 3600,
     refresh: k % 2 === 0,
     random,
+    renewed,
     onReceived: (id, at) => {
       const list = receivedAt.get(id);
       if (list) list.push(at);
@@ -204,47 +222,20 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   await waitFor(() => tabs.every((t) => t.synced), 30_000, 'every tab synced before the writers start');
 
   // Writers, straight to Postgres (the faults are on pgbell's paths); they retry while it is away.
-  const committed = { inserts: 0, updates: 0, deletes: 0, transactions: 0 };
+  const committed = newCounts();
   const ackAt = new Map<string, number>();
+  const writerFailures: string[] = [];
+  const gate = new Gate();
   let writing = true;
-  const writer = async () => {
-    while (writing) {
-      const c = new pg.Client({ connectionString: direct() });
-      c.on('error', () => {});
-      try {
-        await c.connect();
-        while (writing) {
-          const r = random();
-          if (r < 0.6) {
-            const rows = 1 + Math.floor(random() * 4);
-            const users = Array.from({ length: rows }, () => USERS[Math.floor(random() * USERS.length)]!);
-            const types = Array.from({ length: rows }, () => TYPES[Math.floor(random() * TYPES.length)]!);
-            const { rows: ids } = await c.query<{ id: string }>(
-              `INSERT INTO "Alert" ("userId", type, title) SELECT u, t, 'chaos' FROM unnest($1::text[], $2::text[]) AS x(u, t) RETURNING id`,
-              [users, types],
-            );
-            const at = performance.now();
-            for (const { id } of ids) ackAt.set(id, at);
-            committed.inserts += ids.length;
-          } else if (r < 0.85) {
-            const { rowCount } = await c.query(`UPDATE "Alert" SET read = NOT read WHERE id IN (SELECT id FROM "Alert" ORDER BY random() LIMIT 2)`);
-            committed.updates += rowCount ?? 0;
-          } else {
-            const { rowCount } = await c.query(`DELETE FROM "Alert" WHERE id IN (SELECT id FROM "Alert" ORDER BY random() LIMIT 1)`);
-            committed.deletes += rowCount ?? 0;
-          }
-          committed.transactions++;
-          await sleep(5 + random() * 20);
-        }
-      } catch {
-        // Postgres is restarting: the transaction either committed or not; the table says which.
-        await sleep(100);
-      } finally {
-        await c.end().catch(() => {});
-      }
-    }
-  };
-  const writers = [writer(), writer(), writer()];
+  const writers = prepared.writerUrls.map((url, index) =>
+    writer({ plan, index, url, users: USERS, random, counts: committed, renewed, failures: writerFailures, writing: () => writing, gate,
+      onCommitted: (ids) => {
+        const at = performance.now();
+        for (const id of ids) ackAt.set(id, at);
+      },
+    }),
+  );
+
 
   // The nemesis.
   const kinds = ['listener', 'pool', 'sigkill', 'sigterm', 'pg-fast', 'pg-immediate', 'db-freeze', 'db-cut', 'client-freeze', 'client-cut', 'slow', ...(redis ? ['redis', 'relay'] : [])];
@@ -252,8 +243,16 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(random() * xs.length)]!;
   const deadline = Date.now() + SECONDS * 1000;
   let pgBusy = false;
+  const alters = [...plan.alters];
   while (Date.now() < deadline) {
     await sleep(400 + random() * 2600);
+    // The app's ALTER TABLE steps, when their time has come (between the writers' transactions).
+    while (alters.length > 0 && Date.now() >= deadline - SECONDS * 1000 * (1 - alters[0]!.at)) {
+      const { what } = alters.shift()!;
+      const step = ++committed.alters;
+      console.log(`  ${((SECONDS * 1000 - (deadline - Date.now())) / 1000).toFixed(1).padStart(5)} s  ALTER TABLE (${what})`);
+      healing.push(gate.exclusive(() => alterTable(direct(), what, step, writerFailures)));
+    }
     const kind = pick(kinds);
     count(kind);
     const node = pick(nodes);
@@ -318,8 +317,8 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
 
   console.log('  converging');
   const violations: string[] = [];
-  const truth = await readTruth(direct());
-  console.log(`  the database holds ${[...truth.alerts.values()].reduce((n, m) => n + m.size, 0)} alerts`);
+  const truth = await readTruth(direct(), plan.kind);
+  console.log(`  the database holds ${[...truth.alerts.values()].reduce((n, m) => n + m.size, 0)} alerts with an owner`);
   const converged = () => tabs.every((t) => mismatch(t, truth).length === 0);
   try {
     await waitFor(converged, 60_000, 'every tab to match the database');
@@ -327,6 +326,7 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
     for (const t of tabs) for (const m of mismatch(t, truth)) violations.push(m);
   }
   for (const t of tabs) violations.push(...t.violations);
+  violations.push(...writerFailures);
   violations.push(...stuck);
   for (const t of tabs) t.stop();
   console.log('  stopping');
@@ -336,6 +336,7 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   for (const n of nodes) await n.proxy.close();
   await dbProxy.close();
   await redis?.stop();
+  await dropRoles(direct(), prepared.roles);
 
   const catchUp: number[] = [];
   for (const [id, times] of receivedAt) {
@@ -349,7 +350,9 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
     fanout: FANOUT,
     seconds: SECONDS,
     faults,
+    plan,
     committed,
+    figures: classify(violations),
     delivered: catchUp.length,
     tabs: TABS,
     connections: tabs.reduce((n, t) => n + t.connections, 0),
@@ -362,15 +365,29 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
 }
 
 interface Truth {
-  /** user → alert id → { read, type } */
-  alerts: Map<string, Map<string, { read: boolean; type: string }>>;
+  /** user → alert id → the row as pgbell must have delivered it */
+  alerts: Map<string, Map<string, TruthRow>>;
 }
 
-async function readTruth(url: string): Promise<Truth> {
-  const rows = await query<{ id: string; userId: string; read: boolean; type: string }>(url, `SELECT id, "userId", read, type FROM "Alert"`);
-  const alerts = new Map<string, Map<string, { read: boolean; type: string }>>(USERS.map((u) => [u, new Map()]));
-  for (const r of rows) alerts.get(r.userId)!.set(r.id, { read: r.read, type: r.type });
+async function readTruth(url: string, kind: TableKind): Promise<Truth> {
+  const alerts = new Map<string, Map<string, TruthRow>>(USERS.map((u) => [u, new Map()]));
+  for (const [id, r] of await readTable(url, kind)) alerts.get(r.userId)?.set(id, r);
   return { alerts };
+}
+
+const KINDS: Array<[keyof ModeReport['figures'], RegExp]> = [
+  ['lost', /never got alert|read=|which is deleted|unread \d/],
+  ['foreign', /got alert \S+ of |of type|without an owner/],
+  ['repeats', /sent twice/],
+  ['resets', /: reset \(/],
+  ['stale', /data differs/],
+  ['writer', /^writer |^ALTER TABLE/],
+];
+
+function classify(violations: string[]): ModeReport['figures'] {
+  const out: ModeReport['figures'] = { lost: 0, foreign: 0, repeats: 0, resets: 0, stale: 0, writer: 0, other: 0 };
+  for (const v of violations) out[KINDS.find(([, re]) => re.test(v))?.[0] ?? 'other']++;
+  return out;
 }
 
 /** How a tab differs from the database: missing, extra or stale alerts, or a wrong unread count. */
@@ -378,14 +395,22 @@ function mismatch(t: ChaosTab, truth: Truth): string[] {
   const out: string[] = [];
   const mine = [...truth.alerts.get(t.o.userId)!].filter(([, a]) => !t.o.types || t.o.types.includes(a.type));
   const want = new Map(mine.map(([id, a]) => [id, a.read]));
-  for (const [id, read] of want) {
+  for (const [id, a] of mine) {
     if (!t.alerts.has(id)) out.push(`tab ${t.o.id} of ${t.o.userId}: never got alert ${id}`);
-    else if (t.alerts.get(id) !== read) out.push(`tab ${t.o.id} of ${t.o.userId}: alert ${id} read=${t.alerts.get(id)}, database says ${read}`);
+    else if (t.alerts.get(id) !== a.read) out.push(`tab ${t.o.id} of ${t.o.userId}: alert ${id} read=${t.alerts.get(id)}, database says ${a.read}`);
+    else if (canonical(t.data.get(id)) !== canonical(a.data)) {
+      out.push(`tab ${t.o.id} of ${t.o.userId}: alert ${id} data differs: got ${short(canonical(t.data.get(id)))}, the table has ${short(canonical(a.data))}`);
+    }
   }
   for (const id of t.alerts.keys()) if (!want.has(id)) out.push(`tab ${t.o.id} of ${t.o.userId}: holds alert ${id}, which is deleted (or not its own)`);
   const unread = [...want.values()].filter((r) => !r).length;
   if (out.length === 0 && t.unread !== unread) out.push(`tab ${t.o.id} of ${t.o.userId}: unread ${t.unread}, database says ${unread}`);
   return out;
+}
+
+/** Long values (the TOASTed blobs) cut to their start. */
+function short(s: string): string {
+  return s.replace(/"[0-9a-f]{64,}"/g, (x) => `"${x.slice(1, 9)}…(${x.length - 2})"`).slice(0, 400);
 }
 
 /** A redis-server of this run's own, so restarting it disturbs nothing else. */
@@ -445,10 +470,12 @@ async function main(): Promise<void> {
       const r = await runMode(mode, cluster, random);
       reports.push(r);
       const faults = Object.entries(r.faults).map(([k, n]) => `${k} ${n}`).join(', ');
-      console.log(`\n${mode} mode: ${r.committed.transactions} transactions (${r.committed.inserts} inserts, ${r.committed.updates} updates, ${r.committed.deletes} deletes); ${r.delivered} alert deliveries to ${r.tabs} tabs over ${r.connections} connections`);
+      const c = r.committed;
+      console.log(`\n${mode} mode: ${c.transactions} transactions (${c.inserts} inserts of which ${c.nullOwner} without an owner and ${c.big} big, ${c.updates} updates, ${c.deletes} deletes, ${c.reinserts} re-inserts, ${c.moves} moves, ${c.alters} ALTER TABLE); ${r.delivered} alert deliveries to ${r.tabs} tabs over ${r.connections} connections`);
       console.log(`  faults: ${faults}; token refreshes ${r.tokenRefreshes}, 4401 closes ${r.expiredCloses}`);
       console.log(`  commit → tab: p99 ${r.p99CatchUpMs.toFixed(0)} ms, worst ${r.worstCatchUpMs.toFixed(0)} ms (the worst catch-up)`);
-      console.log(r.violations.length === 0 ? '  lost 0, foreign 0, repeats 0, resets 0: the guarantee held' : `  ${r.violations.length} VIOLATIONS:\n    ${r.violations.slice(0, 30).join('\n    ')}`);
+      const f = Object.entries(r.figures).map(([k, n]) => `${k} ${n}`).join(', ');
+      console.log(r.violations.length === 0 ? `  ${f}: the guarantee held` : `  ${f}: ${r.violations.length} VIOLATIONS:\n    ${r.violations.slice(0, 30).join('\n    ')}`);
     }
   } finally {
     await cluster.server.stop().catch(() => {});

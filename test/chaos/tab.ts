@@ -24,11 +24,18 @@ export interface TabOptions {
   random: () => number;
   /** First receipt of an alert id: for catch-up times. */
   onReceived: (alertId: string, at: number) => void;
+  /**
+   * How many times the writers re-inserted an id (deleted and inserted it in one transaction)
+   * or moved it between users: each may make it a new alert again on a live connection.
+   */
+  renewed?: ReadonlyMap<string, number>;
 }
 
 export class ChaosTab {
   /** The bell as this tab sees it: alert id → read. */
   readonly alerts = new Map<string, boolean>();
+  /** Each alert's data as last sent. */
+  readonly data = new Map<string, unknown>();
   unread = 0;
   cursor: string | undefined;
   readonly violations: string[] = [];
@@ -90,7 +97,8 @@ export class ChaosTab {
     this.#ws = ws;
     this.synced = false;
     let synced = false;
-    const sentHere = new Set<string>();
+    // Alert id → notifications for it on this connection (a delete clears it: the alert may come back).
+    const sentHere = new Map<string, number>();
     ws.on('open', () => {
       this.connections++;
       ws.send(JSON.stringify({ type: 'auth', token, ...(this.o.batch ? { batch: true } : {}), ...(this.o.types ? { types: this.o.types } : {}), ...(this.cursor ? { after: this.cursor } : {}) }));
@@ -101,12 +109,17 @@ export class ChaosTab {
       if (typeof m.unread === 'number') this.unread = m.unread;
       const fresh = m.type === 'notification' ? [m.alert] : m.type === 'notifications' ? (m.alerts as any[]) : [];
       for (const a of fresh) {
-        if (sentHere.has(a.id)) this.violations.push(`tab ${this.o.id}: alert ${a.id} sent twice on one connection`);
-        sentHere.add(a.id);
+        const n = (sentHere.get(a.id) ?? 0) + 1;
+        if (n > 1 + (this.o.renewed?.get(a.id) ?? 0)) this.violations.push(`tab ${this.o.id}: alert ${a.id} sent twice on one connection`);
+        sentHere.set(a.id, n);
         this.#apply(a);
       }
       if (m.type === 'update') this.#apply(m.alert);
-      else if (m.type === 'delete') this.alerts.delete(m.id);
+      else if (m.type === 'delete') {
+        this.alerts.delete(m.id);
+        this.data.delete(m.id);
+        sentHere.delete(m.id);
+      }
       else if (m.type === 'synced') {
         synced = true;
         this.synced = true;
@@ -126,11 +139,13 @@ export class ChaosTab {
     });
   }
 
-  #apply(a: { id: string; userId: string; type: string; read: boolean }): void {
-    if (a.userId !== this.o.userId) this.violations.push(`tab ${this.o.id} of ${this.o.userId}: got alert ${a.id} of ${a.userId}`);
+  #apply(a: { id: string; userId: string | null; type: string; read: boolean; data?: unknown }): void {
+    if (a.userId === null || a.userId === undefined) this.violations.push(`tab ${this.o.id} of ${this.o.userId}: got alert ${a.id}, a row without an owner`);
+    else if (a.userId !== this.o.userId) this.violations.push(`tab ${this.o.id} of ${this.o.userId}: got alert ${a.id} of ${a.userId}`);
     if (this.o.types && !this.o.types.includes(a.type)) this.violations.push(`tab ${this.o.id}: got alert ${a.id} of type ${a.type}, subscribed to ${this.o.types.join(',')}`);
     if (!this.alerts.has(a.id)) this.o.onReceived(a.id, performance.now());
     this.alerts.set(a.id, a.read);
+    this.data.set(a.id, a.data ?? null);
   }
 }
 
