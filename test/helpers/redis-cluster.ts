@@ -1,11 +1,13 @@
 /**
  * A real Redis Cluster on loopback for tests: 3 masters and 3 replicas of Debian's
  * `redis-server`, joined by `redis-cli --cluster create`. Nothing is downloaded. Each node runs
- * in a temp dir of its own and is killed (and the dir removed) by stop().
+ * in a temp dir of its own and is killed (and the dir removed) by stop(). With `tls`, openssl
+ * makes a CA and a certificate for 127.0.0.1 in that dir, and every node serves clients, the
+ * cluster bus and replication over TLS only.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,8 +23,10 @@ export interface ClusterNode {
 
 export interface TestCluster {
   nodes: ClusterNode[];
-  /** redis://127.0.0.1:port of every node, for REDIS_CLUSTER_NODES. */
+  /** redis://127.0.0.1:port (rediss:// with `tls`) of every node, for REDIS_CLUSTER_NODES. */
   urls: string[];
+  /** With `tls`: the PEM file of the CA that signed the nodes' certificate. */
+  caFile?: string;
   /** The masters now, by port, with their slot ranges. */
   masters(): Promise<Array<{ port: number; slots: Array<[number, number]> }>>;
   /** Runs redis-cli against one node. */
@@ -56,21 +60,41 @@ async function clusterPort(taken: Set<number>): Promise<number> {
   }
 }
 
-/** `password`: every node has requirepass (and masterauth) set to it, and `urls` carry it. */
-export async function startRedisCluster(opts: { password?: string } = {}): Promise<TestCluster> {
-  const auth = opts.password ? ['-a', opts.password, '--no-auth-warning'] : [];
+/** A CA and a certificate for 127.0.0.1 (as an IP SAN, which Node checks) signed by it, in `dir`. */
+async function makeCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const [ca, caKey, cert, key, csr, ext] = ['ca.pem', 'ca.key', 'node.pem', 'node.key', 'node.csr', 'node.ext'].map((f) => join(dir, f)) as [string, string, string, string, string, string];
+  const openssl = (...args: string[]) => exec('openssl', args, { timeout: 30_000 });
+  await openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=pgbell test CA');
+  await openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=127.0.0.1');
+  await writeFile(ext, 'subjectAltName = IP:127.0.0.1\n');
+  await openssl('x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext);
+  return { ca, cert, key };
+}
+
+/**
+ * `password`: every node has requirepass (and masterauth) set to it, and `urls` carry it.
+ * `tls`: every node listens with TLS only (`--port 0`); `urls` are rediss://, and `caFile` is the
+ * CA a client must trust.
+ */
+export async function startRedisCluster(opts: { password?: string; tls?: boolean } = {}): Promise<TestCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'pgbell-redis-cluster-'));
+  const certs = opts.tls ? await makeCertificates(dir) : null;
+  const auth = [...(opts.password ? ['-a', opts.password, '--no-auth-warning'] : []), ...(certs ? ['--tls', '--cacert', certs.ca] : [])];
   const taken = new Set<number>();
   const nodes: ClusterNode[] = [];
   const cli = async (port: number, ...args: string[]) => (await exec('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...auth, ...args], { timeout: 30_000 })).stdout;
   for (let i = 0; i < 6; i++) {
+    // With TLS the cluster bus is the TLS port + 10000, as it is the plain port's without.
     const port = await clusterPort(taken);
+    const listen = certs
+      ? ['--port', '0', '--tls-port', String(port), '--tls-cluster', 'yes', '--tls-replication', 'yes', '--tls-cert-file', certs.cert, '--tls-key-file', certs.key, '--tls-ca-cert-file', certs.ca, '--tls-auth-clients', 'no']
+      : ['--port', String(port)];
     const child = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000', '--dir', dir, '--save', '', '--appendonly', 'no', '--logfile', join(dir, `${port}.log`), ...(opts.password ? ['--requirepass', opts.password, '--masterauth', opts.password] : [])],
+      [...listen, '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000', '--dir', dir, '--save', '', '--appendonly', 'no', '--logfile', join(dir, `${port}.log`), ...(opts.password ? ['--requirepass', opts.password, '--masterauth', opts.password] : [])],
       { stdio: 'ignore' },
     );
-    nodes.push({ port, url: `redis://${opts.password ? `:${encodeURIComponent(opts.password)}@` : ''}127.0.0.1:${port}`, process: child });
+    nodes.push({ port, url: `${certs ? 'rediss' : 'redis'}://${opts.password ? `:${encodeURIComponent(opts.password)}@` : ''}127.0.0.1:${port}`, process: child });
   }
   const alive = (n: ClusterNode) => n.process.exitCode === null && n.process.signalCode === null;
   for (const n of nodes) {
@@ -85,6 +109,7 @@ export async function startRedisCluster(opts: { password?: string } = {}): Promi
   const cluster: TestCluster = {
     nodes,
     urls: nodes.map((n) => n.url),
+    ...(certs ? { caFile: certs.ca } : {}),
     cli,
     async masters() {
       // CLUSTER NODES: <id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots...>
