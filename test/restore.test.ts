@@ -16,7 +16,7 @@ const INSTALL = ['install', '--table', 'public.inbox', '--user-column', 'owner',
 
 /** Stamps every bookkeeping row with its own id from this server's future, as a restore would leave them; returns the first. */
 async function stampFuture(): Promise<bigint> {
-  const [{ f }] = await query<{ f: string }>(db, `SELECT (pg_current_xact_id()::text::bigint + 500)::text AS f`);
+  const { f } = (await query<{ f: string }>(db, `SELECT (pg_current_xact_id()::text::bigint + 500)::text AS f`))[0]!;
   await query(db, `UPDATE pgbell."AlertChange" c SET txid = (${f} + r.n)::text::xid8, "changedTxid" = (${f} + r.n)::text::xid8
                      FROM (SELECT key, row_number() OVER (ORDER BY key) AS n FROM pgbell."AlertChange") r WHERE r.key = c.key`);
   return BigInt(f!);
@@ -36,7 +36,7 @@ describe('a restore from another cluster', () => {
     const r = await run(INSTALL, cleanEnv({ DATABASE_URL: db }));
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/re-stamped 200 bookkeeping rows/);
-    const [{ n }] = await query<{ n: number }>(db, `SELECT count(*)::int AS n FROM pgbell."AlertChange" WHERE "changedTxid" >= $1::text::xid8`, [f.toString()]);
+    const { n } = (await query<{ n: number }>(db, `SELECT count(*)::int AS n FROM pgbell."AlertChange" WHERE "changedTxid" >= $1::text::xid8`, [f.toString()]))[0]!;
     expect(n).toBe(0);
   });
 
@@ -46,7 +46,7 @@ describe('a restore from another cluster', () => {
     expect(d.logs.messages().some((m) => /re-stamped 200 bookkeeping rows/.test(m))).toBe(true);
     const tab = await new Tab(await tokenFor('ru')).connect(d.url);
     // This server now hands out the ids the restore had used, to real transactions.
-    const [{ now }] = await query<{ now: string }>(db, `SELECT pg_current_xact_id()::text AS now`);
+    const { now } = (await query<{ now: string }>(db, `SELECT pg_current_xact_id()::text AS now`))[0]!;
     const burn = Number(f - BigInt(now!));
     if (burn > 0) await query(db, `DO $$ BEGIN FOR i IN 1..${burn} LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$`);
     await query(db, `DO $$ BEGIN FOR i IN 1..250 LOOP INSERT INTO public.inbox (owner, title) VALUES ('ru', 'real ' || i); COMMIT; END LOOP; END $$`);
@@ -64,7 +64,7 @@ describe('a commit lost in a crash (synchronous_commit = off)', () => {
     const kdb = createDb(db);
     const epoch = await currentEpoch(kdb);
     await kdb.destroy();
-    const [{ xmin, xmax }] = await query<{ xmin: string; xmax: string }>(db, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`);
+    const { xmin, xmax } = (await query<{ xmin: string; xmax: string }>(db, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`))[0]!;
     // What a tab holds after it was sent a transaction that a crash then lost: an id the
     // restarted server will hand out again.
     const lost = new CursorState(BigInt(xmin!), [BigInt(xmax!) + 3n]).encode(epoch);
@@ -87,7 +87,7 @@ describe('a commit lost in a crash (synchronous_commit = off)', () => {
 
 describe('pgbell doctor on durability', () => {
   it('says whether synchronous_commit and fsync let a crash lose a delivered commit', async () => {
-    const [{ sc, fsync }] = await query<{ sc: string; fsync: string }>(db, `SELECT current_setting('synchronous_commit') AS sc, current_setting('fsync') AS fsync`);
+    const { sc, fsync } = (await query<{ sc: string; fsync: string }>(db, `SELECT current_setting('synchronous_commit') AS sc, current_setting('fsync') AS fsync`))[0]!;
     const r = await run(['doctor'], cleanEnv({ DATABASE_URL: db }));
     if (sc === 'off' || fsync === 'off') expect(r.stdout).toMatch(/✓ durability: .*off by default: a crash can lose commits a tab already showed/);
     else expect(r.stdout).toMatch(/✓ durability: synchronous_commit \S+, fsync on: what pgbell delivers survives a crash/);

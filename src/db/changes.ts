@@ -51,6 +51,11 @@ export interface SinceBatch extends ChangeBatch {
   epoch: string;
   /** Users with more changes than the limit: only the oldest `limit` were read. */
   truncated: Set<string>;
+  /**
+   * For each truncated user, the transaction its read stopped in (that transaction may be cut
+   * short): everything of the user's below it was read.
+   */
+  cuts: Map<string, bigint>;
 }
 
 interface Row {
@@ -150,7 +155,7 @@ export async function changesByTxids(db: Q, txids: readonly string[], userIds: r
   const order = new Map(txids.map((t, i) => [BigInt(t), i]));
   const batch = collect(rows);
   batch.changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)! || byRow(a, b));
-  return batch;
+  return { ...batch, changes: lastWins(batch.changes) };
 }
 
 const UNREAD_FOR = `
@@ -268,19 +273,30 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   const batch = collect(rows);
   const s = rows.find((r) => r.k === 's');
   if (!s) throw new Error('pgbell_state is empty: run `pgbell migrate`');
-  const counts = new Map<string, { a: number; d: number }>();
+  // Counted on the rows as read, before lastWins drops any: a read that hit its limit is
+  // truncated however many of its rows are then dropped.
+  const counts = new Map<string, { a: number; d: number; lastA: bigint; lastD: bigint }>();
   for (const c of batch.changes) {
     const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
-    const n = counts.get(uid) ?? { a: 0, d: 0 };
-    if (c.kind === 'alert') n.a++;
-    else n.d++;
+    const n = counts.get(uid) ?? { a: 0, d: 0, lastA: 0n, lastD: 0n };
+    if (c.kind === 'alert') (n.a++, (n.lastA = c.txid > n.lastA ? c.txid : n.lastA));
+    else (n.d++, (n.lastD = c.txid > n.lastD ? c.txid : n.lastD));
     counts.set(uid, n);
   }
   const truncated = new Set<string>();
-  for (const [uid, n] of counts) if (n.a > limit || n.d > limit) truncated.add(uid);
+  const cuts = new Map<string, bigint>();
+  for (const [uid, n] of counts) {
+    if (n.a <= limit && n.d <= limit) continue;
+    truncated.add(uid);
+    // Each kind is read in transaction order up to its limit: below the last transaction it
+    // reached, everything of that kind was read.
+    const a = n.a > limit ? n.lastA : null;
+    const d = n.d > limit ? n.lastD : null;
+    cuts.set(uid, a === null ? d! : d === null ? a : a < d ? a : d);
+  }
   batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
   const xip = new Set(s.n ? s.n.split(',').map((x) => BigInt(x)) : []);
-  return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), epoch: s.id!, truncated };
+  return { ...batch, changes: lastWins(batch.changes), xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), epoch: s.id!, truncated, cuts };
 }
 
 /**
@@ -296,9 +312,9 @@ export async function changesSinceAll(db: Q, after: bigint, limit: number): Prom
   // limited) may reach beyond it: the page keeps only what is below that transaction, whole,
   // and the next page starts at it (`next`). Null: this page is everything.
   const alerts = batch.changes.filter((c) => c.kind === 'alert');
-  if (alerts.length < limit) return { batch, xmin: BigInt(s.itx!), next: null };
+  if (alerts.length < limit) return { batch: { ...batch, changes: lastWins(batch.changes) }, xmin: BigInt(s.itx!), next: null };
   const cut = alerts.at(-1)!.txid;
-  return { batch: { changes: batch.changes.filter((c) => c.txid < cut), unread: batch.unread }, xmin: BigInt(s.itx!), next: cut };
+  return { batch: { changes: lastWins(batch.changes.filter((c) => c.txid < cut)), unread: batch.unread }, xmin: BigInt(s.itx!), next: cut };
 }
 
 const CHANGES_SINCE_ALL = `
@@ -454,7 +470,7 @@ function collect(rows: Row[]): ChangeBatch {
       unread.set(r.userId!, r.data as UnreadByType);
     }
   }
-  return { changes: lastWins(changes), unread };
+  return { changes, unread };
 }
 
 /** Within one transaction: rows in insertion order, then deletes. */
@@ -462,15 +478,28 @@ function collect(rows: Row[]): ChangeBatch {
  * The last operation on a row within a transaction wins. An alert row here exists at the end
  * of its transaction (a delete after an insert leaves no row, only the tombstone), so a
  * tombstone of the same transaction, alert and user is an earlier delete the row outlived (a
- * delete and re-insert of one id): it is dropped, or the client would remove an alert that
- * exists. A tombstone for another user (the alert moved) stays.
+ * delete and re-insert of one id). It goes before the alert, not after it (reads put a
+ * transaction's alerts first), or the client would remove an alert that exists. It is kept, not
+ * dropped: a socket whose type filter leaves out the re-inserted alert (its type changed) must
+ * still drop the old one. Expects `changes` grouped by transaction; keeps that order otherwise.
  */
 export function lastWins(changes: Change[]): Change[] {
   let alive: Set<string> | null = null;
   for (const c of changes) if (c.kind === 'alert') (alive ??= new Set()).add(`${c.txid}\u0000${c.alert.id}\u0000${c.alert.userId}`);
   if (alive === null) return changes;
   const live = alive;
-  return changes.filter((c) => c.kind === 'alert' || !live.has(`${c.txid}\u0000${c.id}\u0000${c.userId}`));
+  const outlived = (c: Change) => c.kind === 'delete' && live.has(`${c.txid}\u0000${c.id}\u0000${c.userId}`);
+  if (!changes.some(outlived)) return changes;
+  // Within each transaction: the outlived tombstones first, then the rest in their order.
+  const out: Change[] = [];
+  for (let i = 0; i < changes.length; ) {
+    let j = i;
+    while (j < changes.length && changes[j]!.txid === changes[i]!.txid) j++;
+    const group = changes.slice(i, j);
+    out.push(...group.filter(outlived), ...group.filter((c) => !outlived(c)));
+    i = j;
+  }
+  return out;
 }
 
 function byRow(a: Change, b: Change): number {

@@ -137,10 +137,11 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     // every change since (the client asks again at once while `more` is true).
     const pageRows = Math.min(opts.maxReplay, REPLAY_PAGE_ROWS);
     let res = await changesSince(opts.db, [{ userId, after: from.horizon }], pageRows);
-    let cut = pageCut(res, userId, pageRows);
-    // A single transaction larger than a page cannot be split: it is read whole (up to
+    let cut: bigint | null = res.cuts.get(userId) ?? null;
+    // A page holding nothing new below its cut (the next transaction alone is larger than a
+    // page) would hand the same cursor back for ever: that transaction is read whole (up to
     // maxReplay, beyond which the cursor is reset as before).
-    if (cut !== null && cut <= from.horizon && pageRows < opts.maxReplay) {
+    if (cut !== null && pageRows < opts.maxReplay && !res.changes.some((c) => c.txid < cut! && !from.has(c.txid))) {
       res = await changesSince(opts.db, [{ userId, after: from.horizon }], opts.maxReplay);
       cut = null;
     }
@@ -189,26 +190,6 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       throw err;
     }
   }
-}
-
-/**
- * Where a page read of one user's changes must stop: the transaction of the last alert row
- * (or tombstone) when the read hit its row limit (that transaction may be cut short), or null
- * when the read holds everything.
- */
-function pageCut(res: SinceBatch, userId: string, pageRows: number): bigint | null {
-  if (!res.truncated.has(userId)) return null;
-  let lastAlert: bigint | null = null;
-  let lastDelete: bigint | null = null;
-  let alerts = 0;
-  let deletes = 0;
-  for (const c of res.changes) {
-    if (c.kind === 'alert') (alerts++, (lastAlert = c.txid));
-    else (deletes++, (lastDelete = c.txid));
-  }
-  // The read asks for one row more than the page: a kind with more rows than the page was cut.
-  const cuts = [alerts > pageRows ? lastAlert : null, deletes > pageRows ? lastDelete : null].filter((x): x is bigint => x !== null);
-  return cuts.length === 0 ? null : cuts.reduce((a, b) => (a < b ? a : b));
 }
 
 /** Changes as the polling client applies them: alerts to upsert by id, ids to drop. */
