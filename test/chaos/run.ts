@@ -17,13 +17,19 @@
  *   slow          a tab stops reading for 2–5 s
  *   redis         (fan-out mode) Redis restarted
  *   relay         (fan-out mode) the relay node SIGKILLed
+ * The workload is drawn too (test/chaos/workload.ts): pgbell's own "Alert" or an app's table
+ * under `pgbell install` (mixed column types, odd json, TOASTed values, a nullable owner), writers
+ * with table privileges only, row-level security, re-inserts, moves and ALTER TABLE mid-run;
+ * with --standby, one stall of a synchronous standby (12–16 s: long runs only).
  * At the end, with faults healed and writers stopped, every tab must hold exactly its user's
  * committed alerts (of its types) with the database's read state and unread count; during the
  * run none may have been sent another user's alert, another type, a new alert twice on one
- * connection, or a reset. The seed is printed: a failure replays with --seed.
+ * connection, or a reset; no writer statement may fail but by a fault, no row without an owner
+ * reach a tab, and each tab's data must equal the table's. The seed is printed: a failure replays with --seed.
  *
  *   npm run chaos -- [--seed N] [--seconds 60] [--modes notify,poll,wal] [--nodes 3]
  *                    [--fanout listen|redis] [--users 6] [--tabs 12] [--json out.json]
+ *                    [--table alert|app] [--standby]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -37,7 +43,7 @@ import { databaseUrl, query } from '../helpers/pg.js';
 import { FaultProxy } from './proxy.js';
 import { ChaosTab } from './tab.js';
 import { seeded } from '../helpers/random.js';
-import { alterTable, canonical, drawPlan, dropRoles, Gate, newCounts, prepare, readTruth as readTable, writer, type Counts, type Plan, type TableKind, type TruthRow } from './workload.js';
+import { alterTable, canonical, stallStandby, drawPlan, dropRoles, Gate, newCounts, prepare, readTruth as readTable, writer, type Counts, type Plan, type TableKind, type TruthRow } from './workload.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -50,6 +56,7 @@ const { values: args } = parseArgs({
     tabs: { type: 'string', default: '12' },
     json: { type: 'string' },
     table: { type: 'string' },
+    standby: { type: 'boolean', default: false },
   },
 });
 const SEED = args.seed ? Number(args.seed) : Math.floor(Math.random() * 2 ** 31);
@@ -117,6 +124,10 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   await query(admin(), `CREATE DATABASE ${name}`);
   const direct = () => databaseUrl(cluster.server.url, name);
   const plan = drawPlan(random, WRITERS, FORCED_TABLE);
+  // --standby: one stall of a synchronous standby, 12–16 s (longer than the visibility wait of
+  // WAL mode's first version gave up after); every other session commits locally meanwhile.
+  const standby = args.standby ? { at: 0.2 + random() * 0.3, ms: 12_000 + random() * 4000 } : null;
+  if (standby) await query(admin(), `ALTER DATABASE ${name} SET synchronous_commit = local`);
   const prepared = await prepare(plan, {
     url: direct(),
     mode,
@@ -244,6 +255,8 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   const deadline = Date.now() + SECONDS * 1000;
   let pgBusy = false;
   const alters = [...plan.alters];
+  let stall = standby;
+  const stalledIds = new Set<string>();
   while (Date.now() < deadline) {
     await sleep(400 + random() * 2600);
     // The app's ALTER TABLE steps, when their time has come (between the writers' transactions).
@@ -252,6 +265,13 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
       const step = ++committed.alters;
       console.log(`  ${((SECONDS * 1000 - (deadline - Date.now())) / 1000).toFixed(1).padStart(5)} s  ALTER TABLE (${what})`);
       healing.push(gate.exclusive(() => alterTable(direct(), what, step, writerFailures)));
+    }
+    if (stall && Date.now() >= deadline - SECONDS * 1000 * (1 - stall.at)) {
+      const { ms } = stall;
+      stall = null;
+      console.log(`  ${((SECONDS * 1000 - (deadline - Date.now())) / 1000).toFixed(1).padStart(5)} s  standby stall (${(ms / 1000).toFixed(1)} s)`);
+      count('standby');
+      healing.push(stallStandby(admin(), direct(), plan.kind, ms, writerFailures).then((id) => id !== null && stalledIds.add(id)));
     }
     const kind = pick(kinds);
     count(kind);
@@ -317,7 +337,7 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
 
   console.log('  converging');
   const violations: string[] = [];
-  const truth = await readTruth(direct(), plan.kind);
+  const truth = await readTruth(direct(), plan.kind, stalledIds);
   console.log(`  the database holds ${[...truth.alerts.values()].reduce((n, m) => n + m.size, 0)} alerts with an owner`);
   const converged = () => tabs.every((t) => mismatch(t, truth).length === 0);
   try {
@@ -367,12 +387,14 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
 interface Truth {
   /** user → alert id → the row as pgbell must have delivered it */
   alerts: Map<string, Map<string, TruthRow>>;
+  /** The alert the stalled standby's update marked (--standby). */
+  stalled: Set<string>;
 }
 
-async function readTruth(url: string, kind: TableKind): Promise<Truth> {
+async function readTruth(url: string, kind: TableKind, stalled: Set<string>): Promise<Truth> {
   const alerts = new Map<string, Map<string, TruthRow>>(USERS.map((u) => [u, new Map()]));
   for (const [id, r] of await readTable(url, kind)) alerts.get(r.userId)?.set(id, r);
-  return { alerts };
+  return { alerts, stalled };
 }
 
 const KINDS: Array<[keyof ModeReport['figures'], RegExp]> = [
@@ -393,19 +415,32 @@ function classify(violations: string[]): ModeReport['figures'] {
 /** How a tab differs from the database: missing, extra or stale alerts, or a wrong unread count. */
 function mismatch(t: ChaosTab, truth: Truth): string[] {
   const out: string[] = [];
+  const why = (id: string) => (truth.stalled.has(id) ? ' (marked by the stalled update)' : t.o.renewed?.has(id) ? ' (re-inserted or moved)' : '');
   const mine = [...truth.alerts.get(t.o.userId)!].filter(([, a]) => !t.o.types || t.o.types.includes(a.type));
   const want = new Map(mine.map(([id, a]) => [id, a.read]));
   for (const [id, a] of mine) {
-    if (!t.alerts.has(id)) out.push(`tab ${t.o.id} of ${t.o.userId}: never got alert ${id}`);
-    else if (t.alerts.get(id) !== a.read) out.push(`tab ${t.o.id} of ${t.o.userId}: alert ${id} read=${t.alerts.get(id)}, database says ${a.read}`);
+    if (!t.alerts.has(id)) out.push(`tab ${t.o.id} of ${t.o.userId}: never got alert ${id}${why(id)}`);
+    else if (t.alerts.get(id) !== a.read) out.push(`tab ${t.o.id} of ${t.o.userId}: alert ${id} read=${t.alerts.get(id)}, database says ${a.read}${why(id)}`);
     else if (canonical(t.data.get(id)) !== canonical(a.data)) {
       out.push(`tab ${t.o.id} of ${t.o.userId}: alert ${id} data differs: got ${short(canonical(t.data.get(id)))}, the table has ${short(canonical(a.data))}`);
     }
   }
-  for (const id of t.alerts.keys()) if (!want.has(id)) out.push(`tab ${t.o.id} of ${t.o.userId}: holds alert ${id}, which is deleted (or not its own)`);
+  for (const id of t.alerts.keys()) if (!want.has(id)) out.push(`tab ${t.o.id} of ${t.o.userId}: holds alert ${id}, which is deleted (or not its own)${why(id)}`);
   const unread = [...want.values()].filter((r) => !r).length;
   if (out.length === 0 && t.unread !== unread) out.push(`tab ${t.o.id} of ${t.o.userId}: unread ${t.unread}, database says ${unread}`);
   return out;
+}
+
+/** Violations grouped by their shape (numbers left out), most frequent first: "count × the first of them". */
+function shapes(violations: string[]): string[] {
+  const groups = new Map<string, { n: number; first: string }>();
+  for (const v of violations) {
+    const key = v.replace(/\d+/g, 'N').slice(0, 160);
+    const g = groups.get(key);
+    if (g) g.n++;
+    else groups.set(key, { n: 1, first: v });
+  }
+  return [...groups.values()].sort((a, b) => b.n - a.n).map((g) => `${g.n} × ${g.first}`);
 }
 
 /** Long values (the TOASTed blobs) cut to their start. */
@@ -475,7 +510,7 @@ async function main(): Promise<void> {
       console.log(`  faults: ${faults}; token refreshes ${r.tokenRefreshes}, 4401 closes ${r.expiredCloses}`);
       console.log(`  commit → tab: p99 ${r.p99CatchUpMs.toFixed(0)} ms, worst ${r.worstCatchUpMs.toFixed(0)} ms (the worst catch-up)`);
       const f = Object.entries(r.figures).map(([k, n]) => `${k} ${n}`).join(', ');
-      console.log(r.violations.length === 0 ? `  ${f}: the guarantee held` : `  ${f}: ${r.violations.length} VIOLATIONS:\n    ${r.violations.slice(0, 30).join('\n    ')}`);
+      console.log(r.violations.length === 0 ? `  ${f}: the guarantee held` : `  ${f}: ${r.violations.length} VIOLATIONS, by shape (count × first):\n    ${shapes(r.violations).slice(0, 30).join('\n    ')}`);
     }
   } finally {
     await cluster.server.stop().catch(() => {});

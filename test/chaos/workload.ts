@@ -424,3 +424,52 @@ export function canonical(v: unknown): string {
   if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
   return JSON.stringify(v) ?? 'undefined';
 }
+
+/**
+ * A synchronous standby that stalls (`--standby`): synchronous_standby_names names a standby
+ * that never answers, and one transaction that waits for it (synchronous_commit on) marks read
+ * an alert with a large TOASTed value; its commit is streamed but stays invisible for `ms`, then
+ * the writer is cancelled (the commit stands). Every other session of the database commits
+ * with synchronous_commit = local meanwhile (set on the database before the daemons start).
+ * Returns the id it marked, or null when there was none to mark.
+ */
+export async function stallStandby(adminUrl: string, url: string, kind: TableKind, ms: number, failures: string[]): Promise<string | null> {
+  const retry = async (sql: string) => {
+    for (let i = 0; i < 200; i++) {
+      try {
+        await query(adminUrl, sql);
+        return;
+      } catch {
+        await sleep(100);
+      }
+    }
+  };
+  const c = new pg.Client({ connectionString: url });
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    const table = kind === 'app' ? 'public.inbox' : '"Alert"';
+    const big = kind === 'app' ? `blob IS NOT NULL AND owner IS NOT NULL` : `data ? 'blob'`;
+    const { rows } = await c.query<{ id: string }>(`SELECT id::text AS id FROM ${table} WHERE ${big} ORDER BY random() LIMIT 1`);
+    if (rows.length === 0) return null;
+    const id = rows[0]!.id;
+    const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    await retry(`ALTER SYSTEM SET synchronous_standby_names = 'ghost'`);
+    await retry(`SELECT pg_reload_conf()`);
+    await sleep(300);
+    await c.query('SET synchronous_commit = on');
+    const stalled = c.query(`UPDATE ${table} SET ${kind === 'app' ? 'seen' : 'read'} = NOT ${kind === 'app' ? 'seen' : 'read'} WHERE id::text = $1`, [id]).catch((err: Error) => err);
+    await sleep(ms);
+    await retry(`SELECT pg_cancel_backend(${pid})`);
+    const result = await stalled;
+    if (result instanceof Error && !isFaultError(result) && !/canceling statement due to user request/.test(result.message)) failures.push(`writer (stalled by the standby): ${result.message}`);
+    return id;
+  } catch (err) {
+    if (!isFaultError(err)) failures.push(`writer (stalled by the standby): ${(err as Error).message}`);
+    return null;
+  } finally {
+    await retry(`ALTER SYSTEM RESET synchronous_standby_names`);
+    await retry(`SELECT pg_reload_conf()`);
+    await c.end().catch(() => {});
+  }
+}
