@@ -136,7 +136,7 @@ async function undeliverable(db: pg.Client): Promise<Check> {
   if (!source) return { name: 'undelivered rows', ok: true, detail: 'no table to check' };
   const m = source.mapping;
   const owner = pg.escapeIdentifier(m.userColumn);
-  const noData = source.kind === 'install' && !m.dataColumn ? `count(*) FILTER (WHERE ${SCHEMA}.row_data_of(t.${pg.escapeIdentifier(m.idColumn)}) IS NULL)` : '0';
+  const noData = source.kind === 'install' && !m.dataColumn ? `count(*) FILTER (WHERE (SELECT f.data FROM ${SCHEMA}.row_of(t.${pg.escapeIdentifier(m.idColumn)}) f) IS NULL)` : '0';
   const { rows } = await db.query<{ owner: string; data: string }>(`SELECT count(*) FILTER (WHERE t.${owner} IS NULL) AS owner, ${noData} AS data FROM ${tableSql(m.table)} t`);
   const n = { owner: Number(rows[0]!.owner), data: Number(rows[0]!.data) };
   const parts = [

@@ -1,7 +1,7 @@
 /**
- * WAL mode after ALTER TABLE on an installed table: what the stream decodes for the table's
- * new columns (a renamed bigint, a column whose type changed to timestamptz) is what a resume
- * reads from the table — live and resumed `data` agree.
+ * ALTER TABLE on an installed table works as without pgbell (a column renamed, a column's type
+ * changed, the mapped title's type too), and in WAL mode what the stream decodes for the new
+ * columns is what a resume reads from the table: live and resumed `data` agree.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, run } from './helpers/cli.js';
@@ -37,6 +37,8 @@ describe('WAL mode after ALTER TABLE', () => {
     const b = await insert(`INSERT INTO public.notes (owner, title, m, t) VALUES ('al', 'renamed', 8, 'x') RETURNING id`);
     await until(() => live.has(b), 10_000, 'the row after the rename');
     await psql(db, `DELETE FROM public.notes WHERE t = 'x'; ALTER TABLE public.notes ALTER COLUMN t TYPE timestamptz USING t::timestamptz`);
+    // A column pgbell maps (the title) may change type too: pgbell's view names no column.
+    await psql(db, `ALTER TABLE public.notes ALTER COLUMN title TYPE varchar(200)`);
     const c = await insert(`INSERT INTO public.notes (owner, title, m, t) VALUES ('al', 'retyped', 9, '2026-05-06 07:08:09+00') RETURNING id`);
     await until(() => live.has(c), 10_000, 'the row after the type change');
     tab.close();

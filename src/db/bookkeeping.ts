@@ -161,7 +161,7 @@ export async function applyBookkeeping(client: pg.Client, m: Mapping, channel: s
         if ((await client.query(`SELECT to_regclass('public.${table}') IS NOT NULL AS p`)).rows[0].p) await client.query(`ALTER TABLE public.${table} SET SCHEMA ${SCHEMA}`);
       }
     }
-    for (const statement of statements(m, channel)) await client.query(statement);
+    for (const statement of statements(m, channel, kind)) await client.query(statement);
     if (legacyModel) await adopt(client, m, { txid: 'txid', changed: 'changedTxid', seq: 'seq', created: null });
     else if (legacyInstall) await adopt(client, m, { txid: 'pgbell_txid', changed: 'pgbell_changed_txid', seq: 'pgbell_seq', created: m.createdColumn ? null : 'pgbell_created_at' });
     else if (fresh) {
@@ -295,7 +295,7 @@ function values(m: Mapping, r: string, created: string): string {
 }
 
 /** Idempotent: creates what is missing, replaces every function, view and trigger. */
-function statements(m: Mapping, channel: string): string[] {
+function statements(m: Mapping, channel: string, kind: Kind): string[] {
   const t = tableSql(m.table);
   const s = SCHEMA;
   const idType = `(SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = ${lit(t)}::regclass AND attname = ${lit(m.idColumn)})`;
@@ -457,16 +457,27 @@ function statements(m: Mapping, channel: string): string[] {
        END IF;
        RETURN NULL;
      END `)}`,
-    // The row of key `k` as the alert's data, or NULL for a row to_jsonb refuses (a json column
-    // holding \u0000 fails with 22P05): that one row goes without its data, and every read that
-    // includes it still succeeds. Looked up by key rather than passed as a whole row: a view
-    // holding a whole-row reference would make every ALTER COLUMN ... TYPE on the app's table
-    // fail ("used by a view"). About 5 µs a row (a bare to_jsonb: 0.2 µs).
-    `CREATE OR REPLACE FUNCTION ${s}.row_data_of(k anyelement) RETURNS jsonb LANGUAGE plpgsql STABLE AS ${dollarQuoted(`
+    // An installed table's row of key `k` in the shape pgbell reads (no row if it is gone). Its
+    // data is NULL for a row to_jsonb refuses (a json column holding \u0000 fails with 22P05):
+    // that one row goes without its data, and every read that includes it still succeeds. The
+    // view reads the table only through here: a view naming the table's columns, or holding a
+    // whole-row reference, would make the app's ALTER TABLE ... ALTER COLUMN ... TYPE fail
+    // ("used by a view"). About 5 µs a row.
+    `CREATE OR REPLACE FUNCTION ${s}.row_of(k anyelement, OUT title text, OUT message text, OUT link text, OUT data jsonb)
+       RETURNS SETOF record LANGUAGE plpgsql STABLE ROWS 1 AS ${dollarQuoted(`
+     DECLARE r record;
      BEGIN
-       RETURN (SELECT to_jsonb(r) FROM ${t} r WHERE ${col('r', m.idColumn)} = k);
-     EXCEPTION WHEN data_exception THEN
-       RETURN NULL;
+       SELECT * INTO r FROM ${t} t WHERE ${col('t', m.idColumn)} = k;
+       IF NOT FOUND THEN RETURN; END IF;
+       title := ${m.titleColumn ? `coalesce(${col('r', m.titleColumn)}::text, '')` : `''`};
+       message := ${m.messageColumn ? `coalesce(${col('r', m.messageColumn)}::text, '')` : `''`};
+       link := ${m.linkColumn ? `${col('r', m.linkColumn)}::text` : 'NULL'};
+       BEGIN
+         data := ${m.dataColumn ? `${col('r', m.dataColumn)}::jsonb` : 'to_jsonb(r)'};
+       EXCEPTION WHEN data_exception THEN
+         data := NULL;
+       END;
+       RETURN NEXT;
      END `)}`,
     // Marking read writes the table's own column (its UPDATE streams like any other), found
     // through the bookkeeping's unread index. NULL ids: all of the user's.
@@ -484,7 +495,11 @@ function statements(m: Mapping, channel: string): string[] {
      END `)}`,
     // The table in the shape pgbell reads, its bookkeeping beside it.
     `DROP VIEW IF EXISTS ${s}."Alert"`,
-    `CREATE VIEW ${s}."Alert" AS SELECT
+    kind === 'install'
+      ? `CREATE VIEW ${s}."Alert" AS SELECT
+       c.key, c.id, c."userId", c.type, f.title, f.message, f.link, f.data, c.read, c."createdAt", c.txid, c."changedTxid", c.seq
+     FROM ${s}."AlertChange" c CROSS JOIN LATERAL ${s}.row_of(c.key) f`
+      : `CREATE VIEW ${s}."Alert" AS SELECT
        c.key,
        c.id,
        c."userId",
@@ -492,7 +507,7 @@ function statements(m: Mapping, channel: string): string[] {
        ${m.titleColumn ? `coalesce(${col('t', m.titleColumn)}::text, '')` : `''::text`} AS title,
        ${m.messageColumn ? `coalesce(${col('t', m.messageColumn)}::text, '')` : `''::text`} AS message,
        ${m.linkColumn ? `${col('t', m.linkColumn)}::text` : 'NULL::text'} AS link,
-       ${m.dataColumn ? `${col('t', m.dataColumn)}::jsonb` : `${s}.row_data_of(c.key)`} AS data,
+       ${m.dataColumn ? `${col('t', m.dataColumn)}::jsonb` : `to_jsonb(t)`} AS data,
        c.read,
        c."createdAt",
        c.txid,
@@ -500,6 +515,7 @@ function statements(m: Mapping, channel: string): string[] {
        c.seq
      FROM ${t} t JOIN ${s}."AlertChange" c ON c.key = ${col('t', m.idColumn)}`,
     `DROP FUNCTION IF EXISTS ${s}.row_data(anyelement)`,
+    `DROP FUNCTION IF EXISTS ${s}.row_data_of(anyelement)`,
     ...triggerStatements(m, channel),
     // Nothing of pgbell's is anyone's but its owner's: no role gains a way into its tables
     // through its functions.
