@@ -50,7 +50,7 @@ export interface FanoutOptions {
 interface PubSub {
   connect(): Promise<unknown>;
   sSubscribe(channel: string, listener: (message: string) => void): Promise<void>;
-  sUnsubscribe(channel: string): Promise<unknown>;
+  sUnsubscribe(channel: string, listener?: (message: string) => void): Promise<unknown>;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
   sPublish(channel: string, message: string): Promise<unknown>;
   publish(channel: string, message: string): Promise<unknown>;
@@ -289,7 +289,19 @@ export class RedisFanout {
     if (!entry) return;
     if (--entry.n > 0) return;
     this.#watched.delete(userId);
-    void entry.subscribed.then(() => this.#sub.sUnsubscribe(this.#userChannel(userId))).catch(() => {});
+    void entry.subscribed.then(() => this.#unsubscribe(userId)).catch(() => {});
+  }
+
+  /**
+   * SUNSUBSCRIBE of a user's channel, naming its listener: node-redis then marks the channel as
+   * unsubscribing until Redis answers, and a watch() meanwhile sends SSUBSCRIBE again. Without
+   * the listener it kept the channel as subscribed until the answer, then dropped every
+   * listener: a socket of the same user that subscribed in between (a reload within Redis's
+   * round trip, or while Redis was away and the command queued) went live on a channel no
+   * longer subscribed, and got nothing.
+   */
+  #unsubscribe(userId: string): Promise<unknown> {
+    return this.#sub.sUnsubscribe(this.#userChannel(userId), this.#onUserMessage);
   }
 
   /** Publishes a batch's changes, one message per user and transaction. */
