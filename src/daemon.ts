@@ -18,7 +18,7 @@ import { withSchemaLock } from './db/lock.js';
 import { pendingMigrations, triggerChannel } from './db/migrate.js';
 import { Delivery } from './delivery.js';
 import { alertsHandler } from './http/alerts.js';
-import { Hub } from './hub.js';
+import { Hub, type Subscriber } from './hub.js';
 import { Relay } from './fanout/relay.js';
 import { RedisFanout } from './fanout/redis.js';
 import { createSource, type ChangeSource, type Mode } from './source.js';
@@ -77,6 +77,8 @@ export interface DaemonOptions {
   trustProxyHops?: number | undefined;
   /** Redis mode: how often a standby tries to become the relay, and rows per catch-up page (tests). */
   relay?: { retryMs?: number; pageRows?: number };
+  /** Redis mode: how long a socket waits for its SSUBSCRIBE, and how long Redis may be unreachable before sockets are closed (tests; see src/fanout/redis.ts). */
+  redisTimeouts?: { subscribeMs?: number; unreachableMs?: number };
   log?: Logger;
   logLevel?: string;
   /** How often the info summary line is logged (default 60 s; tests use less). */
@@ -233,9 +235,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           delivery.catchUp();
           recheckRevocations('after Redis reconnected');
         },
+        // Sockets held without Redis get nothing live and are told nothing: closed (1013), their
+        // clients poll meanwhile and reconnect, to a node that reaches Redis if there is one.
+        onUnreachable: (forMs) => {
+          const n = server.closeAll('node_unavailable');
+          if (n > 0) log.warn({ sockets: n, forMs: Math.round(forMs) }, `closed ${n} sockets with 1013: Redis unreachable for ${Math.round(forMs / 1000)} s`);
+        },
+        subscribeTimeoutMs: opts.redisTimeouts?.subscribeMs,
+        unreachableMs: opts.redisTimeouts?.unreachableMs,
         databaseId: dbId,
       })
     : null;
+  /** Redis mode: the subscribers that hold a watch of their user (see RedisFanout.watch). */
+  const watching = new WeakSet<Subscriber>();
   const relay = fanout
     ? new Relay({ mode, databaseUrl: opts.databaseUrl, listenUrl: opts.listenDatabaseUrl ?? opts.databaseUrl, channel: opts.channel, db, fanout, log, heartbeatMs: opts.heartbeatMs, ...opts.relay })
     : null;
@@ -266,10 +278,21 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     // In Redis mode the subscription is confirmed before the socket's first read, so nothing
     // published in between is missed.
     subscribe: async (sub) => {
-      if (fanout) await fanout.watch(sub.userId);
+      if (fanout) {
+        watching.add(sub);
+        try {
+          await fanout.watch(sub.userId);
+        } catch (err) {
+          // A failed watch is forgotten by the fan-out: this socket holds none to give back.
+          watching.delete(sub);
+          throw err;
+        }
+      }
       return delivery.subscribe(sub);
     },
-    unsubscribe: (sub) => fanout?.unwatch(sub.userId),
+    unsubscribe: (sub) => {
+      if (watching.delete(sub)) fanout?.unwatch(sub.userId);
+    },
     markRead: (userId, which) => markRead(db, userId, which),
     unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
     // The read side has connections of its own: no client traffic on /alerts can hold the ones

@@ -11,7 +11,7 @@ export const CloseCode = {
   MessageTooBig: 1009,
   /** The server could not serve this socket (a read its database refused for this user's input); it is not retried. */
   InternalError: 1011,
-  /** The server is at MAX_CONNECTIONS (or its budget for unauthenticated sockets); retry later. */
+  /** The server is at MAX_CONNECTIONS (or its budget for unauthenticated sockets), or cannot reach its Redis; retry later, elsewhere if you can. */
   TryAgainLater: 1013,
   /** The socket did not read fast enough: more than MAX_BUFFERED_BYTES waited to be sent. Resume from the cursor. */
   SlowConsumer: 4008,
@@ -40,6 +40,8 @@ export const ErrorCodes = {
   rate_limited: { close: CloseCode.RateLimited, message: 'Too many messages' },
   too_many_connections: { close: CloseCode.TooManyForUser, message: 'Too many connections for this user' },
   server_full: { close: CloseCode.TryAgainLater, message: 'The server is at its connection limit; try again later' },
+  /** Redis fan-out: this node could not subscribe the socket in time, or has not reached Redis for too long. */
+  node_unavailable: { close: CloseCode.TryAgainLater, message: 'This node cannot reach its Redis; reconnect, to another node if you can' },
   read_not_tracked: { close: null, message: 'This alert table keeps no read state (pgbell install without --read-column)' },
 } as const satisfies Record<string, { close: CloseCode | null; message: string }>;
 export type ErrorCode = keyof typeof ErrorCodes;

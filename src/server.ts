@@ -101,7 +101,11 @@ export interface ServerOptions {
   /** Latest revocation of a user (epoch seconds), if any: tokens issued before it are refused. */
   revokedBefore: (userId: string) => Promise<number | null>;
   hub: Hub;
-  /** Starts a new subscriber's sync: it sends `ready`, what was missed, then `synced`. */
+  /**
+   * Starts a new subscriber's sync: it sends `ready`, what was missed, then `synced`. Rejects
+   * when this node cannot serve it now (Redis fan-out could not subscribe it): the socket is
+   * closed with 1013 `node_unavailable`.
+   */
   subscribe: (sub: Subscriber) => Promise<void>;
   /** A subscriber's socket closed. */
   unsubscribe?: (sub: Subscriber) => void;
@@ -609,7 +613,13 @@ export class Server {
     this.#opts.metrics?.authenticated();
     if (log.isLevelEnabled('debug')) log.debug({ userId: session.userId, email: session.email }, `User ${session.userId} (${session.email ?? 'no email'}) authenticated via WebSocket`);
     // Later messages from this socket wait until it is live (its queue awaits this).
-    await this.#opts.subscribe(conn.sub);
+    try {
+      await this.#opts.subscribe(conn.sub);
+    } catch (err) {
+      // Neither live nor closed, it would wait for ever: closed, its client goes elsewhere.
+      this.#refused(() => log.warn({ userId: session.userId, err: (err as Error).message }, `refused a socket of user ${session.userId}: ${(err as Error).message}`));
+      this.#fail(ws, 'node_unavailable');
+    }
   }
 
   /** When a refusal at the limits was last logged on its own line. */
@@ -653,6 +663,13 @@ export class Server {
     }
     this.#opts.log.info({ userId: session.userId }, `closed a WebSocket of user ${session.userId}: token expired`);
     this.#fail(conn.socket, 'token_expired');
+  }
+
+  /** Closes every socket and stream with `code` (this node cannot serve them: see node_unavailable); how many. */
+  closeAll(code: ErrorCode): number {
+    const all = [...this.#conns.keys()];
+    for (const ws of all) this.#fail(ws, code);
+    return all.length;
   }
 
   /** Closes (4403) every socket of `userId` whose token was issued before `before` (epoch seconds; the same second counts, as `iat` has no finer grain). */

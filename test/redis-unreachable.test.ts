@@ -1,6 +1,9 @@
 /**
- * Redis fan-out when Redis does not answer at once. Each Redis here is a `redis-server` of the
- * test's own, stopped and killed at will.
+ * Redis fan-out when Redis does not answer: a socket whose SSUBSCRIBE never settles is closed
+ * with 1013 (not left neither live nor closed), and a daemon that has not reached Redis (one
+ * server, or a whole cluster) for longer than its bound closes its sockets with 1013, so that
+ * their clients go elsewhere, instead of holding them silent. Each Redis here is a
+ * `redis-server` of the test's own, stopped and killed at will.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -11,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from './helpers/client.js';
 import { daemonFleet, health, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';
-import { haveRedisServer } from './helpers/redis-cluster.js';
+import { haveRedisServer, startRedisCluster } from './helpers/redis-cluster.js';
 import { Tab, until } from './helpers/tab.js';
 
 const have = haveRedisServer();
@@ -58,6 +61,31 @@ async function redisServer(port: number): Promise<ChildProcess> {
   }
 }
 
+/** Reads an event stream until its `close` event; its data, or null if none came within `ms`. */
+async function streamClose(base: string, token: string, ms: number): Promise<{ code: number; reason: string } | null> {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), ms);
+  try {
+    const res = await fetch(`${base}/alerts/stream`, { headers: { authorization: `Bearer ${token}` }, signal: ctl.signal });
+    let text = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      text += Buffer.from(chunk).toString();
+      const m = /event: close\ndata: (.*)\n/.exec(text);
+      if (m) return JSON.parse(m[1]!);
+    }
+    return null;
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The close of `c` within `ms`, or null. */
+function closedWithin(c: TestClient, ms: number): Promise<{ code: number; reason: string } | null> {
+  return Promise.race([c.closed, new Promise<null>((r) => setTimeout(() => r(null), ms))]);
+}
+
 describe.skipIf(!have)('Redis that does not answer', () => {
   it("a user's socket that closes while a new one of the user subscribes: the new one is not left on a channel its SUNSUBSCRIBE dropped", async () => {
     const port = await freePort();
@@ -84,4 +112,67 @@ describe.skipIf(!have)('Redis that does not answer', () => {
     await until(() => fresh.ids.size === 1, 10_000, 'the alert on the new socket');
     fresh.close();
   }, 60_000);
+
+  it('a socket (and a stream) whose SSUBSCRIBE never settles is closed with 1013 node_unavailable within the bound, and one after Redis answers again goes live', async () => {
+    const port = await freePort();
+    const redis = await redisServer(port);
+    const d = await fleet.start({ fanout: 'redis', redisUrl: `redis://127.0.0.1:${port}`, redisTimeouts: { subscribeMs: 1000, unreachableMs: 600_000 } });
+    await until(async () => (await health(d.http)).body.listener.relay === true, 10_000, 'the relay');
+    // Redis stops answering; its connections stay up, so nothing notices but the commands.
+    redis.kill('SIGSTOP');
+    try {
+      const c = await TestClient.connect(d.url);
+      c.send({ type: 'auth', token: await tokenFor('ra') });
+      const t0 = Date.now();
+      expect(await closedWithin(c, 5000)).toEqual({ code: 1013, reason: 'node_unavailable' });
+      expect(Date.now() - t0).toBeLessThan(4000);
+      expect(c.messages).toEqual([{ type: 'error', code: 'node_unavailable', message: 'This node cannot reach its Redis; reconnect, to another node if you can' }]);
+      expect(await streamClose(d.http, await tokenFor('rb'), 5000)).toEqual({ code: 1013, reason: 'node_unavailable' });
+    } finally {
+      redis.kill('SIGCONT');
+    }
+    // Answering again: the next socket of the same user is subscribed and live.
+    const tab = await new Tab(await tokenFor('ra')).connect(d.url);
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ra', 'after the stall')`);
+    await until(() => tab.ids.size === 1, 10_000, 'the alert after Redis answered again');
+    tab.close();
+  }, 60_000);
+
+  it('a daemon that cannot reach its Redis for longer than the bound closes its sockets with 1013, and refuses new ones the same way', async () => {
+    const port = await freePort();
+    const redis = await redisServer(port);
+    const d = await fleet.start({ fanout: 'redis', redisUrl: `redis://127.0.0.1:${port}`, redisTimeouts: { subscribeMs: 1000, unreachableMs: 1500 } });
+    const live = await TestClient.ready(d.url, await tokenFor('rc'));
+    redis.kill('SIGKILL');
+    const t0 = Date.now();
+    expect(await closedWithin(live, 8000)).toEqual({ code: 1013, reason: 'node_unavailable' });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+    expect((await health(d.http)).status).toBe(503);
+    expect(d.logs.messages().some((m) => /^closed 1 sockets with 1013: Redis unreachable for \d+ s$/.test(m))).toBe(true);
+    const late = await TestClient.connect(d.url);
+    late.send({ type: 'auth', token: await tokenFor('rc') });
+    expect(await closedWithin(late, 5000)).toEqual({ code: 1013, reason: 'node_unavailable' });
+    // Redis back on its port: sockets are served again.
+    await redisServer(port);
+    await until(async () => (await health(d.http)).status === 200, 20_000, 'healthy again');
+    const tab = await new Tab(await tokenFor('rc')).connect(d.url);
+    await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('rc', 'Redis is back')`);
+    await until(() => tab.ids.size >= 1, 10_000, 'an alert once Redis is back');
+    tab.close();
+  }, 60_000);
+
+  it('a Redis Cluster with every node gone: the daemon closes its sockets with 1013 once the bound has passed', async () => {
+    const cluster = await startRedisCluster();
+    try {
+      const d = await fleet.start({ fanout: 'redis', redisClusterNodes: cluster.urls, redisTimeouts: { subscribeMs: 1000, unreachableMs: 2000 } });
+      const live = await TestClient.ready(d.url, await tokenFor('ra'));
+      for (const n of cluster.nodes) n.process.kill('SIGKILL');
+      expect(await closedWithin(live, 15_000)).toEqual({ code: 1013, reason: 'node_unavailable' });
+      const late = await TestClient.connect(d.url);
+      late.send({ type: 'auth', token: await tokenFor('ra') });
+      expect(await closedWithin(late, 5000)).toEqual({ code: 1013, reason: 'node_unavailable' });
+    } finally {
+      await cluster.stop();
+    }
+  }, 90_000);
 });

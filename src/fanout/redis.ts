@@ -9,6 +9,11 @@
  * node lost (a master killed, say) makes this node build its clients anew from the cluster's
  * current topology, once a replica has taken over: subscribe again for every user it holds,
  * then catch up. A slot moved (resharding) does the same: see #hookMoves.
+ *
+ * A socket's SSUBSCRIBE that does not settle within subscribeTimeoutMs (its client was rebuilt
+ * under it, or the slot's master is down) fails its socket, which the daemon closes with 1013;
+ * and a node that has not reached Redis for unreachableMs says so (onUnreachable), so that its
+ * sockets go elsewhere rather than wait, silent, for messages that cannot come.
  */
 import { createClient, createCluster, type RedisClusterType } from 'redis';
 import type { Change, ChangeBatch } from '../db/changes.js';
@@ -44,6 +49,12 @@ export interface FanoutOptions {
   onRevoke: (userId: string, before: number) => void;
   /** The subscriber connection was lost and is back: messages in between are gone. */
   onResumed: () => void;
+  /** Redis has been unreachable for unreachableMs (called again each second while it stays so). */
+  onUnreachable?: (forMs: number) => void;
+  /** Default SUBSCRIBE_TIMEOUT_MS (tests use less). */
+  subscribeTimeoutMs?: number | undefined;
+  /** Default UNREACHABLE_MS (tests use less). */
+  unreachableMs?: number | undefined;
 }
 
 /** What pgbell uses of a node-redis client, single-node or cluster. */
@@ -70,6 +81,14 @@ function destroy(c: PubSub): void {
 
 const reconnectStrategy = (retries: number) => Math.min(5000, 50 * 2 ** Math.min(retries, 7));
 
+/** How long a socket waits for its user's SSUBSCRIBE before it is refused (1013). */
+export const SUBSCRIBE_TIMEOUT_MS = 10_000;
+/**
+ * How long a node may be without Redis before it closes its sockets (1013): longer than a
+ * cluster's failover (cluster-node-timeout, 15 s by default, and the election after it).
+ */
+export const UNREACHABLE_MS = 30_000;
+
 export class RedisFanout {
   #pub: PubSub;
   #sub: PubSub;
@@ -81,6 +100,9 @@ export class RedisFanout {
   #knownNodes: string[] = [];
   #connectedOnce = false;
   #lost = false;
+  /** When Redis was lost (performance.now()), null while it is reached. */
+  #lostSince: number | null = null;
+  #unreachableTimer: NodeJS.Timeout | undefined;
   #closed = false;
   /** Cluster mode: the clients being built anew after a node was lost; null when not. */
   #rebuilding: Promise<void> | null = null;
@@ -136,10 +158,10 @@ export class RedisFanout {
     const pub = createClient({ url: this.#o.url, socket: { reconnectStrategy } });
     const sub = pub.duplicate();
     for (const c of [pub, sub]) c.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
-    sub.on('end', () => (this.#lost = true));
+    sub.on('end', () => this.#setLost(true));
     sub.on('reconnecting', () => {
       if (!this.#lost) log.warn('redis subscriber connection lost; reconnecting');
-      this.#lost = true;
+      this.#setLost(true);
     });
     sub.on('ready', () => {
       if (this.#connectedOnce && this.#lost) {
@@ -147,7 +169,7 @@ export class RedisFanout {
         // node-redis restores the subscriptions as part of reconnecting; give it a turn. Until
         // the catch-up is queued, messages do not move cursors' horizons (some were lost).
         setTimeout(() => {
-          this.#lost = false;
+          this.#setLost(false);
           this.#o.onResumed();
         }, 100);
       }
@@ -173,7 +195,7 @@ export class RedisFanout {
    */
   #nodeLost(why = 'a redis cluster node was lost'): void {
     if (!this.#connectedOnce || this.#closed) return;
-    this.#lost = true;
+    this.#setLost(true);
     // Counted even while rebuilding: a loss during a rebuild makes it build again.
     this.#losses++;
     if (this.#rebuilding) return;
@@ -209,7 +231,7 @@ export class RedisFanout {
       // Another node lost or slot moved while subscribing: a catch-up now could come before
       // node-redis has subscribed that channel again.
       if (this.#losses !== losses) continue;
-      this.#lost = false;
+      this.#setLost(false);
       this.#o.log.info('reconnected to the redis cluster; catching up');
       this.#o.onResumed();
       return;
@@ -220,6 +242,26 @@ export class RedisFanout {
     await Promise.all([this.#pub.connect(), this.#sub.connect()]);
     await this.#sub.subscribe(this.#revokeChannel(), this.#onRevokeMessage);
     if (this.#cluster) this.#connectedOnce = true;
+    const every = Math.min(1000, Math.max(50, Math.floor(this.#unreachableMs / 4)));
+    this.#unreachableTimer = setInterval(() => this.#checkReach(), every);
+    this.#unreachableTimer.unref();
+  }
+
+  get #unreachableMs(): number {
+    return this.#o.unreachableMs ?? UNREACHABLE_MS;
+  }
+
+  #setLost(lost: boolean): void {
+    this.#lost = lost;
+    if (!lost) this.#lostSince = null;
+    else this.#lostSince ??= performance.now();
+  }
+
+  /** Past unreachableMs without Redis: the daemon sends its sockets elsewhere. */
+  #checkReach(): void {
+    if (this.#lostSince === null || this.#closed) return;
+    const forMs = performance.now() - this.#lostSince;
+    if (forMs >= this.#unreachableMs) this.#o.onUnreachable?.(forMs);
   }
 
   /** Cluster mode: the addresses (host:port) of every node the current clients know of. */
@@ -245,7 +287,29 @@ export class RedisFanout {
       return entry.subscribed;
     }
     // While the cluster clients are being rebuilt, the rebuild subscribes for this user too.
-    const subscribed = this.#rebuilding ? this.#rebuilding.then(() => this.#sSubscribe(this.#sub, userId)) : this.#sSubscribe(this.#sub, userId);
+    const issued = this.#rebuilding ? this.#rebuilding.then(() => this.#sSubscribe(this.#sub, userId)) : this.#sSubscribe(this.#sub, userId);
+    // Bounded: a SSUBSCRIBE on a client the rebuild destroyed, or to a master that is down,
+    // may never settle, and its sockets would wait for ever, neither live nor closed.
+    const ms = this.#o.subscribeTimeoutMs ?? SUBSCRIBE_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    const subscribed = Promise.race([
+      issued,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          timedOut = true;
+          reject(new Error(`SSUBSCRIBE for user ${userId} did not settle within ${ms} ms`));
+        }, ms);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    // Settling after the timeout (queued while Redis was away): not watched any more, nothing
+    // should keep the channel subscribed.
+    issued.then(
+      () => {
+        if (timedOut && !this.#watched.has(userId)) void this.#unsubscribe(userId).catch(() => {});
+      },
+      () => {},
+    );
     const fresh = { n: 1, subscribed };
     this.#watched.set(userId, fresh);
     // A failed subscription is not kept: the next socket of the user tries again.
@@ -339,6 +403,7 @@ export class RedisFanout {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#unreachableTimer);
     await this.#rebuilding;
     // A graceful close waits for every connection, and a cluster's may include one that keeps
     // reconnecting to a lost node: bounded, then cut.
