@@ -5,7 +5,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { secretKey } from '../src/auth.js';
 import { EventSource } from 'eventsource';
 import { backoffDelay, PgbellClient, tokenExpiry, type EventSourceConstructor, type SocketConstructor, type Status } from '../src/client/index.js';
@@ -408,5 +408,51 @@ describe('older pages: loadMore()', () => {
     expect(quiet.state.alerts.map((a) => a.id)).toEqual([held[0], held[1], held[2], ...truth.slice(2)]);
     expect(quiet.state.hasMore).toBe(false);
     quiet.stop();
+  });
+});
+
+describe('a server that takes the socket and never answers', () => {
+  it.each(['websocket', 'sse'] as const)('%s: without `synced` within syncTimeoutMs the client closes it and reconnects with backoff', async (transport) => {
+    // Accepts the socket (or the stream's headers) and says nothing more, as a node that cannot
+    // subscribe it would.
+    const opened: Array<{ closed: boolean }> = [];
+    const server = http.createServer((req, res) => {
+      const conn = { closed: false };
+      opened.push(conn);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(': hello\n\n');
+      req.on('close', () => (conn.closed = true));
+    });
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (ws) => {
+      const conn = { closed: false };
+      opened.push(conn);
+      ws.on('close', () => (conn.closed = true));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    const client = new PgbellClient({
+      url: `ws://127.0.0.1:${port}/`,
+      streamUrl: `http://127.0.0.1:${port}/alerts/stream`,
+      transport,
+      EventSource: EventSource as unknown as EventSourceConstructor,
+      token: await tokenFor('ann'),
+      WebSocket: WS,
+      syncTimeoutMs: 300,
+      backoff: { baseMs: 50, capMs: 100 },
+    });
+    client.on('error', () => {});
+    try {
+      await client.start();
+      await until(() => opened.length >= 3, 5000, `three connections (had ${opened.length})`);
+      // Each one it gave up, it closed.
+      await until(() => opened.slice(0, 2).every((c) => c.closed), 5000, 'the first two closed by the client');
+      expect(client.state.status).not.toBe('live');
+    } finally {
+      client.stop();
+      wss.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
   });
 });

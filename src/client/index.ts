@@ -89,6 +89,13 @@ export interface ClientOptions {
   logger?: (...args: unknown[]) => void;
   /** Re-authenticate with a fresh token this long before the current one expires (default 60 s). */
   refreshLeadMs?: number;
+  /**
+   * How long a new socket or stream may go without a message from the server before `synced`
+   * (default 30 s): past it, it is closed and the client reconnects with backoff (polling
+   * meanwhile). A node that cannot serve it (its Redis away) would otherwise hold it silent.
+   * Each message restarts the wait, so a long replay is not cut.
+   */
+  syncTimeoutMs?: number;
   /** Source of randomness for the jitter (tests). */
   random?: () => number;
 }
@@ -149,7 +156,9 @@ export class PgbellClient {
   /** Counts list reloads that start the pages over: a page in flight from before one is dropped. */
   #pagesGen = 0;
   #loadingMore: Promise<void> | null = null;
-  #timers = { reconnect: undefined as ReturnType<typeof setTimeout> | undefined, poll: undefined as ReturnType<typeof setTimeout> | undefined, stable: undefined as ReturnType<typeof setTimeout> | undefined, refresh: undefined as ReturnType<typeof setTimeout> | undefined };
+  #timers = { reconnect: undefined as ReturnType<typeof setTimeout> | undefined, poll: undefined as ReturnType<typeof setTimeout> | undefined, stable: undefined as ReturnType<typeof setTimeout> | undefined, refresh: undefined as ReturnType<typeof setTimeout> | undefined, sync: undefined as ReturnType<typeof setTimeout> | undefined };
+  /** Gives up the socket or stream still waiting for `synced` (see syncTimeoutMs); null once live. */
+  #abandon: (() => void) | null = null;
   readonly #listeners: { [K in keyof Events]: Set<(...args: Events[K]) => void> } = { change: new Set(), status: new Set(), notification: new Set(), error: new Set() };
   readonly #o: Required<Pick<ClientOptions, 'pollIntervalMs' | 'limit'>> & ClientOptions;
 
@@ -257,6 +266,15 @@ export class PgbellClient {
       this.#wsFailures = 0;
       this.#log('✅ WebSocket connected, authenticating...');
       ws.send(JSON.stringify({ type: 'auth', token, batch: true, ...(this.#cursor ? { after: this.#cursor } : {}), ...(this.#types.length ? { types: this.#types } : {}) }));
+      this.#awaitSync(() => {
+        if (this.#ws !== ws) return;
+        this.#ws = null;
+        ws.onclose = null;
+        ws.onmessage = null;
+        // The close handshake is not waited for: a server that says nothing may not answer it.
+        ws.close(4000, 'no ready in time');
+        this.#onDisconnect();
+      });
     };
     ws.onmessage = (ev) => this.#onMessage(String(ev.data));
     ws.onerror = () => {};
@@ -281,6 +299,12 @@ export class PgbellClient {
     const es = new Ctor(url.toString());
     this.#es = es;
     this.#log('✅ Event stream connecting (WebSocket unavailable)...');
+    this.#awaitSync(() => {
+      if (this.#es !== es) return;
+      es.close();
+      this.#es = null;
+      this.#onDisconnect();
+    });
     for (const type of STREAM_EVENTS) {
       es.addEventListener(type, (ev) => {
         // The server's own `error` messages carry data; the EventSource's connection errors do not.
@@ -311,8 +335,27 @@ export class PgbellClient {
     void this.#connect();
   }
 
+  /** Gives up the connection with `abandon` unless the server says something within syncTimeoutMs (restarted by each message until `synced`). */
+  #awaitSync(abandon: () => void): void {
+    this.#abandon = abandon;
+    this.#restartSyncWait();
+  }
+
+  #restartSyncWait(): void {
+    clearTimeout(this.#timers.sync);
+    this.#timers.sync = setTimeout(() => {
+      const abandon = this.#abandon;
+      this.#abandon = null;
+      if (!abandon) return;
+      this.#log(`⏱️ No \`synced\` within ${this.#o.syncTimeoutMs ?? 30_000} ms, reconnecting`);
+      abandon();
+    }, this.#o.syncTimeoutMs ?? 30_000);
+  }
+
   #onDisconnect(): void {
     if (this.#stopped) return;
+    clearTimeout(this.#timers.sync);
+    this.#abandon = null;
     const wasLive = this.#live;
     this.#live = false;
     this.#setTransport(null);
@@ -340,6 +383,8 @@ export class PgbellClient {
       return;
     }
     if (typeof m.cursor === 'string') this.#cursor = m.cursor;
+    // Not live yet: the server is answering, so the wait for `synced` starts again.
+    if (this.#abandon && m.type !== 'synced') this.#restartSyncWait();
     switch (m.type) {
       case 'ready':
         this.#log(`✅ WebSocket authenticated: ${m.email ?? m.userId}`);
@@ -353,6 +398,8 @@ export class PgbellClient {
         if (this.#o.pollUrl) void this.#loadList({ replace: true }).catch(() => {});
         return;
       case 'synced':
+        clearTimeout(this.#timers.sync);
+        this.#abandon = null;
         this.#live = true;
         this.#setTransport(this.#es ? 'sse' : 'websocket');
         clearTimeout(this.#timers.poll);
