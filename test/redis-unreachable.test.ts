@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from './helpers/client.js';
 import { daemonFleet, health, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';
@@ -27,6 +27,8 @@ beforeAll(async () => {
   db = await freshDatabase(['ra', 'rb', 'rc']);
   dir = await mkdtemp(join(tmpdir(), 'pgbell-redis-'));
 });
+// Each test's daemon must be the relay (the lock is per database): the last one goes first.
+afterEach(() => fleet.stopAll());
 afterAll(async () => {
   await fleet.stopAll();
   for (const r of servers) r.kill('SIGKILL');
@@ -159,6 +161,25 @@ describe.skipIf(!have)('Redis that does not answer', () => {
     await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('rc', 'Redis is back')`);
     await until(() => tab.ids.size >= 1, 10_000, 'an alert once Redis is back');
     tab.close();
+  }, 60_000);
+
+  it('a relay whose publish Redis never answers still stops (SIGTERM during a Redis stall)', async () => {
+    const port = await freePort();
+    const redis = await redisServer(port);
+    const d = await fleet.start({ fanout: 'redis', redisUrl: `redis://127.0.0.1:${port}` });
+    await until(async () => (await health(d.http)).body.listener.relay === true, 10_000, 'the relay');
+    redis.kill('SIGSTOP');
+    try {
+      // Its SPUBLISH goes out and gets no answer.
+      await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ra', 'never published')`);
+      await new Promise((r) => setTimeout(r, 1000));
+      const t0 = Date.now();
+      const stopped = await Promise.race([d.stop().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 20_000))]);
+      expect(stopped).toBe(true);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+    } finally {
+      redis.kill('SIGCONT');
+    }
   }, 60_000);
 
   it('a Redis Cluster with every node gone: the daemon closes its sockets with 1013 once the bound has passed', async () => {

@@ -81,6 +81,13 @@ function destroy(c: PubSub): void {
 
 const reconnectStrategy = (retries: number) => Math.min(5000, 50 * 2 ** Math.min(retries, 7));
 
+/**
+ * How long a publish may go unanswered before it fails (and the relay tries again): one to a
+ * master that is down, or to a Redis that stopped answering, may never settle, and it held the
+ * relay's chain, and so the daemon's shutdown, for ever.
+ */
+export const PUBLISH_TIMEOUT_MS = 5_000;
+
 /** How long a socket waits for its user's SSUBSCRIBE before it is refused (1013). */
 export const SUBSCRIBE_TIMEOUT_MS = 10_000;
 /**
@@ -394,11 +401,11 @@ export class RedisFanout {
       };
       sends.push(this.#pub.sPublish(this.#userChannel(userId), JSON.stringify(wire)));
     }
-    await Promise.all(sends);
+    await unanswered(Promise.all(sends), 'publishing to Redis');
   }
 
   async publishRevocation(userId: string, before: number): Promise<void> {
-    await this.#pub.publish(this.#revokeChannel(), JSON.stringify({ userId, before }));
+    await unanswered(this.#pub.publish(this.#revokeChannel(), JSON.stringify({ userId, before })), 'publishing a revocation to Redis');
   }
 
   async close(): Promise<void> {
@@ -452,4 +459,15 @@ export function clusterAccess(urls: readonly string[]): { username?: string; pas
     ...(withCreds?.password ? { password: decodeURIComponent(withCreds.password) } : {}),
     tls,
   };
+}
+
+/** `p`, or a rejection once it has gone PUBLISH_TIMEOUT_MS without an answer. */
+function unanswered<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${PUBLISH_TIMEOUT_MS} ms`)), PUBLISH_TIMEOUT_MS);
+  });
+  // Its own failure, after the timeout, is no one's to handle.
+  p.catch(() => {});
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
