@@ -7,7 +7,7 @@
  * as far as this machine allows: as the image's user, in a copy of the image's folders.
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +26,7 @@ const compose = parse(readFileSync(new URL('../docker-compose.yml', import.meta.
 const commands = [...HELP.matchAll(/^ {2}([a-z]+)\b/gm)].map((m) => m[1]);
 const pgbellServices = Object.entries(compose.services).filter(([, s]) => s.command?.includes('bin/pgbell.js'));
 
+const execFileP = promisify(execFile);
 const haveCompose = await promisify(execFile)('docker-compose', ['version']).then(() => true, () => false);
 if (!haveCompose) {
   if (process.env.PGBELL_REQUIRE_COMPOSE === '1') throw new Error('PGBELL_REQUIRE_COMPOSE=1 but docker-compose is not installed (apt-get install docker-compose)');
@@ -98,9 +99,13 @@ describe('the demo service', () => {
     const repo = fileURLToPath(new URL('..', import.meta.url));
     try {
       await mkdir(inside(workdir), { recursive: true, mode: 0o755 });
+      // A checkout the image's user cannot enter (root's 0700 home, a mktemp folder) is
+      // hard-linked in (links need no rights on the folders above); otherwise symlinked.
+      const reachable = ancestorsOpenTo(repo, NODE.uid);
       for (const [, from] of final.matchAll(/^COPY (?:--from=\S+ )?(\S+) \S+$/gm)) {
         const name = path.basename(from!);
-        await symlink(path.join(repo, name), inside(path.join(workdir, name)));
+        if (reachable) await symlink(path.join(repo, name), inside(path.join(workdir, name)));
+        else await execFileP('cp', ['-al', path.join(repo, name), inside(path.join(workdir, name))]).catch(() => execFileP('cp', ['-a', path.join(repo, name), inside(path.join(workdir, name))]));
       }
       await mkdir(inside(NODE.home), { recursive: true, mode: 0o755 });
       await chown(inside(NODE.home), NODE.uid, NODE.gid);
@@ -170,3 +175,13 @@ describe('Dockerfile', () => {
     for (const p of ['dist', 'bin', 'sql', 'node_modules', 'package.json']) expect(final).toContain(p);
   });
 });
+
+/** Whether `uid` may pass through every folder from / down to `dir` (as another user would). */
+function ancestorsOpenTo(dir: string, uid: number): boolean {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    const st = statSync(d);
+    const bit = st.uid === uid ? 0o100 : 0o001;
+    if ((st.mode & bit) === 0) return false;
+    if (path.dirname(d) === d) return true;
+  }
+}
