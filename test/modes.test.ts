@@ -5,17 +5,11 @@
  * replaced by another.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DaemonOptions } from '../src/daemon.js';
 import { cleanEnv, run } from './helpers/cli.js';
 import { daemonFleet, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';
+import { MODES } from './helpers/modes.js';
 import { Tab, until } from './helpers/tab.js';
-
-const MODES: Record<'notify' | 'poll' | 'wal', Partial<DaemonOptions>> = {
-  notify: { mode: 'notify' },
-  poll: { mode: 'poll', pollMs: 50 },
-  wal: { mode: 'wal' },
-};
 
 describe.each(Object.keys(MODES) as Array<keyof typeof MODES>)('%s mode', (mode) => {
   let db: string;

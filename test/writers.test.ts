@@ -7,17 +7,11 @@
  * security moves nothing of another tenant's through pgbell.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DaemonOptions } from '../src/daemon.js';
 import { cleanEnv, run } from './helpers/cli.js';
 import { daemonFleet, tokenFor } from './helpers/daemon.js';
 import { databaseUrl, emptyDatabase, freshDatabase, psql, query } from './helpers/pg.js';
+import { MODES } from './helpers/modes.js';
 import { Tab, until } from './helpers/tab.js';
-
-const MODES: Record<'notify' | 'poll' | 'wal', Partial<DaemonOptions>> = {
-  notify: { mode: 'notify' },
-  poll: { mode: 'poll', pollMs: 50 },
-  wal: { mode: 'wal' },
-};
 
 let roleCount = 0;
 const roles: Array<{ db: string; role: string }> = [];
