@@ -2,7 +2,7 @@
 // The CLI is compiled to dist/ by `npm install` (the prepare script) and by `npm test` (pretest).
 import { existsSync } from 'node:fs';
 
-const entry = new URL('../dist/cli.js', import.meta.url);
+const entry = new URL('../dist/cli/cli.js', import.meta.url);
 if (!existsSync(entry)) {
   console.error('pgbell: dist/ is missing (installed with --ignore-scripts?); run `npm run build` in the pgbell directory');
   process.exit(1);

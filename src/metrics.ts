@@ -14,7 +14,7 @@ export interface MetricSources {
   recentBytes?: () => number;
 }
 
-/** Plain running totals for the periodic info summary in the log (src/summary.ts). */
+/** Plain running totals for the periodic info summary in the log (src/daemon/summary.ts). */
 export interface Tally {
   /** New alerts that reached at least one socket. */
   alerts: number;

@@ -59,7 +59,7 @@ describe('auth handshake', () => {
   });
 
   it('bad tokens are logged with the reason, not sent to the client', async () => {
-    // A daemon of its own: the failures above used up this interval's line (see src/throttle.ts).
+    // A daemon of its own: the failures above used up this interval's line (see src/server/throttle.ts).
     const d = await startTestDaemon(db);
     try {
       const c = await TestClient.connect(d.url);

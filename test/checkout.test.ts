@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../src/embedded.js';
+import { freePort } from '../src/cli/embedded.js';
 import { TestClient } from './helpers/client.js';
 import { launch, type Launched } from './helpers/cli.js';
 

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { SQL_DIR } from '../src/db/migrate.js';
-import { freePort } from '../src/embedded.js';
+import { freePort } from '../src/cli/embedded.js';
 import { TestClient } from './helpers/client.js';
 import { cleanEnv, launch, run } from './helpers/cli.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';

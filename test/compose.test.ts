@@ -15,9 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { HELP } from '../src/cli.js';
+import { HELP } from '../src/cli/cli.js';
 import { CONFIG_KEYS, loadConfig } from '../src/config.js';
-import { freePort } from '../src/embedded.js';
+import { freePort } from '../src/cli/embedded.js';
 import { freshDatabase } from './helpers/pg.js';
 
 const compose = parse(readFileSync(new URL('../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as {

@@ -4,7 +4,7 @@
  * advances in and out of order; and the wire form decodes to what it was.
  */
 import { describe, expect, it } from 'vitest';
-import { CursorState, decodeCursor, MAX_CURSOR_IDS, MAX_MEMORY_IDS } from '../src/cursor.js';
+import { CursorState, decodeCursor, MAX_CURSOR_IDS, MAX_MEMORY_IDS } from '../src/delivery/cursor.js';
 import { seeded } from './helpers/random.js';
 
 class Model {

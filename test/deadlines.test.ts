@@ -1,6 +1,6 @@
 /** Deadlines: one timer for many; each fires once, not before it is due, unless cancelled or moved. */
 import { describe, expect, it } from 'vitest';
-import { Deadlines } from '../src/deadlines.js';
+import { Deadlines } from '../src/server/deadlines.js';
 
 interface Item {
   id: number;

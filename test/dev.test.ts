@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { EmbeddedPostgresError, freePort, startEmbeddedPostgres } from '../src/embedded.js';
+import { EmbeddedPostgresError, freePort, startEmbeddedPostgres } from '../src/cli/embedded.js';
 import { TestClient } from './helpers/client.js';
 import { cleanEnv, launch } from './helpers/cli.js';
 import { emptyDatabase, query } from './helpers/pg.js';

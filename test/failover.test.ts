@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey } from '../src/auth.js';
 import { createDb } from '../src/db/connect.js';
-import { alertsHandler } from '../src/http/alerts.js';
+import { alertsHandler } from '../src/server/alerts.js';
 import { FaultProxy } from './chaos/proxy.js';
 import { cleanEnv, run } from './helpers/cli.js';
 import { SECRET, health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';

@@ -1,7 +1,7 @@
 /** /health tells the truth: real socket counts, and 503 while the listener is not connected. */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { DEFAULT_LIMITS } from '../src/server.js';
+import { DEFAULT_LIMITS } from '../src/server/server.js';
 import { TestClient } from './helpers/client.js';
 import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { freshDatabase, psql, query } from './helpers/pg.js';

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey } from '../src/auth.js';
 import { createDb } from '../src/db/connect.js';
-import { alertsHandler } from '../src/http/alerts.js';
+import { alertsHandler } from '../src/server/alerts.js';
 import { startTestDaemon, tokenFor, SECRET, type TestDaemon } from './helpers/daemon.js';
 import { freshDatabase, psql, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';

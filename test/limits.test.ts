@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import WebSocket from 'ws';
 import { TestClient } from './helpers/client.js';
-import { DEFAULT_LIMITS } from '../src/server.js';
+import { DEFAULT_LIMITS } from '../src/server/server.js';
 import { cleanEnv, run } from './helpers/cli.js';
 import { daemonFleet, startTestDaemon, tokenFor } from './helpers/daemon.js';
 import { createUser, freshDatabase, query } from './helpers/pg.js';

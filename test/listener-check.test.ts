@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StartupError } from '../src/daemon.js';
+import { StartupError } from '../src/daemon/daemon.js';
 import { Tab, until } from './helpers/tab.js';
 import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';

@@ -6,7 +6,7 @@
  * relay's listener is closed whenever the relay stands down.
  */
 import { afterAll, expect, it } from 'vitest';
-import { Listener } from '../src/listener.js';
+import { Listener } from '../src/sources/listen.js';
 import { FaultProxy } from './chaos/proxy.js';
 import { captureLogger } from './helpers/daemon.js';
 import { freshDatabase } from './helpers/pg.js';

@@ -6,8 +6,8 @@
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDaemon, type Daemon } from '../src/daemon.js';
-import type { Limits } from '../src/server.js';
+import { startDaemon, type Daemon } from '../src/daemon/daemon.js';
+import type { Limits } from '../src/server/server.js';
 import { TestClient } from './helpers/client.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';

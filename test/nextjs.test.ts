@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../src/embedded.js';
+import { freePort } from '../src/cli/embedded.js';
 import { haveBrowser, launchChromium } from './helpers/browser.js';
 import { copyCheckout } from './helpers/checkout.js';
 import { TestClient } from './helpers/client.js';

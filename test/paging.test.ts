@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretKey } from '../src/auth.js';
 import { createDb, type Db } from '../src/db/connect.js';
 import { install } from '../src/db/install.js';
-import { alertsHandler, type AlertsHandler } from '../src/http/alerts.js';
+import { alertsHandler, type AlertsHandler } from '../src/server/alerts.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';
 import { emptyDatabase, freshDatabase, query } from './helpers/pg.js';
 

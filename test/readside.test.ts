@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPLAY_PAGE_ROWS } from '../src/http/alerts.js';
+import { REPLAY_PAGE_ROWS } from '../src/server/alerts.js';
 import { TestClient } from './helpers/client.js';
 import { daemonFleet, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';

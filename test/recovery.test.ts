@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/db/migrate.js';
-import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../src/embedded.js';
+import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../src/cli/embedded.js';
 import { cleanEnv, launch, type Launched } from './helpers/cli.js';
 import { SECRET, health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { createUser, query } from './helpers/pg.js';

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { MAX_BODY_BYTES } from '../src/http/alerts.js';
+import { MAX_BODY_BYTES } from '../src/server/alerts.js';
 import { cleanEnv, launch, type Launched } from './helpers/cli.js';
 import { health, SECRET, tokenFor } from './helpers/daemon.js';
 import { freshDatabase } from './helpers/pg.js';

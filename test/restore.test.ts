@@ -60,7 +60,7 @@ describe('a commit lost in a crash (synchronous_commit = off)', () => {
   it('a cursor holding a transaction id the database has not handed out is reset, on a socket and on ?after=', async () => {
     const { createDb } = await import('../src/db/connect.js');
     const { currentEpoch } = await import('../src/db/changes.js');
-    const { CursorState } = await import('../src/cursor.js');
+    const { CursorState } = await import('../src/delivery/cursor.js');
     const kdb = createDb(db);
     const epoch = await currentEpoch(kdb);
     await kdb.destroy();

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { freePort } from '../src/embedded.js';
+import { freePort } from '../src/cli/embedded.js';
 import { cleanEnv, launch, type Launched } from './helpers/cli.js';
 import { SECRET, health, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';

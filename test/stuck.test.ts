@@ -6,9 +6,9 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_CURSOR_IDS } from '../src/cursor.js';
+import { MAX_CURSOR_IDS } from '../src/delivery/cursor.js';
 
-/** The in-memory bound of a live cursor (MAX_MEMORY_IDS in src/cursor.ts). */
+/** The in-memory bound of a live cursor (MAX_MEMORY_IDS in src/delivery/cursor.ts). */
 const MEMORY_BOUND = 1024;
 import { cleanEnv, run } from './helpers/cli.js';
 import { TestClient } from './helpers/client.js';

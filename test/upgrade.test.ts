@@ -8,7 +8,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CursorState } from '../src/cursor.js';
+import { CursorState } from '../src/delivery/cursor.js';
 import { BOOKKEEPING_STEP, migrate, SQL_DIR } from '../src/db/migrate.js';
 import { cleanEnv, run } from './helpers/cli.js';
 import { daemonFleet, tokenFor } from './helpers/daemon.js';

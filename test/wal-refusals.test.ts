@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/db/migrate.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/embedded.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/cli/embedded.js';
 import { health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { createUser, databaseUrl, psql, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/db/migrate.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/embedded.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/cli/embedded.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { createUser, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { explain } from '../src/wal.js';
+import { explain } from '../src/sources/wal.js';
 import { cleanEnv, run } from './helpers/cli.js';
 import { TestClient } from './helpers/client.js';
 import { daemonFleet, health, SECRET, tokenFor } from './helpers/daemon.js';

@@ -366,7 +366,7 @@ function statements(m: Mapping, channel: string, kind: Kind): string[] {
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_createdAt_idx" ON ${s}."AlertChange" ("userId", "createdAt" DESC, id DESC)`,
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_type_unread_idx" ON ${s}."AlertChange" ("userId", type) WHERE NOT read`,
     // The one NOTIFY every trigger sends: the writer's transaction id, or nothing when the
-    // channel is empty (poll mode). A payload is only a hint (src/listener.ts).
+    // channel is empty (poll mode). A payload is only a hint (src/sources/listen.ts).
     `CREATE OR REPLACE FUNCTION ${s}.pgbell_notify_change(channel text) RETURNS void LANGUAGE plpgsql ${DEFINER} AS ${dollarQuoted(`
      BEGIN
        IF channel <> '' THEN
@@ -581,7 +581,7 @@ async function dropLegacyInstall(client: pg.Client, m: Mapping): Promise<void> {
 
 /**
  * WAL mode's publication: the table and pgbell's bookkeeping, every kind of change. The daemon
- * streams it over a replication connection (src/wal.ts); nothing else uses it.
+ * streams it over a replication connection (src/sources/wal.ts); nothing else uses it.
  */
 export const PUBLICATION = 'pgbell';
 

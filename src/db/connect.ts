@@ -1,4 +1,4 @@
-/** Pooled connections for queries. The LISTEN connection is separate: see src/listener.ts. */
+/** Pooled connections for queries. The LISTEN connection is separate: see src/sources/listen.ts. */
 import pg from 'pg';
 import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import type { Database } from './schema.js';

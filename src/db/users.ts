@@ -32,7 +32,7 @@ export async function revokedBefore(db: Q, userIds: readonly string[]): Promise<
   return new Map(rows.map((r) => [r.userId, Number(r.before)]));
 }
 
-/** Every user's latest revocation (seconds since the epoch): see src/revocations.ts. */
+/** Every user's latest revocation (seconds since the epoch): see src/sources/revocations.ts. */
 export async function allRevocations(db: Q): Promise<Map<string, number>> {
   const { rows } = await sql<{ userId: string; before: string }>`
     SELECT "userId", floor(extract(epoch FROM max(before)))::bigint::text AS before FROM pgbell_revocation GROUP BY "userId"`.execute(db);

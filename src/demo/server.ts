@@ -9,10 +9,10 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { signSessionToken } from '../auth.js';
 import type { Db } from '../db/connect.js';
-import { alertsHandler } from '../http/alerts.js';
-import { handleWithFetch } from '../http/node.js';
+import { alertsHandler } from '../server/alerts.js';
+import { handleWithFetch } from '../server/node.js';
 import type { Logger } from '../log.js';
-import { requestTarget } from '../http/target.js';
+import { requestTarget } from '../server/target.js';
 
 /** dist/demo/app.js, built by scripts/build-demo.mjs (src/demo and dist/demo are both two levels down). */
 export const DEMO_BUNDLE = fileURLToPath(new URL('../../dist/demo/app.js', import.meta.url));

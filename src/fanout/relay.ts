@@ -10,9 +10,9 @@ import pg from 'pg';
 import { changesSinceAll, currentEpoch, liveBatch, type Change, type ChangeBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
-import { createSource, type ChangeSource, type Mode } from '../source.js';
+import { createSource, type ChangeSource, type Mode } from '../sources/index.js';
 import type { Logger } from '../log.js';
-import { retry } from '../retry.js';
+import { retry } from '../util/retry.js';
 import type { RedisFanout } from './redis.js';
 
 /** Advisory lock key of the relay role: "pgbellR". */
@@ -23,7 +23,7 @@ const PAGE = 20_000;
 type RelayEntry = { txid: string; carried: Change[] | null | undefined } | { horizon: bigint };
 
 export interface RelayOptions {
-  /** notify or wal: where the relay hears of committed changes (see src/source.ts). */
+  /** notify or wal: where the relay hears of committed changes (see src/sources/index.ts). */
   mode: Mode;
   databaseUrl: string;
   listenUrl: string;
@@ -164,7 +164,7 @@ export class Relay {
     this.#chain = this.#chain.then(step).catch((err) => this.#o.log.error({ err }, 'relay step failed'));
   }
 
-  /** Retries while this node is the relay (see src/retry.ts). */
+  /** Retries while this node is the relay (see src/util/retry.ts). */
   #retry<T>(what: string, fn: () => Promise<T>, opts: { giveUpOnBadInput?: boolean } = {}): Promise<T | undefined> {
     return retry(what, fn, { log: this.#o.log, stopped: () => !this.isRelay, ...opts });
   }

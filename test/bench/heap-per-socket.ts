@@ -13,7 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { migrate } from '../../src/db/migrate.js';
-import { freePort } from '../../src/embedded.js';
+import { freePort } from '../../src/cli/embedded.js';
 import { databaseUrl } from '../helpers/pg.js';
 import { query } from '../helpers/pg.js';
 import { SECRET, tokenFor } from '../helpers/daemon.js';

@@ -38,7 +38,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.js';
-import { freePort } from '../../src/embedded.js';
+import { freePort } from '../../src/cli/embedded.js';
 import { databaseUrl } from '../helpers/pg.js';
 import { benchServer } from './server.js';
 import type { ClientJob, FromClient, TargetKind, ToClient } from './clients.js';

@@ -5,7 +5,7 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { startEmbeddedPostgres } from '../../src/embedded.js';
+import { startEmbeddedPostgres } from '../../src/cli/embedded.js';
 
 export async function benchServer(): Promise<{ url: string; stop: () => Promise<void> }> {
   const given = process.env.BENCH_DATABASE_URL;

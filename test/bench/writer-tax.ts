@@ -20,7 +20,7 @@ import pg from 'pg';
 import WebSocket from 'ws';
 import { secretKey, signSessionToken } from '../../src/auth.js';
 import { migrate } from '../../src/db/migrate.js';
-import { freePort } from '../../src/embedded.js';
+import { freePort } from '../../src/cli/embedded.js';
 import { databaseUrl } from '../helpers/pg.js';
 import { benchServer } from './server.js';
 

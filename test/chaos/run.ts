@@ -38,7 +38,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.js';
-import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/embedded.js';
+import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/cli/embedded.js';
 import { databaseUrl, query } from '../helpers/pg.js';
 import { FaultProxy } from './proxy.js';
 import { ChaosTab } from './tab.js';

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const BIN = fileURLToPath(new URL('../../bin/pgbell.js', import.meta.url));
-if (!existsSync(fileURLToPath(new URL('../../dist/cli.js', import.meta.url)))) {
+if (!existsSync(fileURLToPath(new URL('../../dist/cli/cli.js', import.meta.url)))) {
   throw new Error('dist/ is missing: run the suite with `npm test` (it builds first) or run `npm run build`');
 }
 

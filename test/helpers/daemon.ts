@@ -2,7 +2,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { secretKey, signSessionToken } from '../../src/auth.js';
-import { startDaemon, type Daemon, type DaemonOptions } from '../../src/daemon.js';
+import { startDaemon, type Daemon, type DaemonOptions } from '../../src/daemon/daemon.js';
 
 export const SECRET = 'test-session-secret-0123456789abcdef';
 

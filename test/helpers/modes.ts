@@ -1,5 +1,5 @@
 /** The daemon options of each change source, for tests that run once per mode (poll mode polls fast). */
-import type { DaemonOptions } from '../../src/daemon.js';
+import type { DaemonOptions } from '../../src/daemon/daemon.js';
 
 export const MODES: Record<'notify' | 'poll' | 'wal', Partial<DaemonOptions>> = {
   notify: { mode: 'notify' },

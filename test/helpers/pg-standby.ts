@@ -9,7 +9,7 @@ import { chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../../src/embedded.js';
+import { freePort } from '../../src/cli/embedded.js';
 import { query } from './pg.js';
 
 const exec = promisify(execFile);

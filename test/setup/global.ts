@@ -12,7 +12,7 @@ import path from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { migrate } from '../../src/db/migrate.js';
-import { startEmbeddedPostgres } from '../../src/embedded.js';
+import { startEmbeddedPostgres } from '../../src/cli/embedded.js';
 import { databaseUrl } from '../helpers/pg.js';
 
 export interface PgContext {

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.js';
-import { freePort, startEmbeddedPostgres } from '../../src/embedded.js';
+import { freePort, startEmbeddedPostgres } from '../../src/cli/embedded.js';
 import { databaseUrl, query } from '../helpers/pg.js';
 import { ChaosTab } from '../chaos/tab.js';
 

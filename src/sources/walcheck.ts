@@ -3,8 +3,8 @@
  * pgbell owns with the WAL each keeps.
  */
 import pg from 'pg';
-import { publicationProblem, readSource } from './db/bookkeeping.js';
-import type { Check } from './doctor.js';
+import { publicationProblem, readSource } from '../db/bookkeeping.js';
+import type { Check } from '../cli/doctor.js';
 import { explain } from './wal.js';
 
 type Run = (text: string) => Promise<{ rows: unknown[] }>;

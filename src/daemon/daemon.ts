@@ -6,26 +6,26 @@
 import { readFile } from 'node:fs/promises';
 import { sql } from 'kysely';
 import pg from 'pg';
-import { secretKey } from './auth.js';
-import type { Config } from './config.js';
-import { currentEpoch, databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from './db/changes.js';
-import { createDb, type Db } from './db/connect.js';
-import { revokedBefore } from './db/users.js';
-import { Revocations } from './revocations.js';
-import { renormalizeForeignTxids } from './db/bookkeeping.js';
-import { installedTable } from './db/install.js';
-import { withSchemaLock } from './db/lock.js';
-import { pendingMigrations, triggerChannel } from './db/migrate.js';
-import { Delivery } from './delivery.js';
-import { alertsHandler } from './http/alerts.js';
-import { Hub, type Subscriber } from './hub.js';
-import { Relay } from './fanout/relay.js';
-import { RedisFanout } from './fanout/redis.js';
-import { createSource, type ChangeSource, type Mode } from './source.js';
-import { Metrics } from './metrics.js';
+import { secretKey } from '../auth.js';
+import type { Config } from '../config.js';
+import { currentEpoch, databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from '../db/changes.js';
+import { createDb, type Db } from '../db/connect.js';
+import { revokedBefore } from '../db/users.js';
+import { Revocations } from '../sources/revocations.js';
+import { renormalizeForeignTxids } from '../db/bookkeeping.js';
+import { installedTable } from '../db/install.js';
+import { withSchemaLock } from '../db/lock.js';
+import { pendingMigrations, triggerChannel } from '../db/migrate.js';
+import { Delivery } from '../delivery/delivery.js';
+import { alertsHandler } from '../server/alerts.js';
+import { Hub, type Subscriber } from '../delivery/hub.js';
+import { Relay } from '../fanout/relay.js';
+import { RedisFanout } from '../fanout/redis.js';
+import { createSource, type ChangeSource, type Mode } from '../sources/index.js';
+import { Metrics } from '../metrics.js';
 import { startSummary } from './summary.js';
-import { createLogger, type Logger } from './log.js';
-import { DEFAULT_LIMITS, Server, type Limits } from './server.js';
+import { createLogger, type Logger } from '../log.js';
+import { DEFAULT_LIMITS, Server, type Limits } from '../server/server.js';
 
 export interface DaemonOptions {
   databaseUrl: string;
@@ -69,9 +69,9 @@ export interface DaemonOptions {
   syncBatchUsers?: number;
   /** Above this many connected users, live reads are not filtered by user (tests use a small number). */
   liveFilterMaxUsers?: number;
-  /** Bytes of rows the recent-transaction memory keeps (default RECENT_MAX_BYTES in src/delivery.ts; tests use less). */
+  /** Bytes of rows the recent-transaction memory keeps (default RECENT_MAX_BYTES in src/delivery/delivery.ts; tests use less). */
   recentMaxBytes?: number;
-  /** WAL mode: bytes of rows a streaming transaction may hold before it is read by id (default CARRY_MAX_BYTES in src/wal.ts; tests use less). */
+  /** WAL mode: bytes of rows a streaming transaction may hold before it is read by id (default CARRY_MAX_BYTES in src/sources/wal.ts; tests use less). */
   walCarryMaxBytes?: number;
   /** Proxies whose X-Forwarded-For is trusted (the per-address unauthenticated budget). */
   trustProxyHops?: number | undefined;
@@ -182,7 +182,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const hub = new Hub();
   const listenUrl = opts.listenDatabaseUrl ?? opts.databaseUrl;
   const mode = opts.mode ?? 'notify';
-  // Where committed changes are heard of (see src/source.ts).
+  // Where committed changes are heard of (see src/sources/index.ts).
   const listener = createSource({ mode, db, listenUrl, channel: opts.channel, pollMs: opts.pollMs ?? 100, checkIntervalMs: opts.heartbeatMs, walCarryMaxBytes: opts.walCarryMaxBytes, log });
   let queueUsage: number | null = null;
   let pendingAuth = () => 0;
@@ -220,7 +220,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // LISTENs for everyone, and this node subscribes for the users whose sockets it holds.
   const redisMode = opts.fanout === 'redis';
   // Authentication reads revocations from memory while this daemon's own source of hints is
-  // connected (see src/revocations.ts). In Redis fan-out, hints come from the relay through
+  // connected (see src/sources/revocations.ts). In Redis fan-out, hints come from the relay through
   // Redis, and a relay's death can drop some: each authentication reads the table.
   const revocations = redisMode ? null : new Revocations(db, log, listener);
   const fanout = redisMode

@@ -16,14 +16,14 @@
  * runs; later steps wait behind it so order holds.
  */
 import { CursorState, decodeCursor, resumeProblem } from './cursor.js';
-import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType, type UserFilter } from './db/changes.js';
-import type { Db } from './db/connect.js';
-import { CloseCode } from './errors.js';
+import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType, type UserFilter } from '../db/changes.js';
+import type { Db } from '../db/connect.js';
+import { CloseCode } from '../errors.js';
 import type { Hub, Subscriber } from './hub.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
-import { retry } from './retry.js';
-import { approxBytes } from './size.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { retry } from '../util/retry.js';
+import { approxBytes } from '../util/size.js';
 
 /**
  * Above this many connected users, live reads are not filtered by user in SQL. Below it the
@@ -48,7 +48,7 @@ const SYNC_RUNNERS = 2;
 const RECENT_MS = 10_000;
 const RECENT_MAX = 2_000;
 /**
- * And how many bytes of their rows (see src/size.ts): a count alone let a burst of bulk
+ * And how many bytes of their rows (see src/util/size.ts): a count alone let a burst of bulk
  * transactions (a backfill of 2,000 transactions of 10,000 rows) keep every row for 10 s.
  */
 export const RECENT_MAX_BYTES = 32 << 20;
@@ -60,7 +60,7 @@ interface Recent {
   unread: Map<string, UnreadByType>;
   horizon: bigint;
   at: number;
-  /** What `group` holds, about (see src/size.ts). */
+  /** What `group` holds, about (see src/util/size.ts). */
   bytes: number;
 }
 
@@ -344,7 +344,7 @@ export class Delivery {
     this.#push(() => step().finally(() => this.#syncsAhead--));
   }
 
-  /** Runs `read` until it succeeds; undefined if the daemon stops first (see src/retry.ts). */
+  /** Runs `read` until it succeeds; undefined if the daemon stops first (see src/util/retry.ts). */
   #retry<T>(what: string, read: () => Promise<T>, opts: { giveUpOnBadInput?: boolean; abandoned?: () => boolean } = {}): Promise<T | undefined> {
     const { abandoned, ...rest } = opts;
     return retry(what, read, { log: this.#o.log, stopped: () => this.#stopping || (abandoned?.() ?? false), ...rest });

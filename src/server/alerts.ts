@@ -13,7 +13,7 @@
  */
 import { z } from 'zod';
 import { verifySessionToken } from '../auth.js';
-import { CursorState, decodeCursor, resumeProblem } from '../cursor.js';
+import { CursorState, decodeCursor, resumeProblem } from '../delivery/cursor.js';
 import { alertPage, changesSince, markRead, unreadOf, type Change, type SinceBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';

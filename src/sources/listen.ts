@@ -8,9 +8,9 @@ import { EventEmitter } from 'node:events';
 import { sql } from 'kysely';
 import pgListen, { type Subscriber } from 'pg-listen';
 import { z } from 'zod';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import { Probes } from './probes.js';
-import type { SourceEvents, SourceState } from './source.js';
+import type { SourceEvents, SourceState } from './index.js';
 
 // pg-listen is CommonJS with an `exports.default`; Node's ESM interop hands us the exports object.
 const createSubscriber = pgListen.default;
@@ -18,7 +18,7 @@ const createSubscriber = pgListen.default;
 export const LISTENER_APPLICATION_NAME = 'pgbell-listener';
 
 export type ListenerState = SourceState;
-/** The events every source emits (see src/source.ts). */
+/** The events every source emits (see src/sources/index.ts). */
 export type ListenerEvents = SourceEvents;
 
 /** A decimal transaction id within xid8's range (a larger one would fail every read that casts it). */

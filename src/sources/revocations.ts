@@ -8,10 +8,10 @@
  * table is read again every heartbeat, for revocations written without a hint (triggers off).
  * Whenever the copy cannot be trusted, each authentication reads the table as before.
  */
-import type { Db } from './db/connect.js';
-import { allRevocations, revokedBefore } from './db/users.js';
-import type { Logger } from './log.js';
-import type { ChangeSource } from './source.js';
+import type { Db } from '../db/connect.js';
+import { allRevocations, revokedBefore } from '../db/users.js';
+import type { Logger } from '../log.js';
+import type { ChangeSource } from './index.js';
 
 export class Revocations {
   #copy = new Map<string, number>();

@@ -3,13 +3,13 @@
  * Exit code 0 when everything passes.
  */
 import pg from 'pg';
-import { triggerChannelFor, type Config } from './config.js';
-import { SEARCH_PGBELL_FIRST } from './db/connect.js';
-import { readSource, SCHEMA, tableSql } from './db/bookkeeping.js';
-import { installedTable } from './db/install.js';
-import { pendingMigrations, triggerChannel } from './db/migrate.js';
-import { checkRedis } from './fanout/check.js';
-import { walChecks } from './walcheck.js';
+import { triggerChannelFor, type Config } from '../config.js';
+import { SEARCH_PGBELL_FIRST } from '../db/connect.js';
+import { readSource, SCHEMA, tableSql } from '../db/bookkeeping.js';
+import { installedTable } from '../db/install.js';
+import { pendingMigrations, triggerChannel } from '../db/migrate.js';
+import { checkRedis } from '../fanout/check.js';
+import { walChecks } from '../sources/walcheck.js';
 
 export interface Check {
   name: string;

@@ -20,10 +20,10 @@
  */
 import { EventEmitter } from 'node:events';
 import { sql } from 'kysely';
-import { TIMELINE_SQL } from './db/changes.js';
-import type { Db } from './db/connect.js';
-import type { ListenerEvents, ListenerState } from './listener.js';
-import type { Logger } from './log.js';
+import { TIMELINE_SQL } from '../db/changes.js';
+import type { Db } from '../db/connect.js';
+import type { ListenerEvents, ListenerState } from './listen.js';
+import type { Logger } from '../log.js';
 
 export interface PollerOptions {
   db: Db;

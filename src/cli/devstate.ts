@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import type { Config } from './config.js';
+import type { Config } from '../config.js';
 import { alive, removeMirroredBinaries, stopOrphan } from './embedded.js';
 
 export const STATE_DIR = '.pgbell';

@@ -8,7 +8,7 @@
  * see EPOCH in src/db/changes.ts) makes a cursor from another database (a recreated dev
  * database, another deployment) or from before a failover a reset instead of a silent gap.
  */
-import type { SinceBatch } from './db/changes.js';
+import type { SinceBatch } from '../db/changes.js';
 
 /** Ids above the horizon a cursor carries at most; beyond that the oldest are dropped. */
 export const MAX_CURSOR_IDS = 64;

@@ -4,10 +4,10 @@
  * has and hand it a cursor to resume from. Alerts reach a user's sockets and no one else's
  * because this map is the only way to a socket.
  */
-import type { Socket } from './http/sse.js';
+import type { Socket } from '../server/sse.js';
 import type { CursorState } from './cursor.js';
 import type { Stashed } from './delivery.js';
-import { CloseCode } from './errors.js';
+import { CloseCode } from '../errors.js';
 
 const SETTLED = Promise.resolve();
 

@@ -6,17 +6,17 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
-import { secretKey, signSessionToken } from './auth.js';
-import { triggerChannelFor, type Config } from './config.js';
-import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
-import { ensureUser } from './db/users.js';
-import { createDb } from './db/connect.js';
-import { migrate } from './db/migrate.js';
-import { startDemoServer, type DemoServer } from './demo/server.js';
-import { LOCAL_ORIGINS } from './http/origin.js';
+import { secretKey, signSessionToken } from '../auth.js';
+import { triggerChannelFor, type Config } from '../config.js';
+import { daemonOptions, startDaemon, untilSignal } from '../daemon/daemon.js';
+import { ensureUser } from '../db/users.js';
+import { createDb } from '../db/connect.js';
+import { migrate } from '../db/migrate.js';
+import { startDemoServer, type DemoServer } from '../demo/server.js';
+import { LOCAL_ORIGINS } from '../server/origin.js';
 import { devDatabasePassword, devSecret, LEGACY_DEV_PASSWORD, recordDataDir, removeDevState, STATE_DIR, stateDirOf, storeDevPassword, writeDevState } from './devstate.js';
 import { serverCanUse, sharedDirFor, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';
-import { createLogger } from './log.js';
+import { createLogger } from '../log.js';
 
 export const DEMO_USER = { id: 'demo-user', email: 'demo@pgbell.dev', name: 'Demo User' } as const;
 

@@ -10,21 +10,21 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { SseSocket, streamToken, type Socket } from './http/sse.js';
-import { verifySessionToken, type Session } from './auth.js';
+import { SseSocket, streamToken, type Socket } from './sse.js';
+import { verifySessionToken, type Session } from '../auth.js';
 import { Deadlines, type Timed } from './deadlines.js';
 import { LogThrottle, skippedNote } from './throttle.js';
 import { WaitingRoom, type Waiter } from './waiting.js';
-import { WindowLimiter } from './http/ratelimit.js';
-import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from './errors.js';
-import { netSocketOf, Subscriber, type Hub } from './hub.js';
-import type { AlertsHandler } from './http/alerts.js';
-import { handleWithFetch } from './http/node.js';
-import { BAD_TARGET_RESPONSE, requestTarget } from './http/target.js';
-import { originAllowed } from './http/origin.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
-import { parseClientMessage, type ClientMessage, type ServerMessage } from './protocol.js';
+import { WindowLimiter } from './ratelimit.js';
+import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from '../errors.js';
+import { netSocketOf, Subscriber, type Hub } from '../delivery/hub.js';
+import type { AlertsHandler } from './alerts.js';
+import { handleWithFetch } from './node.js';
+import { BAD_TARGET_RESPONSE, requestTarget } from './target.js';
+import { originAllowed } from './origin.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { parseClientMessage, type ClientMessage, type ServerMessage } from '../protocol.js';
 
 export const WS_PATHS = new Set(['/', '/ws']);
 /** Error codes that count as refused authentications in the metrics. */
@@ -49,7 +49,7 @@ export interface Limits {
   maxUnauthenticated: number;
   /** Of those, from one client address (0 = no per-address budget). */
   maxUnauthenticatedPerAddress: number;
-  /** How long a handshake beyond maxUnauthenticated waits for a place (0: refused at once); see src/waiting.ts. */
+  /** How long a handshake beyond maxUnauthenticated waits for a place (0: refused at once); see src/server/waiting.ts. */
   maxWaitMs: number;
   /** Bytes the waiting handshakes may hold in all (their headers and what they sent early). */
   maxWaitingBytes: number;
@@ -172,14 +172,14 @@ export class Server {
   readonly #opts: ServerOptions;
   #heartbeat: NodeJS.Timeout | undefined;
   #closing = false;
-  /** Lines a client can cause, at most one per REFUSAL_LOG_MS each (see src/throttle.ts). */
+  /** Lines a client can cause, at most one per REFUSAL_LOG_MS each (see src/server/throttle.ts). */
   readonly #authLog = new LogThrottle(REFUSAL_LOG_MS);
   readonly #rateLog = new LogThrottle(REFUSAL_LOG_MS);
   /** Requests, streams and new sockets per user, and requests per address (see Limits). */
   readonly #userRate: WindowLimiter;
   readonly #addressRate: WindowLimiter;
   readonly #originLog = new LogThrottle(REFUSAL_LOG_MS);
-  /** Handshakes held while MAX_UNAUTHENTICATED sockets are connecting (see src/waiting.ts). */
+  /** Handshakes held while MAX_UNAUTHENTICATED sockets are connecting (see src/server/waiting.ts). */
   readonly #waiting: WaitingRoom;
   /** Every authenticated socket's token deadline (see #scheduleExpiry). */
   readonly #expiries = new Deadlines<Conn>((conn) => this.#expiryDue(conn));
@@ -376,7 +376,7 @@ export class Server {
 
   /**
    * GET /alerts/stream (Server-Sent Events): the WebSocket's messages over one HTTP response,
-   * with the same auth, resume, limits and close reasons (see src/http/sse.ts). Refusals come
+   * with the same auth, resume, limits and close reasons (see src/server/sse.ts). Refusals come
    * as HTTP statuses before the stream starts: 401 bad token, 403 origin, 400 bad parameters,
    * 503 at the connection limit or shutting down.
    */

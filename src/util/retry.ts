@@ -3,7 +3,7 @@
  * backoff (100 ms · 2^attempt, at most 5 s), for as long as the caller still wants it. Used by
  * delivery and by the Redis relay, whose later steps wait behind the one retrying (order holds).
  */
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 
 export interface RetryOptions {
   log: Logger;

@@ -27,14 +27,14 @@ import { EventEmitter } from 'node:events';
 import { sql } from 'kysely';
 import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
-import { PUBLICATION, publicationProblem, readSource, SCHEMA, type Mapping } from './db/bookkeeping.js';
-import { lastWins, type Change } from './db/changes.js';
-import type { Db } from './db/connect.js';
-import { LISTENER_APPLICATION_NAME, retryDelay } from './listener.js';
-import type { Logger } from './log.js';
+import { PUBLICATION, publicationProblem, readSource, SCHEMA, type Mapping } from '../db/bookkeeping.js';
+import { lastWins, type Change } from '../db/changes.js';
+import type { Db } from '../db/connect.js';
+import { LISTENER_APPLICATION_NAME, retryDelay } from './listen.js';
+import type { Logger } from '../log.js';
 import { Probes } from './probes.js';
-import { approxBytes } from './size.js';
-import type { SourceEvents, SourceState } from './source.js';
+import { approxBytes } from '../util/size.js';
+import type { SourceEvents, SourceState } from './index.js';
 
 /** The prefix of pgbell's logical messages. */
 const MESSAGE_PREFIX = 'pgbell';
@@ -47,7 +47,7 @@ export interface WalOptions {
   checkIntervalMs: number;
   /** How often a horizon message is sent while transactions arrive (default 250 ms). */
   fenceMs?: number;
-  /** Past this many bytes of rows (about; see src/size.ts) a transaction is read by id instead of carried (default CARRY_MAX_BYTES). */
+  /** Past this many bytes of rows (about; see src/util/size.ts) a transaction is read by id instead of carried (default CARRY_MAX_BYTES). */
   carryMaxBytes?: number | undefined;
 }
 

@@ -3,8 +3,8 @@
  * only when something did. It stands in for the per-alert and per-socket lines, which are
  * debug (at 1,000 alerts/s they doubled delivery latency).
  */
-import type { Logger } from './log.js';
-import type { Tally } from './metrics.js';
+import type { Logger } from '../log.js';
+import type { Tally } from '../metrics.js';
 
 export function startSummary(opts: { log: Logger; tally: Tally; intervalMs: number; connections: () => number; users: () => number }): () => void {
   const { log, tally, intervalMs } = opts;

@@ -1,17 +1,17 @@
 /**
  * A source of committed changes: where the daemon (or, in Redis fan-out mode, the relay) hears
  * that transactions changed alerts. Three kinds, picked here and nowhere else:
- *   notify  LISTEN on the triggers' channel (src/listener.ts);
- *   poll    reading new transaction ids every PGBELL_POLL_MS (src/poller.ts);
- *   wal     a logical replication stream of the table and its bookkeeping (src/wal.ts).
+ *   notify  LISTEN on the triggers' channel (src/sources/listen.ts);
+ *   poll    reading new transaction ids every PGBELL_POLL_MS (src/sources/poll.ts);
+ *   wal     a logical replication stream of the table and its bookkeeping (src/sources/wal.ts).
  * Delivery, catch-up and the relay see only these events.
  */
 import type { EventEmitter } from 'node:events';
-import type { Change } from './db/changes.js';
-import type { Db } from './db/connect.js';
-import { Listener, probeQuery } from './listener.js';
-import type { Logger } from './log.js';
-import { Poller } from './poller.js';
+import type { Change } from '../db/changes.js';
+import type { Db } from '../db/connect.js';
+import { Listener, probeQuery } from './listen.js';
+import type { Logger } from '../log.js';
+import { Poller } from './poll.js';
 import { WalSource } from './wal.js';
 
 export type SourceState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -58,7 +58,7 @@ export interface SourceOptions {
   pollMs: number;
   /** Half-open connections are detected within this. */
   checkIntervalMs: number;
-  /** WAL mode: bytes of rows a streaming transaction may hold before it is read by id (tests; see src/wal.ts). */
+  /** WAL mode: bytes of rows a streaming transaction may hold before it is read by id (tests; see src/sources/wal.ts). */
   walCarryMaxBytes?: number | undefined;
   log: Logger;
 }

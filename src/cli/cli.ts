@@ -4,16 +4,16 @@
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { parseTtl, secretKey, signSessionToken } from './auth.js';
-import { ENV_HELP, loadConfig, need, triggerChannelFor, type Config } from './config.js';
-import { daemonOptions, startDaemon, untilSignal } from './daemon.js';
-import { install, uninstall } from './db/install.js';
-import { databaseMode, PUBLICATION } from './db/bookkeeping.js';
-import { migrate } from './db/migrate.js';
+import { parseTtl, secretKey, signSessionToken } from '../auth.js';
+import { ENV_HELP, loadConfig, need, triggerChannelFor, type Config } from '../config.js';
+import { daemonOptions, startDaemon, untilSignal } from '../daemon/daemon.js';
+import { install, uninstall } from '../db/install.js';
+import { databaseMode, PUBLICATION } from '../db/bookkeeping.js';
+import { migrate } from '../db/migrate.js';
 import { runDev } from './dev.js';
 import { clean, withRunningDev } from './devstate.js';
 import { doctor } from './doctor.js';
-import { createLogger } from './log.js';
+import { createLogger } from '../log.js';
 
 export const HELP = `pgbell — live notifications from a Postgres "Alert" table to WebSocket clients
 
