@@ -10,12 +10,7 @@ import { installedTable } from '../db/install.js';
 import { pendingMigrations, triggerChannel } from '../db/migrate.js';
 import { checkRedis } from '../fanout/check.js';
 import { walChecks } from '../sources/walcheck.js';
-
-export interface Check {
-  name: string;
-  ok: boolean;
-  detail: string;
-}
+import type { Check } from '../check.js';
 
 export async function doctor(config: Config, databaseUrl: string, out: (line: string) => void): Promise<boolean> {
   const checks: Check[] = [];

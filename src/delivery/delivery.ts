@@ -20,6 +20,7 @@ import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch
 import type { Db } from '../db/connect.js';
 import { CloseCode } from '../errors.js';
 import type { Hub, Subscriber } from './hub.js';
+import type { Stashed, UserChanges } from './stash.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { retry } from '../util/retry.js';
@@ -62,23 +63,6 @@ interface Recent {
   at: number;
   /** What `group` holds, about (see src/util/size.ts). */
   bytes: number;
-}
-
-/** One transaction's changes for one user, as a live step prepared them for every socket. */
-export interface Stashed {
-  tx: bigint;
-  horizon: bigint;
-  changes: UserChanges;
-}
-
-interface UserChanges {
-  list: Change[];
-  /** Every index of `list`: what a socket without a type filter gets, shared by all of them. */
-  all: number[];
-  kinds: Array<'notification' | 'update' | 'delete'>;
-  alertJson: string[];
-  bodies: string[];
-  byType: UnreadByType | undefined;
 }
 
 export interface DeliveryOptions {

@@ -4,9 +4,9 @@
  * has and hand it a cursor to resume from. Alerts reach a user's sockets and no one else's
  * because this map is the only way to a socket.
  */
-import type { Socket } from '../server/sse.js';
+import type { Socket } from './socket.js';
 import type { CursorState } from './cursor.js';
-import type { Stashed } from './delivery.js';
+import type { Stashed } from './stash.js';
 import { CloseCode } from '../errors.js';
 
 const SETTLED = Promise.resolve();

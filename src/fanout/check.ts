@@ -4,7 +4,7 @@
  */
 import { createClient } from 'redis';
 import { redactUrlPasswords } from '../config.js';
-import type { Check } from '../cli/doctor.js';
+import type { Check } from '../check.js';
 
 export async function checkRedis(target: { url?: string | undefined; clusterNodes?: string[] | undefined }): Promise<Check> {
   const urls = target.clusterNodes ?? (target.url ? [target.url] : []);

@@ -13,18 +13,7 @@
  * heartbeats and shutdown, and the hub's slow-consumer bound, treat both alike.
  */
 import type http from 'node:http';
-
-/** What the server and the hub use of a socket: a ws WebSocket, or an SSE stream. */
-export interface Socket {
-  readonly OPEN: number;
-  readonly readyState: number;
-  /** Bytes accepted by send() not yet handed to the network. */
-  readonly bufferedAmount: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  terminate(): void;
-  ping(): void;
-}
+import type { Socket } from '../delivery/socket.js';
 
 /** How long a browser waits before reconnecting a dropped stream (the `retry:` field). */
 export const SSE_RETRY_MS = 2000;

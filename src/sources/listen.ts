@@ -10,7 +10,7 @@ import pgListen, { type Subscriber } from 'pg-listen';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { Probes } from './probes.js';
-import type { SourceEvents, SourceState } from './index.js';
+import type { SourceEvents, SourceState } from './types.js';
 
 // pg-listen is CommonJS with an `exports.default`; Node's ESM interop hands us the exports object.
 const createSubscriber = pgListen.default;

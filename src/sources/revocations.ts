@@ -11,7 +11,7 @@
 import type { Db } from '../db/connect.js';
 import { allRevocations, revokedBefore } from '../db/users.js';
 import type { Logger } from '../log.js';
-import type { ChangeSource } from './index.js';
+import type { ChangeSource } from './types.js';
 
 export class Revocations {
   #copy = new Map<string, number>();

@@ -34,7 +34,7 @@ import { LISTENER_APPLICATION_NAME, retryDelay } from './listen.js';
 import type { Logger } from '../log.js';
 import { Probes } from './probes.js';
 import { approxBytes } from '../util/size.js';
-import type { SourceEvents, SourceState } from './index.js';
+import type { SourceEvents, SourceState } from './types.js';
 
 /** The prefix of pgbell's logical messages. */
 const MESSAGE_PREFIX = 'pgbell';

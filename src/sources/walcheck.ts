@@ -4,7 +4,7 @@
  */
 import pg from 'pg';
 import { publicationProblem, readSource } from '../db/bookkeeping.js';
-import type { Check } from '../cli/doctor.js';
+import type { Check } from '../check.js';
 import { explain } from './wal.js';
 
 type Run = (text: string) => Promise<{ rows: unknown[] }>;
