@@ -3,124 +3,27 @@
  * a catch-up after the listener reconnects, the polling fallback). Each read is one
  * statement, so its rows, the unread counts and the snapshot horizon all come from one
  * snapshot and cost one round trip.
+ *
+ * The pieces the reads share live beside this file: change-types.ts (what a read gives),
+ * change-rows.ts (the rows' shape, their decoding and order) and epoch.ts (EPOCH, DATABASE_ID
+ * and TIMELINE: what a cursor is valid in). The bell's list, unread counts and marking read are
+ * in alerts.ts, pruning in tombstones.ts; all are re-exported here for the files that import
+ * them from here.
  */
-import { sql, type Kysely } from 'kysely';
-import { ReadNotTrackedError } from '../errors.js';
-import type { WireAlert } from '../protocol.js';
+import type { Kysely } from 'kysely';
+import { byRow, CHANGE_ROWS, collect, lastWins, UNREAD_BY_TYPE, type Row } from './change-rows.js';
+import type { Change, ChangeBatch, SinceBatch, UnreadByType, UserFilter } from './change-types.js';
 import { preparedQuery } from './connect.js';
+import { EPOCH } from './epoch.js';
 import type { Database } from './schema.js';
 
+export { alertPage, markRead, unreadCounts, type AlertPage } from './alerts.js';
+export { lastWins } from './change-rows.js';
+export { sawTx, unreadOf, type AlertChange, type Change, type ChangeBatch, type DeleteChange, type SinceBatch, type UnreadByType, type UserFilter } from './change-types.js';
+export { currentEpoch, databaseId, TIMELINE_SQL } from './epoch.js';
+export { pruneTombstones } from './tombstones.js';
+
 type Q = Kysely<Database>;
-
-export interface AlertChange {
-  kind: 'alert';
-  /** The transaction that last inserted or updated the row. */
-  txid: bigint;
-  /** The transaction that inserted it: tells a new alert from a change to a known one. */
-  insertTxid: bigint;
-  seq: bigint;
-  alert: WireAlert;
-}
-
-export interface DeleteChange {
-  kind: 'delete';
-  txid: bigint;
-  id: string;
-  userId: string;
-}
-
-export type Change = AlertChange | DeleteChange;
-
-export interface ChangeBatch {
-  /** In transaction order (the order asked for, or ascending), then row order; deletes after rows. */
-  changes: Change[];
-  /** Unread counts by type of every user with a change (and, for reads by cursor, every user asked about). */
-  unread: Map<string, UnreadByType>;
-}
-
-export interface SinceBatch extends ChangeBatch {
-  /** pg_snapshot_xmin of the read's snapshot: the new horizon for whoever was caught up. */
-  xmin: bigint;
-  /** First transaction id not yet handed out; a cursor beyond it is from elsewhere. */
-  xmax: bigint;
-  /** Transactions in progress in the read's snapshot (between xmin and xmax): it did not see them. */
-  xip: Set<bigint>;
-  /** Tombstones at or below this were pruned; an older cursor may have missed a delete. */
-  prunedTxid: bigint;
-  /** The epoch this read was taken in (see EPOCH): the one cursors from it belong to. */
-  epoch: string;
-  /** Users with more changes than the limit: only the oldest `limit` were read. */
-  truncated: Set<string>;
-  /**
-   * For each truncated user, the transaction its read stopped in (that transaction may be cut
-   * short): everything of the user's below it was read.
-   */
-  cuts: Map<string, bigint>;
-}
-
-interface Row {
-  k: 'a' | 'd' | 'u' | 's';
-  id: string | null;
-  userId: string | null;
-  type: string | null;
-  title: string | null;
-  message: string | null;
-  link: string | null;
-  data: unknown;
-  read: boolean | null;
-  createdAt: Date | null;
-  itx: string | null;
-  tx: string | null;
-  seq: string | null;
-  n: string | null;
-}
-
-/**
- * What identifies this database's transaction ids in a cursor and in Redis channel names: the
- * random id the migration wrote (pgbell_state, alias st), plus a digest of the cluster's system
- * identifier and the database's oid. A copy keeps the stored id but not both of those: a
- * CREATE DATABASE … TEMPLATE clone has another oid, a pg_dump restore into another cluster
- * another system identifier, so their cursors reset instead of being read against another
- * database's transaction ids, and two clones on one Redis do not share channels. A failover to
- * a physical replica keeps both (the same transaction history), so cursors stay valid.
- */
-const DATABASE_ID = `(st."databaseId" || '-' || substr(md5((SELECT system_identifier FROM pg_control_system())::text || '/' || (SELECT oid FROM pg_database WHERE datname = current_database())::text), 1, 6))`;
-
-/**
- * The server's timeline. A promoted standby (a failover) or a point-in-time restore starts a
- * new one, and may have lost transactions the old timeline committed: their transaction ids are
- * handed out again, to other transactions. (pg_control_checkpoint()'s timeline lags until the
- * first checkpoint after a promotion; the insert position's does not. A hot standby, where an
- * app may serve GET /alerts from, has no insert position: its last checkpoint's timeline.)
- */
-const TIMELINE = `(CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
-  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END)`;
-
-/**
- * What a cursor's transaction ids are valid in: the database (DATABASE_ID) on one timeline. A
- * cursor from another epoch is reset, never read against reused transaction ids. Redis channel
- * names use DATABASE_ID alone: they must not change under nodes that are subscribed.
- */
-const EPOCH = `(${DATABASE_ID} || '-' || ${TIMELINE})`;
-
-/** A user's unread count per alert type, as a JSON object (from the bookkeeping's partial unread index alone). */
-const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, c.n), '{}') FROM (
-      SELECT x.type, count(*) AS n FROM "AlertChange" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
-
-/** The rows of the CTEs every read defines: changed alerts (`ch`) and deletes (`dl`), as `Row`s. */
-const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::text AS n FROM ch
-    UNION ALL
-    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl`;
-
-/** Unread alerts of a user by type. */
-export type UnreadByType = Record<string, number>;
-
-/** The unread count a subscriber sees: of the types it subscribed to, or of all. */
-export function unreadOf(byType: UnreadByType | undefined, types: ReadonlySet<string> | null): number {
-  let n = 0;
-  for (const [type, count] of Object.entries(byType ?? {})) if (types === null || types.has(type)) n += count;
-  return n;
-}
 
 const changesByTxidsSql = (everyone: boolean) => `
     WITH ch AS (
@@ -182,9 +85,6 @@ export async function unreadFor(db: Q, userIds: readonly string[], visibleTxids:
     await new Promise((r) => setTimeout(r, Math.min(50, 1 + attempt)));
   }
 }
-
-/** Whose changes a live read returns: these users, a literal list (see Hub), or everyone's. */
-export type UserFilter = readonly string[] | { literal: string } | 'all';
 
 /**
  * The changes of live transactions, in the order given: those whose changes the source carried
@@ -334,183 +234,6 @@ const CHANGES_SINCE_ALL = `
     UNION ALL
     SELECT 's', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(snap.s)::text, NULL, NULL, NULL FROM snap
 `;
-
-/** One page of a user's alerts, newest first, and whether older ones follow. */
-export interface AlertPage {
-  alerts: WireAlert[];
-  more: boolean;
-}
-
-/**
- * A page of a user's alerts (the bell's list), newest first, optionally only of some types:
- * the newest `limit`, or with `before` the `limit` next older than that alert of the user's.
- * Null when `before` is no alert of this user's (or not even a valid key of the table).
- *
- * The order is the list's key, ("createdAt" DESC, id DESC), read through its index
- * ("AlertChange_userId_createdAt_idx"); a page continues strictly below the key of its
- * `before` alert, compared in SQL (JavaScript's Date would drop the microseconds), so alerts
- * inserted meanwhile never shift a page: nothing appears on two pages or falls between them.
- */
-export async function alertPage(db: Q, userId: string, limit: number, types: ReadonlySet<string> | null, before: string | null): Promise<AlertPage | null> {
-  const ofTypes = types === null ? sql`` : sql`AND x.type = ANY(${[...types]}::text[])`;
-  // One row more than the page says whether another page follows.
-  if (before === null) {
-    const { rows } = await sql<PageRow>`
-      SELECT ${PAGE_COLUMNS} FROM "Alert" x WHERE x."userId" = ${userId} ${ofTypes}
-       ORDER BY x."createdAt" DESC, x.id DESC LIMIT ${limit + 1}`.execute(db);
-    return pageOf(rows, limit);
-  }
-  // One statement, so the lookup of `before` and the page below it see one snapshot: no row
-  // when `before` is not the user's, one with nulls when nothing is older. The table's key has
-  // the table's own type (uuid, bigint, text…): the parameter is sent untyped, so Postgres reads
-  // it as that type and finds the row by primary key.
-  try {
-    const { rows } = await sql<PageRow>`
-      WITH b AS MATERIALIZED (SELECT "createdAt", id FROM "Alert" WHERE key = ${before} AND id = ${before} AND "userId" = ${userId})
-      SELECT x.* FROM b LEFT JOIN LATERAL (
-        SELECT ${PAGE_COLUMNS} FROM "Alert" x
-         WHERE x."userId" = ${userId} AND (x."createdAt", x.id) < (b."createdAt", b.id) ${ofTypes}
-         ORDER BY x."createdAt" DESC, x.id DESC LIMIT ${limit + 1}) x ON true`.execute(db);
-    if (rows.length === 0) return null;
-    return pageOf(rows.filter((r) => r.id !== null), limit);
-  } catch (err) {
-    // An id that is not even of the key's type (invalid input, out of range: class 22) is no
-    // alert of the user's, not a failure of the database.
-    if (/^22/.test((err as { code?: string }).code ?? '')) return null;
-    throw err;
-  }
-}
-
-const PAGE_COLUMNS = sql.raw(`x.id, x."userId", x.type, x.title, x.message, x.link, x.data, x.read, x."createdAt"`);
-
-type PageRow = Omit<WireAlert, 'createdAt'> & { createdAt: Date };
-
-function pageOf(rows: PageRow[], limit: number): AlertPage {
-  return { alerts: rows.slice(0, limit).map((r) => ({ ...r, createdAt: r.createdAt.toISOString() })), more: rows.length > limit };
-}
-
-/** A user's unread alerts by type. */
-export async function unreadCounts(db: Q, userId: string): Promise<UnreadByType> {
-  const rows = await preparedQuery<{ c: UnreadByType }>(db, 'pgbell_unread', `SELECT ${UNREAD_BY_TYPE('$1::text')} AS c`, [userId]);
-  return rows[0]?.c ?? {};
-}
-
-/** The database's id (see DATABASE_ID): Redis channel names. */
-export async function databaseId(db: Q): Promise<string> {
-  const { rows } = await sql<{ id: string }>`SELECT ${sql.raw(DATABASE_ID)} AS id FROM pgbell_state st`.execute(db);
-  if (!rows[0]) throw new Error('pgbell_state is empty: run `pgbell migrate`');
-  return rows[0].id;
-}
-
-/** The epoch cursors are issued in now (see EPOCH). */
-export async function currentEpoch(db: Q): Promise<string> {
-  const { rows } = await sql<{ id: string }>`SELECT ${sql.raw(EPOCH)} AS id FROM pgbell_state st`.execute(db);
-  if (!rows[0]) throw new Error('pgbell_state is empty: run `pgbell migrate`');
-  return rows[0].id;
-}
-
-/** The server's timeline alone (see TIMELINE): what the poller watches. */
-export const TIMELINE_SQL = TIMELINE;
-
-/**
- * Marks alerts read (only the user's own): an UPDATE of the table like any other, so the
- * trigger streams it to every tab of the user. Returns how many rows changed.
- */
-export async function markRead(db: Q, userId: string, which: { ids: readonly string[] } | { all: true }): Promise<number> {
-  if ('ids' in which && which.ids.length === 0) return 0;
-  try {
-    const { rows } = await sql<{ n: string }>`SELECT mark_read(${userId}, ${'ids' in which ? [...which.ids] : null}::text[])::text AS n`.execute(db);
-    return Number(rows[0]!.n);
-  } catch (err) {
-    // An installed table without a read column (see src/db/bookkeeping.ts).
-    if ((err as { code?: string }).code === '0A000' && /read state is not tracked/.test((err as Error).message)) throw new ReadNotTrackedError();
-    throw err;
-  }
-}
-
-/** Deletes tombstones older than `hours` and records how far that went, for cursor checks. */
-export async function pruneTombstones(db: Q, hours: number): Promise<number> {
-  const { rows } = await sql<{ n: string }>`
-    WITH gone AS (
-      DELETE FROM "AlertTombstone" WHERE "deletedAt" < now() - make_interval(hours => ${hours}) RETURNING txid
-    ), moved AS (
-      UPDATE pgbell_state SET "prunedTxid" = greatest("prunedTxid", (SELECT max(txid) FROM gone))
-       WHERE EXISTS (SELECT 1 FROM gone)
-    )
-    SELECT count(*)::text AS n FROM gone
-  `.execute(db);
-  return Number(rows[0]?.n ?? 0);
-}
-
-function collect(rows: Row[]): ChangeBatch {
-  const changes: Change[] = [];
-  const unread = new Map<string, UnreadByType>();
-  for (const r of rows) {
-    if (r.k === 'a') {
-      changes.push({
-        kind: 'alert',
-        txid: BigInt(r.tx!),
-        insertTxid: BigInt(r.itx!),
-        seq: BigInt(r.seq!),
-        alert: {
-          id: r.id!,
-          userId: r.userId!,
-          type: r.type!,
-          title: r.title!,
-          message: r.message!,
-          link: r.link,
-          data: r.data ?? null,
-          read: r.read!,
-          createdAt: r.createdAt!.toISOString(),
-        },
-      });
-    } else if (r.k === 'd') {
-      changes.push({ kind: 'delete', txid: BigInt(r.tx!), id: r.id!, userId: r.userId! });
-    } else if (r.k === 'u') {
-      unread.set(r.userId!, r.data as UnreadByType);
-    }
-  }
-  return { changes, unread };
-}
-
-/** Within one transaction: rows in insertion order, then deletes. */
-/**
- * The last operation on a row within a transaction wins. An alert row here exists at the end
- * of its transaction (a delete after an insert leaves no row, only the tombstone), so a
- * tombstone of the same transaction, alert and user is an earlier delete the row outlived (a
- * delete and re-insert of one id). It goes before the alert, not after it (reads put a
- * transaction's alerts first), or the client would remove an alert that exists. It is kept, not
- * dropped: a socket whose type filter leaves out the re-inserted alert (its type changed) must
- * still drop the old one. Expects `changes` grouped by transaction; keeps that order otherwise.
- */
-export function lastWins(changes: Change[]): Change[] {
-  let alive: Set<string> | null = null;
-  for (const c of changes) if (c.kind === 'alert') (alive ??= new Set()).add(`${c.txid}\u0000${c.alert.id}\u0000${c.alert.userId}`);
-  if (alive === null) return changes;
-  const live = alive;
-  const outlived = (c: Change) => c.kind === 'delete' && live.has(`${c.txid}\u0000${c.id}\u0000${c.userId}`);
-  if (!changes.some(outlived)) return changes;
-  // Within each transaction: the outlived tombstones first, then the rest in their order.
-  const out: Change[] = [];
-  for (let i = 0; i < changes.length; ) {
-    let j = i;
-    while (j < changes.length && changes[j]!.txid === changes[i]!.txid) j++;
-    const group = changes.slice(i, j);
-    out.push(...group.filter(outlived), ...group.filter((c) => !outlived(c)));
-    i = j;
-  }
-  return out;
-}
-
-function byRow(a: Change, b: Change): number {
-  if (a.kind === 'alert' && b.kind === 'alert') return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
-  return a.kind === b.kind ? 0 : a.kind === 'alert' ? -1 : 1;
-}
-
-/** Whether a read saw transaction `tx` (it had committed, or aborted, before the read's snapshot). */
-export function sawTx(read: Pick<SinceBatch, 'xmin' | 'xmax' | 'xip'>, tx: bigint): boolean {
-  return tx < read.xmin || (tx < read.xmax && !read.xip.has(tx));
-}
 
 /** The delivery reads' SQL, for tests that check their plans use indexes. */
 export const DELIVERY_READS = { byTxids: CHANGES_BY_TXIDS, byTxidsAll: CHANGES_BY_TXIDS_ALL, since: CHANGES_SINCE, sinceAll: CHANGES_SINCE_ALL } as const;

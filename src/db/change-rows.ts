@@ -1,0 +1,98 @@
+/**
+ * The one row shape every read of changes returns (`Row`, tagged: an alert, a delete, a user's
+ * unread counts, the snapshot): the SQL pieces that select it, how the rows become changes, and
+ * the order changes are handed on in. Shared by the live reads and the reads by cursor
+ * (changes.ts); the unread counts by the bell's list (alerts.ts) too.
+ */
+import type { Change, ChangeBatch, UnreadByType } from './change-types.js';
+
+export interface Row {
+  k: 'a' | 'd' | 'u' | 's';
+  id: string | null;
+  userId: string | null;
+  type: string | null;
+  title: string | null;
+  message: string | null;
+  link: string | null;
+  data: unknown;
+  read: boolean | null;
+  createdAt: Date | null;
+  itx: string | null;
+  tx: string | null;
+  seq: string | null;
+  n: string | null;
+}
+
+/** A user's unread count per alert type, as a JSON object (from the bookkeeping's partial unread index alone). */
+export const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, c.n), '{}') FROM (
+      SELECT x.type, count(*) AS n FROM "AlertChange" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
+
+/** The rows of the CTEs every read defines: changed alerts (`ch`) and deletes (`dl`), as `Row`s. */
+export const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::text AS n FROM ch
+    UNION ALL
+    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl`;
+
+export function collect(rows: Row[]): ChangeBatch {
+  const changes: Change[] = [];
+  const unread = new Map<string, UnreadByType>();
+  for (const r of rows) {
+    if (r.k === 'a') {
+      changes.push({
+        kind: 'alert',
+        txid: BigInt(r.tx!),
+        insertTxid: BigInt(r.itx!),
+        seq: BigInt(r.seq!),
+        alert: {
+          id: r.id!,
+          userId: r.userId!,
+          type: r.type!,
+          title: r.title!,
+          message: r.message!,
+          link: r.link,
+          data: r.data ?? null,
+          read: r.read!,
+          createdAt: r.createdAt!.toISOString(),
+        },
+      });
+    } else if (r.k === 'd') {
+      changes.push({ kind: 'delete', txid: BigInt(r.tx!), id: r.id!, userId: r.userId! });
+    } else if (r.k === 'u') {
+      unread.set(r.userId!, r.data as UnreadByType);
+    }
+  }
+  return { changes, unread };
+}
+
+/**
+ * The last operation on a row within a transaction wins. An alert row here exists at the end
+ * of its transaction (a delete after an insert leaves no row, only the tombstone), so a
+ * tombstone of the same transaction, alert and user is an earlier delete the row outlived (a
+ * delete and re-insert of one id). It goes before the alert, not after it (reads put a
+ * transaction's alerts first), or the client would remove an alert that exists. It is kept, not
+ * dropped: a socket whose type filter leaves out the re-inserted alert (its type changed) must
+ * still drop the old one. Expects `changes` grouped by transaction; keeps that order otherwise.
+ */
+export function lastWins(changes: Change[]): Change[] {
+  let alive: Set<string> | null = null;
+  for (const c of changes) if (c.kind === 'alert') (alive ??= new Set()).add(`${c.txid}\u0000${c.alert.id}\u0000${c.alert.userId}`);
+  if (alive === null) return changes;
+  const live = alive;
+  const outlived = (c: Change) => c.kind === 'delete' && live.has(`${c.txid}\u0000${c.id}\u0000${c.userId}`);
+  if (!changes.some(outlived)) return changes;
+  // Within each transaction: the outlived tombstones first, then the rest in their order.
+  const out: Change[] = [];
+  for (let i = 0; i < changes.length; ) {
+    let j = i;
+    while (j < changes.length && changes[j]!.txid === changes[i]!.txid) j++;
+    const group = changes.slice(i, j);
+    out.push(...group.filter(outlived), ...group.filter((c) => !outlived(c)));
+    i = j;
+  }
+  return out;
+}
+
+/** Within one transaction: rows in insertion order, then deletes. */
+export function byRow(a: Change, b: Change): number {
+  if (a.kind === 'alert' && b.kind === 'alert') return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
+  return a.kind === b.kind ? 0 : a.kind === 'alert' ? -1 : 1;
+}

@@ -1,0 +1,71 @@
+/**
+ * What a read of changes gives: the changes themselves (an alert written, an alert deleted),
+ * a batch of them with its users' unread counts, and a read by cursor's snapshot horizon. The
+ * sources, delivery and fan-out pass these along; apart from the reads so that the reads, the
+ * decoding of their rows and the bell's list can all name them without importing one another.
+ */
+import type { WireAlert } from '../protocol.js';
+
+export interface AlertChange {
+  kind: 'alert';
+  /** The transaction that last inserted or updated the row. */
+  txid: bigint;
+  /** The transaction that inserted it: tells a new alert from a change to a known one. */
+  insertTxid: bigint;
+  seq: bigint;
+  alert: WireAlert;
+}
+
+export interface DeleteChange {
+  kind: 'delete';
+  txid: bigint;
+  id: string;
+  userId: string;
+}
+
+export type Change = AlertChange | DeleteChange;
+
+export interface ChangeBatch {
+  /** In transaction order (the order asked for, or ascending), then row order; deletes after rows. */
+  changes: Change[];
+  /** Unread counts by type of every user with a change (and, for reads by cursor, every user asked about). */
+  unread: Map<string, UnreadByType>;
+}
+
+export interface SinceBatch extends ChangeBatch {
+  /** pg_snapshot_xmin of the read's snapshot: the new horizon for whoever was caught up. */
+  xmin: bigint;
+  /** First transaction id not yet handed out; a cursor beyond it is from elsewhere. */
+  xmax: bigint;
+  /** Transactions in progress in the read's snapshot (between xmin and xmax): it did not see them. */
+  xip: Set<bigint>;
+  /** Tombstones at or below this were pruned; an older cursor may have missed a delete. */
+  prunedTxid: bigint;
+  /** The epoch this read was taken in (see EPOCH): the one cursors from it belong to. */
+  epoch: string;
+  /** Users with more changes than the limit: only the oldest `limit` were read. */
+  truncated: Set<string>;
+  /**
+   * For each truncated user, the transaction its read stopped in (that transaction may be cut
+   * short): everything of the user's below it was read.
+   */
+  cuts: Map<string, bigint>;
+}
+
+/** Unread alerts of a user by type. */
+export type UnreadByType = Record<string, number>;
+
+/** The unread count a subscriber sees: of the types it subscribed to, or of all. */
+export function unreadOf(byType: UnreadByType | undefined, types: ReadonlySet<string> | null): number {
+  let n = 0;
+  for (const [type, count] of Object.entries(byType ?? {})) if (types === null || types.has(type)) n += count;
+  return n;
+}
+
+/** Whose changes a live read returns: these users, a literal list (see Hub), or everyone's. */
+export type UserFilter = readonly string[] | { literal: string } | 'all';
+
+/** Whether a read saw transaction `tx` (it had committed, or aborted, before the read's snapshot). */
+export function sawTx(read: Pick<SinceBatch, 'xmin' | 'xmax' | 'xip'>, tx: bigint): boolean {
+  return tx < read.xmin || (tx < read.xmax && !read.xip.has(tx));
+}
