@@ -3,8 +3,18 @@
  * validation. It knows nothing about Postgres; the daemon hands it a Hub to register sockets
  * with, a way to start their sync, the /alerts handler and a function reporting the listener's
  * state.
+ *
+ * This file is the Server class: the connections it holds and their life (upgrade, admission,
+ * auth, messages, token expiry, close). Its options and limits are in options.ts, the
+ * per-connection record in conn.ts, the heartbeat in heartbeat.ts, the client's address in
+ * address.ts, the routes' JSON and admin check in http.ts, the end of a closed socket in close.ts.
+ *
+ * Why one file: what is left is one class whose methods share its private state (#conns, #opts,
+ * #closing, #waiting, #expiries, the log throttles and the per-address budget): the upgrade, the
+ * HTTP routes, the event stream and the WebSocket's auth all admit and close through the same
+ * #conns, #fail and #gone. Splitting it further would mean giving that state a public face, a
+ * change of the class rather than a move.
  */
-import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -13,19 +23,26 @@ import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import type { Socket } from '../delivery/socket.js';
 import { SseSocket, streamToken } from './sse.js';
 import { verifySessionToken, type Session } from '../auth.js';
-import { Deadlines, type Timed } from './deadlines.js';
+import { Deadlines } from './deadlines.js';
 import { LogThrottle, skippedNote } from './throttle.js';
 import { WaitingRoom, type Waiter } from './waiting.js';
 import { WindowLimiter } from './ratelimit.js';
 import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from '../errors.js';
-import { netSocketOf, Subscriber, type Hub } from '../delivery/hub.js';
-import type { AlertsHandler } from './alerts.js';
+import { Subscriber } from '../delivery/hub.js';
 import { handleWithFetch } from './node.js';
 import { BAD_TARGET_RESPONSE, requestTarget } from './target.js';
 import { originAllowed } from './origin.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
 import { parseClientMessage, type ClientMessage, type ServerMessage } from '../protocol.js';
+import type { ServerOptions } from './options.js';
+import { newConn, type Conn } from './conn.js';
+import { Heartbeat } from './heartbeat.js';
+import { budgetAddress, remoteOf } from './address.js';
+import { isAdmin, json } from './http.js';
+import { endOnceSent } from './close.js';
+
+// What this module exported before its pieces moved out: the daemon and the tests import them from here.
+export { DEFAULT_LIMITS, type Limits, type ServerOptions } from './options.js';
+export { isPrivateAddress } from './address.js';
 
 export const WS_PATHS = new Set(['/', '/ws']);
 /** Error codes that count as refused authentications in the metrics. */
@@ -33,137 +50,8 @@ const AUTH_FAILURES = new Set<ErrorCode>(['invalid_token', 'auth_required', 'aut
 /** Largest inbound frame. An auth message is the biggest thing a client sends. */
 export const MAX_PAYLOAD = 64 * 1024;
 
-/**
- * A heartbeat pass is spread over ticks this far apart at most (at least 20 per interval; see
- * #beat). 500 pings in one turn (10,000 sockets in 20 slices) held the event loop 12–20 ms
- * every 1.5 s, and every delivery waiting behind them; 50 ms ticks make that 17 pings, under 1 ms.
- */
-const HEARTBEAT_TICK_MS = 50;
 /** At most one line per this long for sockets refused at the limits; the summary counts the rest. */
 const REFUSAL_LOG_MS = 10_000;
-/** How long a socket pgbell closed may take to send its close frame before it is cut anyway (see endOnceSent). */
-const CLOSE_GRACE_MS = 2_000;
-
-/** What one client may cost. Defaults are in src/config.ts. */
-export interface Limits {
-  maxConnections: number;
-  maxUnauthenticated: number;
-  /** Of those, from one client address (0 = no per-address budget). */
-  maxUnauthenticatedPerAddress: number;
-  /** How long a handshake beyond maxUnauthenticated waits for a place (0: refused at once); see src/server/waiting.ts. */
-  maxWaitMs: number;
-  /** Bytes the waiting handshakes may hold in all (their headers and what they sent early). */
-  maxWaitingBytes: number;
-  maxPerUser: number;
-  rateLimit: number;
-  rateWindowMs: number;
-  /** HTTP requests, event streams and new sockets one user may open per rateWindowMs (0: no limit). */
-  userRateLimit: number;
-  /** HTTP requests and event streams from one public client address per rateWindowMs (0: no limit). */
-  addressRateLimit: number;
-  maxBufferedBytes: number;
-}
-
-export const DEFAULT_LIMITS: Limits = {
-  maxConnections: 20_000,
-  maxUnauthenticated: 1_000,
-  maxUnauthenticatedPerAddress: 100,
-  maxWaitMs: 10_000,
-  maxWaitingBytes: 64 << 20,
-  maxPerUser: 20,
-  rateLimit: 100,
-  rateWindowMs: 10_000,
-  userRateLimit: 60,
-  addressRateLimit: 600,
-  maxBufferedBytes: 1 << 20,
-};
-
-export interface ServerOptions {
-  port: number;
-  /**
-   * Proxies in front of the daemon whose X-Forwarded-For is trusted: the client address is the
-   * entry this many from the right. 0 (default): the socket's peer address.
-   */
-  trustProxyHops?: number | undefined;
-  /** PEM certificate and key: serve https:// and wss:// instead of http:// and ws://. */
-  tls?: { cert: Buffer; key: Buffer } | undefined;
-  /** Origins whose pages may open a socket; 'any' skips the check. */
-  allowedOrigins: readonly string[] | 'any';
-  limits: Limits;
-  host?: string | undefined;
-  heartbeatMs: number;
-  authTimeoutMs: number;
-  /** Keys that verify session tokens (the current one first, then previous ones). */
-  keys: readonly Uint8Array[];
-  /** Clock skew allowed on `exp`. */
-  leewaySeconds: number;
-  /** `token_expiring` is sent this long before `exp`. */
-  expiringSeconds: number;
-  /** Latest revocation of a user (epoch seconds), if any: tokens issued before it are refused. */
-  revokedBefore: (userId: string) => Promise<number | null>;
-  hub: Hub;
-  /**
-   * Starts a new subscriber's sync: it sends `ready`, what was missed, then `synced`. Rejects
-   * when this node cannot serve it now (Redis fan-out could not subscribe it): the socket is
-   * closed with 1013 `node_unavailable`.
-   */
-  subscribe: (sub: Subscriber) => Promise<void>;
-  /** A subscriber's socket closed. */
-  unsubscribe?: (sub: Subscriber) => void;
-  /** A user's unread count of the given types (null: all), for `subscribed`. */
-  unread: (userId: string, types: ReadonlySet<string> | null) => Promise<number>;
-  /** Marks alerts read for a user; the change then streams back like any UPDATE. */
-  markRead: (userId: string, which: { ids: string[] } | { all: true }) => Promise<number>;
-  /** GET /alerts, POST /alerts/read. */
-  alerts: AlertsHandler;
-  /** GET /metrics. */
-  metrics?: Metrics | undefined;
-  /** When set, /metrics and /health's details need it as a bearer token. */
-  adminToken?: string | undefined;
-  log: Logger;
-  /** Listener status for /health; `connected` with a passing probe is what makes the daemon healthy. */
-  listenerStatus: () => { state: string; probe?: { ok: boolean | null } } & Record<string, unknown>;
-  /** pg_notification_queue_usage() as last measured (0–1), for /health. */
-  queueUsage: () => number | null;
-}
-
-/**
- * What the server keeps per socket or stream. Every field counts: 10,000 idle sockets hold
- * 10,000 of these, so timers live in one shared queue (see Deadlines) and event handlers are
- * shared, not closures per socket.
- */
-interface Conn extends Timed {
-  socket: Socket;
-  session: Session | null;
-  /** What the expiry deadline (dueAt, slot) is for: `token_expiring`, then the 4401 close at `exp` (plus leeway). */
-  expiryStage: 'warn' | 'close';
-  sub: Subscriber | null;
-  alive: boolean;
-  /** When the unanswered ping was sent (performance.now()). */
-  pingedAt: number;
-  authTimer: NodeJS.Timeout | undefined;
-  /** Messages of one socket are handled one after another (auth verification is async); null when none is. */
-  queue: Promise<void> | null;
-  /** Rate limit: messages counted in the window that started at `windowStart`. */
-  windowStart: number;
-  messages: number;
-  limited: boolean;
-  /** Counted in the per-address unauthenticated budget under this address, until it authenticates or closes. */
-  pendingAddress?: string | undefined;
-}
-
-function newConn(socket: Socket): Conn {
-  return { socket, session: null, dueAt: 0, slot: -1, expiryStage: 'warn', sub: null, alive: true, pingedAt: 0, authTimer: undefined, queue: null, windowStart: Date.now(), messages: 0, limited: false };
-}
-
-/** Loopback, private (RFC 1918), link-local and unique-local addresses, IPv4 (also IPv4-mapped) and IPv6. */
-export function isPrivateAddress(address: string): boolean {
-  const a = address.replace(/^::ffff:/, '');
-  if (/^(127\.|10\.|192\.168\.|169\.254\.)/.test(a)) return true;
-  const m = /^172\.(\d+)\./.exec(a);
-  if (m && Number(m[1]) >= 16 && Number(m[1]) <= 31) return true;
-  return a === '::1' || /^f[cd][0-9a-f]{2}:/i.test(a) || /^fe80:/i.test(a);
-}
 
 export class Server {
   readonly http: http.Server;
@@ -171,7 +59,8 @@ export class Server {
   /** Every socket and SSE stream, authenticated or not. */
   readonly #conns = new Map<Socket, Conn>();
   readonly #opts: ServerOptions;
-  #heartbeat: NodeJS.Timeout | undefined;
+  /** Pings every socket and stream, and ends the ones that stopped answering (see src/server/heartbeat.ts). */
+  readonly #heartbeat: Heartbeat;
   #closing = false;
   /** Lines a client can cause, at most one per REFUSAL_LOG_MS each (see src/server/throttle.ts). */
   readonly #authLog = new LogThrottle(REFUSAL_LOG_MS);
@@ -199,6 +88,7 @@ export class Server {
     this.#opts = opts;
     this.#userRate = new WindowLimiter(opts.limits.userRateLimit, opts.limits.rateWindowMs);
     this.#addressRate = new WindowLimiter(opts.limits.addressRateLimit, opts.limits.rateWindowMs);
+    this.#heartbeat = new Heartbeat(this.#conns, opts);
     const conns = this.#conns;
     const server = this;
     this.#wsHandlers = {
@@ -251,7 +141,7 @@ export class Server {
       // At the unauthenticated cap: wait for a place rather than be refused, while there is room.
       // A waiting handshake counts toward MAX_CONNECTIONS: it holds a socket.
       if (opts.limits.maxWaitMs > 0 && this.pendingAuth >= opts.limits.maxUnauthenticated && this.#conns.size + this.#waiting.size < opts.limits.maxConnections) {
-        if (this.#waiting.enter(req, socket, head, this.#budgetAddress(req))) return;
+        if (this.#waiting.enter(req, socket, head, budgetAddress(req, this.#opts))) return;
       }
       this.#upgrade(req, socket, head, false);
     });
@@ -289,8 +179,7 @@ export class Server {
         resolve();
       });
     });
-    this.#tickMs = Math.max(5, Math.min(HEARTBEAT_TICK_MS, Math.floor(this.#opts.heartbeatMs / 20)));
-    this.#heartbeat = setInterval(() => this.#beat(), this.#tickMs);
+    this.#heartbeat.start();
     return this.http.address() as AddressInfo;
   }
 
@@ -308,7 +197,7 @@ export class Server {
   /** Stops accepting, closes every socket with 1001, waits (bounded) for them to go. */
   async close(timeoutMs = 3000): Promise<void> {
     this.stopAccepting();
-    clearInterval(this.#heartbeat);
+    this.#heartbeat.stop();
     this.#expiries.clear();
     const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     for (const ws of this.#conns.keys()) ws.close(CloseCode.GoingAway, 'server shutting down');
@@ -324,7 +213,7 @@ export class Server {
     if (!target) return json(res, 400, { error: 'bad_request', message: 'the request target does not parse' });
     const path = target.pathname;
     if (path === '/alerts' || path === '/alerts/read' || path === '/alerts/stream') {
-      const address = this.#budgetAddress(req);
+      const address = budgetAddress(req, this.#opts);
       if (address !== null && !this.#addressRate.take(address)) return this.#tooMany(res, 'address', address, this.#addressRate.retryAfter(address));
     }
     if (path === '/alerts/stream') {
@@ -344,7 +233,7 @@ export class Server {
       return;
     }
     if (path === '/metrics' && this.#opts.metrics) {
-      if (!this.#isAdmin(req)) return json(res, 401, { error: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' });
+      if (!isAdmin(req, this.#opts)) return json(res, 401, { error: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' });
       this.#opts.metrics.text().then(
         (text) => {
           res.writeHead(200, { 'content-type': this.#opts.metrics!.registry.contentType, 'cache-control': 'no-store' });
@@ -359,7 +248,7 @@ export class Server {
       const listener = this.#opts.listenerStatus();
       const ok = listener.state === 'connected' && listener.probe?.ok !== false && !this.#closing;
       // A load balancer needs only the status; the rest (counts, the listener's problem) is the operator's.
-      if (!this.#isAdmin(req)) return json(res, ok ? 200 : 503, { status: ok ? 'ok' : 'degraded', timestamp: new Date().toISOString() });
+      if (!isAdmin(req, this.#opts)) return json(res, ok ? 200 : 503, { status: ok ? 'ok' : 'degraded', timestamp: new Date().toISOString() });
       return json(res, ok ? 200 : 503, {
         status: ok ? 'ok' : 'degraded',
         connections: this.#opts.hub.connections,
@@ -423,16 +312,6 @@ export class Server {
     if (conn.queue === auth) conn.queue = null;
   }
 
-  /** No ADMIN_TOKEN, or the request carries it. */
-  #isAdmin(req: http.IncomingMessage): boolean {
-    const want = this.#opts.adminToken;
-    if (want === undefined) return true;
-    const got = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
-    const a = Buffer.from(got);
-    const b = Buffer.from(want);
-    return a.length === b.length && timingSafeEqual(a, b);
-  }
-
   /** Counts a request, stream or new socket of `userId`: null if allowed, else seconds to wait. */
   admitUser(userId: string): number | null {
     if (this.#userRate.take(userId)) return null;
@@ -475,7 +354,7 @@ export class Server {
     }
     // One address may not hold the whole unauthenticated budget (a client opening sockets it
     // never authenticates would starve every newcomer).
-    const address = this.#budgetAddress(req);
+    const address = budgetAddress(req, this.#opts);
     if (address !== null && limits.maxUnauthenticatedPerAddress > 0) {
       const n = this.#pendingByAddress.get(address) ?? 0;
       if (n >= limits.maxUnauthenticatedPerAddress) {
@@ -686,27 +565,8 @@ export class Server {
     return n;
   }
 
-  /** Unauthenticated sockets per client address (see #budgetAddress). */
+  /** Unauthenticated sockets per client address (see budgetAddress in src/server/address.ts). */
   readonly #pendingByAddress = new Map<string, number>();
-
-  /**
-   * The address a socket's unauthenticated budget is counted under, or null for none. With
-   * trusted proxies, the X-Forwarded-For entry they vouch for. Without, the peer address, except
-   * a loopback or private one: that is where a proxy sits, and counting it would put every
-   * user behind it into one budget (set TRUST_PROXY_HOPS there).
-   */
-  #budgetAddress(req: http.IncomingMessage): string | null {
-    const hops = this.#opts.trustProxyHops ?? 0;
-    const peer = req.socket.remoteAddress ?? '';
-    if (hops > 0) {
-      const forwarded = String(req.headers['x-forwarded-for'] ?? '')
-        .split(',')
-        .map((a) => a.trim())
-        .filter(Boolean);
-      return forwarded[forwarded.length - hops] ?? peer;
-    }
-    return isPrivateAddress(peer) ? null : peer;
-  }
 
   #releaseAddress(conn: Conn): void {
     const address = conn.pendingAddress;
@@ -736,66 +596,6 @@ export class Server {
     ws.close(entry.close, code);
     endOnceSent(ws);
   }
-
-  /** Where the current heartbeat pass over the sockets has got to. */
-  #pass: Iterator<[Socket, Conn]> | null = null;
-  #passStarted = 0;
-  /** Heartbeat tick (see HEARTBEAT_TICK_MS); set by listen(). */
-  #tickMs = HEARTBEAT_TICK_MS;
-
-  /**
-   * One slice of a heartbeat pass: pings the sockets' share of one tick of the interval, so
-   * that 20,000 pings (and their pongs) are spread over it instead of stalling deliveries. A socket whose ping has gone unanswered for a whole interval is gone.
-   */
-  #beat(): void {
-    const now = performance.now();
-    if (this.#pass === null) {
-      // A pass takes at least the interval, however many sockets left meanwhile.
-      if (now - this.#passStarted < this.#opts.heartbeatMs) return;
-      this.#pass = this.#conns.entries();
-      this.#passStarted = now;
-    }
-    for (let n = Math.ceil((this.#conns.size * this.#tickMs) / this.#opts.heartbeatMs); n > 0; n--) {
-      const next = this.#pass.next();
-      if (next.done) {
-        this.#pass = null;
-        return;
-      }
-      const [ws, conn] = next.value;
-      if (!conn.alive) {
-        if (now - conn.pingedAt < this.#opts.heartbeatMs) continue;
-        this.#opts.log.info({ userId: conn.session?.userId }, ws instanceof SseSocket ? 'terminated an event stream whose heartbeat did not leave (the peer reads nothing)' : 'terminated a WebSocket that missed its pong');
-        ws.terminate();
-        continue;
-      }
-      conn.alive = false;
-      conn.pingedAt = now;
-      ws.ping();
-    }
-  }
-}
-
-/**
- * Cuts a socket pgbell has closed once its close frame (a stream's `close` event) has left for
- * the network, or after CLOSE_GRACE_MS if it cannot leave (the peer reads nothing). Waiting for
- * the peer's answer instead would let one that ignores close frames hold its socket for ws's
- * 30 s close wait, and a stream that is not read for as long as its connection lives: outside
- * every limit, as a refused socket at the connection limit is not counted in any.
- */
-function endOnceSent(ws: Socket): void {
-  const deadline = performance.now() + CLOSE_GRACE_MS;
-  const check = (): void => {
-    if (ws.readyState === 3) return;
-    if (ws.bufferedAmount === 0 || performance.now() >= deadline) ws.terminate();
-    else setTimeout(check, 20).unref();
-  };
-  // After this turn: writes the kernel took at once are counted as sent only then.
-  setImmediate(check);
-}
-
-/** The peer address of a WebSocket, for logs. */
-function remoteOf(ws: WebSocket): string | undefined {
-  return netSocketOf(ws)?.remoteAddress;
 }
 
 function rawToString(data: RawData): string {
@@ -804,8 +604,3 @@ function rawToString(data: RawData): string {
   return Buffer.from(data).toString('utf8');
 }
 
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
