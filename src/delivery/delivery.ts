@@ -14,77 +14,33 @@
  *
  * A failed read (database restarting) is retried with capped backoff for as long as the daemon
  * runs; later steps wait behind it so order holds.
+ *
+ * This file keeps the order of steps, the reads and the epoch; the rest of delivery/ holds what
+ * needs none of that state: outbox.ts (who gets a transaction, and how it is written), replay.ts
+ * (what one subscriber is sent once its sync read is back), plan.ts (where a sync reads from),
+ * recent.ts (live transactions kept for syncs that missed them), messages.ts (the wire bodies),
+ * options.ts (the settings and their defaults).
  */
-import { CursorState, decodeCursor, resumeProblem } from './cursor.js';
-import { changesSince, liveBatch, sawTx, unreadOf, type Change, type ChangeBatch, type SinceBatch, type UnreadByType, type UserFilter } from '../db/changes.js';
-import type { Db } from '../db/connect.js';
+import { changesSince, liveBatch, sawTx, type Change, type ChangeBatch, type SinceBatch, type UserFilter } from '../db/changes.js';
 import { CloseCode } from '../errors.js';
-import type { Hub, Subscriber } from './hub.js';
-import type { Stashed, UserChanges } from './stash.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
+import type { Subscriber } from './hub.js';
+import { userOf } from './messages.js';
+import { LIVE_FILTER_MAX_USERS, SYNC_BATCH_USERS, type DeliveryOptions } from './options.js';
+import { fanOut, sendAll, type Outbox } from './outbox.js';
+import { planSync } from './plan.js';
+import { RecentTransactions } from './recent.js';
+import { syncOne } from './replay.js';
 import { retry } from '../util/retry.js';
-import { approxBytes } from '../util/size.js';
 
-/**
- * Above this many connected users, live reads are not filtered by user in SQL. Below it the
- * filter spares reading the rows and unread counts of users with no socket here (a statement
- * for 10,000 users costs over 100 ms unfiltered). Above it, a generic plan walks the
- * ("userId", "changedTxid") index once per listed user: with 1,000 users connected that made
- * every single-row read cost milliseconds under load (p50 at 1,000 INSERTs/s: 11.6 ms filtered
- * against about 1–2 ms unfiltered).
- */
-export const LIVE_FILTER_MAX_USERS = 100;
-
-/** Users per catch-up read: 10k sockets mean 20 reads, not 10k. */
-export const SYNC_BATCH_USERS = 500;
+// Delivery's settings and defaults stay importable from here, beside it, as before they moved.
+export { LIVE_FILTER_MAX_USERS, SYNC_BATCH_USERS, type DeliveryOptions } from './options.js';
+export { RECENT_MAX_BYTES } from './recent.js';
 
 /**
  * Sync reads running at once, off the live chain. Two keep a storm moving while leaving the
  * pool's other connections to live reads.
  */
 const SYNC_RUNNERS = 2;
-
-/** How long, and how many, live transactions are kept for sync reads that did not see them (see #recent). */
-const RECENT_MS = 10_000;
-const RECENT_MAX = 2_000;
-/**
- * And how many bytes of their rows (see src/util/size.ts): a count alone let a burst of bulk
- * transactions (a backfill of 2,000 transactions of 10,000 rows) keep every row for 10 s.
- */
-export const RECENT_MAX_BYTES = 32 << 20;
-
-/** A transaction a live step handled, kept a while (see Delivery.#recent). */
-interface Recent {
-  tx: bigint;
-  group: Change[];
-  unread: Map<string, UnreadByType>;
-  horizon: bigint;
-  at: number;
-  /** What `group` holds, about (see src/util/size.ts). */
-  bytes: number;
-}
-
-export interface DeliveryOptions {
-  db: Db;
-  hub: Hub;
-  log: Logger;
-  /**
-   * The epoch at start (see EPOCH in src/db/changes.ts): it goes into every cursor, and a
-   * cursor of another epoch gets a reset. Every read says which epoch it was taken in; a new
-   * one (a failover) resets every socket.
-   */
-  epoch: string;
-  /** More changes than this to replay for one user → reset instead. */
-  maxReplay: number;
-  /** Users per read when syncing or catching up (default SYNC_BATCH_USERS). */
-  syncBatchUsers?: number;
-  /** Above this many connected users, live reads are not filtered by user (default LIVE_FILTER_MAX_USERS). */
-  liveFilterMaxUsers?: number | undefined;
-  /** Bytes of rows the recent-transaction memory keeps at most (default RECENT_MAX_BYTES; see #recent). */
-  recentMaxBytes?: number | undefined;
-  metrics?: Metrics;
-}
 
 /**
  * An entry of the live stream, in arrival order: a transaction to read (`txid`), or a horizon
@@ -124,10 +80,13 @@ export class Delivery {
   /** A new epoch a relay's message announced, for which a catch-up is queued. */
   #awaitedEpoch = '';
   readonly #o: DeliveryOptions;
+  /** Live transactions kept for the sync reads that did not see them (see recent.ts). */
+  readonly #recent: RecentTransactions;
 
   constructor(opts: DeliveryOptions) {
     this.#o = opts;
     this.#epoch = opts.epoch;
+    this.#recent = new RecentTransactions(opts);
   }
 
   get epoch(): string {
@@ -138,16 +97,15 @@ export class Delivery {
    * A read came back from a new epoch: the server is a promoted standby (or a restore), which
    * may have lost transactions every socket was sent, and hands their ids out again. Nothing
    * learnt on the old epoch holds: the daemon-wide horizon, the recent live transactions, and
-   * every socket's cursor. Live steps skip sockets of the old epoch (see #offer) until the
-   * catch-up queued here resets them: `reset`, then a read from now.
+   * every socket's cursor. Live steps skip sockets of the old epoch (see offer in outbox.ts)
+   * until the catch-up queued here resets them: `reset`, then a read from now.
    */
   #switchEpoch(epoch: string): void {
     this.#o.log.warn({ from: this.#epoch, to: epoch }, 'the database is on a new timeline (a failover or a restore): resetting every socket');
     this.#pastEpochs.add(this.#epoch);
     this.#epoch = epoch;
     this.#horizon = 0n;
-    this.#recent = [];
-    this.#recentBytes = 0;
+    this.#recent.clear();
     this.catchUp();
   }
 
@@ -191,46 +149,16 @@ export class Delivery {
       const horizon = xmin != null && xmin <= tx ? xmin : 0n;
       const outbox: Outbox = new Map();
       if (group.length > 0) {
-        this.#remember(tx, group, batch.unread, horizon);
-        this.#fanOut(tx, group, batch.unread, horizon, outbox);
+        this.#recent.remember(tx, group, batch.unread, horizon);
+        fanOut(this.#o, this.#epoch, tx, group, batch.unread, horizon, outbox);
       }
       for (const [sub, frames] of outbox) sendAll(sub, frames);
     });
   }
 
-  /**
-   * Live transactions of the last RECENT_MS, for a sync read that did not see them: a
-   * transaction can stream (WAL mode) or be published (Redis mode) a moment before it is
-   * visible to other sessions' snapshots, so a live step may have handled it before a
-   * subscriber's read began and the read still missed it.
-   */
-  #recent: Recent[] = [];
-  /** The `bytes` of #recent, together. */
-  #recentBytes = 0;
-
   /** Bytes of rows the recent-transaction memory holds now, about (a gauge). */
   get recentBytes(): number {
-    return this.#recentBytes;
-  }
-
-  /**
-   * Keeps a live transaction for the syncs that may not have seen it, dropping the oldest past
-   * RECENT_MS, RECENT_MAX transactions or recentMaxBytes (the newest too, if it alone is more).
-   * The oldest are the least likely to be needed: a transaction is left out of a sync read only
-   * while it is not yet visible to other sessions, a moment after it streamed.
-   */
-  #remember(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon: bigint): void {
-    const now = performance.now();
-    let bytes = 0;
-    for (const c of group) bytes += approxBytes(c);
-    this.#recent.push({ tx, group, unread, horizon, at: now, bytes });
-    this.#recentBytes += bytes;
-    const maxBytes = this.#o.recentMaxBytes ?? RECENT_MAX_BYTES;
-    let drop = 0;
-    while (drop < this.#recent.length && (now - this.#recent[drop]!.at > RECENT_MS || this.#recent.length - drop > RECENT_MAX || this.#recentBytes > maxBytes)) {
-      this.#recentBytes -= this.#recent[drop++]!.bytes;
-    }
-    if (drop > 0) this.#recent.splice(0, drop);
+    return this.#recent.bytes;
   }
 
   /** A socket authenticated: send `ready`, what it missed since its cursor, then `synced`. */
@@ -339,7 +267,7 @@ export class Delivery {
     const txids = [...new Set(batch.flatMap((b) => (b.txid === null ? [] : [b.txid])))];
     const { hub } = this.#o;
     // Streamed transactions (WAL mode) are read even with no one live: a sync about to begin may
-    // need them (see #recent), and one may begin while the read waits for them to be visible.
+    // need them (see recent.ts), and one may begin while the read waits for them to be visible.
     if (txids.length === 0 || (hub.liveUserIds().length === 0 && !batch.some((b) => b.carried !== undefined))) return Promise.resolve(undefined);
     // Who is live is asked when the rows are read, after any wait for visibility. With very many
     // users connected, filtering costs more than reading the transactions' rows for everyone
@@ -377,8 +305,8 @@ export class Delivery {
       const group: Change[] = [];
       while (i < changes.length && changes[i]!.txid === tx) group.push(changes[i++]!);
       if (group.length > 0) {
-        this.#remember(tx, group, result!.unread, this.#horizon);
-        this.#fanOut(tx, group, result!.unread, this.#horizon, outbox);
+        this.#recent.remember(tx, group, result!.unread, this.#horizon);
+        fanOut(this.#o, this.#epoch, tx, group, result!.unread, this.#horizon, outbox);
       }
     }
     for (const [sub, frames] of outbox) sendAll(sub, frames);
@@ -390,74 +318,6 @@ export class Delivery {
       const now = performance.now();
       for (const { at, txid } of batch) if (txid !== null) this.#o.metrics.deliveryLatency((now - at) / 1000);
     }
-  }
-
-  /**
-   * Queues one transaction's changes in `outbox` for each live subscriber of their users that
-   * lacks it, and stashes them on each subscriber whose sync read is running.
-   */
-  #fanOut(tx: bigint, group: Change[], unread: Map<string, UnreadByType>, horizon: bigint, outbox: Outbox): void {
-    const { hub, log } = this.#o;
-    const byUser = new Map<string, Change[]>();
-    for (const c of group) {
-      const uid = userOf(c);
-      let list = byUser.get(uid);
-      if (!list) byUser.set(uid, (list = []));
-      list.push(c);
-    }
-    // One line per alert and user is for a person watching (dev's default level is debug); at
-    // info it cost half of delivery's latency at 1,000 alerts/s. The info summary counts them.
-    const logEach = log.isLevelEnabled('debug');
-    // Counted here and added to the metrics once: a labelled counter costs a lookup per call.
-    const counts = { notification: 0, update: 0, delete: 0 };
-    let alerts = 0;
-    for (const [uid, list] of byUser) {
-      // Reads for everyone (many users connected, or Redis mode's relay) include users with no socket here.
-      if (hub.countFor(uid) === 0) continue;
-      const changes = userChanges(tx, list, unread.get(uid));
-      const { kinds } = changes;
-      let sent = 0;
-      for (const sub of hub.receiving(uid)) {
-        if (sub.stash) sub.stash.push({ tx, horizon, changes });
-        else if (this.#offer(sub, tx, changes, horizon, outbox, counts)) sent++;
-      }
-      if (sent > 0) for (let k = 0; k < list.length; k++) if (kinds[k] === 'notification') alerts++;
-      if (logEach) {
-        for (const c of list) {
-          if (c.kind === 'alert' && c.insertTxid === tx) log.debug({ userId: uid, alertId: c.alert.id, connections: sent }, `Broadcasted notification to user ${uid} (${sent} connections)`);
-        }
-      }
-    }
-    this.#count(counts, alerts);
-  }
-
-  #count(counts: Record<'notification' | 'update' | 'delete', number>, alerts: number): void {
-    if (!this.#o.metrics) return;
-    for (const kind of ['notification', 'update', 'delete'] as const) if (counts[kind] > 0) this.#o.metrics.delivered(kind, counts[kind]);
-    this.#o.metrics.tally.alerts += alerts;
-  }
-
-  /** Queues one transaction's changes for one live subscriber unless it has them; true if any message was queued. */
-  #offer(sub: Subscriber, tx: bigint, ch: UserChanges, horizon: bigint, outbox: Outbox, counts: Record<'notification' | 'update' | 'delete', number>): boolean {
-    const cursor = sub.cursor!;
-    // A cursor of an old epoch may "have" an id the new one handed to another transaction.
-    if (sub.epoch !== this.#epoch || cursor.has(tx)) return false;
-    const { list, kinds, alertJson, bodies } = ch;
-    const picked = sub.types === null ? ch.all : ch.all.filter((k) => wants(sub, list[k]!));
-    cursor.advance(horizon);
-    // Until its last message arrives, a client has not seen the whole transaction. (Only
-    // encoded when there is more than one message: most transactions write one row.)
-    const before = picked.length > 1 ? cursor.encode(this.#epoch) : '';
-    cursor.add(tx);
-    if (picked.length === 0) return false;
-    const after = cursor.encode(this.#epoch);
-    const n = unreadOf(ch.byType, sub.types);
-    let out = outbox.get(sub);
-    if (!out) outbox.set(sub, (out = []));
-    picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, unread: n, cursor: j === picked.length - 1 ? after : before }));
-    for (const k of picked) counts[kinds[k]!]++;
-    sub.unread = n;
-    return true;
   }
 
   /**
@@ -475,34 +335,7 @@ export class Delivery {
 
   async #syncAll(subs: Subscriber[], catchUp: boolean): Promise<void> {
     const { maxReplay } = this.#o;
-    const plans = new Map<Subscriber, Plan>();
-    for (const sub of subs) {
-      if (!sub.open) continue;
-      if (sub.resumeFrom) {
-        plans.set(sub, { from: sub.resumeFrom, epoch: sub.epoch, reset: null });
-      } else if (catchUp) {
-        plans.set(sub, { from: sub.cursor, epoch: sub.epoch, reset: null });
-      } else if (sub.after === null) {
-        plans.set(sub, { from: null, epoch: '', reset: null });
-      } else {
-        const d = decodeCursor(sub.after);
-        plans.set(sub, d.ok ? { from: d.cursor, epoch: d.epoch, reset: null } : { from: null, epoch: '', reset: d.reason });
-      }
-    }
-    // One read per batch of users, from the oldest horizon among each user's subscribers.
-    const afterByUser = new Map<string, bigint | null>();
-    for (const [sub, plan] of plans) {
-      const h = plan.from?.horizon ?? null;
-      const prev = afterByUser.get(sub.userId);
-      afterByUser.set(sub.userId, prev === undefined ? h : prev === null ? h : h === null || prev < h ? prev : h);
-    }
-    const users = [...afterByUser];
-    const subsOf = new Map<string, Subscriber[]>();
-    for (const sub of plans.keys()) {
-      const list = subsOf.get(sub.userId);
-      if (list) list.push(sub);
-      else subsOf.set(sub.userId, [sub]);
-    }
+    const { plans, users, subsOf } = planSync(subs, catchUp);
     const per = this.#o.syncBatchUsers ?? SYNC_BATCH_USERS;
     for (let start = 0; start < users.length; start += per) {
       const slice = users.slice(start, start + per).map(([userId, after]) => ({ userId, after }));
@@ -540,171 +373,8 @@ export class Delivery {
       for (const c of result.changes) byUser.get(userOf(c))?.push(c);
       // Handled live (before this read or while it ran) but not seen by it: offered after it.
       const read = result;
-      const unseen = this.#recent.filter((e) => !sawTx(read, e.tx));
-      for (const sub of mineNow) this.#syncOne(sub, plans.get(sub)!, result, byUser.get(sub.userId)!, catchUp, unseen);
+      const unseen = this.#recent.entries.filter((e) => !sawTx(read, e.tx));
+      for (const sub of mineNow) syncOne(this.#o, this.#epoch, (s) => this.subscribe(s), sub, plans.get(sub)!, result, byUser.get(sub.userId)!, catchUp, unseen);
     }
   }
-
-  /**
-   * What live steps handled that the sync read did not see (in live order), then what they
-   * stashed while it ran, minus what the subscriber has (its cursor says): now live.
-   */
-  #sendStash(sub: Subscriber, unseen: Recent[]): void {
-    const stash = sub.stash;
-    sub.stash = null;
-    const missed: Stashed[] = [];
-    for (const e of unseen) {
-      const list = e.group.filter((c) => userOf(c) === sub.userId);
-      if (list.length > 0) missed.push({ tx: e.tx, horizon: e.horizon, changes: userChanges(e.tx, list, e.unread.get(sub.userId)) });
-    }
-    if (missed.length === 0 && (!stash || stash.length === 0)) return;
-    const outbox: Outbox = new Map();
-    const counts = { notification: 0, update: 0, delete: 0 };
-    for (const { tx, horizon, changes } of [...missed, ...(stash ?? [])]) this.#offer(sub, tx, changes, horizon, outbox, counts);
-    for (const [s, frames] of outbox) sendAll(s, frames);
-    this.#count(counts, 0);
-  }
-
-  #syncOne(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
-    if (!sub.open) return;
-    // A replay is written as it goes: corked, its frames would count against the socket's
-    // bound before the kernel had taken any, and a backlog would pause at every bound's worth.
-    if (mine.length > 0) this.#sendSync(sub, plan, res, mine, catchUp, unseen);
-    else sub.corked(() => this.#sendSync(sub, plan, res, mine, catchUp, unseen));
-  }
-
-  #sendSync(sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
-    const { log } = this.#o;
-    const uid = sub.userId;
-    const unread = unreadOf(res.unread.get(uid), sub.types);
-    let { from, reset } = plan;
-    if (from) {
-      reset = resumeProblem(from, plan.epoch, res, uid, this.#o.maxReplay);
-      if (reset) from = null;
-    }
-    if (!sub.readySent) {
-      sub.send(JSON.stringify({ type: 'ready', userId: uid, email: sub.email, unread }));
-      sub.readySent = true;
-    }
-    const continuing = sub.resumeFrom !== null;
-    sub.resumeFrom = null;
-    if (reset) {
-      log.info({ userId: uid, reason: reset }, `cursor reset for user ${uid}: ${reset}`);
-      sub.send(JSON.stringify({ type: 'reset', reason: reset }));
-    }
-    let replayed = 0;
-    if (from) {
-      const cursor = from.encode(res.epoch);
-      const sent = new CursorState(from.horizon, from.ids);
-      for (let i = 0; i < mine.length; ) {
-        const tx = mine[i]!.txid;
-        let j = i;
-        while (j < mine.length && mine[j]!.txid === tx) j++;
-        if (tx >= from.horizon && !from.has(tx)) {
-          // A client that reads slower than its backlog arrives: stop between transactions,
-          // wait for its buffer to drain, then go on from what it was sent (it is not live
-          // meanwhile, so nothing newer overtakes the backlog).
-          if (sub.congested) {
-            sub.cursor = null;
-            // The rest is read again when it goes on, live changes included.
-            sub.stash = null;
-            sub.resumeFrom = sent;
-            sub.epoch = res.epoch;
-            log.info({ userId: uid, replayed }, `paused a replay to user ${uid} until its socket drains`);
-            void sub.drained().then(() => {
-              if (sub.open) void this.subscribe(sub);
-            });
-            return;
-          }
-          for (const c of mine.slice(i, j)) {
-            if (!wants(sub, c)) continue;
-            sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), unread, cursor), true);
-            replayed++;
-          }
-          sent.add(tx);
-        }
-        i = j;
-      }
-    }
-    // Seen now: everything below the read's horizon (all finished, so all read), and every
-    // transaction at or above it that the read saw, whether sent now or before.
-    // Never an id at or above the read's xmax: no committed transaction has one (a row that
-    // does came from another cluster's restore), and a cursor holding it would skip the real
-    // transaction that gets it later.
-    const next = new CursorState(res.xmin, from?.ids ?? []);
-    for (const c of mine) if (c.txid < res.xmax) next.add(c.txid);
-    sub.cursor = next;
-    sub.epoch = res.epoch;
-    sub.unread = unread;
-    if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(res.epoch), unread }));
-    this.#sendStash(sub, unseen);
-    this.#o.metrics?.replayed(replayed, catchUp);
-    // Per socket, so debug: after a restart every socket resumes (the info summary counts them).
-    if (replayed > 0 && log.isLevelEnabled('debug')) log.debug({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
-  }
-}
-
-/** What a sync reads from for one subscriber: a cursor and its epoch, or nothing (with why not). */
-interface Plan {
-  from: CursorState | null;
-  epoch: string;
-  reset: string | null;
-}
-
-/** One transaction's changes for one user, ready for any of its sockets (each alert serialized once). */
-function userChanges(tx: bigint, list: Change[], byType: UnreadByType | undefined): UserChanges {
-  const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
-  const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
-  return { list, all: list.map((_, k) => k), kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType };
-}
-
-/** Deletes always go out: a tombstone has no type, and an unknown id is ignored by clients. */
-function wants(sub: Subscriber, c: Change): boolean {
-  return sub.types === null || c.kind === 'delete' || sub.types.has(c.alert.type);
-}
-
-function userOf(c: Change): string {
-  return c.kind === 'alert' ? c.alert.userId : c.userId;
-}
-
-/** A message without its trailing unread count and cursor, so one serialization serves every socket. */
-function body(c: Change, isNew: boolean, alertJson = c.kind === 'alert' ? JSON.stringify(c.alert) : ''): string {
-  if (c.kind === 'delete') return `{"type":"delete","id":${JSON.stringify(c.id)}`;
-  return `{"type":"${isNew ? 'notification' : 'update'}","alert":${alertJson}`;
-}
-
-/** A message bound for one socket: its body, the alert's JSON if it is a new alert, its unread count and cursor. */
-interface Outgoing {
-  body: string;
-  alert: string | null;
-  unread: number;
-  cursor: string;
-}
-type Outbox = Map<Subscriber, Outgoing[]>;
-
-/**
- * Sends one socket its messages from one live batch, in order. A socket that asked for batches
- * gets each run of new alerts as one `notifications` frame carrying the run's last unread count
- * and cursor: a frame arrives whole or not at all, so that cursor is as safe as the last
- * message's would be.
- */
-function sendAll(sub: Subscriber, out: Outgoing[]): void {
-  for (let i = 0; i < out.length; ) {
-    const first = out[i]!;
-    let j = i + 1;
-    if (sub.batch && first.alert !== null) while (j < out.length && out[j]!.alert !== null) j++;
-    if (j - i === 1) {
-      sub.send(frame(first.body, first.unread, first.cursor));
-    } else {
-      const last = out[j - 1]!;
-      const alerts: string[] = [];
-      for (let k = i; k < j; k++) alerts.push(out[k]!.alert!);
-      sub.send(`{"type":"notifications","alerts":[${alerts.join(',')}],"unread":${last.unread},"cursor":"${last.cursor}"}`);
-    }
-    i = j;
-  }
-}
-
-function frame(b: string, unread: number, cursor: string): string {
-  return `${b},"unread":${unread},"cursor":"${cursor}"}`;
 }

@@ -1,0 +1,35 @@
+/**
+ * What a change becomes on the wire: its message body (serialized once, shared by every socket
+ * of the user), the trailing unread count and cursor each socket gets, and which socket wants
+ * which change. Pure functions of the rows, used by live steps and syncs alike; separate from
+ * Delivery because none of it depends on delivery's state.
+ */
+import type { Change, UnreadByType } from '../db/changes.js';
+import type { Subscriber } from './hub.js';
+import type { UserChanges } from './stash.js';
+
+/** One transaction's changes for one user, ready for any of its sockets (each alert serialized once). */
+export function userChanges(tx: bigint, list: Change[], byType: UnreadByType | undefined): UserChanges {
+  const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
+  const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
+  return { list, all: list.map((_, k) => k), kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType };
+}
+
+/** Deletes always go out: a tombstone has no type, and an unknown id is ignored by clients. */
+export function wants(sub: Subscriber, c: Change): boolean {
+  return sub.types === null || c.kind === 'delete' || sub.types.has(c.alert.type);
+}
+
+export function userOf(c: Change): string {
+  return c.kind === 'alert' ? c.alert.userId : c.userId;
+}
+
+/** A message without its trailing unread count and cursor, so one serialization serves every socket. */
+export function body(c: Change, isNew: boolean, alertJson = c.kind === 'alert' ? JSON.stringify(c.alert) : ''): string {
+  if (c.kind === 'delete') return `{"type":"delete","id":${JSON.stringify(c.id)}`;
+  return `{"type":"${isNew ? 'notification' : 'update'}","alert":${alertJson}`;
+}
+
+export function frame(b: string, unread: number, cursor: string): string {
+  return `${b},"unread":${unread},"cursor":"${cursor}"}`;
+}

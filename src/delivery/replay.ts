@@ -1,0 +1,116 @@
+/**
+ * What one subscriber is sent once its sync read is back: `ready` (first time), a `reset` when
+ * its cursor cannot be resumed, the replay of what it missed (paused while its socket is
+ * congested), `synced`, then what live steps handled meanwhile (sendStash), after which it is
+ * live. Separate from Delivery, which owns the read (its batching, retries and epoch checks):
+ * this is the per-socket protocol of a sync, given the read's result.
+ */
+import { CursorState, resumeProblem } from './cursor.js';
+import { unreadOf, type Change, type SinceBatch } from '../db/changes.js';
+import type { Subscriber } from './hub.js';
+import type { Stashed } from './stash.js';
+import type { Metrics } from '../metrics.js';
+import { body, frame, userChanges, userOf, wants } from './messages.js';
+import type { DeliveryOptions } from './options.js';
+import { countDelivered, offer, sendAll, type Outbox } from './outbox.js';
+import type { Plan } from './plan.js';
+import type { Recent } from './recent.js';
+
+/**
+ * What live steps handled that the sync read did not see (in live order), then what they
+ * stashed while it ran, minus what the subscriber has (its cursor says): now live.
+ */
+export function sendStash(sub: Subscriber, epoch: string, metrics: Metrics | undefined, unseen: Recent[]): void {
+  const stash = sub.stash;
+  sub.stash = null;
+  const missed: Stashed[] = [];
+  for (const e of unseen) {
+    const list = e.group.filter((c) => userOf(c) === sub.userId);
+    if (list.length > 0) missed.push({ tx: e.tx, horizon: e.horizon, changes: userChanges(e.tx, list, e.unread.get(sub.userId)) });
+  }
+  if (missed.length === 0 && (!stash || stash.length === 0)) return;
+  const outbox: Outbox = new Map();
+  const counts = { notification: 0, update: 0, delete: 0 };
+  for (const { tx, horizon, changes } of [...missed, ...(stash ?? [])]) offer(sub, epoch, tx, changes, horizon, outbox, counts);
+  for (const [s, frames] of outbox) sendAll(s, frames);
+  countDelivered(metrics, counts, 0);
+}
+
+/** Sends one subscriber its sync, given the read it was part of (see the top of this file). */
+export function syncOne(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscriber) => Promise<void>, sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
+  if (!sub.open) return;
+  // A replay is written as it goes: corked, its frames would count against the socket's
+  // bound before the kernel had taken any, and a backlog would pause at every bound's worth.
+  if (mine.length > 0) sendSync(o, epoch, resubscribe, sub, plan, res, mine, catchUp, unseen);
+  else sub.corked(() => sendSync(o, epoch, resubscribe, sub, plan, res, mine, catchUp, unseen));
+}
+
+function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscriber) => Promise<void>, sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
+  const { log } = o;
+  const uid = sub.userId;
+  const unread = unreadOf(res.unread.get(uid), sub.types);
+  let { from, reset } = plan;
+  if (from) {
+    reset = resumeProblem(from, plan.epoch, res, uid, o.maxReplay);
+    if (reset) from = null;
+  }
+  if (!sub.readySent) {
+    sub.send(JSON.stringify({ type: 'ready', userId: uid, email: sub.email, unread }));
+    sub.readySent = true;
+  }
+  const continuing = sub.resumeFrom !== null;
+  sub.resumeFrom = null;
+  if (reset) {
+    log.info({ userId: uid, reason: reset }, `cursor reset for user ${uid}: ${reset}`);
+    sub.send(JSON.stringify({ type: 'reset', reason: reset }));
+  }
+  let replayed = 0;
+  if (from) {
+    const cursor = from.encode(res.epoch);
+    const sent = new CursorState(from.horizon, from.ids);
+    for (let i = 0; i < mine.length; ) {
+      const tx = mine[i]!.txid;
+      let j = i;
+      while (j < mine.length && mine[j]!.txid === tx) j++;
+      if (tx >= from.horizon && !from.has(tx)) {
+        // A client that reads slower than its backlog arrives: stop between transactions,
+        // wait for its buffer to drain, then go on from what it was sent (it is not live
+        // meanwhile, so nothing newer overtakes the backlog).
+        if (sub.congested) {
+          sub.cursor = null;
+          // The rest is read again when it goes on, live changes included.
+          sub.stash = null;
+          sub.resumeFrom = sent;
+          sub.epoch = res.epoch;
+          log.info({ userId: uid, replayed }, `paused a replay to user ${uid} until its socket drains`);
+          void sub.drained().then(() => {
+            if (sub.open) void resubscribe(sub);
+          });
+          return;
+        }
+        for (const c of mine.slice(i, j)) {
+          if (!wants(sub, c)) continue;
+          sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), unread, cursor), true);
+          replayed++;
+        }
+        sent.add(tx);
+      }
+      i = j;
+    }
+  }
+  // Seen now: everything below the read's horizon (all finished, so all read), and every
+  // transaction at or above it that the read saw, whether sent now or before.
+  // Never an id at or above the read's xmax: no committed transaction has one (a row that
+  // does came from another cluster's restore), and a cursor holding it would skip the real
+  // transaction that gets it later.
+  const next = new CursorState(res.xmin, from?.ids ?? []);
+  for (const c of mine) if (c.txid < res.xmax) next.add(c.txid);
+  sub.cursor = next;
+  sub.epoch = res.epoch;
+  sub.unread = unread;
+  if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(res.epoch), unread }));
+  sendStash(sub, epoch, o.metrics, unseen);
+  o.metrics?.replayed(replayed, catchUp);
+  // Per socket, so debug: after a restart every socket resumes (the info summary counts them).
+  if (replayed > 0 && log.isLevelEnabled('debug')) log.debug({ userId: uid, replayed, catchUp }, `replayed ${replayed} changes to user ${uid}`);
+}
