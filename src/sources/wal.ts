@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { sql } from 'kysely';
 import type pg from 'pg';
-import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { LogicalReplicationService, type Pgoutput } from 'pg-logical-replication';
 import { PUBLICATION, publicationProblem, readSource, SCHEMA, type Mapping } from '../db/bookkeeping.js';
 import { lastWins, type Change } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
@@ -35,6 +35,10 @@ import type { Logger } from '../log.js';
 import { Probes } from './probes.js';
 import { approxBytes } from '../util/size.js';
 import type { SourceEvents, SourceState } from './types.js';
+import { explain } from './walerrors.js';
+import { byBigInt, CARRY_MAX_BYTES, isRel, keyOf, Relations, rowJson, rowUncarried, stopCarrying, type Pending, type Tuple } from './walrows.js';
+import { formatLsn, parseLsn, settle, SlotPlugin } from './walslot.js';
+export { explain } from './walerrors.js'; // doctor's checks (walcheck.ts) and the tests import it from here
 
 /** The prefix of pgbell's logical messages. */
 const MESSAGE_PREFIX = 'pgbell';
@@ -47,37 +51,8 @@ export interface WalOptions {
   checkIntervalMs: number;
   /** How often a horizon message is sent while transactions arrive (default 250 ms). */
   fenceMs?: number;
-  /** Past this many bytes of rows (about; see src/util/size.ts) a transaction is read by id instead of carried (default CARRY_MAX_BYTES). */
+  /** Past this many bytes of rows (about; see src/util/size.ts) a transaction is read by id instead of carried (default CARRY_MAX_BYTES in walrows.ts). */
   carryMaxBytes?: number | undefined;
-}
-
-/**
- * What one streaming transaction may hold of rows before it is read by id instead. Each row
- * streams twice (the table's and its bookkeeping), and all of a transaction's arrive before its
- * commit: a 100,000-row backfill was held whole.
- */
-export const CARRY_MAX_BYTES = 8 << 20;
-
-/** A row as pg-logical-replication decodes it: column name → value parsed like a query's. */
-type Tuple = Record<string, unknown>;
-
-/** One transaction as it streams in. */
-interface Pending {
-  /** AlertChange rows by key, the last version in the transaction; null: deleted in it. */
-  changes: Map<string, Tuple | null>;
-  /** Rows of the table by id (text), the last version, with the column types they were decoded with. */
-  rows: Map<string, { row: Tuple; types: Map<string, number> }>;
-  tombstones: Tuple[];
-  revocations: Tuple[];
-  /** Something the stream cannot render exactly: read this transaction instead. */
-  readInstead: boolean;
-  /** What `changes`, `rows` and `tombstones` hold, about. */
-  bytes: number;
-  /**
-   * Past carryMaxBytes: the rows are dropped and read by id; only the transaction ids of its
-   * bookkeeping are kept, here (null until then).
-   */
-  txids: Set<string> | null;
 }
 
 export class WalSource extends EventEmitter<SourceEvents> {
@@ -104,13 +79,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
   #servedWithoutStream = false;
   #tx: Pending | null = null;
   #mapping: Mapping | null = null;
-  /** Columns of the table whose values render as to_jsonb would (for a table without a data column). */
-  /**
-   * By relation message: the stream sends a new one after the table's columns change (ALTER
-   * TABLE), so nothing decoded for the old columns is used for the new.
-   */
-  #plain = new WeakMap<Pgoutput.MessageRelation, boolean>();
-  #columnTypes = new WeakMap<Pgoutput.MessageRelation, Map<string, number>>();
+  #relations = new Relations();
   /** Resolves start() when the first attempt fails. */
   #firstFailed: (() => void) | null = null;
   readonly #probes = new Probes();
@@ -243,7 +212,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
     let resolveStarted!: () => void;
     const started = new Promise<void>((r) => (resolveStarted = r));
     const plugin = new SlotPlugin(slot, async (client, snapshot) => {
-      await this.#settle(snapshot);
+      await settle(this.#o.db, snapshot);
       this.#slot = slot;
       this.#attempt = 0;
       this.#lastHeard = Date.now();
@@ -309,34 +278,6 @@ export class WalSource extends EventEmitter<SourceEvents> {
     this.#retryTimer.unref();
   }
 
-  /**
-   * The slot's snapshot `name` holds exactly what committed before the stream's first change.
-   * A transaction whose commit record is written shows as running in other sessions'
-   * snapshots for a moment more; until every one the slot's snapshot sees is visible to
-   * ordinary snapshots too, a catch-up read could miss one the stream will not carry.
-   */
-  async #settle(name: string): Promise<void> {
-    const db = this.#o.db;
-    const snapshot = await db.connection().execute(async (conn) => {
-      await sql`BEGIN ISOLATION LEVEL REPEATABLE READ`.execute(conn);
-      try {
-        await sql`SET TRANSACTION SNAPSHOT ${sql.lit(name)}`.execute(conn);
-        const { rows } = await sql<{ s: string }>`SELECT pg_current_snapshot()::text AS s`.execute(conn);
-        return rows[0]!.s;
-      } finally {
-        await sql`COMMIT`.execute(conn);
-      }
-    });
-    for (let i = 0; ; i++) {
-      const { rows } = await sql<{ n: number }>`
-        SELECT count(*)::int AS n FROM pg_snapshot_xip(pg_current_snapshot()) x
-         WHERE pg_visible_in_snapshot(x, ${snapshot}::pg_snapshot)`.execute(db);
-      if (rows[0]!.n === 0) return;
-      if (i === 1000) throw new Error('transactions the slot saw committed stayed invisible for 2 s');
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  }
-
   #onMessage(msg: Pgoutput.Message): void {
     switch (msg.tag) {
       case 'begin':
@@ -370,10 +311,10 @@ export class WalSource extends EventEmitter<SourceEvents> {
   #row(rel: Pgoutput.MessageRelation, tuple: Tuple, update: boolean): void {
     const tx = this.#tx;
     if (!tx) return;
-    if (tx.txids !== null) return this.#rowUncarried(tx, rel, tuple);
+    if (tx.txids !== null) return rowUncarried(tx, rel, tuple);
     if (isRel(rel, SCHEMA, 'AlertChange') || isRel(rel, SCHEMA, 'AlertTombstone') || (this.#mapping && `${rel.schema}.${rel.name}` === this.#mapping.table)) {
       tx.bytes += approxBytes(tuple);
-      if (tx.bytes > (this.#o.carryMaxBytes ?? CARRY_MAX_BYTES)) return this.#stopCarrying(tx, rel, tuple);
+      if (tx.bytes > (this.#o.carryMaxBytes ?? CARRY_MAX_BYTES)) return stopCarrying(tx, rel, tuple, this.#o.log);
     }
     if (isRel(rel, SCHEMA, 'AlertChange')) tx.changes.set(keyOf(tuple), tuple);
     else if (isRel(rel, SCHEMA, 'AlertTombstone')) tx.tombstones.push(tuple);
@@ -381,54 +322,9 @@ export class WalSource extends EventEmitter<SourceEvents> {
     else if (this.#mapping && `${rel.schema}.${rel.name}` === this.#mapping.table) {
       // An unchanged TOAST value is left out of an update (decoded as undefined).
       if (update && Object.values(tuple).some((v) => v === undefined)) tx.readInstead = true;
-      if (!this.#renderable(rel)) tx.readInstead = true;
-      tx.rows.set(String(tuple[this.#mapping.idColumn]), { row: tuple, types: this.#types(rel) });
+      if (!this.#relations.renderable(rel, this.#mapping)) tx.readInstead = true;
+      tx.rows.set(String(tuple[this.#mapping.idColumn]), { row: tuple, types: this.#relations.types(rel) });
     }
-  }
-
-  /**
-   * The transaction outgrew carryMaxBytes: its rows so far are dropped, and from now on only the
-   * transaction ids of its bookkeeping are kept. At its commit it is read by id (as one the
-   * stream cannot render), by the users live then.
-   */
-  #stopCarrying(tx: Pending, rel: Pgoutput.MessageRelation, tuple: Tuple): void {
-    const txids = new Set<string>();
-    for (const c of tx.changes.values()) if (c) txids.add(String(c.changedTxid));
-    for (const t of tx.tombstones) txids.add(String(t.txid));
-    tx.txids = txids;
-    tx.readInstead = true;
-    tx.changes.clear();
-    tx.rows.clear();
-    tx.tombstones = [];
-    this.#o.log.debug({ bytes: tx.bytes }, 'a streaming transaction outgrew what is carried: it will be read by transaction id');
-    this.#rowUncarried(tx, rel, tuple);
-  }
-
-  /** A row of a transaction no longer carried: its transaction id, or a revocation. */
-  #rowUncarried(tx: Pending, rel: Pgoutput.MessageRelation, tuple: Tuple): void {
-    if (isRel(rel, SCHEMA, 'AlertChange')) tx.txids!.add(String(tuple.changedTxid));
-    else if (isRel(rel, SCHEMA, 'AlertTombstone')) tx.txids!.add(String(tuple.txid));
-    else if (isRel(rel, SCHEMA, 'pgbell_revocation')) tx.revocations.push(tuple);
-  }
-
-  #types(rel: Pgoutput.MessageRelation): Map<string, number> {
-    let types = this.#columnTypes.get(rel);
-    if (!types) this.#columnTypes.set(rel, (types = new Map(rel.columns.map((c) => [c.name, c.typeOid]))));
-    return types;
-  }
-
-  /** Whether the stream renders the table's rows exactly as the view pgbell."Alert" would. */
-  #renderable(rel: Pgoutput.MessageRelation): boolean {
-    const known = this.#plain.get(rel);
-    if (known !== undefined) return known;
-    const m = this.#mapping!;
-    const byName = new Map(rel.columns.map((c) => [c.name, c.typeOid]));
-    const textual = (col: string) => !col || TEXT_TYPES.has(byName.get(col) ?? -1);
-    let ok = textual(m.titleColumn) && textual(m.messageColumn) && textual(m.linkColumn) && byName.has(m.idColumn);
-    if (m.dataColumn) ok &&= JSON_TYPES.has(byName.get(m.dataColumn) ?? -1);
-    else ok &&= rel.columns.every((c) => JSONB_PLAIN.has(c.typeOid));
-    this.#plain.set(rel, ok);
-    return ok;
   }
 
   #commit(tx: Pending): void {
@@ -500,102 +396,4 @@ export class WalSource extends EventEmitter<SourceEvents> {
     this.#state = state;
     this.#since = new Date();
   }
-}
-
-/**
- * pgoutput with a temporary slot made on the stream's own connection (a temporary slot lives as
- * long as the session that made it), and its snapshot handed to `ready` before streaming starts.
- */
-class SlotPlugin extends PgoutputPlugin {
-  constructor(
-    readonly slot: string,
-    readonly ready: (client: pg.Client, snapshot: string) => Promise<void>,
-  ) {
-    super({ protoVersion: 1, publicationNames: [PUBLICATION], messages: true });
-  }
-
-  override async start(client: pg.Client, slotName: string): Promise<unknown> {
-    const { rows } = await client.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT "${slotName}" TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`);
-    const { consistent_point: lsn, snapshot_name: snapshot } = rows[0]!;
-    // The snapshot stays importable until this connection runs its next command.
-    await this.ready(client, snapshot);
-    return super.start(client, slotName, lsn);
-  }
-}
-
-/** Text-like types: their value is the column's ::text. */
-const TEXT_TYPES = new Set([25, 1043, 1042, 19]);
-/**
- * jsonb only: a json column may hold what jsonb refuses (\u0000), which the read side renders
- * as no data (pgbell.row_data); it is read by id so that live and resumed data agree.
- */
-const JSON_TYPES = new Set([3802]);
-/** Types whose decoded value is what to_jsonb gives: text-like, uuid, booleans, numbers, jsonb. */
-const JSONB_PLAIN = new Set([...TEXT_TYPES, ...JSON_TYPES, 2950, 16, 21, 23, 20, 700, 701, 1700]);
-
-/** The row as to_jsonb(row) gives it, for the types in JSONB_PLAIN (keys in jsonb's order). */
-function rowJson(row: Tuple, types: Map<string, number>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  const keys = Object.keys(row).sort((a, b) => Buffer.byteLength(a) - Buffer.byteLength(b) || Buffer.compare(Buffer.from(a), Buffer.from(b)));
-  for (const k of keys) {
-    const v = row[k];
-    // int8 and numeric decode as strings, floats as numbers: to_jsonb gives finite values as
-    // numbers and NaN or infinities as strings.
-    if (typeof v === 'number') out[k] = Number.isFinite(v) ? v : String(v);
-    else if (typeof v === 'string' && NUMERIC_AS_STRING.has(types.get(k) ?? -1)) out[k] = Number.isFinite(Number(v)) ? Number(v) : v;
-    else out[k] = v;
-  }
-  return out;
-}
-
-const NUMERIC_AS_STRING = new Set([20, 1700]);
-
-/** An LSN as Postgres prints it (`16/B374D848`) → a number. */
-function parseLsn(lsn: string): bigint {
-  const [hi, lo] = lsn.split('/');
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
-}
-
-function formatLsn(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
-}
-
-function isRel(rel: Pgoutput.MessageRelation, schema: string, name: string): boolean {
-  return rel.schema === schema && rel.name === name;
-}
-
-function keyOf(t: Tuple | null | undefined): string {
-  return String(t?.key);
-}
-
-function byBigInt(a: string, b: string): number {
-  const x = BigInt(a);
-  const y = BigInt(b);
-  return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/**
- * What the server's refusal means, as one line naming the setting and the fix; null for a
- * failure that retrying may cure (a restart, a dropped connection).
- */
-export function explain(err: Error): string | null {
-  const msg = err.message;
-  const code = (err as { code?: string }).code;
-  if (/wal_level/.test(msg)) {
-    return 'WAL mode needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical and restart the server (on Amazon RDS/Aurora: rds.logical_replication = 1 in the parameter group; on Cloud SQL: the cloudsql.logical_decoding flag); or use PGBELL_MODE=notify';
-  }
-  if (/must be superuser or replication role|permission denied to start WAL sender|must have the REPLICATION attribute|REPLICATION attribute/i.test(msg) || (code === '42501' && /replication|WAL sender/i.test(msg))) {
-    return 'WAL mode needs a role with REPLICATION: ALTER ROLE <role> REPLICATION (on Amazon RDS/Aurora: GRANT rds_replication TO <role>; on Cloud SQL: ALTER USER <role> WITH REPLICATION; on Azure: ALTER ROLE <role> WITH REPLICATION); or use PGBELL_MODE=notify';
-  }
-  if (/no pg_hba.conf entry for replication connection/.test(msg)) return `the server refuses replication connections from here: add a "host replication" line to pg_hba.conf for this role (${msg})`;
-  if (code === '53400' || /all replication slots are in use/.test(msg)) return 'no free replication slot: raise max_replication_slots (needs a restart) or drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active)';
-  if (code === '53300' && /wal.?sender|standby|replication/i.test(msg)) return 'no free WAL sender: raise max_wal_senders (needs a restart)';
-  if (/number of requested standby connections exceeds max_wal_senders/.test(msg)) return 'no free WAL sender: raise max_wal_senders (needs a restart)';
-  if (/publication "pgbell" does not exist/.test(msg)) return 'publication pgbell is missing: run `pgbell migrate` (or `pgbell install` again) with PGBELL_MODE=wal';
-  if (/publication "pgbell" was altered/.test(msg)) return `${msg}: run \`pgbell migrate\` (or \`pgbell install\` again) with PGBELL_MODE=wal to make it right`;
-  if (/while in recovery|during recovery|cannot be executed during recovery/.test(msg)) return 'DATABASE_URL (or LISTEN_DATABASE_URL) points at a replica: logical replication of pgbell\'s publication needs the primary';
-  if (/unsupported startup parameter: replication|unsupported pkt type|replication.*not supported/i.test(msg)) {
-    return 'the replication connection goes through a pooler (e.g. PgBouncer), which cannot carry logical replication: point LISTEN_DATABASE_URL at the primary directly';
-  }
-  return null;
 }
