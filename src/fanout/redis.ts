@@ -18,17 +18,9 @@
 import { createClient, createCluster, type RedisClusterType } from 'redis';
 import type { Change, ChangeBatch } from '../db/changes.js';
 import type { Logger } from '../log.js';
-import type { WireAlert } from '../protocol.js';
-
-/** One transaction's changes for one user, as published. bigints travel as strings. */
-interface Wire {
-  /** The relay's epoch (see EPOCH in src/db/changes.ts); absent from relays before it was sent. */
-  epoch?: string;
-  txid: string;
-  xmin: string | null;
-  changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string } | { kind: 'delete'; id: string; userId: string; txid: string }>;
-  unread: Record<string, number>;
-}
+import { clusterAccess, destroy, reconnectStrategy, type PubSub } from './redisclients.js';
+import { SUBSCRIBE_TIMEOUT_MS, unanswered, UNREACHABLE_MS } from './redistimeouts.js';
+import { changeFromWire, changeToWire, type Wire } from './rediswire.js';
 
 export interface FanoutOptions {
   /** One Redis. */
@@ -56,45 +48,6 @@ export interface FanoutOptions {
   /** Default UNREACHABLE_MS (tests use less). */
   unreachableMs?: number | undefined;
 }
-
-/** What pgbell uses of a node-redis client, single-node or cluster. */
-interface PubSub {
-  connect(): Promise<unknown>;
-  sSubscribe(channel: string, listener: (message: string) => void): Promise<void>;
-  sUnsubscribe(channel: string, listener?: (message: string) => void): Promise<unknown>;
-  subscribe(channel: string, listener: (message: string) => void): Promise<void>;
-  sPublish(channel: string, message: string): Promise<unknown>;
-  publish(channel: string, message: string): Promise<unknown>;
-  close(): Promise<unknown>;
-  destroy(): void;
-  on(event: string, listener: (...args: any[]) => void): unknown;
-}
-
-/** Drops a client's connections now; one closed already throws, which is fine here. */
-function destroy(c: PubSub): void {
-  try {
-    c.destroy();
-  } catch {
-    // closed already
-  }
-}
-
-const reconnectStrategy = (retries: number) => Math.min(5000, 50 * 2 ** Math.min(retries, 7));
-
-/**
- * How long a publish may go unanswered before it fails (and the relay tries again): one to a
- * master that is down, or to a Redis that stopped answering, may never settle, and it held the
- * relay's chain, and so the daemon's shutdown, for ever.
- */
-export const PUBLISH_TIMEOUT_MS = 5_000;
-
-/** How long a socket waits for its user's SSUBSCRIBE before it is refused (1013). */
-export const SUBSCRIBE_TIMEOUT_MS = 10_000;
-/**
- * How long a node may be without Redis before it closes its sockets (1013): longer than a
- * cluster's failover (cluster-node-timeout, 15 s by default, and the election after it).
- */
-export const UNREACHABLE_MS = 30_000;
 
 export class RedisFanout {
   #pub: PubSub;
@@ -392,11 +345,7 @@ export class RedisFanout {
         ...(epoch ? { epoch } : {}),
         txid,
         xmin: xmin === null ? null : xmin.toString(),
-        changes: changes.map((c) =>
-          c.kind === 'alert'
-            ? { kind: 'alert' as const, alert: c.alert, txid: c.txid.toString(), insertTxid: c.insertTxid.toString(), seq: c.seq.toString() }
-            : { kind: 'delete' as const, id: c.id, userId: c.userId, txid: c.txid.toString() },
-        ),
+        changes: changes.map(changeToWire),
         unread: batch.unread.get(userId) ?? {},
       };
       sends.push(this.#pub.sPublish(this.#userChannel(userId), JSON.stringify(wire)));
@@ -427,11 +376,7 @@ export class RedisFanout {
       this.#o.log.warn({ message: message.slice(0, 200) }, 'dropped a malformed fan-out message');
       return;
     }
-    const changes: Change[] = wire.changes.map((c) =>
-      c.kind === 'alert'
-        ? { kind: 'alert', alert: c.alert, txid: BigInt(c.txid), insertTxid: BigInt(c.insertTxid), seq: BigInt(c.seq) }
-        : { kind: 'delete', id: c.id, userId: c.userId, txid: BigInt(c.txid) },
-    );
+    const changes: Change[] = wire.changes.map(changeFromWire);
     const userId = changes[0] ? (changes[0].kind === 'alert' ? changes[0].alert.userId : changes[0].userId) : '';
     this.#o.onChanges(wire.txid, wire.xmin === null || this.#lost ? null : BigInt(wire.xmin), { changes, unread: new Map([[userId, wire.unread]]) }, typeof wire.epoch === 'string' ? wire.epoch : undefined);
   }
@@ -443,31 +388,4 @@ export class RedisFanout {
   #revokeChannel(): string {
     return `pgbell:${this.#o.databaseId}:${this.#o.channel}:revoke`;
   }
-}
-
-/**
- * The credentials and TLS of a cluster's seed URLs (the first that names them), for every
- * node's client: a cluster with requirepass answers NOAUTH to a client without them.
- */
-export function clusterAccess(urls: readonly string[]): { username?: string; password?: string; tls: boolean } {
-  const parsed = urls.map((u) => new URL(u));
-  const withCreds = parsed.find((u) => u.password !== '' || u.username !== '');
-  const tls = parsed.some((u) => u.protocol === 'rediss:');
-  if (tls && parsed.some((u) => u.protocol !== 'rediss:')) throw new Error('REDIS_CLUSTER_NODES mixes redis:// and rediss:// URLs: a cluster is TLS throughout or not at all');
-  return {
-    ...(withCreds?.username ? { username: decodeURIComponent(withCreds.username) } : {}),
-    ...(withCreds?.password ? { password: decodeURIComponent(withCreds.password) } : {}),
-    tls,
-  };
-}
-
-/** `p`, or a rejection once it has gone PUBLISH_TIMEOUT_MS without an answer. */
-function unanswered<T>(p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${PUBLISH_TIMEOUT_MS} ms`)), PUBLISH_TIMEOUT_MS);
-  });
-  // Its own failure, after the timeout, is no one's to handle.
-  p.catch(() => {});
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
