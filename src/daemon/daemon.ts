@@ -5,85 +5,29 @@
  */
 import { readFile } from 'node:fs/promises';
 import { sql } from 'kysely';
-import pg from 'pg';
 import { secretKey } from '../auth.js';
-import type { Config } from '../config.js';
 import { currentEpoch, databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from '../db/changes.js';
-import { createDb, type Db } from '../db/connect.js';
+import { createDb } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { Revocations } from '../sources/revocations.js';
 import { renormalizeForeignTxids } from '../db/bookkeeping.js';
-import { installedTable } from '../db/install.js';
 import { withSchemaLock } from '../db/lock.js';
-import { pendingMigrations, triggerChannel } from '../db/migrate.js';
 import { Delivery } from '../delivery/delivery.js';
 import { alertsHandler } from '../server/alerts.js';
 import { Hub, type Subscriber } from '../delivery/hub.js';
 import { Relay } from '../fanout/relay.js';
 import { RedisFanout } from '../fanout/redis.js';
-import { createSource, type ChangeSource, type Mode } from '../sources/index.js';
+import { createSource, type ChangeSource } from '../sources/index.js';
 import { Metrics } from '../metrics.js';
 import { startSummary } from './summary.js';
-import { createLogger, type Logger } from '../log.js';
-import { DEFAULT_LIMITS, Server, type Limits } from '../server/server.js';
+import { createLogger } from '../log.js';
+import { DEFAULT_LIMITS, Server } from '../server/server.js';
+import { checkDatabase, checkListenDatabase, StartupError } from './checks.js';
+import type { DaemonOptions } from './options.js';
 
-export interface DaemonOptions {
-  databaseUrl: string;
-  /** Guards /metrics and /health's details (see ADMIN_TOKEN); unset: public. */
-  adminToken?: string | undefined;
-  /** 'poll': no LISTEN; new changes are read every pollMs (the triggers must have been migrated for it). */
-  mode?: Mode;
-  /** Poll mode's interval (default 100 ms). */
-  pollMs?: number;
-  /** 'redis': one relay LISTENs and publishes per user to Redis; nodes subscribe for their users. */
-  fanout?: 'listen' | 'redis';
-  redisUrl?: string | undefined;
-  /** A Redis Cluster instead of redisUrl: some of its nodes' URLs. */
-  redisClusterNodes?: string[] | undefined;
-  /** Where the listener connects, if not DATABASE_URL (must be a direct session connection to the primary). */
-  listenDatabaseUrl?: string | undefined;
-  sessionSecret: string;
-  /** Earlier secrets that still verify tokens (key rotation). */
-  previousSecrets?: readonly string[];
-  /** Clock skew allowed on token expiry (default 30 s). */
-  tokenLeewaySeconds?: number;
-  /** PEM files: serve https:// and wss:// directly. */
-  tls?: { certFile: string; keyFile: string } | undefined;
-  /** `token_expiring` this long before expiry (default 60 s). */
-  tokenExpiringSeconds?: number;
-  port: number;
-  host?: string | undefined;
-  heartbeatMs: number;
-  authTimeoutMs: number;
-  channel: string;
-  /** Origins allowed to call /alerts from a browser. */
-  allowedOrigins?: readonly string[];
-  /** Most changes replayed to one user on resume before a reset instead. */
-  maxReplay?: number;
-  /** Deletes older than this are pruned; older cursors get a reset. */
-  tombstoneRetentionHours?: number;
-  /** Origins whose pages may open a socket; 'any' (or unset) skips the check. */
-  socketOrigins?: readonly string[] | 'any';
-  limits?: Partial<Limits>;
-  /** Users per catch-up read (tests use a small number to see the batching). */
-  syncBatchUsers?: number;
-  /** Above this many connected users, live reads are not filtered by user (tests use a small number). */
-  liveFilterMaxUsers?: number;
-  /** Bytes of rows the recent-transaction memory keeps (default RECENT_MAX_BYTES in src/delivery/delivery.ts; tests use less). */
-  recentMaxBytes?: number;
-  /** WAL mode: bytes of rows a streaming transaction may hold before it is read by id (default CARRY_MAX_BYTES in src/sources/wal.ts; tests use less). */
-  walCarryMaxBytes?: number;
-  /** Proxies whose X-Forwarded-For is trusted (the per-address unauthenticated budget). */
-  trustProxyHops?: number | undefined;
-  /** Redis mode: how often a standby tries to become the relay, and rows per catch-up page (tests). */
-  relay?: { retryMs?: number; pageRows?: number };
-  /** Redis mode: how long a socket waits for its SSUBSCRIBE, and how long Redis may be unreachable before sockets are closed (tests; see src/fanout/redis.ts). */
-  redisTimeouts?: { subscribeMs?: number; unreachableMs?: number };
-  log?: Logger;
-  logLevel?: string;
-  /** How often the info summary line is logged (default 60 s; tests use less). */
-  summaryMs?: number;
-}
+// Where the CLI, the package's index and the tests import them from.
+export { daemonOptions, type DaemonOptions } from './options.js';
+export { StartupError } from './checks.js';
 
 export interface Daemon {
   port: number;
@@ -94,56 +38,11 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-/** Daemon options from validated config; the connection and secret come from the caller (dev may supply its own). */
-export function daemonOptions(config: Config, conn: { databaseUrl: string; sessionSecret: string; log: Logger }): DaemonOptions {
-  return {
-    ...conn,
-    port: config.PORT,
-    host: config.HOST,
-    heartbeatMs: config.HEARTBEAT_MS,
-    authTimeoutMs: config.AUTH_TIMEOUT_MS,
-    channel: config.PGBELL_CHANNEL,
-    allowedOrigins: config.ALLOWED_ORIGINS,
-    previousSecrets: config.SESSION_SECRET_PREVIOUS,
-    listenDatabaseUrl: config.LISTEN_DATABASE_URL,
-    fanout: config.PGBELL_FANOUT,
-    mode: config.PGBELL_MODE,
-    pollMs: config.PGBELL_POLL_MS,
-    redisUrl: config.REDIS_URL,
-    redisClusterNodes: config.REDIS_CLUSTER_NODES,
-    tls: config.TLS_CERT && config.TLS_KEY ? { certFile: config.TLS_CERT, keyFile: config.TLS_KEY } : undefined,
-    tokenLeewaySeconds: config.TOKEN_LEEWAY_SECONDS,
-    trustProxyHops: config.TRUST_PROXY_HOPS,
-    adminToken: config.ADMIN_TOKEN,
-    tokenExpiringSeconds: config.TOKEN_EXPIRING_SECONDS,
-    maxReplay: config.MAX_REPLAY,
-    tombstoneRetentionHours: config.TOMBSTONE_RETENTION_HOURS,
-    socketOrigins: config.ALLOWED_ORIGINS.length > 0 ? config.ALLOWED_ORIGINS : 'any',
-    limits: {
-      maxConnections: config.MAX_CONNECTIONS,
-      maxUnauthenticated: config.MAX_UNAUTHENTICATED,
-      maxUnauthenticatedPerAddress: config.MAX_UNAUTHENTICATED_PER_ADDRESS,
-      maxWaitMs: config.MAX_HANDSHAKE_WAIT_MS,
-      maxWaitingBytes: config.MAX_WAITING_BYTES,
-      maxPerUser: config.MAX_CONNECTIONS_PER_USER,
-      rateLimit: config.RATE_LIMIT,
-      rateWindowMs: config.RATE_WINDOW_MS,
-      userRateLimit: config.USER_RATE_LIMIT,
-      addressRateLimit: config.ADDRESS_RATE_LIMIT,
-      maxBufferedBytes: config.MAX_BUFFERED_BYTES,
-    },
-  };
-}
-
 /** How long a stopping daemon waits for deliveries in flight before closing sockets. */
 const DRAIN_MS = 5000;
 
 /** Connections of the /alerts read side (apart from the 5 of delivery). */
 const READ_POOL = 3;
-
-export class StartupError extends Error {
-  override name = 'StartupError';
-}
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? createLogger(opts.logLevel ?? 'info');
@@ -426,46 +325,4 @@ export function untilSignal(daemon: Daemon, log: { info(msg: string): void }): P
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
-}
-
-/** A read replica accepts LISTEN but never hears the primary's NOTIFY: refuse it by name. */
-async function checkListenDatabase(url: string, name: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url, application_name: 'pgbell-check' });
-  // A short-lived client: a lost connection surfaces through the awaited calls; without a
-  // listener, pg's 'error' event would also be thrown as an uncaught exception.
-  client.on('error', () => {});
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new StartupError(`cannot connect to ${name}: ${(err as Error).message}`);
-  }
-  try {
-    const { rows } = await client.query<{ replica: boolean }>('SELECT pg_is_in_recovery() AS replica');
-    if (rows[0]!.replica) throw new StartupError(`${name} points at a read replica (pg_is_in_recovery() is true): NOTIFY sent on the primary never reaches it; point it at the primary`);
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-/** Fails early, saying what to do, when the database is unreachable or not migrated. */
-async function checkDatabase(db: Db, channel: string, mode: Mode): Promise<void> {
-  try {
-    await sql`SELECT 1`.execute(db);
-  } catch (err) {
-    throw new StartupError(`cannot connect to DATABASE_URL: ${(err as Error).message}`);
-  }
-  const run = (text: string) => sql.raw(text).execute(db);
-  const pending = await pendingMigrations(run);
-  if (pending.length > 0) throw new StartupError(`the database is missing migrations ${pending.join(', ')}: run \`pgbell migrate\` first`);
-  const installed = await installedTable(run);
-  const current = await triggerChannel(run);
-  if (current === null) {
-    throw new StartupError(installed ? `the notify triggers on ${installed} are missing: run \`pgbell install\` again` : 'the "Alert" table or its notify triggers are missing: run `pgbell migrate` first');
-  }
-  if (current !== channel) {
-    const what = (c: string) => (c === '' ? 'sends no NOTIFY (poll or WAL mode)' : `notifies channel "${c}"`);
-    const want = channel === '' ? `PGBELL_MODE is ${mode}` : `PGBELL_CHANNEL is "${channel}"${current === '' ? ' and PGBELL_MODE is notify' : ''}`;
-    const remedy = installed ? `run \`pgbell install\` again with the same PGBELL_MODE${channel === '' ? '' : ` and --channel ${channel}`}` : 'run `pgbell migrate` with the same PGBELL_CHANNEL and PGBELL_MODE';
-    throw new StartupError(`the ${installed ?? '"Alert"'} trigger ${what(current)} but ${want}: ${remedy}`);
-  }
 }
