@@ -51,7 +51,7 @@ export interface DaemonOptions {
   syncBatchUsers?: number;
   /** Above this many connected users, live reads are not filtered by user (tests use a small number). */
   liveFilterMaxUsers?: number;
-  /** Bytes of rows the recent-transaction memory keeps (default RECENT_MAX_BYTES in src/delivery/delivery.ts; tests use less). */
+  /** Bytes of rows the recent-transaction memory keeps (default RECENT_MAX_BYTES in src/delivery/recent.ts; tests use less). */
   recentMaxBytes?: number;
   /** WAL mode: bytes of rows a streaming transaction may hold before it is read by id (default CARRY_MAX_BYTES in src/sources/walrows.ts; tests use less). */
   walCarryMaxBytes?: number;

@@ -5,7 +5,7 @@
  *
  * On the wire it is opaque: `1.<epoch>.<horizon>.<delta>.<delta>…`, numbers in base 36,
  * each delta counted from the horizon. The epoch (the database's id and the server's timeline,
- * see EPOCH in src/db/changes.ts) makes a cursor from another database (a recreated dev
+ * see EPOCH in src/db/epoch.ts) makes a cursor from another database (a recreated dev
  * database, another deployment) or from before a failover a reset instead of a silent gap.
  */
 import type { SinceBatch } from '../db/changes.js';

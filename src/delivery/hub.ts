@@ -59,7 +59,7 @@ export class Subscriber {
   readySent = false;
   /** Where a replay cut short by a full buffer goes on from once the socket has drained. */
   resumeFrom: CursorState | null = null;
-  /** The epoch (see EPOCH in src/db/changes.ts) `cursor` and `resumeFrom` belong to. */
+  /** The epoch (see EPOCH in src/db/epoch.ts) `cursor` and `resumeFrom` belong to. */
   epoch = '';
   /** The client takes `notifications` frames (auth with `batch: true`). */
   batch = false;

@@ -26,7 +26,7 @@ export interface DeliveryOptions {
   hub: Hub;
   log: Logger;
   /**
-   * The epoch at start (see EPOCH in src/db/changes.ts): it goes into every cursor, and a
+   * The epoch at start (see EPOCH in src/db/epoch.ts): it goes into every cursor, and a
    * cursor of another epoch gets a reset. Every read says which epoch it was taken in; a new
    * one (a failover) resets every socket.
    */

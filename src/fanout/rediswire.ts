@@ -9,7 +9,7 @@ import type { WireAlert } from '../protocol.js';
 
 /** One transaction's changes for one user, as published. bigints travel as strings. */
 export interface Wire {
-  /** The relay's epoch (see EPOCH in src/db/changes.ts); absent from relays before it was sent. */
+  /** The relay's epoch (see EPOCH in src/db/epoch.ts); absent from relays before it was sent. */
   epoch?: string;
   txid: string;
   xmin: string | null;

@@ -44,7 +44,7 @@ export class Relay {
   #timer: NodeJS.Timeout | undefined;
   #chain: Promise<void> = Promise.resolve();
   #horizon = 0n;
-  /** The epoch this relay reads in (see EPOCH in src/db/changes.ts), sent with every message. */
+  /** The epoch this relay reads in (see EPOCH in src/db/epoch.ts), sent with every message. */
   #epoch = '';
   #closed = false;
   #trying = false;

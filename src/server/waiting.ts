@@ -19,7 +19,7 @@ export interface Waiter extends Timed {
   req: http.IncomingMessage;
   socket: Duplex;
   head: Buffer;
-  /** The address its per-address budget counts under, or null (see Server's #budgetAddress). */
+  /** The address its per-address budget counts under, or null (see budgetAddress in address.ts). */
   address: string | null;
   /** Left the room (admitted, timed out, or its socket closed). */
   gone: boolean;

@@ -49,7 +49,7 @@ export class Poller extends EventEmitter<ListenerEvents> {
   /** The previous snapshot's in-progress transactions: read by the next poll too. */
   #inProgress: string[] = [];
   #lastRevocation = '0';
-  /** The server's timeline at the last poll (see TIMELINE in src/db/changes.ts). */
+  /** The server's timeline at the last poll (see TIMELINE in src/db/epoch.ts). */
   #timeline: string | null = null;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<boolean> | null = null;

@@ -1,6 +1,6 @@
 /**
  * About how many bytes a decoded value holds in memory: what pgbell keeps of rows (the recent
- * transactions in src/delivery/delivery.ts, a transaction streaming in src/sources/wal.ts) is bounded by this,
+ * transactions in src/delivery/recent.ts, a transaction streaming in src/sources/walrows.ts) is bounded by this,
  * not by a count of rows, since one row's `data` may be a few bytes or many megabytes.
  *
  * An estimate, not a measurement: text counts one byte a character, and every value, key and
