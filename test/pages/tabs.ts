@@ -21,7 +21,6 @@ const client = createClient({
   ...(num('poll') ? { pollIntervalMs: num('poll') } : {}),
   ...(num('beat') ? { heartbeatMs: num('beat') } : {}),
   ...(num('pong') ? { pongTimeoutMs: num('pong') } : {}),
-  backoff: { baseMs: 200, capMs: 2000 },
   debug: true,
 });
 /** How often `notification` fired for each alert id. */
