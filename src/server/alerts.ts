@@ -19,7 +19,7 @@ import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
 import { AlertId, AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
-import { originAllowed } from './origin.js';
+import { corsHeaders, error, json } from './responses.js';
 
 export const DEFAULT_LIST_LIMIT = 50;
 export const MAX_LIST_LIMIT = 200;
@@ -201,26 +201,4 @@ function split(changes: Change[]): { alerts: WireAlert[]; deleted: string[] } {
     else deleted.push(c.id);
   }
   return { alerts, deleted };
-}
-
-function corsHeaders(origin: string | null, allowed: readonly string[]): Record<string, string> {
-  const headers: Record<string, string> = { vary: 'Origin' };
-  if (origin === null) return headers;
-  if (!originAllowed(origin, allowed)) return headers;
-  headers['access-control-allow-origin'] = allowed.includes('*') ? '*' : origin;
-  headers['access-control-allow-methods'] = 'GET, POST, OPTIONS';
-  headers['access-control-allow-headers'] = 'authorization, content-type';
-  headers['access-control-max-age'] = '600';
-  return headers;
-}
-
-function json(status: number, body: unknown, headers: Record<string, string>): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { ...headers, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
-  });
-}
-
-function error(status: number, code: HttpErrorCode, message: string, headers: Record<string, string>): Response {
-  return json(status, { error: code, message }, headers);
 }
