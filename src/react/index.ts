@@ -77,3 +77,6 @@ export function useNotifications(options: ClientOptions): Notifications {
 
 /** The same hook under the name the original app used. */
 export const useWebSocket = useNotifications;
+
+export { NotificationBell, type BellRowActions, type NotificationBellProps } from './bell.js';
+export { bellCss } from './bell-css.js';
