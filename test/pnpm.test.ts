@@ -172,7 +172,7 @@ describe.runIf(os.platform() === 'linux' && !process.env.TEST_DATABASE_URL)('a f
     expect(r.stdout).not.toMatch(/Ignored build scripts/);
     // The script's work (pnpm runs it, or takes its result from the store's cache of built packages).
     for (const l of await libraryLinks(await nativeDir(checkout))) expect(existsSync(l), l).toBe(true);
-    expect(existsSync(path.join(checkout, 'dist', 'cli.js'))).toBe(true);
+    expect(existsSync(path.join(checkout, 'dist', 'cli', 'cli.js'))).toBe(true);
     expect(existsSync(path.join(checkout, 'dist', 'demo', 'app.js'))).toBe(true); // esbuild ran without its own script
     expect(existsSync(path.join(checkout, 'node_modules', '.bin', 'pgbell'))).toBe(true);
     // pnpm's store and cache are where they were put, and nothing of pnpm's landed in HOME.
