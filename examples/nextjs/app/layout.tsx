@@ -7,6 +7,7 @@ import { Bell } from '@/components/Bell';
 import { currentUser } from '@/lib/session';
 
 export const dynamic = 'force-dynamic';
+export const metadata = { title: 'Example app' };
 
 export default async function RootLayout({ children }: { children: ReactNode }) {
   const user = await currentUser();
@@ -25,7 +26,10 @@ export default async function RootLayout({ children }: { children: ReactNode }) 
             </div>
           )}
         </nav>
-        <main style={{ padding: 16 }}>{children}</main>
+        <main style={{ padding: 16 }}>
+          <h1 style={{ fontSize: 20 }}>Example app</h1>
+          {children}
+        </main>
       </body>
     </html>
   );
