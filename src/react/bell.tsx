@@ -15,7 +15,7 @@
 import { useCallback, useEffect, useId, useRef, useState, type KeyboardEvent, type ReactNode } from 'react';
 import type { Alert, ClientOptions, Status } from '../client/index.js';
 import { bellCss } from './bell-css.js';
-import { useNotifications } from './index.js';
+import { useNotifications } from './hook.js';
 import { relativeTime } from './time.js';
 
 export interface BellRowActions {

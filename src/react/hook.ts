@@ -1,0 +1,79 @@
+/**
+ * `useNotifications(options)` → { alerts, unread, hasMore, status, markRead,
+ * markAllRead, subscribe, loadMore }. Headless: the app draws its own bell. However many components call it with the
+ * same `url` and `pollUrl`, the page holds one client and one socket; it closes when the last of
+ * them unmounts.
+ */
+import { useCallback, useEffect, useSyncExternalStore } from 'react';
+import { PgbellClient, type Alert, type ClientOptions, type State, type Status } from '../client/index.js';
+
+export type { Alert, ClientOptions, State, Status };
+
+interface Shared {
+  client: PgbellClient;
+  users: number;
+  stopTimer: ReturnType<typeof setTimeout> | undefined;
+}
+
+const shared = new Map<string, Shared>();
+
+function keyOf(o: ClientOptions): string {
+  return `${o.url}|${o.pollUrl ?? ''}`;
+}
+
+function acquire(options: ClientOptions): Shared {
+  const key = keyOf(options);
+  let entry = shared.get(key);
+  if (!entry) {
+    entry = { client: new PgbellClient(options), users: 0, stopTimer: undefined };
+    shared.set(key, entry);
+  }
+  return entry;
+}
+
+export interface Notifications extends State {
+  markRead(ids: readonly string[]): Promise<void>;
+  markAllRead(): Promise<void>;
+  subscribe(types: readonly string[]): Promise<void>;
+  /** The next older page into `alerts` (see PgbellClient.loadMore); `hasMore` says if there is one. */
+  loadMore(): Promise<void>;
+  client: PgbellClient;
+}
+
+export function useNotifications(options: ClientOptions): Notifications {
+  const entry = acquire(options);
+  const { client } = entry;
+  useEffect(() => {
+    const e = acquire(options);
+    e.users++;
+    clearTimeout(e.stopTimer);
+    void e.client.start();
+    return () => {
+      e.users--;
+      // Deferred, so a component that remounts at once (React StrictMode, route changes)
+      // keeps the same socket instead of reconnecting.
+      if (e.users === 0) {
+        e.stopTimer = setTimeout(() => {
+          if (e.users > 0) return;
+          e.client.stop();
+          shared.delete(keyOf(options));
+        }, 1000);
+      }
+    };
+    // The client is keyed by url + pollUrl; other option changes need a new key to apply.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [keyOf(options)]);
+  const subscribeStore = useCallback((onChange: () => void) => client.on('change', onChange), [client]);
+  const state = useSyncExternalStore(subscribeStore, client.getState, client.getState);
+  return {
+    ...state,
+    client,
+    markRead: useCallback((ids: readonly string[]) => client.markRead(ids), [client]),
+    markAllRead: useCallback(() => client.markAllRead(), [client]),
+    subscribe: useCallback((types: readonly string[]) => client.subscribe(types), [client]),
+    loadMore: useCallback(() => client.loadMore(), [client]),
+  };
+}
+
+/** The same hook under the name the original app used. */
+export const useWebSocket = useNotifications;
