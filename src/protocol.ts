@@ -37,6 +37,16 @@ export const ReadRequest = z.union(
   [z.object({ ids: AlertIds }).strict(), z.object({ all: z.literal(true) }).strict()],
   { error: 'expected {"ids":["<alert id>", ...]} or {"all":true}' },
 );
+/** POST /alerts/seen: exactly one of `ids` and `all: true`. */
+export const SeenRequest = ReadRequest;
+/** POST /alerts/archive: `ids`, every read alert (`read: true`) or every alert (`all: true`). */
+export const ArchiveRequest = z.union(
+  [z.object({ ids: AlertIds }).strict(), z.object({ read: z.literal(true) }).strict(), z.object({ all: z.literal(true) }).strict()],
+  { error: 'expected {"ids":["<alert id>", ...]}, {"read":true} or {"all":true}' },
+);
+/** POST /alerts/unarchive: `ids` only. */
+export const UnarchiveRequest = z.object({ ids: AlertIds }, { error: 'expected {"ids":["<alert id>", ...]}' }).strict();
+
 export const ReadMessage = z.object({
   type: z.literal('read'),
   ids: AlertIds.optional(),
@@ -57,12 +67,22 @@ export const WireAlert = z.object({
   /** The row's `data` (jsonb), or on an installed table the row itself. */
   data: z.unknown(),
   read: z.boolean(),
+  /** The user has seen it in the bell (an alert read is also seen). */
+  seen: z.boolean(),
+  /** Archived: out of the default list and every count (GET /alerts?archived=1 lists them). */
+  archived: z.boolean(),
   createdAt: z.string().describe('ISO-8601'),
 });
 export type WireAlert = z.infer<typeof WireAlert>;
 
 const cursor = z.string().describe('what to send as `after` (or Last-Event-ID) when reconnecting');
-const unread = z.number().int().nonnegative().describe("the user's unread count (of the subscribed types) as of the read that produced the message");
+const unread = z.number().int().nonnegative().describe("the user's unread count (of the subscribed types, archived alerts left out) as of the read that produced the message");
+const unseen = z.number().int().nonnegative().describe('of the unread alerts, those not seen yet (the "new since you last opened the bell" badge)');
+const byType = z
+  .record(z.string(), z.object({ unread: z.number().int().nonnegative(), unseen: z.number().int().nonnegative() }))
+  .describe('the same counts per alert type (of the subscribed types); a type with nothing unread is absent');
+/** The counts every message that carries counts carries. */
+const counts = { unread, unseen, byType };
 const errorCode = z.enum(Object.keys(ErrorCodes) as [ErrorCode, ...ErrorCode[]]);
 
 /**
@@ -71,15 +91,15 @@ const errorCode = z.enum(Object.keys(ErrorCodes) as [ErrorCode, ...ErrorCode[]])
  * messages carry the cursor the client resumed from: it only moves past them with `synced`.
  */
 export const ServerMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('ready'), userId: z.string(), email: z.string().nullable(), unread }),
-  z.object({ type: z.literal('notification'), alert: WireAlert, unread, cursor }),
+  z.object({ type: z.literal('ready'), userId: z.string(), email: z.string().nullable(), ...counts }),
+  z.object({ type: z.literal('notification'), alert: WireAlert, ...counts, cursor }),
   /** Only to sockets that sent `batch: true`: new alerts that reached it in the same moment, oldest first. */
-  z.object({ type: z.literal('notifications'), alerts: z.array(WireAlert), unread, cursor }),
-  z.object({ type: z.literal('update'), alert: WireAlert, unread, cursor }),
-  z.object({ type: z.literal('delete'), id: z.string(), unread, cursor }),
-  z.object({ type: z.literal('synced'), cursor, unread }),
+  z.object({ type: z.literal('notifications'), alerts: z.array(WireAlert), ...counts, cursor }),
+  z.object({ type: z.literal('update'), alert: WireAlert, ...counts, cursor }),
+  z.object({ type: z.literal('delete'), id: z.string(), ...counts, cursor }),
+  z.object({ type: z.literal('synced'), cursor, ...counts }),
   z.object({ type: z.literal('reset'), reason: z.string() }),
-  z.object({ type: z.literal('subscribed'), types: z.array(z.string()), unread }),
+  z.object({ type: z.literal('subscribed'), types: z.array(z.string()), ...counts }),
   z.object({ type: z.literal('token_expiring'), exp: z.number().int().describe('the token expires at this time (seconds since the epoch)') }),
   z.object({ type: z.literal('pong') }),
   z.object({ type: z.literal('error'), code: errorCode, message: z.string() }),

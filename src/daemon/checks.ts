@@ -7,6 +7,7 @@
 import { sql } from 'kysely';
 import pg from 'pg';
 import type { Db } from '../db/connect.js';
+import { BOOKKEEPING_VERSION, readSource } from '../db/bookkeeping.js';
 import { installedTable } from '../db/install.js';
 import { pendingMigrations, triggerChannel } from '../db/migrate.js';
 import type { Mode } from '../sources/index.js';
@@ -45,6 +46,10 @@ export async function checkDatabase(db: Db, channel: string, mode: Mode): Promis
   const pending = await pendingMigrations(run);
   if (pending.length > 0) throw new StartupError(`the database is missing migrations ${pending.join(', ')}: run \`pgbell migrate\` first`);
   const installed = await installedTable(run);
+  const source = installed ? await readSource(run) : null;
+  if (source && source.version < BOOKKEEPING_VERSION) {
+    throw new StartupError(`the bookkeeping on ${installed} is from an older pgbell: run \`pgbell install\` again with the same options to bring it up to date`);
+  }
   const current = await triggerChannel(run);
   if (current === null) {
     throw new StartupError(installed ? `the notify triggers on ${installed} are missing: run \`pgbell install\` again` : 'the "Alert" table or its notify triggers are missing: run `pgbell migrate` first');

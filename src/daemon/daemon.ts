@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { sql } from 'kysely';
 import { secretKey } from '../auth.js';
-import { currentEpoch, databaseId, markRead, pruneTombstones, unreadCounts, unreadOf } from '../db/changes.js';
+import { currentEpoch, databaseId, markRead, pruneTombstones, unreadCounts } from '../db/changes.js';
 import { createDb } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { Revocations } from '../sources/revocations.js';
@@ -193,7 +193,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       if (watching.delete(sub)) fanout?.unwatch(sub.userId);
     },
     markRead: (userId, which) => markRead(db, userId, which),
-    unread: async (userId, types) => unreadOf(await unreadCounts(db, userId), types),
+    counts: (userId) => unreadCounts(db, userId),
     // The read side has connections of its own: no client traffic on /alerts can hold the ones
     // live delivery and syncs use.
     alerts: alertsHandler({

@@ -21,7 +21,8 @@ export interface AlertPage {
 
 /**
  * A page of a user's alerts (the bell's list), newest first, optionally only of some types:
- * the newest `limit`, or with `before` the `limit` next older than that alert of the user's.
+ * the newest `limit`, or with `before` the `limit` next older than that alert of the user's;
+ * the list of alerts not archived, or with `archived` the archived ones.
  * Null when `before` is no alert of this user's (or not even a valid key of the table).
  *
  * The order is the list's key, ("createdAt" DESC, id DESC), read through its index
@@ -29,8 +30,8 @@ export interface AlertPage {
  * `before` alert, compared in SQL (JavaScript's Date would drop the microseconds), so alerts
  * inserted meanwhile never shift a page: nothing appears on two pages or falls between them.
  */
-export async function alertPage(db: Q, userId: string, limit: number, types: ReadonlySet<string> | null, before: string | null): Promise<AlertPage | null> {
-  const ofTypes = types === null ? sql`` : sql`AND x.type = ANY(${[...types]}::text[])`;
+export async function alertPage(db: Q, userId: string, limit: number, types: ReadonlySet<string> | null, before: string | null, archived = false): Promise<AlertPage | null> {
+  const ofTypes = sql`AND x.archived = ${archived} ${types === null ? sql`` : sql`AND x.type = ANY(${[...types]}::text[])`}`;
   // One row more than the page says whether another page follows.
   if (before === null) {
     const { rows } = await sql<PageRow>`
@@ -59,7 +60,7 @@ export async function alertPage(db: Q, userId: string, limit: number, types: Rea
   }
 }
 
-const PAGE_COLUMNS = sql.raw(`x.id, x."userId", x.type, x.title, x.message, x.link, x.data, x.read, x."createdAt"`);
+const PAGE_COLUMNS = sql.raw(`x.id, x."userId", x.type, x.title, x.message, x.link, x.data, x.read, x.seen, x.archived, x."createdAt"`);
 
 type PageRow = Omit<WireAlert, 'createdAt'> & { createdAt: Date };
 

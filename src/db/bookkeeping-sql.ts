@@ -8,6 +8,7 @@
 import pg from 'pg';
 import type { Kind } from './installed.js';
 import { SCHEMA, tableSql, type Mapping } from './mapping.js';
+import { STATE_FUNCTIONS, stateStatements } from './state-sql.js';
 import { triggerStatements } from './triggers.js';
 
 const q = pg.escapeIdentifier;
@@ -123,7 +124,7 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
     `ALTER TABLE ${s}."AlertChange" ALTER COLUMN "changedTxid" SET (n_distinct = -1), ALTER COLUMN txid SET (n_distinct = -1)`,
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_changedTxid_idx" ON ${s}."AlertChange" ("userId", "changedTxid")`,
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_createdAt_idx" ON ${s}."AlertChange" ("userId", "createdAt" DESC, id DESC)`,
-    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_type_unread_idx" ON ${s}."AlertChange" ("userId", type) WHERE NOT read`,
+    ...stateStatements(DEFINER, dollarQuoted),
     // The one NOTIFY every trigger sends: the writer's transaction id, or nothing when the
     // channel is empty (poll mode). A payload is only a hint (src/sources/listen.ts).
     `CREATE OR REPLACE FUNCTION ${s}.pgbell_notify_change(channel text) RETURNS void LANGUAGE plpgsql ${DEFINER} AS ${dollarQuoted(`
@@ -139,7 +140,7 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
         -- A row without an owner is the app's to store and no one's to be sent (pgbell doctor counts them).
         WHERE ${col('n', m.userColumn)} IS NOT NULL
        -- Only if the row was written while the triggers were off (session_replication_role).
-       ON CONFLICT (key) DO UPDATE SET "userId" = excluded."userId", type = excluded.type, read = excluded.read,
+       ON CONFLICT (key) DO UPDATE SET "userId" = excluded."userId", type = excluded.type, read = excluded.read, seen = false, archived = false,
          "createdAt" = excluded."createdAt", txid = excluded.txid, "changedTxid" = excluded."changedTxid";
        IF FOUND THEN ${notify} END IF;
        RETURN NULL;
@@ -163,6 +164,9 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
        ), changed AS (
          UPDATE ${s}."AlertChange" c
             SET "userId" = p."userId", type = p.type, read = p.read,
+                -- A new owner gets the alert unseen and in their list.
+                seen = c.seen AND c."userId" IS NOT DISTINCT FROM p."userId",
+                archived = c.archived AND c."userId" IS NOT DISTINCT FROM p."userId",
                 "createdAt" = coalesce(p."createdAt", c."createdAt"),
                 txid = CASE WHEN c."userId" IS DISTINCT FROM p."userId" THEN pg_current_xact_id() ELSE c.txid END,
                 "changedTxid" = pg_current_xact_id()
@@ -256,7 +260,8 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
     `DROP VIEW IF EXISTS ${s}."Alert"`,
     kind === 'install'
       ? `CREATE VIEW ${s}."Alert" AS SELECT
-       c.key, c.id, c."userId", c.type, f.title, f.message, f.link, f.data, c.read, c."createdAt", c.txid, c."changedTxid", c.seq
+       c.key, c.id, c."userId", c.type, f.title, f.message, f.link, f.data, c.read, c."createdAt", c.txid, c."changedTxid", c.seq,
+       c.seen OR c.read AS seen, c.archived
      FROM ${s}."AlertChange" c CROSS JOIN LATERAL ${s}.row_of(c.key) f`
       : `CREATE VIEW ${s}."Alert" AS SELECT
        c.key,
@@ -271,7 +276,9 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
        c."createdAt",
        c.txid,
        c."changedTxid",
-       c.seq
+       c.seq,
+       c.seen OR c.read AS seen,
+       c.archived
      FROM ${t} t JOIN ${s}."AlertChange" c ON c.key = ${col('t', m.idColumn)}`,
     `DROP FUNCTION IF EXISTS ${s}.row_data(anyelement)`,
     `DROP FUNCTION IF EXISTS ${s}.row_data_of(anyelement)`,
@@ -279,6 +286,6 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
     // Nothing of pgbell's is anyone's but its owner's: no role gains a way into its tables
     // through its functions.
     `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
-    ...TRIGGER_FUNCTIONS.map((f) => `REVOKE ALL ON FUNCTION ${s}.${f} FROM PUBLIC`),
+    ...[...TRIGGER_FUNCTIONS, ...STATE_FUNCTIONS].map((f) => `REVOKE ALL ON FUNCTION ${s}.${f} FROM PUBLIC`),
   ];
 }

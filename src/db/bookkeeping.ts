@@ -30,7 +30,7 @@
 import pg from 'pg';
 import { statements, values } from './bookkeeping-sql.js';
 import { adopt, dropLegacyInstall, dropLegacyModel, hasColumn } from './bookkeeping-v1.js';
-import { readSource, type Kind } from './installed.js';
+import { BOOKKEEPING_VERSION, readSource, type Kind } from './installed.js';
 import { inTransaction } from './lock.js';
 import { SCHEMA, tableSql, type Mapping } from './mapping.js';
 import { PUBLICATION } from './publication.js';
@@ -38,13 +38,12 @@ import { TABLE_TRIGGERS } from './triggers.js';
 
 export { dollarQuoted } from './bookkeeping-sql.js';
 export { renormalizeForeignTxids } from './foreign-txids.js';
-export { databaseMode, readSource, type Kind, type Source } from './installed.js';
+export { BOOKKEEPING_VERSION, databaseMode, readSource, type Kind, type Source } from './installed.js';
 export { MODEL_MAPPING, SCHEMA, tableSql, type Mapping } from './mapping.js';
 export { PUBLICATION, publicationProblem, publishedTables, setPublication } from './publication.js';
 export { NOTIFY_TRIGGERS, setChannel, TABLE_TRIGGERS, triggerChannel } from './triggers.js';
 
-/** Version 1: the bookkeeping lived in columns of the table. 2: in schema pgbell only. */
-const VERSION = 2;
+const VERSION = BOOKKEEPING_VERSION;
 
 const q = pg.escapeIdentifier;
 const lit = pg.escapeLiteral;

@@ -16,6 +16,8 @@ export interface Row {
   link: string | null;
   data: unknown;
   read: boolean | null;
+  seen: boolean | null;
+  archived: boolean | null;
   createdAt: Date | null;
   itx: string | null;
   tx: string | null;
@@ -23,14 +25,19 @@ export interface Row {
   n: string | null;
 }
 
-/** A user's unread count per alert type, as a JSON object (from the bookkeeping's partial unread index alone). */
-export const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, c.n), '{}') FROM (
-      SELECT x.type, count(*) AS n FROM "AlertChange" x WHERE x."userId" = ${user} AND NOT x.read GROUP BY x.type) c)`;
+/**
+ * A user's unread and unseen counts per alert type, as a JSON object {"<type>": {"unread": n,
+ * "unseen": n}}, from the bookkeeping's partial counts index alone (not read, not archived;
+ * unseen is the part of it not seen: an alert read is also seen).
+ */
+export const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, jsonb_build_object('unread', c.n, 'unseen', c.s)), '{}') FROM (
+      SELECT x.type, count(*) AS n, count(*) FILTER (WHERE NOT x.seen) AS s FROM "AlertChange" x
+       WHERE x."userId" = ${user} AND NOT x.read AND NOT x.archived GROUP BY x.type) c)`;
 
 /** The rows of the CTEs every read defines: changed alerts (`ch`) and deletes (`dl`), as `Row`s. */
-export const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, "createdAt", itx, tx, seq, NULL::text AS n FROM ch
+export const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, seen, archived, "createdAt", itx, tx, seq, NULL::text AS n FROM ch
     UNION ALL
-    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl`;
+    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl`;
 
 export function collect(rows: Row[]): ChangeBatch {
   const changes: Change[] = [];
@@ -51,6 +58,8 @@ export function collect(rows: Row[]): ChangeBatch {
           link: r.link,
           data: r.data ?? null,
           read: r.read!,
+          seen: r.seen!,
+          archived: r.archived!,
           createdAt: r.createdAt!.toISOString(),
         },
       });

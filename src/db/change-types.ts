@@ -52,14 +52,41 @@ export interface SinceBatch extends ChangeBatch {
   cuts: Map<string, bigint>;
 }
 
-/** Unread alerts of a user by type. */
-export type UnreadByType = Record<string, number>;
+/** One type's counts: alerts not read, and of those the ones not seen (archived alerts count in neither). */
+export interface TypeCounts {
+  unread: number;
+  unseen: number;
+}
 
-/** The unread count a subscriber sees: of the types it subscribed to, or of all. */
-export function unreadOf(byType: UnreadByType | undefined, types: ReadonlySet<string> | null): number {
-  let n = 0;
-  for (const [type, count] of Object.entries(byType ?? {})) if (types === null || types.has(type)) n += count;
-  return n;
+/** A user's counts by alert type, as the reads return them (types with nothing unread are absent). */
+export type UnreadByType = Record<string, TypeCounts>;
+
+/** What every message and response that carries counts carries. */
+export interface Counts {
+  unread: number;
+  unseen: number;
+  byType: UnreadByType;
+}
+
+export const NO_COUNTS: Counts = Object.freeze({ unread: 0, unseen: 0, byType: Object.freeze({}) as UnreadByType });
+
+/** The counts a subscriber sees: of the types it subscribed to, or of all. */
+export function countsOf(byType: UnreadByType | undefined, types: ReadonlySet<string> | null): Counts {
+  let unread = 0;
+  let unseen = 0;
+  const out: UnreadByType = {};
+  for (const [type, c] of Object.entries(byType ?? {})) {
+    if (types !== null && !types.has(type)) continue;
+    out[type] = c;
+    unread += c.unread;
+    unseen += c.unseen;
+  }
+  return { unread, unseen, byType: out };
+}
+
+/** The counts as the fields of a JSON object, without braces: `"unread":1,"unseen":0,"byType":{…}`. */
+export function countsJson(c: Counts): string {
+  return `"unread":${c.unread},"unseen":${c.unseen},"byType":${JSON.stringify(c.byType)}`;
 }
 
 /** Whose changes a live read returns: these users, a literal list (see Hub), or everyone's. */

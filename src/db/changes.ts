@@ -19,7 +19,7 @@ import type { Database } from './schema.js';
 
 export { alertPage, markRead, unreadCounts, type AlertPage } from './alerts.js';
 export { lastWins } from './change-rows.js';
-export { sawTx, unreadOf, type AlertChange, type Change, type ChangeBatch, type DeleteChange, type SinceBatch, type UnreadByType, type UserFilter } from './change-types.js';
+export { countsJson, countsOf, NO_COUNTS, sawTx, type AlertChange, type Counts, type TypeCounts, type Change, type ChangeBatch, type DeleteChange, type SinceBatch, type UnreadByType, type UserFilter } from './change-types.js';
 export { currentEpoch, databaseId, TIMELINE_SQL } from './epoch.js';
 export { pruneTombstones } from './tombstones.js';
 
@@ -27,7 +27,7 @@ type Q = Kysely<Database>;
 
 const changesByTxidsSql = (everyone: boolean) => `
     WITH ch AS (
-      SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
+      SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a.seen, a.archived, a."createdAt",
              a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
         FROM "Alert" a
        WHERE a."changedTxid" = ANY($1::xid8[])${everyone ? '' : ' AND a."userId" = ANY($2::text[])'}
@@ -38,7 +38,7 @@ const changesByTxidsSql = (everyone: boolean) => `
     )
     ${CHANGE_ROWS}
     UNION ALL
-    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL
+    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
 `;
 const CHANGES_BY_TXIDS = changesByTxidsSql(false);
@@ -136,7 +136,7 @@ const CHANGES_SINCE = `
         FROM unnest($1::text[], $2::xid8[]) AS r(uid, after), snap
     ), ch AS (
       SELECT a.* FROM req, LATERAL (
-        SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
+        SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a.seen, a.archived, a."createdAt",
                a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
           FROM "Alert" a
          WHERE a."userId" = req.uid AND a."changedTxid" >= req.after
@@ -152,10 +152,10 @@ const CHANGES_SINCE = `
     )
     ${CHANGE_ROWS}
     UNION ALL
-    SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('req.uid')}, NULL, NULL, NULL, NULL, NULL, NULL
+    SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('req.uid')}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
       FROM req
     UNION ALL
-    SELECT 's', ${EPOCH}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    SELECT 's', ${EPOCH}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            pg_snapshot_xmin(snap.s)::text, pg_snapshot_xmax(snap.s)::text, st."prunedTxid"::text,
            (SELECT string_agg(x::text, ',') FROM pg_snapshot_xip(snap.s) x)
       FROM snap, pgbell_state st
@@ -220,7 +220,7 @@ export async function changesSinceAll(db: Q, after: bigint, limit: number): Prom
 const CHANGES_SINCE_ALL = `
     WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
     ch AS (
-      SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a."createdAt",
+      SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a.seen, a.archived, a."createdAt",
              a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
         FROM "Alert" a WHERE a."changedTxid" >= $1::xid8
        ORDER BY a."changedTxid", a.seq LIMIT $2
@@ -229,10 +229,10 @@ const CHANGES_SINCE_ALL = `
     )
     ${CHANGE_ROWS}
     UNION ALL
-    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL
+    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
     UNION ALL
-    SELECT 's', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(snap.s)::text, NULL, NULL, NULL FROM snap
+    SELECT 's', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(snap.s)::text, NULL, NULL, NULL FROM snap
 `;
 
 /** The delivery reads' SQL, for tests that check their plans use indexes. */

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { applyBookkeeping, MODEL_MAPPING, PUBLICATION, readSource, setPublication, renormalizeForeignTxids, SCHEMA, setChannel, triggerChannel } from './bookkeeping.js';
+import { applyBookkeeping, BOOKKEEPING_VERSION, MODEL_MAPPING, PUBLICATION, readSource, setPublication, renormalizeForeignTxids, SCHEMA, setChannel, triggerChannel } from './bookkeeping.js';
 import { installedTable } from './install.js';
 import { inTransaction, withSchemaLock } from './lock.js';
 
@@ -76,7 +76,7 @@ export async function migrate(
       opts.log?.(`applied ${file}`);
     }
     const before = await readSource((text) => client.query(text));
-    const pending = !before || before.version < 2;
+    const pending = !before || before.version < BOOKKEEPING_VERSION;
     try {
       // On the channel the triggers have now (the daemons running keep hearing them); moved
       // below. Run every time: it brings pgbell's functions, view and triggers up to date.
@@ -124,7 +124,7 @@ export async function pendingMigrations(run: Run): Promise<string[]> {
   if ((await installedTable(run)) !== null) return [];
   const files = (await readdir(SQL_DIR)).filter((f) => /^\d{6}_.+\.sql$/.test(f)).sort();
   const source = await readSource(run);
-  const bookkeeping = source === null || source.version < 2 ? [BOOKKEEPING_STEP] : [];
+  const bookkeeping = source === null || source.version < BOOKKEEPING_VERSION ? [BOOKKEEPING_STEP] : [];
   const { rows } = await run(`SELECT coalesce(to_regclass('${SCHEMA}.pgbell_migrations'), to_regclass('public.pgbell_migrations'))::text AS ledger`);
   const ledger = (rows[0] as { ledger: string | null }).ledger;
   if (ledger === null) return [...files, ...bookkeeping];

@@ -8,6 +8,7 @@ import type { Socket } from './socket.js';
 import type { CursorState } from './cursor.js';
 import type { Stashed } from './stash.js';
 import { CloseCode } from '../errors.js';
+import type { UnreadByType } from '../db/changes.js';
 
 const SETTLED = Promise.resolve();
 
@@ -53,8 +54,8 @@ export class Subscriber {
     return this.#cursor !== null || this.#stash !== null;
   }
 
-  /** Last unread count sent, for a `ready` after re-authentication. */
-  unread = 0;
+  /** The counts by type last sent (before its type filter), for a `ready` after re-authentication. */
+  byType: UnreadByType = {};
   /** `ready` has been sent (a replay cut short by a full buffer continues without another). */
   readySent = false;
   /** Where a replay cut short by a full buffer goes on from once the socket has drained. */

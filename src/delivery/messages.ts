@@ -1,10 +1,10 @@
 /**
  * What a change becomes on the wire: its message body (serialized once, shared by every socket
- * of the user), the trailing unread count and cursor each socket gets, and which socket wants
+ * of the user), the trailing counts and cursor each socket gets, and which socket wants
  * which change. Pure functions of the rows, used by live steps and syncs alike; separate from
  * Delivery because none of it depends on delivery's state.
  */
-import type { Change, UnreadByType } from '../db/changes.js';
+import { countsJson, countsOf, type Change, type UnreadByType } from '../db/changes.js';
 import type { Subscriber } from './hub.js';
 import type { UserChanges } from './stash.js';
 
@@ -30,6 +30,13 @@ export function body(c: Change, isNew: boolean, alertJson = c.kind === 'alert' ?
   return `{"type":"${isNew ? 'notification' : 'update'}","alert":${alertJson}`;
 }
 
-export function frame(b: string, unread: number, cursor: string): string {
-  return `${b},"unread":${unread},"cursor":"${cursor}"}`;
+/** `counts` is countsJson()'s fields: the same for every socket of the user with the same types. */
+export function frame(b: string, counts: string, cursor: string): string {
+  return `${b},${counts},"cursor":"${cursor}"}`;
+}
+
+/** The counts fields a subscriber gets with this transaction's changes (computed once for every socket without a type filter). */
+export function countsFor(ch: UserChanges, types: ReadonlySet<string> | null): string {
+  if (types === null) return (ch.countsAll ??= countsJson(countsOf(ch.byType, null)));
+  return countsJson(countsOf(ch.byType, types));
 }

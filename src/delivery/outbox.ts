@@ -6,18 +6,18 @@
  * the per-socket rules (what a cursor has, which cursor each message carries) read in one place,
  * apart from the ordering of steps.
  */
-import { unreadOf, type Change, type UnreadByType } from '../db/changes.js';
+import type { Change, UnreadByType } from '../db/changes.js';
 import type { Subscriber } from './hub.js';
 import type { UserChanges } from './stash.js';
 import type { Metrics } from '../metrics.js';
-import { frame, userChanges, userOf, wants } from './messages.js';
+import { countsFor, frame, userChanges, userOf, wants } from './messages.js';
 import type { DeliveryOptions } from './options.js';
 
-/** A message bound for one socket: its body, the alert's JSON if it is a new alert, its unread count and cursor. */
+/** A message bound for one socket: its body, the alert's JSON if it is a new alert, its counts' fields and cursor. */
 export interface Outgoing {
   body: string;
   alert: string | null;
-  unread: number;
+  counts: string;
   cursor: string;
 }
 export type Outbox = Map<Subscriber, Outgoing[]>;
@@ -34,12 +34,12 @@ export function sendAll(sub: Subscriber, out: Outgoing[]): void {
     let j = i + 1;
     if (sub.batch && first.alert !== null) while (j < out.length && out[j]!.alert !== null) j++;
     if (j - i === 1) {
-      sub.send(frame(first.body, first.unread, first.cursor));
+      sub.send(frame(first.body, first.counts, first.cursor));
     } else {
       const last = out[j - 1]!;
       const alerts: string[] = [];
       for (let k = i; k < j; k++) alerts.push(out[k]!.alert!);
-      sub.send(`{"type":"notifications","alerts":[${alerts.join(',')}],"unread":${last.unread},"cursor":"${last.cursor}"}`);
+      sub.send(`{"type":"notifications","alerts":[${alerts.join(',')}],${last.counts},"cursor":"${last.cursor}"}`);
     }
     i = j;
   }
@@ -98,12 +98,12 @@ export function offer(sub: Subscriber, epoch: string, tx: bigint, ch: UserChange
   cursor.add(tx);
   if (picked.length === 0) return false;
   const after = cursor.encode(epoch);
-  const n = unreadOf(ch.byType, sub.types);
+  const fields = countsFor(ch, sub.types);
   let out = outbox.get(sub);
   if (!out) outbox.set(sub, (out = []));
-  picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, unread: n, cursor: j === picked.length - 1 ? after : before }));
+  picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, counts: fields, cursor: j === picked.length - 1 ? after : before }));
   for (const k of picked) counts[kinds[k]!]++;
-  sub.unread = n;
+  sub.byType = ch.byType ?? {};
   return true;
 }
 

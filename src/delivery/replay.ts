@@ -6,7 +6,7 @@
  * this is the per-socket protocol of a sync, given the read's result.
  */
 import { CursorState, resumeProblem } from './cursor.js';
-import { unreadOf, type Change, type SinceBatch } from '../db/changes.js';
+import { countsJson, countsOf, type Change, type SinceBatch } from '../db/changes.js';
 import type { Subscriber } from './hub.js';
 import type { Stashed } from './stash.js';
 import type { Metrics } from '../metrics.js';
@@ -48,14 +48,16 @@ export function syncOne(o: DeliveryOptions, epoch: string, resubscribe: (sub: Su
 function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscriber) => Promise<void>, sub: Subscriber, plan: Plan, res: SinceBatch, mine: Change[], catchUp: boolean, unseen: Recent[]): void {
   const { log } = o;
   const uid = sub.userId;
-  const unread = unreadOf(res.unread.get(uid), sub.types);
+  const byType = res.unread.get(uid) ?? {};
+  const counts = countsOf(byType, sub.types);
+  const fields = countsJson(counts);
   let { from, reset } = plan;
   if (from) {
     reset = resumeProblem(from, plan.epoch, res, uid, o.maxReplay);
     if (reset) from = null;
   }
   if (!sub.readySent) {
-    sub.send(JSON.stringify({ type: 'ready', userId: uid, email: sub.email, unread }));
+    sub.send(JSON.stringify({ type: 'ready', userId: uid, email: sub.email, ...counts }));
     sub.readySent = true;
   }
   const continuing = sub.resumeFrom !== null;
@@ -90,7 +92,7 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
         }
         for (const c of mine.slice(i, j)) {
           if (!wants(sub, c)) continue;
-          sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), unread, cursor), true);
+          sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), fields, cursor), true);
           replayed++;
         }
         sent.add(tx);
@@ -107,8 +109,8 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
   for (const c of mine) if (c.txid < res.xmax) next.add(c.txid);
   sub.cursor = next;
   sub.epoch = res.epoch;
-  sub.unread = unread;
-  if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(res.epoch), unread }));
+  sub.byType = byType;
+  if (!catchUp || reset || continuing) sub.send(JSON.stringify({ type: 'synced', cursor: next.encode(res.epoch), ...counts }));
   sendStash(sub, epoch, o.metrics, unseen);
   o.metrics?.replayed(replayed, catchUp);
   // Per socket, so debug: after a restart every socket resumes (the info summary counts them).

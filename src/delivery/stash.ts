@@ -19,4 +19,6 @@ export interface UserChanges {
   alertJson: string[];
   bodies: string[];
   byType: UnreadByType | undefined;
+  /** countsJson of byType for sockets without a type filter, once one needed it. */
+  countsAll?: string;
 }

@@ -20,7 +20,7 @@ import type { Change, ChangeBatch } from '../db/changes.js';
 import type { Logger } from '../log.js';
 import { clusterAccess, destroy, reconnectStrategy, type PubSub } from './redisclients.js';
 import { SUBSCRIBE_TIMEOUT_MS, unanswered, UNREACHABLE_MS } from './redistimeouts.js';
-import { changeFromWire, changeToWire, type Wire } from './rediswire.js';
+import { countsFromWire, changeFromWire, changeToWire, type Wire } from './rediswire.js';
 
 export interface FanoutOptions {
   /** One Redis. */
@@ -378,7 +378,7 @@ export class RedisFanout {
     }
     const changes: Change[] = wire.changes.map(changeFromWire);
     const userId = changes[0] ? (changes[0].kind === 'alert' ? changes[0].alert.userId : changes[0].userId) : '';
-    this.#o.onChanges(wire.txid, wire.xmin === null || this.#lost ? null : BigInt(wire.xmin), { changes, unread: new Map([[userId, wire.unread]]) }, typeof wire.epoch === 'string' ? wire.epoch : undefined);
+    this.#o.onChanges(wire.txid, wire.xmin === null || this.#lost ? null : BigInt(wire.xmin), { changes, unread: new Map([[userId, countsFromWire(wire.unread)]]) }, typeof wire.epoch === 'string' ? wire.epoch : undefined);
   }
 
   #userChannel(userId: string): string {

@@ -4,7 +4,7 @@
  * strings). A relay of another version may publish to the same channels (epoch is absent from
  * older ones'), so this shape is a contract of its own, apart from how the fan-out runs.
  */
-import type { Change } from '../db/changes.js';
+import type { Change, TypeCounts, UnreadByType } from '../db/changes.js';
 import type { WireAlert } from '../protocol.js';
 
 /** One transaction's changes for one user, as published. bigints travel as strings. */
@@ -14,7 +14,15 @@ export interface Wire {
   txid: string;
   xmin: string | null;
   changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string } | { kind: 'delete'; id: string; userId: string; txid: string }>;
-  unread: Record<string, number>;
+  /** Counts by type; a relay of an older pgbell sends a bare unread number per type. */
+  unread: Record<string, TypeCounts | number>;
+}
+
+/** Counts by type as received: a bare number (an older relay) counts as unread and unseen. */
+export function countsFromWire(unread: Wire['unread']): UnreadByType {
+  const out: UnreadByType = {};
+  for (const [type, c] of Object.entries(unread ?? {})) out[type] = typeof c === 'number' ? { unread: c, unseen: c } : c;
+  return out;
 }
 
 /** A change as published. */

@@ -3,31 +3,35 @@
  * daemon serves it, and an app can mount the same function (a Next.js route handler, Hono,
  * Deno, anything with fetch-style handlers).
  *
- *   GET  …/alerts?limit=50       newest first, unread count, and a cursor to go live from
+ *   GET  …/alerts?limit=50       newest first, the counts, and a cursor to go live from
  *   GET  …/alerts?before=<id>    the next older page, below that alert (`more`: another follows)
+ *   GET  …/alerts?archived=1     the archived alerts instead (with the same paging)
  *   GET  …/alerts?after=<cursor> changes since the cursor, oldest first (the polling fallback)
- *   (both take &types=a,b: only alerts of those types, and their unread count)
+ *   (all take &types=a,b: only alerts of those types, and their counts)
  *   POST …/alerts/read           {"ids":[…]} or {"all":true}
+ *   POST …/alerts/seen           {"ids":[…]} or {"all":true}
+ *   POST …/alerts/archive        {"ids":[…]}, {"read":true} or {"all":true}
+ *   POST …/alerts/unarchive      {"ids":[…]}
  *
  * Routes match on the end of the path, so the handler works under any prefix.
  */
 import { z } from 'zod';
 import { verifySessionToken } from '../auth.js';
 import { CursorState, decodeCursor, resumeProblem } from '../delivery/cursor.js';
-import { alertPage, changesSince, markRead, unreadOf, type Change, type SinceBatch } from '../db/changes.js';
+import { alertPage, changesSince, countsOf, markRead, type Change, type SinceBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
 import { AlertId, AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
-import { corsHeaders, error, json } from './responses.js';
+import { corsHeaders, error, json, MAX_BODY_BYTES } from './responses.js';
+import { changeStateRoute, STATE_ROUTES, type StateRoute } from './state.js';
 
 export const DEFAULT_LIST_LIMIT = 50;
 export const MAX_LIST_LIMIT = 200;
 /** Rows and (about) bytes of one `?after=` response; `more: true` says there is another page. */
 export const REPLAY_PAGE_ROWS = 500;
 export const REPLAY_PAGE_BYTES = 1 << 20;
-/** Largest POST body accepted. */
-export const MAX_BODY_BYTES = 64 * 1024;
+export { MAX_BODY_BYTES } from './responses.js';
 
 export interface AlertsHandlerOptions {
   db: Db;
@@ -60,7 +64,10 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
   return async (req) => {
     const url = new URL(req.url);
     const cors = corsHeaders(req.headers.get('origin'), opts.allowedOrigins);
-    const route = url.pathname.replace(/\/+$/, '').endsWith('/alerts/read') ? 'read' : url.pathname.replace(/\/+$/, '').endsWith('/alerts') ? 'list' : null;
+    const path = url.pathname.replace(/\/+$/, '');
+    const action = /\/alerts\/([a-z]+)$/.exec(path)?.[1];
+    const route: 'list' | 'read' | StateRoute | null =
+      action === 'read' ? 'read' : action !== undefined && (STATE_ROUTES as readonly string[]).includes(action) ? (action as StateRoute) : path.endsWith('/alerts') ? 'list' : null;
     if (route === null) return error(404, 'not_found', `no route for ${req.method} ${url.pathname}`, cors);
     if (req.method === 'OPTIONS') return new Response(null, { status: 204, headers: cors });
     const allowed = route === 'list' ? 'GET' : 'POST';
@@ -80,6 +87,7 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       const revoked = (await revokedBefore(opts.db, [userId])).get(userId);
       if (revoked !== undefined && verified.session.iat <= revoked) return error(403, 'token_revoked', 'Session revoked; sign in again', cors);
       if (route === 'read') return await read(req, userId, cors);
+      if (route !== 'list') return await changeStateRoute(opts.db, route, req, userId, cors);
       const typesParam = url.searchParams.get('types');
       const parsedTypes = AlertTypes.safeParse(typesParam === null ? [] : typesParam.split(',').filter(Boolean));
       if (!parsedTypes.success) return error(400, 'bad_request', `types: ${parsedTypes.error.issues[0]!.message}`, cors);
@@ -87,15 +95,19 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       const after = url.searchParams.get('after');
       const before = url.searchParams.get('before');
       if (after !== null && before !== null) return error(400, 'bad_request', 'send either after (changes since a cursor) or before (older alerts), not both', cors);
+      const archivedParam = url.searchParams.get('archived');
+      if (archivedParam !== null && !['0', '1', 'true', 'false'].includes(archivedParam)) return error(400, 'bad_request', 'archived must be 1 (the archived alerts) or 0 (the list, the default)', cors);
+      const archived = archivedParam === '1' || archivedParam === 'true';
+      if (after !== null && archived) return error(400, 'bad_request', 'archived=1 lists archived alerts; changes since a cursor (after) include every state change already', cors);
       if (after !== null) return await since(after, userId, types, cors);
       const limit = Limit.safeParse(url.searchParams.get('limit') ?? DEFAULT_LIST_LIMIT);
       if (!limit.success) return error(400, 'bad_request', limit.error.issues[0]!.message, cors);
       if (before !== null) {
         const id = AlertId.safeParse(before);
         if (!id.success) return error(400, 'bad_request', `before: ${id.error.issues[0]!.message}`, cors);
-        return await older(id.data, limit.data, userId, types, cors);
+        return await older(id.data, limit.data, userId, types, archived, cors);
       }
-      return await list(limit.data, userId, types, cors);
+      return await list(limit.data, userId, types, archived, cors);
     } catch (err) {
       // The database's own words stay in the server's log: they can name tables, roles and hosts.
       opts.onError?.(err as Error);
@@ -103,26 +115,26 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     }
   };
 
-  async function list(limit: number, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
+  async function list(limit: number, userId: string, types: ReadonlySet<string> | null, archived: boolean, cors: Record<string, string>): Promise<Response> {
     // One snapshot for the list and the cursor: going live from this cursor misses nothing
     // the list does not show and repeats nothing it does.
     const { page, changes } = await opts.db
       .transaction()
       .setIsolationLevel('repeatable read')
       .setAccessMode('read only')
-      .execute(async (trx) => ({ page: (await alertPage(trx, userId, limit, types, null))!, changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
+      .execute(async (trx) => ({ page: (await alertPage(trx, userId, limit, types, null, archived))!, changes: await changesSince(trx, [{ userId, after: null }], opts.maxReplay) }));
     // Never an id at or above the read's xmax (see Delivery's sync).
     const cursor = new CursorState(changes.xmin);
     for (const c of changes.changes) if (c.txid < changes.xmax) cursor.add(c.txid);
-    return json(200, { alerts: page.alerts, unread: unreadOf(changes.unread.get(userId), types), cursor: cursor.encode(changes.epoch), more: page.more }, cors);
+    return json(200, { alerts: page.alerts, ...countsOf(changes.unread.get(userId), types), cursor: cursor.encode(changes.epoch), more: page.more }, cors);
   }
 
   /**
    * The page below alert `before`. No unread count and no cursor: those come with the first
    * page and then the stream, which an older page's snapshot must not set back.
    */
-  async function older(before: string, limit: number, userId: string, types: ReadonlySet<string> | null, cors: Record<string, string>): Promise<Response> {
-    const page = await alertPage(opts.db, userId, limit, types, before);
+  async function older(before: string, limit: number, userId: string, types: ReadonlySet<string> | null, archived: boolean, cors: Record<string, string>): Promise<Response> {
+    const page = await alertPage(opts.db, userId, limit, types, before, archived);
     // The same answer whether the id exists for another user or not at all: nothing of other
     // users' alerts can be learnt from it.
     if (page === null) return error(404, 'unknown_alert', `before: no alert ${JSON.stringify(before)} of this user (deleted, or not theirs); page from an alert you hold`, cors);
@@ -165,7 +177,7 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     // below every running transaction, otherwise the read's own horizon with the ids sent.
     const next = new CursorState(cut === null || cut > res.xmin ? res.xmin : cut, from.ids);
     for (const c of page) if (c.txid < res.xmax) next.add(c.txid);
-    return json(200, { ...split(fresh), unread: unreadOf(res.unread.get(userId), types), cursor: next.encode(res.epoch), more: cut !== null }, cors);
+    return json(200, { ...split(fresh), ...countsOf(res.unread.get(userId), types), cursor: next.encode(res.epoch), more: cut !== null }, cors);
   }
 
   async function read(req: Request, userId: string, cors: Record<string, string>): Promise<Response> {

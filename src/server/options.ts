@@ -4,6 +4,7 @@
  * Separate from server.ts so that the daemon, the config and the tests can read the server's
  * surface without the machinery behind it.
  */
+import type { UnreadByType } from '../db/changes.js';
 import type { Hub, Subscriber } from '../delivery/hub.js';
 import type { AlertsHandler } from './alerts.js';
 import type { Logger } from '../log.js';
@@ -75,11 +76,11 @@ export interface ServerOptions {
   subscribe: (sub: Subscriber) => Promise<void>;
   /** A subscriber's socket closed. */
   unsubscribe?: (sub: Subscriber) => void;
-  /** A user's unread count of the given types (null: all), for `subscribed`. */
-  unread: (userId: string, types: ReadonlySet<string> | null) => Promise<number>;
+  /** A user's counts by type, for `subscribed`. */
+  counts: (userId: string) => Promise<UnreadByType>;
   /** Marks alerts read for a user; the change then streams back like any UPDATE. */
   markRead: (userId: string, which: { ids: string[] } | { all: true }) => Promise<number>;
-  /** GET /alerts, POST /alerts/read. */
+  /** GET /alerts, POST /alerts/read, /seen, /archive, /unarchive. */
   alerts: AlertsHandler;
   /** GET /metrics. */
   metrics?: Metrics | undefined;

@@ -6,6 +6,9 @@
 import type { HttpErrorCode } from '../errors.js';
 import { originAllowed } from './origin.js';
 
+/** Largest POST body accepted. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
 export function corsHeaders(origin: string | null, allowed: readonly string[]): Record<string, string> {
   const headers: Record<string, string> = { vary: 'Origin' };
   if (origin === null) return headers;

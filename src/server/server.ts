@@ -29,7 +29,11 @@ import { WaitingRoom, type Waiter } from './waiting.js';
 import { WindowLimiter } from './ratelimit.js';
 import { CloseCode, ErrorCodes, ReadNotTrackedError, type ErrorCode } from '../errors.js';
 import { Subscriber } from '../delivery/hub.js';
+import { countsOf } from '../db/changes.js';
 import { handleWithFetch } from './node.js';
+
+/** The paths the /alerts handler answers (alerts.ts): the list, marking read, and the feed's states. */
+const ALERTS_PATHS = new Set(['/alerts', '/alerts/read', '/alerts/seen', '/alerts/archive', '/alerts/unarchive']);
 import { BAD_TARGET_RESPONSE, requestTarget } from './target.js';
 import { originAllowed } from './origin.js';
 import { parseClientMessage, type ClientMessage, type ServerMessage } from '../protocol.js';
@@ -212,7 +216,8 @@ export class Server {
     const target = requestTarget(req);
     if (!target) return json(res, 400, { error: 'bad_request', message: 'the request target does not parse' });
     const path = target.pathname;
-    if (path === '/alerts' || path === '/alerts/read' || path === '/alerts/stream') {
+    const alertsRoute = ALERTS_PATHS.has(path);
+    if (alertsRoute || path === '/alerts/stream') {
       const address = budgetAddress(req, this.#opts);
       if (address !== null && !this.#addressRate.take(address)) return this.#tooMany(res, 'address', address, this.#addressRate.retryAfter(address));
     }
@@ -224,7 +229,7 @@ export class Server {
       });
       return;
     }
-    if (path === '/alerts' || path === '/alerts/read') {
+    if (alertsRoute) {
       handleWithFetch(req, res, this.#opts.alerts).catch((err) => {
         this.#opts.log.error({ err }, 'error while handling an /alerts request');
         if (!res.headersSent) json(res, 500, { error: 'internal', message: 'internal error' });
@@ -419,11 +424,11 @@ export class Server {
       const sub = conn.sub!;
       sub.types = msg.types.length === 0 ? null : new Set(msg.types);
       try {
-        sub.unread = await this.#opts.unread(sub.userId, sub.types);
+        sub.byType = await this.#opts.counts(sub.userId);
       } catch (err) {
         this.#opts.log.warn({ err: (err as Error).message }, 'counting unread alerts failed');
       }
-      return this.#send(ws, { type: 'subscribed', types: [...(sub.types ?? [])], unread: sub.unread });
+      return this.#send(ws, { type: 'subscribed', types: [...(sub.types ?? [])], ...countsOf(sub.byType, sub.types) });
     }
     if (msg.type === 'read') {
       try {
@@ -475,7 +480,7 @@ export class Server {
     this.#scheduleExpiry(ws, conn, session);
     if (conn.sub) {
       // A fresh token on an open socket: the stream goes on; `after` is not re-read.
-      this.#send(ws, { type: 'ready', userId: session.userId, email: session.email, unread: conn.sub.unread });
+      this.#send(ws, { type: 'ready', userId: session.userId, email: session.email, ...countsOf(conn.sub.byType, conn.sub.types) });
       return;
     }
     if (hub.countFor(session.userId) >= this.#opts.limits.maxPerUser) {

@@ -369,6 +369,9 @@ export class WalSource extends EventEmitter<SourceEvents> {
           link: m.linkColumn ? ((row[m.linkColumn] as string | null) ?? null) : null,
           data: m.dataColumn ? (row[m.dataColumn] ?? null) : rowJson(row, found.types),
           read: c.read as boolean,
+          // Read is also seen (as the view says).
+          seen: c.seen === true || c.read === true,
+          archived: c.archived === true,
           createdAt: (c.createdAt as Date).toISOString(),
         },
       });

@@ -1,0 +1,61 @@
+/**
+ * The feed's states beside read, as SQL: seen and archived live in "AlertChange" (the app's
+ * table stays as it is), and these functions change them. Each change stamps the alert's
+ * "changedTxid" with its own transaction and sends the triggers' NOTIFY, so it is a change like
+ * any other: it streams to every tab in commit order, and a cursor resumes past it or not at
+ * all. The daemon's POST /alerts/seen, /archive and /unarchive call them; so can any role the
+ * operator grants EXECUTE (and USAGE on schema pgbell), a cron job archiving old alerts say.
+ *
+ * Definer rights, like the triggers: a caller needs no rights on pgbell's tables, and may only
+ * do what the function does. They return how many alerts changed state; ids that are not the
+ * user's are ignored (the HTTP routes refuse them first, with nothing changed).
+ */
+import { SCHEMA } from './mapping.js';
+
+/** Every function here, by signature, for REVOKE ... FROM PUBLIC. */
+export const STATE_FUNCTIONS = ['mark_seen(text, text[])', 'archive(text, text[], boolean)', 'unarchive(text, text[])', 'pgbell_state_changed(bigint)'];
+
+export function stateStatements(definer: string, quoted: (body: string) => string): string[] {
+  const s = SCHEMA;
+  return [
+    `ALTER TABLE ${s}."AlertChange" ADD COLUMN IF NOT EXISTS seen boolean NOT NULL DEFAULT false,
+       ADD COLUMN IF NOT EXISTS archived boolean NOT NULL DEFAULT false`,
+    // Unread and unseen counts by type come from this index alone (an alert read is also
+    // seen, so unseen is a subset of unread; archived alerts count in neither).
+    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_type_counts_idx" ON ${s}."AlertChange" ("userId", type, seen) WHERE NOT read AND NOT archived`,
+    `DROP INDEX IF EXISTS ${s}."AlertChange_userId_type_unread_idx"`,
+    // The NOTIFY of a state change, on the channel the triggers use now (pgbell.install).
+    `CREATE OR REPLACE FUNCTION ${s}.pgbell_state_changed(n bigint) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
+     BEGIN
+       IF n > 0 THEN PERFORM ${s}.pgbell_notify_change((SELECT channel FROM ${s}.install)); END IF;
+       RETURN n;
+     END `)}`,
+    // NULL ids: every alert of the user's that is not archived.
+    `CREATE OR REPLACE FUNCTION ${s}.mark_seen(p_user text, p_ids text[]) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
+     DECLARE n bigint;
+     BEGIN
+       UPDATE ${s}."AlertChange" SET seen = true, "changedTxid" = pg_current_xact_id()
+        WHERE "userId" = p_user AND NOT seen AND NOT read
+          AND (CASE WHEN p_ids IS NULL THEN NOT archived ELSE id = ANY(p_ids) END);
+       GET DIAGNOSTICS n = ROW_COUNT;
+       RETURN ${s}.pgbell_state_changed(n);
+     END `)}`,
+    // NULL ids: all of the user's alerts, or with p_only_read every read one.
+    `CREATE OR REPLACE FUNCTION ${s}.archive(p_user text, p_ids text[], p_only_read boolean DEFAULT false) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
+     DECLARE n bigint;
+     BEGIN
+       UPDATE ${s}."AlertChange" SET archived = true, "changedTxid" = pg_current_xact_id()
+        WHERE "userId" = p_user AND NOT archived AND (p_ids IS NULL OR id = ANY(p_ids)) AND (read OR NOT p_only_read);
+       GET DIAGNOSTICS n = ROW_COUNT;
+       RETURN ${s}.pgbell_state_changed(n);
+     END `)}`,
+    `CREATE OR REPLACE FUNCTION ${s}.unarchive(p_user text, p_ids text[]) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
+     DECLARE n bigint;
+     BEGIN
+       UPDATE ${s}."AlertChange" SET archived = false, "changedTxid" = pg_current_xact_id()
+        WHERE "userId" = p_user AND archived AND id = ANY(p_ids);
+       GET DIAGNOSTICS n = ROW_COUNT;
+       RETURN ${s}.pgbell_state_changed(n);
+     END `)}`,
+  ];
+}

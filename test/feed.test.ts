@@ -1,0 +1,267 @@
+/**
+ * The feed's states: seen and archived, by HTTP (POST /alerts/seen, /archive, /unarchive) and by
+ * SQL (pgbell.mark_seen, pgbell.archive, pgbell.unarchive), with unread, unseen and per-type
+ * counts. Every state change streams to every tab of the user like any change: a live tab, a tab
+ * that was offline during the changes and resumes from its cursor, and a tab that polls
+ * `GET /alerts?after=` all end with the same list and the same counts, and those equal a SELECT
+ * on the tables. In every mode and both fan-outs. Another user's ids are refused with no effect.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { createClient } from 'redis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanEnv, run } from './helpers/cli.js';
+import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
+import { MODES } from './helpers/modes.js';
+import { freshDatabase, query } from './helpers/pg.js';
+import { seeded } from './helpers/random.js';
+import { Tab, until } from './helpers/tab.js';
+
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const haveRedis = await (async () => {
+  const c = createClient({ url: REDIS_URL, socket: { reconnectStrategy: false, connectTimeout: 1000 } });
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    await c.quit();
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+type Counts = { unread: number; unseen: number; byType: Record<string, { unread: number; unseen: number }> };
+
+/** What a tab shows: the default list (not archived) by id, and the counts of the last message that had them. */
+class Feed {
+  readonly list = new Map<string, any>();
+  counts: Counts | undefined;
+
+  apply(m: any): void {
+    const alerts = m.type === 'notification' || m.type === 'update' ? [m.alert] : m.type === 'notifications' ? m.alerts : [];
+    for (const a of alerts) {
+      if (a.archived) this.list.delete(a.id);
+      else this.list.set(a.id, a);
+    }
+    if (m.type === 'delete') this.list.delete(m.id);
+    if (typeof m.unread === 'number') this.counts = { unread: m.unread, unseen: m.unseen, byType: m.byType };
+  }
+
+  /** A polled page of `GET /alerts?after=`. */
+  applyPage(body: any): void {
+    for (const a of body.alerts) {
+      if (a.archived) this.list.delete(a.id);
+      else this.list.set(a.id, a);
+    }
+    for (const id of body.deleted) this.list.delete(id);
+    this.counts = { unread: body.unread, unseen: body.unseen, byType: body.byType };
+  }
+
+  view(): { ids: string[]; seen: string[]; read: string[]; counts: Counts | undefined } {
+    const all = [...this.list.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    return { ids: all.map((a) => a.id), seen: all.filter((a) => a.seen).map((a) => a.id), read: all.filter((a) => a.read).map((a) => a.id), counts: this.counts };
+  }
+}
+
+/** A Tab whose every message also feeds a Feed: the messages each connection recorded, in order. */
+function feedTab(token: string) {
+  const tab = new Tab(token, true);
+  const log = new Feed();
+  const clients: NonNullable<Tab['client']>[] = [];
+  const applied = new Map<unknown, number>();
+  return {
+    tab,
+    /** The Feed with every message received so far applied. */
+    get feed(): Feed {
+      for (const c of clients) {
+        for (let i = applied.get(c) ?? 0; i < c.messages.length; i++) log.apply(c.messages[i]);
+        applied.set(c, c.messages.length);
+      }
+      return log;
+    },
+    connect: async (url: string) => {
+      await tab.connect(url);
+      clients.push(tab.client!);
+    },
+  };
+}
+
+async function truth(db: string, user: string): Promise<{ ids: string[]; seen: string[]; read: string[]; counts: Counts }> {
+  const rows = await query(db, `SELECT id::text AS id, type, read, seen, archived FROM pgbell."Alert" WHERE "userId" = $1 ORDER BY id::text`, [user]);
+  const live = rows.filter((r) => !r.archived).sort((a, b) => (a.id < b.id ? -1 : 1));
+  const byType: Counts['byType'] = {};
+  for (const r of live) {
+    if (r.read) continue;
+    const t = (byType[r.type] ??= { unread: 0, unseen: 0 });
+    t.unread++;
+    if (!r.seen) t.unseen++;
+  }
+  const sum = (k: 'unread' | 'unseen') => Object.values(byType).reduce((n, t) => n + t[k], 0);
+  return { ids: live.map((r) => r.id), seen: live.filter((r) => r.seen).map((r) => r.id), read: live.filter((r) => r.read).map((r) => r.id), counts: { unread: sum('unread'), unseen: sum('unseen'), byType } };
+}
+
+async function post(base: string, user: string, path: string, body: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${base}/alerts/${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${await tokenFor(user)}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+async function get(base: string, user: string, qs: string): Promise<any> {
+  const res = await fetch(`${base}/alerts?${qs}`, { headers: { authorization: `Bearer ${await tokenFor(user)}` } });
+  expect(res.status).toBe(200);
+  return res.json();
+}
+
+/** A tab on the polling fallback: GET /alerts, then `?after=` until `more` is false. */
+async function poll(base: string, user: string, feed: Feed, cursor: string): Promise<string> {
+  for (;;) {
+    const body = await get(base, user, `after=${encodeURIComponent(cursor)}`);
+    feed.applyPage(body);
+    cursor = body.cursor;
+    if (!body.more) return cursor;
+  }
+}
+
+const ids = async (db: string, where: string) => (await query(db, `SELECT id::text AS id FROM "Alert" WHERE ${where} ORDER BY id`)).map((r) => r.id as string);
+
+const cases = (['notify', 'poll', 'wal'] as const).flatMap((mode) => [
+  { mode, fanout: 'listen' as const },
+  ...(haveRedis ? [{ mode, fanout: 'redis' as const }] : []),
+]);
+
+describe.each(cases)('seen and archived, $mode mode, $fanout fan-out', ({ mode, fanout }) => {
+  let db: string;
+  let daemon: TestDaemon;
+  beforeAll(async () => {
+    db = await freshDatabase(['alice', 'bob']);
+    if (mode !== 'notify') expect((await run(['migrate'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: mode }))).code).toBe(0);
+    daemon = await startTestDaemon(db, { ...MODES[mode], ...(fanout === 'redis' ? { fanout: 'redis', redisUrl: REDIS_URL } : {}) });
+  });
+  afterAll(async () => {
+    await daemon?.stop();
+  });
+
+  it('three tabs (live, offline then resumed, polling) converge on the list and the counts of the tables', async () => {
+    const token = await tokenFor('alice');
+    const live = feedTab(token);
+    const offline = feedTab(token);
+    await live.connect(daemon.url);
+    await offline.connect(daemon.url);
+    const polling = new Feed();
+    const first = await get(daemon.http, 'alice', 'limit=50');
+    expect(first).toMatchObject({ alerts: [], unread: 0, unseen: 0, byType: {} });
+    let pollCursor: string = first.cursor;
+
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) SELECT 'alice', t, t || ' ' || i FROM generate_series(1, 4) i, unnest(ARRAY['billing', 'news']) t`);
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('bob', 'billing', 'not alice''s')`);
+    await until(() => live.feed.list.size === 8 && offline.feed.list.size === 8, 10_000, 'the 8 alerts on both tabs');
+    expect(live.feed.counts).toEqual({ unread: 8, unseen: 8, byType: { billing: { unread: 4, unseen: 4 }, news: { unread: 4, unseen: 4 } } });
+    offline.tab.drop();
+
+    const billing = await ids(db, `"userId" = 'alice' AND type = 'billing'`);
+    const news = await ids(db, `"userId" = 'alice' AND type = 'news'`);
+    expect(await post(daemon.http, 'alice', 'seen', { ids: [billing[0]] })).toEqual({ status: 200, body: { updated: 1 } });
+    expect(await post(daemon.http, 'alice', 'read', { ids: [billing[1]] })).toMatchObject({ status: 200 });
+    expect(await post(daemon.http, 'alice', 'archive', { ids: [news[0]] })).toEqual({ status: 200, body: { updated: 1 } });
+    // A cron job archives by SQL, as the app's owner would.
+    expect((await query(db, `SELECT pgbell.archive('alice', ARRAY[$1]) AS n`, [news[1]]))[0]!.n).toBe('1');
+    pollCursor = await poll(daemon.http, 'alice', polling, pollCursor);
+    expect(await post(daemon.http, 'alice', 'archive', { read: true })).toEqual({ status: 200, body: { updated: 1 } });
+    expect(await post(daemon.http, 'alice', 'unarchive', { ids: [news[0]] })).toEqual({ status: 200, body: { updated: 1 } });
+    expect((await query(db, `SELECT pgbell.mark_seen('alice', ARRAY[$1, $2]) AS n`, [billing[2], news[2]]))[0]!.n).toBe('2');
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('alice', 'billing', 'late')`);
+
+    const expected = await truth(db, 'alice');
+    expect(expected.counts.unread).toBe(7);
+    await offline.connect(daemon.url);
+    pollCursor = await poll(daemon.http, 'alice', polling, pollCursor);
+    await until(async () => isDeepStrictEqual(live.feed.view(), expected), 10_000, 'the live tab to converge').catch(() => {});
+    expect(live.feed.view()).toEqual(expected);
+    await until(async () => isDeepStrictEqual(offline.feed.view(), expected), 10_000, 'the resumed tab to converge').catch(() => {});
+    expect(offline.feed.view()).toEqual(expected);
+    expect(polling.view()).toEqual(expected);
+    // And the list itself: archived alerts only under ?archived=1.
+    const listed = await get(daemon.http, 'alice', 'limit=50');
+    expect(listed.alerts.map((a: any) => a.id).sort()).toEqual(expected.ids);
+    expect({ unread: listed.unread, unseen: listed.unseen, byType: listed.byType }).toEqual(expected.counts);
+    const archived = await get(daemon.http, 'alice', 'limit=50&archived=1');
+    expect(archived.alerts.map((a: any) => a.id).sort()).toEqual([billing[1], news[1]].sort());
+    expect(archived.alerts.every((a: any) => a.archived)).toBe(true);
+    expect(live.tab.repeatsWithinConnection).toEqual([]);
+    live.tab.close();
+    offline.tab.close();
+  });
+
+  it("refuses another user's ids, unknown ids and bad bodies, with no effect", async () => {
+    const bobs = await ids(db, `"userId" = 'bob'`);
+    const alices = await ids(db, `"userId" = 'alice'`);
+    const before = await query(db, `SELECT id, seen, archived, "changedTxid"::text FROM pgbell."AlertChange" ORDER BY id`);
+    for (const path of ['seen', 'archive', 'unarchive']) {
+      const theirs = await post(daemon.http, 'alice', path, { ids: [alices[0], bobs[0]] });
+      expect(theirs.status, path).toBe(404);
+      expect(theirs.body.error).toBe('unknown_alert');
+      expect((await post(daemon.http, 'alice', path, { ids: ['no-such-id'] })).status).toBe(404);
+      expect((await post(daemon.http, 'alice', path, { ids: [] })).status).toBe(400);
+      expect((await post(daemon.http, 'alice', path, { ids: Array.from({ length: 1001 }, (_, i) => String(i)) })).status).toBe(400);
+      expect((await post(daemon.http, 'alice', path, { nonsense: true })).body.error).toBe('bad_request');
+    }
+    expect((await post(daemon.http, 'alice', 'seen', { read: true })).status).toBe(400);
+    expect((await post(daemon.http, 'alice', 'unarchive', { all: true })).status).toBe(400);
+    expect(await query(db, `SELECT id, seen, archived, "changedTxid"::text FROM pgbell."AlertChange" ORDER BY id`)).toEqual(before);
+  });
+});
+
+describe('a randomized run of inserts, reads, seen-marks, archives and deletes', () => {
+  it.each(['notify', 'wal'] as const)('%s mode: the live tab and a fresh read equal a SELECT on the tables', async (mode) => {
+    const db = await freshDatabase(['alice', 'bob']);
+    if (mode !== 'notify') expect((await run(['migrate'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: mode }))).code).toBe(0);
+    const daemon = await startTestDaemon(db, MODES[mode]);
+    try {
+      const tab = feedTab(await tokenFor('alice'));
+      await tab.connect(daemon.url);
+      const rnd = seeded(20261207);
+      const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)]!;
+      for (let step = 0; step < 150; step++) {
+        const mine = await ids(db, `"userId" = 'alice'`);
+        const r = rnd();
+        const some = () => [...new Set(Array.from({ length: 1 + Math.floor(rnd() * 3) }, () => pick(mine)))];
+        if (mine.length < 3 || r < 0.3) {
+          await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ($1, $2, 'x')`, [rnd() < 0.8 ? 'alice' : 'bob', pick(['billing', 'news', 'security'])]);
+        } else if (r < 0.4) {
+          await query(db, `UPDATE "Alert" SET read = true WHERE id::text = ANY($1::text[])`, [some()]);
+        } else if (r < 0.5) {
+          const r1 = await post(daemon.http, 'alice', 'seen', rnd() < 0.2 ? { all: true } : { ids: some() });
+          expect(r1.status, JSON.stringify(r1.body)).toBe(200);
+        } else if (r < 0.6) {
+          await query(db, `SELECT pgbell.mark_seen('alice', $1::text[])`, [some()]);
+        } else if (r < 0.7) {
+          const body = rnd() < 0.1 ? { all: true } : rnd() < 0.2 ? { read: true } : { ids: some() };
+          const r2 = await post(daemon.http, 'alice', 'archive', body);
+          expect(r2.status, JSON.stringify(r2.body)).toBe(200);
+        } else if (r < 0.8) {
+          const r3 = await post(daemon.http, 'alice', 'unarchive', { ids: some() });
+          expect(r3.status, JSON.stringify(r3.body)).toBe(200);
+        } else if (r < 0.87) {
+          await query(db, `SELECT pgbell.archive('alice', $1::text[])`, [some()]);
+        } else if (r < 0.93) {
+          await query(db, `DELETE FROM "Alert" WHERE id::text = $1`, [pick(mine)]);
+        } else {
+          // One transaction: a state change and a delete and a new alert together.
+          await query(db, `WITH a AS (SELECT pgbell.archive('alice', $1::text[])) INSERT INTO "Alert" ("userId", type, title) SELECT 'alice', 'news', 'with ' || (SELECT * FROM a)`, [some()]);
+        }
+      }
+      const expected = await truth(db, 'alice');
+      await until(async () => isDeepStrictEqual(tab.feed.view(), expected), 15_000, 'the tab to converge').catch(() => {});
+      expect(tab.feed.view()).toEqual(expected);
+      const fresh = await get(daemon.http, 'alice', 'limit=200');
+      expect({ unread: fresh.unread, unseen: fresh.unseen, byType: fresh.byType }).toEqual(expected.counts);
+      expect(fresh.alerts.map((a: any) => a.id).sort()).toEqual(expected.ids);
+      expect(tab.tab.repeatsWithinConnection).toEqual([]);
+      tab.tab.close();
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
