@@ -213,6 +213,36 @@ describe.each(cases)('seen and archived, $mode mode, $fanout fan-out', ({ mode, 
   });
 });
 
+describe('archiving by SQL from a role of its own', () => {
+  it('a cron role granted only pgbell.archive archives month-old alerts, and the tab sees it live', async () => {
+    const db = await freshDatabase(['alice', 'bob']);
+    const daemon = await startTestDaemon(db);
+    try {
+      const tab = feedTab(await tokenFor('alice'));
+      await tab.connect(daemon.url);
+      await query(db, `INSERT INTO "Alert" ("userId", title, "createdAt") VALUES ('alice', 'old', now() - interval '40 days'), ('alice', 'new', now()), ('bob', 'old too', now() - interval '40 days')`);
+      await until(() => tab.feed.list.size === 2, 10_000, 'the two alerts');
+      const role = `cron_${Date.now()}`;
+      await query(db, `CREATE ROLE ${role} LOGIN PASSWORD 'cron'`);
+      await query(db, `GRANT SELECT ON "Alert" TO ${role}; GRANT USAGE ON SCHEMA pgbell TO ${role}; GRANT EXECUTE ON FUNCTION pgbell.archive(text, text[], boolean) TO ${role}`);
+      const url = new URL(db);
+      url.username = role;
+      url.password = 'cron';
+      // As in docs/operations.md.
+      const done = await query(url.toString(), `SELECT pgbell.archive("userId", array_agg(id::text)) AS n FROM "Alert" WHERE "createdAt" < now() - interval '30 days' GROUP BY "userId" ORDER BY 1`);
+      expect(done.map((r) => r.n)).toEqual(['1', '1']);
+      // Nothing else of pgbell's is open to it.
+      await expect(query(url.toString(), `SELECT pgbell.mark_seen('alice', NULL)`)).rejects.toThrow(/permission denied/);
+      await expect(query(url.toString(), `UPDATE pgbell."AlertChange" SET archived = false`)).rejects.toThrow(/permission denied/);
+      await until(() => tab.feed.list.size === 1, 10_000, 'the old alert to leave the list');
+      expect([...tab.feed.list.values()].map((a) => a.title)).toEqual(['new']);
+      tab.tab.close();
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
+
 describe('a randomized run of inserts, reads, seen-marks, archives and deletes', () => {
   it.each(['notify', 'wal'] as const)('%s mode: the live tab and a fresh read equal a SELECT on the tables', async (mode) => {
     const db = await freshDatabase(['alice', 'bob']);
