@@ -55,5 +55,8 @@ describe('delivery reads', () => {
       expect(plan, name).not.toMatch(new RegExp(`Seq Scan on (${table}|"?AlertChange"?)\\b`));
       expect(plan, name).toMatch(/Index/);
     }
+    // The counts (unread, unseen, by type; archived left out) come from the one partial index.
+    const all = await plans(url);
+    for (const name of ['by_txids', 'since']) expect(all[name], name).toMatch(/AlertChange_userId_type_counts_idx/);
   });
 });
