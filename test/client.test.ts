@@ -4,6 +4,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { secretKey } from '../src/auth.js';
@@ -454,5 +455,157 @@ describe('a server that takes the socket and never answers', () => {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
     }
+  });
+});
+
+describe('the feed: markSeen, archive, unarchive and the counts', () => {
+  let daemon: TestDaemon | undefined;
+  afterAll(async () => daemon?.stop());
+
+  type Counts = { unread: number; unseen: number; byType: Record<string, { unread: number; unseen: number }> };
+
+  /** The list (not archived, newest first) and the counts, by a SELECT. */
+  async function truth(user: string): Promise<{ ids: string[]; seen: string[]; counts: Counts }> {
+    const rows = await query(db, `SELECT id::text AS id, type, read, seen, archived FROM pgbell."Alert" WHERE "userId" = $1 AND NOT archived ORDER BY "createdAt" DESC, id DESC`, [user]);
+    const byType: Counts['byType'] = {};
+    for (const r of rows) {
+      if (r.read) continue;
+      const t = (byType[r.type] ??= { unread: 0, unseen: 0 });
+      t.unread++;
+      if (!r.seen) t.unseen++;
+    }
+    const sum = (k: 'unread' | 'unseen') => Object.values(byType).reduce((n, t) => n + t[k], 0);
+    return { ids: rows.map((r) => r.id), seen: rows.filter((r) => r.seen || r.read).map((r) => r.id).sort(), counts: { unread: sum('unread'), unseen: sum('unseen'), byType } };
+  }
+
+  const viewOf = (c: PgbellClient) => ({
+    ids: c.state.alerts.map((a) => a.id),
+    seen: c.state.alerts.filter((a) => a.seen || a.read).map((a) => a.id).sort(),
+    counts: { unread: c.state.unread, unseen: c.state.unseen, byType: c.state.byType },
+  });
+
+  /** Every client shows what the tables hold: the same list, in order, and the same counts. */
+  async function converged(user: string, clients: PgbellClient[], what: string): Promise<void> {
+    const expected = await truth(user);
+    try {
+      await until(() => clients.every((c) => isDeepStrictEqual(viewOf(c), expected)), 5000, what);
+    } catch (err) {
+      for (const c of clients) expect(viewOf(c), what).toEqual(expected);
+      throw err;
+    }
+  }
+
+  async function userWithTypes(user: string): Promise<string[]> {
+    await query(db, `INSERT INTO "User" (id, email) VALUES ($1, $1 || '@example.test')`, [user]);
+    await query(db, `INSERT INTO "Alert" ("userId", type, title, "createdAt") SELECT $1, t, t || ' ' || i, now() - make_interval(secs => i) FROM unnest(ARRAY['billing','billing','security','general','billing']) WITH ORDINALITY AS x(t, i)`, [user]);
+    return (await query(db, `SELECT id FROM "Alert" WHERE "userId" = $1 ORDER BY "createdAt" DESC, id DESC`, [user])).map((r) => r.id as string);
+  }
+
+  it('live: markSeen, markRead, archive and unarchive change the counts at once, stream to a second client, and both equal a SELECT', async () => {
+    daemon ??= await startTestDaemon(db);
+    const ids = await userWithTypes('fay');
+    const make = async () => new PgbellClient({ url: daemon!.url, pollUrl: appUrl, token: await tokenFor('fay'), WebSocket: WS });
+    const [a, b] = [await make(), await make()];
+    const announced: string[] = [];
+    for (const c of [a, b]) c.on('notification', (n) => announced.push(n.id));
+    await Promise.all([a.start(), b.start()]);
+    await until(() => a.state.status === 'live' && b.state.status === 'live', 5000, 'live');
+    expect(a.state).toMatchObject({ unread: 5, unseen: 5, byType: { billing: { unread: 3, unseen: 3 }, security: { unread: 1, unseen: 1 }, general: { unread: 1, unseen: 1 } } });
+    await converged('fay', [a, b], 'the first list');
+
+    // Seen: at once in the client that asked (before the server answers), then everywhere.
+    const seen = a.markSeen([ids[0]!, ids[2]!]);
+    expect(a.state).toMatchObject({ unread: 5, unseen: 3, byType: { billing: { unread: 3, unseen: 2 }, security: { unread: 1, unseen: 0 } } });
+    await seen;
+    await converged('fay', [a, b], 'two seen');
+    expect(b.state.alerts.find((x) => x.id === ids[0])?.seen).toBe(true);
+    await a.markSeen('all');
+    expect(a.state.unseen).toBe(0);
+    await converged('fay', [a, b], 'all seen, unread unchanged');
+    expect(b.state).toMatchObject({ unread: 5, unseen: 0 });
+
+    // A new alert is unseen; reading it takes it out of both counts.
+    const fresh = (await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('fay', 'security', 'new') RETURNING id`))[0]!.id as string;
+    await until(() => b.state.unseen === 1 && a.state.unseen === 1, 5000, 'a new alert, unseen');
+    await a.markRead([fresh]);
+    expect(a.state).toMatchObject({ unread: 5, unseen: 0 });
+    await converged('fay', [a, b], 'the new one read');
+
+    // Archive: out of the list and the counts, in both.
+    await a.markRead([ids[1]!]);
+    const archiving = a.archive([ids[3]!]);
+    expect(a.state.alerts.map((x) => x.id)).not.toContain(ids[3]);
+    expect(a.state.byType.general).toBeUndefined();
+    await archiving;
+    await converged('fay', [a, b], 'one archived');
+    expect(b.state.alerts.map((x) => x.id)).not.toContain(ids[3]);
+    await a.archive({ read: true });
+    expect(a.state.alerts.map((x) => x.id)).not.toContain(ids[1]);
+    await converged('fay', [a, b], 'the read ones archived');
+    expect(b.state.alerts.map((x) => x.id)).toEqual(expect.not.arrayContaining([ids[1], fresh]));
+    const archived = await b.loadArchived();
+    expect(archived.alerts.map((x) => x.id).sort()).toEqual([ids[1]!, ids[3]!, fresh].sort());
+    expect(archived.more).toBe(false);
+    expect((await b.loadArchived({ limit: 1 })).more).toBe(true);
+
+    // Unarchive: back in both lists, in its place by date, and not announced as new.
+    const before = announced.length;
+    await b.unarchive([ids[3]!]);
+    await converged('fay', [a, b], 'unarchived, in its place');
+    expect(a.state.alerts.map((x) => x.id).indexOf(ids[3]!)).toBeGreaterThan(0);
+    expect(announced.length).toBe(before);
+
+    // A refusal (an id of another user's) changes nothing on the server, and the client shows it again.
+    const other = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('ann', 'not fay''s') RETURNING id`))[0]!.id as string;
+    const shown = viewOf(a);
+    await expect(a.archive([ids[0]!, other])).rejects.toThrow(/404 unknown_alert/);
+    expect(viewOf(a)).toEqual(shown);
+    await expect(a.markSeen([other])).rejects.toThrow(/404 unknown_alert/);
+    await converged('fay', [a, b], 'nothing changed by the refusals');
+
+    // A state change by SQL (a cron job) streams like any other.
+    await query(db, `SELECT pgbell.archive('fay', ARRAY[$1])`, [ids[0]]);
+    await converged('fay', [a, b], 'archived by SQL');
+    await a.archive('all');
+    expect(a.state).toMatchObject({ alerts: [], unread: 0, unseen: 0, byType: {} });
+    await converged('fay', [a, b], 'all archived');
+    expect(b.state.alerts).toEqual([]);
+    a.stop();
+    b.stop();
+  });
+
+  it('polling: archived and unarchived alerts leave and rejoin the list from ?after= pages, with the counts; its own change is polled at once', async () => {
+    daemon ??= await startTestDaemon(db);
+    const ids = await userWithTypes('gus');
+    const live = new PgbellClient({ url: daemon.url, pollUrl: appUrl, token: await tokenFor('gus'), WebSocket: WS });
+    const polling = new PgbellClient({ url: 'ws://127.0.0.1:1/', pollUrl: appUrl, token: await tokenFor('gus'), WebSocket: WS, pollIntervalMs: 200, backoff: { baseMs: 60_000, capMs: 60_000 } });
+    polling.on('error', () => {});
+    await Promise.all([live.start(), polling.start()]);
+    await until(() => live.state.status === 'live' && polling.state.status === 'polling', 5000, 'one live, one polling');
+    await converged('gus', [live, polling], 'the first list');
+
+    await live.archive([ids[0]!, ids[4]!]);
+    await live.markSeen([ids[1]!]);
+    await converged('gus', [live, polling], 'archived and seen, polled');
+    await query(db, `SELECT pgbell.unarchive('gus', ARRAY[$1])`, [ids[4]]);
+    await converged('gus', [live, polling], 'unarchived by SQL, polled back into its place');
+    expect(polling.state.alerts.at(-1)?.id).toBe(ids[4]);
+
+    // The polling client's own change: shown at once, and confirmed by a poll at once (not in 60 s).
+    const slow = new PgbellClient({ url: 'ws://127.0.0.1:1/', pollUrl: appUrl, token: await tokenFor('gus'), WebSocket: WS, pollIntervalMs: 60_000, backoff: { baseMs: 60_000, capMs: 60_000 } });
+    slow.on('error', () => {});
+    await slow.start();
+    await until(() => slow.state.status === 'polling', 5000, 'polling');
+    await slow.unarchive([ids[0]!]);
+    await converged('gus', [live, polling, slow], 'unarchived by the polling client, polled at once');
+    for (const c of [live, polling, slow]) c.stop();
+  });
+
+  it('without pollUrl, markSeen, archive, unarchive and loadArchived say they need it', async () => {
+    const c = new PgbellClient({ url: 'ws://127.0.0.1:1/', token: 't', WebSocket: WS });
+    await expect(c.markSeen('all')).rejects.toThrow(/pollUrl/);
+    await expect(c.archive(['1'])).rejects.toThrow(/pollUrl/);
+    await expect(c.unarchive(['1'])).rejects.toThrow(/pollUrl/);
+    await expect(c.loadArchived()).rejects.toThrow(/pollUrl/);
   });
 });

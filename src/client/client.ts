@@ -8,7 +8,7 @@
  * the timers, the role) every transition reads and writes; split, they would have to be public.
  */
 import { groupName, tabApis, TabGroup, type Op, type Snapshot, type TabMessage } from './tabs.js';
-import type { Alert, ClientOptions, EventSourceConstructor, EventSourceLike, Events, Role, SocketConstructor, SocketLike, State, Status, Transport } from './types.js';
+import type { Alert, ArchiveTarget, ClientOptions, EventSourceConstructor, EventSourceLike, Events, Role, SocketConstructor, SocketLike, State, Status, Transport } from './types.js';
 import { backoffDelay, tokenExpiry, tokenSubject } from './util.js';
 import { watchWake, type Wake } from './wake.js';
 
@@ -20,11 +20,33 @@ const STREAM_EVENTS = ['ready', 'synced', 'notification', 'notifications', 'upda
 
 const OPEN = 1;
 
+/** Ids of alerts seen archived that are remembered, so an unarchived one is not announced as new. */
+const ARCHIVED_MEMORY = 1000;
+
+type Counts = Pick<State, 'unread' | 'unseen' | 'byType'>;
+
+/** The counts a server message or response carries (an older daemon sends only `unread`). */
+function countsIn(m: { unread?: unknown; unseen?: unknown; byType?: unknown }): Partial<Counts> {
+  return {
+    ...(typeof m.unread === 'number' ? { unread: m.unread } : {}),
+    ...(typeof m.unseen === 'number' ? { unseen: m.unseen } : {}),
+    ...(m.byType && typeof m.byType === 'object' ? { byType: m.byType as Counts['byType'] } : {}),
+  };
+}
+
+/** What an alert adds to the counts: unread and unseen, unless archived or read. */
+function weight(a: Alert | null | undefined): [number, number] {
+  return !a || a.archived || a.read ? [0, 0] : [1, a.seen ? 0 : 1];
+}
+
 type Timer = ReturnType<typeof setTimeout> | undefined;
 
 export class PgbellClient {
-  #state: State = { alerts: [], unread: 0, hasMore: false, status: 'connecting', transport: null, role: null };
+  #state: State = { alerts: [], unread: 0, unseen: 0, byType: {}, hasMore: false, status: 'connecting', transport: null, role: null };
+  /** The list: every alert held that is not archived. */
   readonly #byId = new Map<string, Alert>();
+  /** Alerts this tab saw archived (bounded): one that is unarchived is back, not new. */
+  readonly #archived = new Set<string>();
   #cursor: string | undefined;
   #types: string[];
   #ws: SocketLike | null = null;
@@ -131,18 +153,83 @@ export class PgbellClient {
 
   async markRead(ids: readonly string[]): Promise<void> {
     if (this.#role === 'follower') return this.#call('markRead', [[...ids]]);
-    const changed = ids.filter((id) => this.#byId.get(id)?.read === false);
+    const { changed, undo } = this.#local(ids, (a) => (a.read ? a : { ...a, read: true }));
     if (changed.length === 0) return;
-    for (const id of changed) this.#byId.set(id, { ...this.#byId.get(id)!, read: true });
-    this.#emitChange({ unread: Math.max(0, this.#state.unread - changed.length) });
-    await this.#sendRead({ ids: changed });
+    await this.#sendRead({ ids: changed }).catch(undo);
   }
 
   async markAllRead(): Promise<void> {
     if (this.#role === 'follower') return this.#call('markAllRead', []);
-    for (const [id, a] of this.#byId) if (!a.read) this.#byId.set(id, { ...a, read: true });
-    this.#emitChange({ unread: 0 });
-    await this.#sendRead({ all: true });
+    const { undo } = this.#local(this.#byId.keys(), (a) => (a.read ? a : { ...a, read: true }), { unread: 0, unseen: 0, byType: {} });
+    await this.#sendRead({ all: true }).catch(undo);
+  }
+
+  /**
+   * Marks alerts seen (POST /alerts/seen over `pollUrl`): these ids, or 'all' (every alert of
+   * the user not archived, whatever the filter). `unseen` drops at once; the change streams to
+   * every tab. An alert read is seen already.
+   */
+  async markSeen(ids: readonly string[] | 'all'): Promise<void> {
+    if (this.#role === 'follower') return this.#call('markSeen', [ids === 'all' ? ids : [...ids]]);
+    this.#needsPollUrl('markSeen');
+    const unseen = (a: Alert) => !a.seen && !a.read;
+    if (ids === 'all') {
+      const byType = Object.fromEntries(Object.entries(this.#state.byType).map(([t, c]) => [t, { ...c, unseen: 0 }]));
+      const { undo } = this.#local(this.#byId.keys(), (a) => (unseen(a) ? { ...a, seen: true } : a), { unread: this.#state.unread, unseen: 0, byType });
+      return this.#post('seen', { all: true }, undo);
+    }
+    // Alerts held that are seen already need nothing; ids not held may be the server's still.
+    const send = [...new Set(ids)].filter((id) => { const a = this.#byId.get(id); return !a || unseen(a); });
+    if (send.length === 0) return;
+    const { undo } = this.#local(send, (a) => ({ ...a, seen: true }));
+    return this.#post('seen', { ids: send }, undo);
+  }
+
+  /**
+   * Archives alerts (POST /alerts/archive over `pollUrl`): these ids, every read alert
+   * (`{read: true}`) or every alert ('all', whatever the filter). They leave `alerts` and the
+   * counts at once; the change streams to every tab, whose lists lose them too.
+   */
+  async archive(target: ArchiveTarget): Promise<void> {
+    if (this.#role === 'follower') return this.#call('archive', [Array.isArray(target) ? [...target] : target]);
+    this.#needsPollUrl('archive');
+    if (target === 'all') {
+      const { undo } = this.#local(this.#byId.keys(), () => null, { unread: 0, unseen: 0, byType: {} });
+      return this.#post('archive', { all: true }, undo);
+    }
+    if (!Array.isArray(target)) {
+      const { undo } = this.#local(this.#byId.keys(), (a) => (a.read ? null : a));
+      return this.#post('archive', { read: true }, undo);
+    }
+    const ids = [...new Set(target as readonly string[])];
+    if (ids.length === 0) return;
+    const { undo } = this.#local(ids, () => null);
+    return this.#post('archive', { ids }, undo);
+  }
+
+  /**
+   * Takes alerts out of the archive (POST /alerts/unarchive over `pollUrl`). They come back
+   * into `alerts`, in their place by date, when the change streams back (or is polled).
+   */
+  async unarchive(ids: readonly string[]): Promise<void> {
+    if (this.#role === 'follower') return this.#call('unarchive', [[...ids]]);
+    this.#needsPollUrl('unarchive');
+    if (ids.length === 0) return;
+    for (const id of ids) this.#archived.add(id);
+    return this.#post('unarchive', { ids: [...new Set(ids)] }, () => {});
+  }
+
+  /**
+   * A page of the archived alerts (GET /alerts?archived=1 over `pollUrl`), newest first, below
+   * alert `before` if given; `more` says another page follows. Not kept in the state, and not
+   * updated live: read it again after a change. Of the subscribed types, like the list.
+   */
+  async loadArchived(opts: { before?: string; limit?: number } = {}): Promise<{ alerts: Alert[]; more: boolean }> {
+    this.#needsPollUrl('loadArchived');
+    const before = opts.before === undefined ? '' : `&before=${encodeURIComponent(opts.before)}`;
+    const body = (await this.#json(await this.#http(`?archived=1&limit=${opts.limit ?? this.#o.limit}${before}${this.#typesParam()}`))) as { alerts: Alert[]; more: boolean };
+    for (const a of body.alerts) this.#rememberArchived(a.id);
+    return { alerts: body.alerts, more: body.more };
   }
 
   /**
@@ -268,6 +355,9 @@ export class PgbellClient {
   #run(op: Op, args: unknown[]): Promise<void> {
     if (op === 'markRead') return this.markRead(args[0] as string[]);
     if (op === 'markAllRead') return this.markAllRead();
+    if (op === 'markSeen') return this.markSeen(args[0] as string[] | 'all');
+    if (op === 'archive') return this.archive(args[0] as ArchiveTarget);
+    if (op === 'unarchive') return this.unarchive(args[0] as string[]);
     if (op === 'subscribe') return this.subscribe(args[0] as string[]);
     return this.loadMore();
   }
@@ -281,8 +371,8 @@ export class PgbellClient {
   }
 
   #snapshot(): Snapshot {
-    const { alerts, unread, hasMore, status, transport } = this.#state;
-    return { alerts, unread, hasMore, status, transport, cursor: this.#cursor, paged: this.#paged, types: this.#types };
+    const { alerts, unread, unseen, byType, hasMore, status, transport } = this.#state;
+    return { alerts, unread, unseen, byType, hasMore, status, transport, cursor: this.#cursor, paged: this.#paged, types: this.#types };
   }
 
   /** A follower takes the leader's state as its own (and the cursor: it may lead next). */
@@ -293,7 +383,7 @@ export class PgbellClient {
     this.#paged = [...s.paged];
     this.#types = [...s.types];
     const statusChanged = s.status !== this.#state.status;
-    this.#state = { alerts: s.alerts, unread: s.unread, hasMore: s.hasMore, status: s.status, transport: s.transport, role: this.#role };
+    this.#state = { alerts: s.alerts, unread: s.unread, unseen: s.unseen, byType: s.byType, hasMore: s.hasMore, status: s.status, transport: s.transport, role: this.#role };
     if (statusChanged) this.#emit('status', s.status);
     this.#emit('change', this.#state);
   }
@@ -325,7 +415,7 @@ export class PgbellClient {
     this.#byId.clear();
     this.#cursor = undefined;
     this.#startPagesOver();
-    this.#state = { ...this.#state, alerts: [], unread: 0, role: null };
+    this.#state = { ...this.#state, alerts: [], unread: 0, unseen: 0, byType: {}, role: null };
     this.#emit('change', this.#state);
     this.#started = false;
     void this.start();
@@ -559,7 +649,7 @@ export class PgbellClient {
       case 'ready':
         this.#log(`✅ WebSocket authenticated: ${m.email ?? m.userId}`);
         this.#scheduleRefresh();
-        return this.#emitChange({ unread: m.unread });
+        return this.#emitChange(countsIn(m));
       case 'reset':
         this.#log('♻️ Cursor reset by the server, reloading:', m.reason);
         this.#byId.clear();
@@ -577,36 +667,33 @@ export class PgbellClient {
         this.#timers.stable = setTimeout(() => (this.#attempt = 0), this.#o.backoff?.stableMs ?? 10_000);
         if (!this.#es) this.#startBeat();
         this.#setStatus('live');
-        return this.#emitChange({ unread: m.unread });
+        return this.#emitChange(countsIn(m));
       case 'notification':
       case 'notifications': {
         // A resume may repeat what this tab (or the leader before it) had: announced once.
         const fresh: Alert[] = [];
         for (const a of (m.type === 'notification' ? [m.alert] : m.alerts) as Alert[]) {
-          if (!this.#byId.has(a.id)) fresh.push(a);
-          this.#touch(a.id);
-          this.#byId.set(a.id, a);
+          if (this.#put(a)) fresh.push(a);
           this.#log('📬 Real-time notification received:', a.title);
         }
-        this.#emitChange({ unread: m.unread });
+        this.#emitChange(countsIn(m));
         return this.#announce(fresh);
       }
       case 'update': {
         // An alert inserted and changed again before it reached this client arrives as an
-        // update of an id it does not have: to the app, it is a new notification.
-        const isNew = !this.#byId.has(m.alert.id);
-        this.#touch(m.alert.id);
-        this.#byId.set(m.alert.id, m.alert);
-        this.#emitChange({ unread: m.unread });
+        // update of an id it does not have: to the app, it is a new notification (unless it
+        // was archived: then it leaves the list, and when unarchived it is back, not new).
+        const isNew = this.#put(m.alert);
+        this.#emitChange(countsIn(m));
         if (isNew) this.#announce([m.alert]);
         return;
       }
       case 'delete':
         this.#touch(m.id);
         this.#byId.delete(m.id);
-        return this.#emitChange({ unread: m.unread });
+        return this.#emitChange(countsIn(m));
       case 'subscribed':
-        return this.#emitChange({ unread: m.unread });
+        return this.#emitChange(countsIn(m));
       case 'error':
         this.#log('⚠️ Server error:', m.code, m.message);
         return this.#emit('error', new Error(`${m.code}: ${m.message}`));
@@ -660,17 +747,13 @@ export class PgbellClient {
       if (res.status === 410) return this.#loadList({ replace: true, takeCursor: true });
       const body = (await this.#json(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string; more?: boolean };
       if (this.#live) return; // the socket came back meanwhile and is authoritative
-      for (const a of body.alerts) {
-        if (!this.#byId.has(a.id)) this.#log('📬 Notification received by polling:', a.title);
-        this.#touch(a.id);
-        this.#byId.set(a.id, a);
-      }
+      for (const a of body.alerts) if (this.#put(a)) this.#log('📬 Notification received by polling:', a.title);
       for (const id of body.deleted) {
         this.#touch(id);
         this.#byId.delete(id);
       }
       this.#cursor = body.cursor;
-      this.#emitChange({ unread: body.unread });
+      this.#emitChange(countsIn(body));
       if (!body.more) return;
     }
   }
@@ -697,7 +780,7 @@ export class PgbellClient {
         this.#paged = body.alerts.map((a) => a.id);
         this.#state = { ...this.#state, hasMore: body.more === true };
       }
-      this.#emitChange({ unread: body.unread });
+      this.#emitChange(countsIn(body));
     } finally {
       if (--this.#loading === 0) this.#touched.clear();
     }
@@ -741,6 +824,88 @@ export class PgbellClient {
     this.#pagesGen++;
     this.#paged = [];
     this.#state = { ...this.#state, hasMore: false };
+  }
+
+  /**
+   * An alert's current state from the server (live or polled): an archived one leaves the list.
+   * True when it is new to this tab (not held, and not an unarchived one it saw archived).
+   */
+  #put(a: Alert): boolean {
+    this.#touch(a.id);
+    const held = this.#byId.has(a.id);
+    if (a.archived) {
+      this.#byId.delete(a.id);
+      this.#rememberArchived(a.id);
+      return false;
+    }
+    this.#byId.set(a.id, a);
+    return !held && !this.#archived.delete(a.id);
+  }
+
+  #rememberArchived(id: string): void {
+    this.#archived.delete(id);
+    this.#archived.add(id);
+    if (this.#archived.size > ARCHIVED_MEMORY) this.#archived.delete(this.#archived.values().next().value!);
+  }
+
+  /**
+   * A change this tab asked the server for, shown before the server confirms it (the stream or
+   * the next poll brings the confirmed state and counts): `next` gives an alert's new state
+   * (null: out of the list). The counts follow from the alerts changed, or are `counts` when
+   * the change reaches alerts not held (the 'all' forms). Returns the ids changed and the undo
+   * for a refusal, which restores what no newer news from the server has replaced since.
+   */
+  #local(ids: Iterable<string>, next: (a: Alert) => Alert | null, counts?: Counts): { changed: string[]; undo: (err: unknown) => never } {
+    const before: Counts = { unread: this.#state.unread, unseen: this.#state.unseen, byType: this.#state.byType };
+    const done: [Alert, Alert | null][] = [];
+    const byType: Record<string, { unread: number; unseen: number }> = { ...before.byType };
+    let { unread, unseen } = before;
+    for (const id of [...ids]) {
+      const a = this.#byId.get(id);
+      if (!a) continue;
+      const b = next(a);
+      if (b === a) continue;
+      done.push([a, b]);
+      this.#touch(id);
+      if (b) this.#byId.set(id, b);
+      else this.#byId.delete(id);
+      const [u0, s0] = weight(a);
+      const [u1, s1] = weight(b);
+      if (u0 === u1 && s0 === s1) continue;
+      unread += u1 - u0;
+      unseen += s1 - s0;
+      const t = byType[a.type] ?? { unread: 0, unseen: 0 };
+      const c = { unread: Math.max(0, t.unread + u1 - u0), unseen: Math.max(0, t.unseen + s1 - s0) };
+      if (c.unread === 0) delete byType[a.type];
+      else byType[a.type] = c;
+    }
+    const after: Counts = counts ?? { unread: Math.max(0, unread), unseen: Math.max(0, unseen), byType };
+    this.#emitChange(after);
+    const shown = this.#state.byType;
+    const undo = (err: unknown): never => {
+      for (const [a, b] of done) {
+        if (b ? this.#byId.get(a.id) === b : !this.#byId.has(a.id)) this.#byId.set(a.id, a);
+      }
+      // Counts from the server since are newer than both.
+      this.#emitChange(this.#state.byType === shown ? before : {});
+      throw err;
+    };
+    return { changed: done.map(([a]) => a.id), undo };
+  }
+
+  #needsPollUrl(what: string): void {
+    if (!this.#o.pollUrl) throw new Error(`pgbell client: ${what} needs \`pollUrl\``);
+  }
+
+  /** POST /alerts/<route>; a refusal undoes what was shown. While polling, the next poll comes at once, with the counts. */
+  async #post(route: 'seen' | 'archive' | 'unarchive', body: object, undo: (err: unknown) => void): Promise<void> {
+    try {
+      await this.#json(await this.#http(`/${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }));
+    } catch (err) {
+      undo(err);
+      throw err;
+    }
+    if (!this.#live && this.#timers.poll !== undefined) this.#schedulePoll(0);
   }
 
   /** A live message changed this id (see #touched). */
@@ -792,10 +957,12 @@ export class PgbellClient {
     this.#share();
   }
 
-  #emitChange(patch: { unread?: number }): void {
+  /** The list in its order (createdAt, then id, both descending), with the counts given. */
+  #emitChange(counts: Partial<Counts>): void {
     const alerts = [...this.#byId.values()].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id < b.id ? 1 : -1));
-    this.#state = { ...this.#state, alerts, ...(typeof patch.unread === 'number' ? { unread: patch.unread } : {}) };
-    this.#emit('change', this.#state);    this.#share();
+    this.#state = { ...this.#state, alerts, ...counts };
+    this.#emit('change', this.#state);
+    this.#share();
   }
 
   #emit<K extends keyof Events>(event: K, ...args: Events[K]): void {

@@ -16,7 +16,7 @@ import { PgbellClient } from './client.js';
 import type { ClientOptions } from './types.js';
 
 export { PgbellClient } from './client.js';
-export type { Alert, ChannelConstructor, ChannelLike, ClientOptions, EventSourceConstructor, EventSourceLike, Events, LocksLike, Role, SocketConstructor, SocketLike, State, Status, Transport } from './types.js';
+export type { Alert, ArchiveTarget, ChannelConstructor, ChannelLike, ClientOptions, EventSourceConstructor, EventSourceLike, Events, LocksLike, Role, SocketConstructor, SocketLike, State, Status, Transport, TypeCounts } from './types.js';
 export { backoffDelay, tokenExpiry, tokenSubject } from './util.js';
 
 export function createClient(options: ClientOptions): PgbellClient {

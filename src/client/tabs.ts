@@ -12,6 +12,8 @@ import type { Alert, ChannelConstructor, ChannelLike, LocksLike, State } from '.
 export interface Snapshot {
   alerts: readonly Alert[];
   unread: number;
+  unseen: number;
+  byType: State['byType'];
   hasMore: boolean;
   status: State['status'];
   transport: State['transport'];
@@ -23,7 +25,7 @@ export interface Snapshot {
 }
 
 /** The actions a follower asks the leader to carry out. */
-export type Op = 'markRead' | 'markAllRead' | 'subscribe' | 'loadMore';
+export type Op = 'markRead' | 'markAllRead' | 'markSeen' | 'archive' | 'unarchive' | 'subscribe' | 'loadMore';
 
 export type TabMessage =
   | { t: 'hello' } // a new follower asks for the state

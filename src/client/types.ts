@@ -19,10 +19,24 @@ export type Transport = 'websocket' | 'sse';
  */
 export type Role = 'leader' | 'follower' | 'solo';
 
-export interface State {
-  /** Newest first. */
-  alerts: readonly Alert[];
+/** One alert type's counts: alerts not read, and of those the ones not seen yet. */
+export interface TypeCounts {
   unread: number;
+  unseen: number;
+}
+
+/** What `archive()` archives: these ids, every read alert, or every alert. */
+export type ArchiveTarget = readonly string[] | { read: true } | 'all';
+
+export interface State {
+  /** The list (archived alerts left out), newest first. */
+  alerts: readonly Alert[];
+  /** Alerts not read (of the subscribed types; archived ones left out). */
+  unread: number;
+  /** Of the unread alerts, those not seen yet: the "new since the bell was last opened" badge. */
+  unseen: number;
+  /** The same counts per alert type; a type with nothing unread is absent. */
+  byType: Readonly<Record<string, TypeCounts>>;
   /** Older alerts than `alerts` holds exist: `loadMore()` fetches the next page of them. */
   hasMore: boolean;
   status: Status;
