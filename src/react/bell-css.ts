@@ -35,6 +35,8 @@ export const bellCss = `
 .pgbell-kind{font-size:11px;text-transform:uppercase;color:var(--pgbell-muted);border:1px solid var(--pgbell-border);border-radius:4px;padding:0 4px;margin-right:6px;font-weight:400}
 .pgbell-message{color:var(--pgbell-muted)}
 .pgbell-meta{display:flex;justify-content:space-between;align-items:center;gap:8px;margin-top:4px;font-size:12px;color:var(--pgbell-muted)}
+.pgbell-actions{display:inline-flex;gap:6px}
+.pgbell-popup:focus{outline:none}
 .pgbell-empty{margin:0;padding:16px 12px;color:var(--pgbell-muted)}
 .pgbell-more{display:block;width:calc(100% - 20px);margin:10px}
 `;

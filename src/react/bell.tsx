@@ -1,16 +1,18 @@
 'use client';
 /**
- * `<NotificationBell />`: a drop-in bell on `useNotifications`. A button with the unread badge and
- * the connection's status dot opens a popup (a non-modal dialog) with a category filter, mark all
- * read, the alerts (relative times, mark read) and load more.
+ * `<NotificationBell />`: a drop-in bell on `useNotifications`. A button with the unseen (or
+ * unread) badge and the connection's status dot opens a popup (a non-modal dialog) with a
+ * category filter (with counts), mark all read, the alerts (relative times, mark read, archive)
+ * and load more. Opening it marks what it shows seen.
  *
  * Accessibility (WAI-ARIA disclosure of a dialog): the button says its state (`aria-expanded`)
- * and, in its name, the unread count and the connection's status; a polite live region announces
+ * and, in its name, the counts and the connection's status; a polite live region announces
  * a new count. Enter or Space (or ArrowDown) on the button opens it and moves focus to the first
  * alert; ArrowUp/ArrowDown/Home/End move between alerts (one tab stop, the rest tabindex -1);
- * Enter on an alert marks it read (or calls `onSelect`); Escape closes it and gives focus back
- * to the button, as does a click outside. The `data-testid` attributes are stable hooks for an
- * app's own tests.
+ * Enter on an alert marks it read (or calls `onSelect`), Delete archives it; Tab reaches a row's
+ * own buttons; Escape closes it and gives focus back to the button, as does a click outside.
+ * An archived row's focus goes to the next row. The `data-testid` attributes are stable hooks
+ * for an app's own tests.
  */
 import { useCallback, useEffect, useId, useRef, useState, type KeyboardEvent, type ReactNode } from 'react';
 import type { Alert, ClientOptions, Status } from '../client/index.js';
@@ -20,6 +22,8 @@ import { relativeTime } from './time.js';
 
 export interface BellRowActions {
   markRead(): void;
+  /** Archives the alert: it leaves the list (in every tab). */
+  archive(): void;
 }
 
 export interface NotificationBellProps extends ClientOptions {
@@ -27,12 +31,20 @@ export interface NotificationBellProps extends ClientOptions {
   categories?: readonly string[];
   /** The button's and the popup's name (default "Notifications"). */
   label?: string;
+  /**
+   * What the badge counts: `unseen` (default: alerts not seen yet, "new since the bell was last
+   * opened") or `unread`. The filter's counts follow it.
+   */
+  badge?: 'unseen' | 'unread';
+  /**
+   * Opening the bell marks what it shows seen (default true): every alert (POST /alerts/seen
+   * {all: true}) when no filter is chosen, otherwise the alerts shown; and while it is open, each
+   * alert that arrives.
+   */
+  markSeenOnOpen?: boolean;
   /** Draws an alert's row content instead of the default (type, title, message, time, Mark read). */
   renderAlert?: (alert: Alert, actions: BellRowActions) => ReactNode;
-  /**
-   * An alert activated (Enter on its row, or a click on its title): default, mark it read.
-   * Where the feed's per-alert actions (seen, archive) land, they go beside it in the row.
-   */
+  /** An alert activated (Enter on its row, or a click on its title): default, mark it read. */
   onSelect?: (alert: Alert, actions: BellRowActions) => void;
   /** Leave out the built-in stylesheet (bring your own, e.g. a copy of `bellCss`). */
   unstyled?: boolean;
@@ -43,8 +55,8 @@ const STATUS_TEXT: Record<Status, string> = { live: 'Live', polling: 'Polling (c
 
 /** The props that are the bell's own; the rest are the client's options. */
 function split(props: NotificationBellProps) {
-  const { categories, label, renderAlert, onSelect, unstyled, className, ...options } = props;
-  return { own: { categories, label: label ?? 'Notifications', renderAlert, onSelect, unstyled, className }, options: options as ClientOptions };
+  const { categories, label, badge, markSeenOnOpen, renderAlert, onSelect, unstyled, className, ...options } = props;
+  return { own: { categories, label: label ?? 'Notifications', badge: badge ?? 'unseen', markSeenOnOpen: markSeenOnOpen !== false, renderAlert, onSelect, unstyled, className }, options: options as ClientOptions };
 }
 
 /**
@@ -63,7 +75,7 @@ const el = (x: unknown) => x as El | null;
 export function NotificationBell(props: NotificationBellProps) {
   const { own, options } = split(props);
   const n = useNotifications(options);
-  const { alerts, unread, status, hasMore } = n;
+  const { alerts, unread, unseen, byType, status, hasMore } = n;
   const [open, setOpen] = useState(false);
   const [filter, setFilter] = useState(options.types?.[0] ?? '');
   const [active, setActive] = useState(0);
@@ -71,9 +83,14 @@ export function NotificationBell(props: NotificationBellProps) {
   const id = useId();
   const button = useRef<HTMLButtonElement | null>(null);
   const root = useRef<HTMLDivElement | null>(null);
+  const popup = useRef<HTMLDivElement | null>(null);
   const rows = useRef<(HTMLLIElement | null)[]>([]);
   /** Focus goes to the first alert once the popup is drawn (set by the key or click that opened it). */
   const focusOnOpen = useRef(false);
+  /** The row to focus once an archived one has left the list (its index: the next alert's now). */
+  const refocus = useRef<number | null>(null);
+  /** Alerts this opening already asked to mark seen: a refusal is not retried in a loop. */
+  const askedSeen = useRef<Set<string> | null>(null);
 
   const close = useCallback((refocus: boolean) => {
     setOpen(false);
@@ -94,6 +111,33 @@ export function NotificationBell(props: NotificationBellProps) {
     setActive(0);
     el(rows.current[0])?.focus();
   }, [open]);
+
+  // Open: what it shows is seen. The first time with no filter, everything (the badge is "new
+  // since the bell was last opened"); then each unseen alert that is shown, once.
+  useEffect(() => {
+    if (!open) {
+      askedSeen.current = null;
+      return;
+    }
+    if (!own.markSeenOnOpen) return;
+    const opening = askedSeen.current === null;
+    const asked = (askedSeen.current ??= new Set());
+    const ids = alerts.filter((a) => !a.seen && !a.read && !asked.has(a.id)).map((a) => a.id);
+    for (const id of ids) asked.add(id);
+    if (opening && !filter && unseen > 0) void n.markSeen('all').catch(() => {});
+    else if (ids.length > 0) void n.markSeen(ids).catch(() => {});
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [open, alerts]);
+
+  // An archived row left the list: focus the alert now in its place (or the popup, if none).
+  useEffect(() => {
+    const at = refocus.current;
+    if (at === null) return;
+    refocus.current = null;
+    if (alerts.length === 0) return el(popup.current)?.focus();
+    move(at);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [alerts]);
 
   // A click outside closes it (focus stays where the click put it).
   useEffect(() => {
@@ -134,11 +178,21 @@ export function NotificationBell(props: NotificationBellProps) {
     move(to);
   };
 
-  const actionsFor = (a: Alert): BellRowActions => ({ markRead: () => void n.markRead([a.id]) });
-  const select = (a: Alert) => (own.onSelect ? own.onSelect(a, actionsFor(a)) : actionsFor(a).markRead());
-  const categories = own.categories ?? [...new Set([...alerts.map((a) => a.type), ...(filter ? [filter] : [])])].sort();
+  const actionsFor = (a: Alert, i: number): BellRowActions => ({
+    markRead: () => void n.markRead([a.id]).catch(() => {}),
+    archive: () => {
+      refocus.current = i;
+      void n.archive([a.id]).catch(() => {});
+    },
+  });
+  const select = (a: Alert, i: number) => (own.onSelect ? own.onSelect(a, actionsFor(a, i)) : actionsFor(a, i).markRead());
+  const categories = own.categories ?? [...new Set([...alerts.map((a) => a.type), ...Object.keys(byType), ...(filter ? [filter] : [])])].sort();
   const popupId = `${id}-popup`;
-  const name = `${own.label}: ${unread} unread, ${STATUS_TEXT[status].toLowerCase()}`;
+  const count = own.badge === 'unseen' ? unseen : unread;
+  const counted = own.badge === 'unseen' ? `${unseen} new, ${unread} unread` : `${unread} unread`;
+  const name = `${own.label}: ${counted}, ${STATUS_TEXT[status].toLowerCase()}`;
+  // The counts are the subscription's: with a category chosen, only that one's are known.
+  const countOf = (type: string) => byType[type]?.[own.badge] ?? 0;
   if (active >= alerts.length && active > 0) setActive(Math.max(0, alerts.length - 1));
 
   return (
@@ -162,16 +216,16 @@ export function NotificationBell(props: NotificationBellProps) {
         }}
       >
         <BellIcon />
-        <span className="pgbell-badge" data-zero={unread === 0} data-testid="bell-count" aria-hidden="true">
-          {unread}
+        <span className="pgbell-badge" data-zero={count === 0} data-testid="bell-count" aria-hidden="true">
+          {count}
         </span>
         <span className="pgbell-dot" data-status={status} data-testid="status" aria-hidden="true" />
       </button>
       <span className="pgbell-sr" role="status">
-        {unread} unread {unread === 1 ? 'notification' : 'notifications'}
+        {count} {own.badge === 'unseen' ? 'new' : 'unread'} {count === 1 ? 'notification' : 'notifications'}
       </span>
       {open ? (
-        <div id={popupId} role="dialog" aria-label={own.label} className="pgbell-popup" data-testid="dropdown" onKeyDown={onPopupKey}>
+        <div ref={popup} id={popupId} role="dialog" aria-label={own.label} tabIndex={-1} className="pgbell-popup" data-testid="dropdown" onKeyDown={onPopupKey}>
           <div className="pgbell-head">
             <h2>{own.label}</h2>
             <span className="pgbell-state">
@@ -191,10 +245,10 @@ export function NotificationBell(props: NotificationBellProps) {
                   void n.subscribe(value ? [value] : []);
                 }}
               >
-                <option value="">All categories</option>
+                <option value="">{filter ? 'All categories' : `All categories (${count})`}</option>
                 {categories.map((c) => (
                   <option key={c} value={c}>
-                    {c}
+                    {!filter || c === filter ? `${c} (${countOf(c)})` : c}
                   </option>
                 ))}
               </select>
@@ -220,15 +274,20 @@ export function NotificationBell(props: NotificationBellProps) {
                   data-testid="alert-item"
                   data-id={a.id}
                   data-read={String(a.read)}
+                  data-seen={String(a.seen || a.read)}
                   onFocus={() => setActive(i)}
                   onKeyDown={(e) => {
-                    if (e.key === 'Enter' && e.target === e.currentTarget) {
+                    if (e.target !== e.currentTarget) return;
+                    if (e.key === 'Enter') {
                       e.preventDefault();
-                      select(a);
+                      select(a, i);
+                    } else if (e.key === 'Delete') {
+                      e.preventDefault();
+                      actionsFor(a, i).archive();
                     }
                   }}
                 >
-                  {own.renderAlert ? own.renderAlert(a, actionsFor(a)) : <Row alert={a} now={now} onRead={actionsFor(a).markRead} />}
+                  {own.renderAlert ? own.renderAlert(a, actionsFor(a, i)) : <Row alert={a} now={now} actions={actionsFor(a, i)} />}
                 </li>
               ))}
             </ul>
@@ -244,7 +303,7 @@ export function NotificationBell(props: NotificationBellProps) {
   );
 }
 
-function Row({ alert, now, onRead }: { alert: Alert; now: number; onRead: () => void }) {
+function Row({ alert, now, actions }: { alert: Alert; now: number; actions: BellRowActions }) {
   return (
     <>
       <div className="pgbell-title">
@@ -257,11 +316,16 @@ function Row({ alert, now, onRead }: { alert: Alert; now: number; onRead: () => 
         <time dateTime={alert.createdAt} title={new Date(alert.createdAt).toLocaleString()}>
           {relativeTime(alert.createdAt, now)}
         </time>
-        {alert.read ? null : (
-          <button type="button" data-testid="mark-read" onClick={onRead} aria-label={`Mark read: ${alert.title}`}>
-            Mark read
+        <span className="pgbell-actions">
+          {alert.read ? null : (
+            <button type="button" data-testid="mark-read" onClick={actions.markRead} aria-label={`Mark read: ${alert.title}`}>
+              Mark read
+            </button>
+          )}
+          <button type="button" data-testid="archive" onClick={actions.archive} aria-label={`Archive: ${alert.title}`}>
+            Archive
           </button>
-        )}
+        </span>
       </div>
     </>
   );

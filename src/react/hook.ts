@@ -1,13 +1,13 @@
 /**
- * `useNotifications(options)` → { alerts, unread, hasMore, status, markRead,
- * markAllRead, subscribe, loadMore }. Headless: the app draws its own bell. However many components call it with the
+ * `useNotifications(options)` → { alerts, unread, unseen, byType, hasMore, status, markRead,
+ * markAllRead, markSeen, archive, unarchive, loadArchived, subscribe, loadMore }. Headless: the app draws its own bell. However many components call it with the
  * same `url` and `pollUrl`, the page holds one client and one socket; it closes when the last of
  * them unmounts.
  */
 import { useCallback, useEffect, useSyncExternalStore } from 'react';
-import { PgbellClient, type Alert, type ClientOptions, type State, type Status } from '../client/index.js';
+import { PgbellClient, type Alert, type ArchiveTarget, type ClientOptions, type State, type Status, type TypeCounts } from '../client/index.js';
 
-export type { Alert, ClientOptions, State, Status };
+export type { Alert, ArchiveTarget, ClientOptions, State, Status, TypeCounts };
 
 interface Shared {
   client: PgbellClient;
@@ -34,6 +34,13 @@ function acquire(options: ClientOptions): Shared {
 export interface Notifications extends State {
   markRead(ids: readonly string[]): Promise<void>;
   markAllRead(): Promise<void>;
+  /** Marks these alerts seen, or every one ('all'): `unseen` drops (see PgbellClient.markSeen). */
+  markSeen(ids: readonly string[] | 'all'): Promise<void>;
+  /** Takes alerts out of the list: these ids, every read one (`{read: true}`) or all ('all'). */
+  archive(target: ArchiveTarget): Promise<void>;
+  unarchive(ids: readonly string[]): Promise<void>;
+  /** A page of the archived alerts (not kept in the state; see PgbellClient.loadArchived). */
+  loadArchived(opts?: { before?: string; limit?: number }): Promise<{ alerts: Alert[]; more: boolean }>;
   subscribe(types: readonly string[]): Promise<void>;
   /** The next older page into `alerts` (see PgbellClient.loadMore); `hasMore` says if there is one. */
   loadMore(): Promise<void>;
@@ -70,6 +77,10 @@ export function useNotifications(options: ClientOptions): Notifications {
     client,
     markRead: useCallback((ids: readonly string[]) => client.markRead(ids), [client]),
     markAllRead: useCallback(() => client.markAllRead(), [client]),
+    markSeen: useCallback((ids: readonly string[] | 'all') => client.markSeen(ids), [client]),
+    archive: useCallback((target: ArchiveTarget) => client.archive(target), [client]),
+    unarchive: useCallback((ids: readonly string[]) => client.unarchive(ids), [client]),
+    loadArchived: useCallback((opts?: { before?: string; limit?: number }) => client.loadArchived(opts), [client]),
     subscribe: useCallback((types: readonly string[]) => client.subscribe(types), [client]),
     loadMore: useCallback(() => client.loadMore(), [client]),
   };
