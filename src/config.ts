@@ -61,6 +61,11 @@ const schema = z.object({
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lowercase Postgres identifier ([a-z_][a-z0-9_]*, at most 63 characters)')
     .default(DEFAULT_CHANNEL),
+  ALERT_TYPES: z
+    .string()
+    .transform((v) => v.split(',').map((t) => t.trim()).filter(Boolean))
+    .pipe(z.array(z.string().max(100, 'a type is longer than 100 characters')))
+    .default([]),
   ALLOWED_ORIGINS: z
     .string()
     .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean))
@@ -116,6 +121,7 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['HEARTBEAT_MS', 'ping interval; a socket that misses a pong is dropped (default 30000)'],
   ['AUTH_TIMEOUT_MS', 'time allowed for the first {"type":"auth"} message (default 5000)'],
   ['PGBELL_CHANNEL', 'NOTIFY channel used by the trigger and the listener (default pgbell)'],
+  ['ALERT_TYPES', 'comma-separated alert types a user may mute; a preference naming another is refused with 400 (default: any)'],
   ['ALLOWED_ORIGINS', 'comma-separated origins allowed to call /alerts from a browser (CORS), or * (default: none)'],
   ['MAX_CONNECTIONS', 'sockets per daemon; beyond it new ones are closed with 1013 (default 20000)'],
   ['MAX_UNAUTHENTICATED', 'sockets that have not authenticated yet; beyond it new ones wait for a place (MAX_HANDSHAKE_WAIT_MS), then get 1013 (default 1000)'],

@@ -44,6 +44,9 @@ export const ArchiveRequest = z.union(
   [z.object({ ids: AlertIds }).strict(), z.object({ read: z.literal(true) }).strict(), z.object({ all: z.literal(true) }).strict()],
   { error: 'expected {"ids":["<alert id>", ...]}, {"read":true} or {"all":true}' },
 );
+/** PUT /alerts/preferences: the whole set of muted types. */
+export const PreferencesRequest = z.object({ muted: AlertTypes }, { error: 'expected {"muted":["<type>", ...]}' }).strict();
+
 /** POST /alerts/unarchive: `ids` only. */
 export const UnarchiveRequest = z.object({ ids: AlertIds }, { error: 'expected {"ids":["<alert id>", ...]}' }).strict();
 
@@ -97,6 +100,8 @@ export const ServerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('notifications'), alerts: z.array(WireAlert), ...counts, cursor }),
   z.object({ type: z.literal('update'), alert: WireAlert, ...counts, cursor }),
   z.object({ type: z.literal('delete'), id: z.string(), ...counts, cursor }),
+  /** The user's muted types changed (the whole set): drop alerts of those types; reload the list when a type was unmuted. */
+  z.object({ type: z.literal('preferences'), muted: z.array(z.string()), ...counts, cursor }),
   z.object({ type: z.literal('synced'), cursor, ...counts }),
   z.object({ type: z.literal('reset'), reason: z.string() }),
   z.object({ type: z.literal('subscribed'), types: z.array(z.string()), ...counts }),

@@ -43,6 +43,8 @@ class Feed {
       else this.list.set(a.id, a);
     }
     if (m.type === 'delete') this.list.delete(m.id);
+    // A tab without a type filter drops what is muted now (and would reload its list if a type was unmuted).
+    if (m.type === 'preferences') for (const [id, a] of this.list) if (m.muted.includes(a.type)) this.list.delete(id);
     if (typeof m.unread === 'number') this.counts = { unread: m.unread, unseen: m.unseen, byType: m.byType };
   }
 
@@ -53,6 +55,7 @@ class Feed {
       else this.list.set(a.id, a);
     }
     for (const id of body.deleted) this.list.delete(id);
+    if (body.preferences) for (const [id, a] of this.list) if (body.preferences.muted.includes(a.type)) this.list.delete(id);
     this.counts = { unread: body.unread, unseen: body.unseen, byType: body.byType };
   }
 
@@ -87,7 +90,8 @@ function feedTab(token: string) {
 
 async function truth(db: string, user: string): Promise<{ ids: string[]; seen: string[]; read: string[]; counts: Counts }> {
   const rows = await query(db, `SELECT id::text AS id, type, read, seen, archived FROM pgbell."Alert" WHERE "userId" = $1 ORDER BY id::text`, [user]);
-  const live = rows.filter((r) => !r.archived).sort((a, b) => (a.id < b.id ? -1 : 1));
+  const muted: string[] = (await query(db, `SELECT coalesce((SELECT muted FROM pgbell.preference WHERE "userId" = $1), '{}') AS m`, [user]))[0]!.m;
+  const live = rows.filter((r) => !r.archived && !muted.includes(r.type)).sort((a, b) => (a.id < b.id ? -1 : 1));
   const byType: Counts['byType'] = {};
   for (const r of live) {
     if (r.read) continue;
@@ -194,6 +198,66 @@ describe.each(cases)('seen and archived, $mode mode, $fanout fan-out', ({ mode, 
     offline.tab.close();
   });
 
+  it('a muted type is neither streamed nor counted nor listed, except to a tab that asked for it by name', async () => {
+    const token = await tokenFor('bob');
+    // A tab as pgbell/client runs one: the list first, then the socket from its cursor.
+    const plain = feedTab(token);
+    const start = await get(daemon.http, 'bob', 'limit=50');
+    plain.feed.applyPage({ ...start, deleted: [] });
+    plain.tab.cursor = start.cursor;
+    await plain.connect(daemon.url);
+    const namedClient = await (async () => {
+      const c = await (await import('./helpers/client.js')).TestClient.connect(daemon.url);
+      c.send({ type: 'auth', token, types: ['marketing'] });
+      await c.next((m) => m.type === 'synced');
+      return c;
+    })();
+    const pollFeed = new Feed();
+    pollFeed.applyPage({ ...start, deleted: [] });
+    let pollCursor: string = start.cursor;
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('bob', 'marketing', 'sale'), ('bob', 'security', 'login')`);
+    await until(() => ['sale', 'login'].every((t) => [...plain.feed.list.values()].some((x) => x.title === t)), 10_000, 'the new alerts');
+    expect((await fetch(`${daemon.http}/alerts/preferences`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json()))).toEqual({ muted: [] });
+    const put = await fetch(`${daemon.http}/alerts/preferences`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ muted: ['marketing', 'marketing'] }) });
+    expect(await put.json()).toEqual({ muted: ['marketing'] });
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('bob', 'marketing', 'muted sale'), ('bob', 'security', 'after mute')`);
+    const expected = await truth(db, 'bob');
+    expect(expected.ids.length).toBeGreaterThan(0);
+    expect(Object.keys(expected.counts.byType)).not.toContain('marketing');
+    await until(async () => isDeepStrictEqual(plain.feed.view(), expected), 10_000, 'the plain tab to converge').catch(() => {});
+    expect(plain.feed.view()).toEqual(expected);
+    expect(plain.tab.client!.messages.some((m) => m.type === 'preferences' && m.muted.join() === 'marketing')).toBe(true);
+    expect(plain.tab.client!.messages.some((m) => m.alert?.title === 'muted sale')).toBe(false);
+    // The tab that subscribed to marketing by name still gets it.
+    await namedClient.next((m) => m.type === 'notification' && m.alert.title === 'muted sale', 10_000);
+    // Polling: the same.
+    pollCursor = await poll(daemon.http, 'bob', pollFeed, pollCursor);
+    expect(pollFeed.view()).toEqual(expected);
+    const listed = await get(daemon.http, 'bob', 'limit=50');
+    expect(listed.alerts.map((a: any) => a.id).sort()).toEqual(expected.ids);
+    expect(listed.byType.marketing).toBeUndefined();
+    expect((await get(daemon.http, 'bob', 'limit=50&types=marketing')).alerts.map((a: any) => a.title).sort()).toEqual(['muted sale', 'sale']);
+    // A tab that resumes from before the mute gets the mute, not the muted alert.
+    const resumed = new Tab(token, true);
+    resumed.cursor = plain.tab.client!.messages.find((m) => m.type === 'synced').cursor;
+    await resumed.connect(daemon.url);
+    expect(resumed.client!.messages.some((m) => m.type === 'preferences')).toBe(true);
+    expect(resumed.client!.messages.some((m) => m.alert?.title === 'muted sale')).toBe(false);
+    // Unmuted: the stream says so, and counts and list have the type again.
+    await fetch(`${daemon.http}/alerts/preferences`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ muted: [] }) });
+    const unmuted = await plain.tab.client!.next((m) => m.type === 'preferences' && m.muted.length === 0, 10_000);
+    expect(unmuted.byType.marketing).toBeDefined();
+    expect((await get(daemon.http, 'bob', 'limit=50')).alerts.some((a: any) => a.title === 'muted sale')).toBe(true);
+    for (const t of [plain.tab, resumed]) t.close();
+    namedClient.close();
+    // Bad preferences change nothing.
+    for (const body of [{ muted: 'marketing' }, { muted: [''] }, { other: [] }, { muted: Array.from({ length: 51 }, (_, i) => `t${i}`) }]) {
+      const r = await fetch(`${daemon.http}/alerts/preferences`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+    }
+    expect((await fetch(`${daemon.http}/alerts/preferences`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).status).toBe(405);
+  });
+
   it("refuses another user's ids, unknown ids and bad bodies, with no effect", async () => {
     const bobs = await ids(db, `"userId" = 'bob'`);
     const alices = await ids(db, `"userId" = 'alice'`);
@@ -237,6 +301,24 @@ describe('archiving by SQL from a role of its own', () => {
       await until(() => tab.feed.list.size === 1, 10_000, 'the old alert to leave the list');
       expect([...tab.feed.list.values()].map((a) => a.title)).toEqual(['new']);
       tab.tab.close();
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
+
+describe('ALERT_TYPES', () => {
+  it('a preference naming a type outside ALERT_TYPES is refused with 400 naming it, and nothing changes', async () => {
+    const db = await freshDatabase(['alice']);
+    const daemon = await startTestDaemon(db, { alertTypes: ['billing', 'news'] });
+    try {
+      const token = await tokenFor('alice');
+      const put = (muted: string[]) => fetch(`${daemon.http}/alerts/preferences`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ muted }) });
+      expect(await (await put(['news'])).json()).toEqual({ muted: ['news'] });
+      const refused = await put(['billing', 'spam']);
+      expect(refused.status).toBe(400);
+      expect(((await refused.json()) as { message: string }).message).toMatch(/unknown type "spam"/);
+      expect(await (await fetch(`${daemon.http}/alerts/preferences`, { headers: { authorization: `Bearer ${token}` } })).json()).toEqual({ muted: ['news'] });
     } finally {
       await daemon.stop();
     }

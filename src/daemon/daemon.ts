@@ -200,6 +200,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       db: readDb,
       key: keys,
       allowedOrigins: opts.allowedOrigins ?? [],
+      alertTypes: opts.alertTypes ?? [],
       maxReplay,
       leewaySeconds: opts.tokenLeewaySeconds ?? 30,
       admit: (userId): number | null => server.admitUser(userId),

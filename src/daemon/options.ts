@@ -40,6 +40,8 @@ export interface DaemonOptions {
   channel: string;
   /** Origins allowed to call /alerts from a browser. */
   allowedOrigins?: readonly string[];
+  /** The alert types a user may mute (ALERT_TYPES); unset: any. */
+  alertTypes?: readonly string[];
   /** Most changes replayed to one user on resume before a reset instead. */
   maxReplay?: number;
   /** Deletes older than this are pruned; older cursors get a reset. */
@@ -77,6 +79,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     authTimeoutMs: config.AUTH_TIMEOUT_MS,
     channel: config.PGBELL_CHANNEL,
     allowedOrigins: config.ALLOWED_ORIGINS,
+    alertTypes: config.ALERT_TYPES,
     previousSecrets: config.SESSION_SECRET_PREVIOUS,
     listenDatabaseUrl: config.LISTEN_DATABASE_URL,
     fanout: config.PGBELL_FANOUT,

@@ -22,7 +22,8 @@ export interface AlertPage {
 /**
  * A page of a user's alerts (the bell's list), newest first, optionally only of some types:
  * the newest `limit`, or with `before` the `limit` next older than that alert of the user's;
- * the list of alerts not archived, or with `archived` the archived ones.
+ * the list of alerts not archived, or with `archived` the archived ones; without `types`, no
+ * alert of a type the user muted.
  * Null when `before` is no alert of this user's (or not even a valid key of the table).
  *
  * The order is the list's key, ("createdAt" DESC, id DESC), read through its index
@@ -31,7 +32,10 @@ export interface AlertPage {
  * inserted meanwhile never shift a page: nothing appears on two pages or falls between them.
  */
 export async function alertPage(db: Q, userId: string, limit: number, types: ReadonlySet<string> | null, before: string | null, archived = false): Promise<AlertPage | null> {
-  const ofTypes = sql`AND x.archived = ${archived} ${types === null ? sql`` : sql`AND x.type = ANY(${[...types]}::text[])`}`;
+  // Muted types are left out unless asked for by name.
+  const ofTypes = sql`AND x.archived = ${archived} ${
+    types === null ? sql`AND x.type <> ALL(coalesce((SELECT p.muted FROM preference p WHERE p."userId" = ${userId}), '{}'))` : sql`AND x.type = ANY(${[...types]}::text[])`
+  }`;
   // One row more than the page says whether another page follows.
   if (before === null) {
     const { rows } = await sql<PageRow>`
@@ -88,4 +92,21 @@ export async function markRead(db: Q, userId: string, which: { ids: readonly str
     if ((err as { code?: string }).code === '0A000' && /read state is not tracked/.test((err as Error).message)) throw new ReadNotTrackedError();
     throw err;
   }
+}
+
+/** A user's muted types, sorted (none: empty). */
+export async function mutedTypes(db: Q, userId: string): Promise<string[]> {
+  const { rows } = await sql<{ muted: string[] }>`SELECT coalesce((SELECT muted FROM preference WHERE "userId" = ${userId}), '{}') AS muted`.execute(db);
+  return rows[0]!.muted;
+}
+
+/**
+ * Sets a user's muted types (the whole set) through pgbell.set_muted, so the change streams to
+ * every tab of the user. Returns the set as stored.
+ */
+export async function setMutedTypes(db: Q, userId: string, muted: readonly string[]): Promise<string[]> {
+  const { rows } = await sql<{ muted: string[] }>`
+    WITH s AS (SELECT set_muted(${userId}, ${[...muted]}::text[]))
+    SELECT ARRAY(SELECT DISTINCT t FROM unnest(${[...muted]}::text[]) t ORDER BY t) AS muted FROM s`.execute(db);
+  return rows[0]!.muted;
 }

@@ -7,7 +7,7 @@
 import type { Change, ChangeBatch, UnreadByType } from './change-types.js';
 
 export interface Row {
-  k: 'a' | 'd' | 'u' | 's';
+  k: 'a' | 'd' | 'u' | 's' | 'p';
   id: string | null;
   userId: string | null;
   type: string | null;
@@ -23,25 +23,39 @@ export interface Row {
   tx: string | null;
   seq: string | null;
   n: string | null;
+  /** 'u': the user's muted types now; 'p': the new set. */
+  m: string[] | null;
 }
 
 /**
- * A user's unread and unseen counts per alert type, as a JSON object {"<type>": {"unread": n,
+ * A user's unread and unseen counts per alert type (muted types left out), as a JSON object {"<type>": {"unread": n,
  * "unseen": n}}, from the bookkeeping's partial counts index alone (not read, not archived;
  * unseen is the part of it not seen: an alert read is also seen).
  */
 export const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_agg(c.type, jsonb_build_object('unread', c.n, 'unseen', c.s)), '{}') FROM (
       SELECT x.type, count(*) AS n, count(*) FILTER (WHERE NOT x.seen) AS s FROM "AlertChange" x
-       WHERE x."userId" = ${user} AND NOT x.read AND NOT x.archived GROUP BY x.type) c)`;
+       WHERE x."userId" = ${user} AND NOT x.read AND NOT x.archived AND x.type <> ALL(${MUTED(user)}) GROUP BY x.type) c)`;
 
-/** The rows of the CTEs every read defines: changed alerts (`ch`) and deletes (`dl`), as `Row`s. */
-export const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, seen, archived, "createdAt", itx, tx, seq, NULL::text AS n FROM ch
+/** A user's muted types (an empty array for none). */
+export const MUTED = (user: string) => `coalesce((SELECT p.muted FROM preference p WHERE p."userId" = ${user}), '{}')`;
+
+/** The 'u' row of a user: its counts (in data) and its muted types (in m). */
+export const USER_ROW = (user: string) => `'u', NULL, ${user}, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE(user)}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, to_jsonb(${MUTED(user)})`;
+
+/**
+ * The rows of the CTEs every read defines: changed alerts (`ch`), deletes (`dl`) and changed
+ * preferences (`pf`: "userId", muted, tx), as `Row`s.
+ */
+export const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, seen, archived, "createdAt", itx, tx, seq, NULL::text AS n, NULL::jsonb AS m FROM ch
     UNION ALL
-    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL FROM dl`;
+    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL, NULL FROM dl
+    UNION ALL
+    SELECT 'p', NULL, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL, to_jsonb(muted) FROM pf`;
 
 export function collect(rows: Row[]): ChangeBatch {
   const changes: Change[] = [];
   const unread = new Map<string, UnreadByType>();
+  const muted = new Map<string, string[]>();
   for (const r of rows) {
     if (r.k === 'a') {
       changes.push({
@@ -65,11 +79,14 @@ export function collect(rows: Row[]): ChangeBatch {
       });
     } else if (r.k === 'd') {
       changes.push({ kind: 'delete', txid: BigInt(r.tx!), id: r.id!, userId: r.userId! });
+    } else if (r.k === 'p') {
+      changes.push({ kind: 'preferences', txid: BigInt(r.tx!), userId: r.userId!, muted: r.m ?? [] });
     } else if (r.k === 'u') {
       unread.set(r.userId!, r.data as UnreadByType);
+      if (r.m && r.m.length > 0) muted.set(r.userId!, r.m);
     }
   }
-  return { changes, unread };
+  return { changes, unread, muted };
 }
 
 /**
@@ -100,8 +117,13 @@ export function lastWins(changes: Change[]): Change[] {
   return out;
 }
 
-/** Within one transaction: rows in insertion order, then deletes. */
+/**
+ * Within one transaction: a change of preferences first (it decides what the rest of the
+ * transaction's alerts are to a muting tab), then rows in insertion order, then deletes.
+ */
 export function byRow(a: Change, b: Change): number {
   if (a.kind === 'alert' && b.kind === 'alert') return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
-  return a.kind === b.kind ? 0 : a.kind === 'alert' ? -1 : 1;
+  return RANK[a.kind] - RANK[b.kind];
 }
+
+const RANK = { preferences: 0, alert: 1, delete: 2 } as const;

@@ -23,13 +23,23 @@ export interface DeleteChange {
   userId: string;
 }
 
-export type Change = AlertChange | DeleteChange;
+/** The user's muted types changed (the whole new set, sorted). */
+export interface PreferencesChange {
+  kind: 'preferences';
+  txid: bigint;
+  userId: string;
+  muted: string[];
+}
+
+export type Change = AlertChange | DeleteChange | PreferencesChange;
 
 export interface ChangeBatch {
   /** In transaction order (the order asked for, or ascending), then row order; deletes after rows. */
   changes: Change[];
   /** Unread counts by type of every user with a change (and, for reads by cursor, every user asked about). */
   unread: Map<string, UnreadByType>;
+  /** The muted types of the same users, as of the read (absent: none). */
+  muted?: Map<string, string[]>;
 }
 
 export interface SinceBatch extends ChangeBatch {

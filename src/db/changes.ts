@@ -11,7 +11,7 @@
  * them from here.
  */
 import type { Kysely } from 'kysely';
-import { byRow, CHANGE_ROWS, collect, lastWins, UNREAD_BY_TYPE, type Row } from './change-rows.js';
+import { byRow, CHANGE_ROWS, collect, lastWins, MUTED, UNREAD_BY_TYPE, USER_ROW, type Row } from './change-rows.js';
 import type { Change, ChangeBatch, SinceBatch, UnreadByType, UserFilter } from './change-types.js';
 import { preparedQuery } from './connect.js';
 import { EPOCH } from './epoch.js';
@@ -35,11 +35,15 @@ const changesByTxidsSql = (everyone: boolean) => `
       SELECT t.id, t."userId", t.txid::text AS tx
         FROM "AlertTombstone" t
        WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'}
+    ), pf AS (
+      SELECT p."userId", p.muted, p."changedTxid"::text AS tx
+        FROM preference p
+       WHERE p."changedTxid" = ANY($1::xid8[])${everyone ? '' : ' AND p."userId" = ANY($2::text[])'}
     )
     ${CHANGE_ROWS}
     UNION ALL
-    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-      FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
+    SELECT ${USER_ROW('u."userId"')}
+      FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl UNION SELECT "userId" FROM pf) u
 `;
 const CHANGES_BY_TXIDS = changesByTxidsSql(false);
 const CHANGES_BY_TXIDS_ALL = changesByTxidsSql(true);
@@ -62,9 +66,9 @@ export async function changesByTxids(db: Q, txids: readonly string[], userIds: r
 }
 
 const UNREAD_FOR = `
-    SELECT u AS "userId", ${UNREAD_BY_TYPE('u')} AS c, NULL::boolean AS visible FROM unnest($1::text[]) u
+    SELECT u AS "userId", ${UNREAD_BY_TYPE('u')} AS c, ${MUTED('u')} AS m, NULL::boolean AS visible FROM unnest($1::text[]) u
     UNION ALL
-    SELECT NULL, NULL, coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), true) FROM unnest($2::xid8[]) x`;
+    SELECT NULL, NULL, NULL, coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), true) FROM unnest($2::xid8[]) x`;
 
 /**
  * Unread counts by type of the given users (one statement, from the unread index alone), read in
@@ -72,15 +76,16 @@ const UNREAD_FOR = `
  * millisecond) until it does. A transaction that streamed (WAL mode) can reach pgbell a moment
  * before other sessions' snapshots see it; a read before then would miss it.
  */
-export async function unreadFor(db: Q, userIds: readonly string[], visibleTxids: readonly string[] = []): Promise<Map<string, UnreadByType>> {
-  if (userIds.length === 0 && visibleTxids.length === 0) return new Map();
+export async function unreadFor(db: Q, userIds: readonly string[], visibleTxids: readonly string[] = []): Promise<{ unread: Map<string, UnreadByType>; muted: Map<string, string[]> }> {
+  if (userIds.length === 0 && visibleTxids.length === 0) return { unread: new Map(), muted: new Map() };
   for (let attempt = 0; ; attempt++) {
-    const rows = await preparedQuery<{ userId: string | null; c: UnreadByType | null; visible: boolean | null }>(db, 'pgbell_unread_for', UNREAD_FOR, [[...userIds], [...visibleTxids]]);
+    const rows = await preparedQuery<{ userId: string | null; c: UnreadByType | null; m: string[] | null; visible: boolean | null }>(db, 'pgbell_unread_for', UNREAD_FOR, [[...userIds], [...visibleTxids]]);
     // No give-up: a transaction that streamed is committed, and reading before it is visible
     // would find nothing of it while the horizon passes it (a synchronous standby that does not
     // answer holds a commit invisible for as long as it likes). The wait backs off to 50 ms.
     if (rows.find((r) => r.visible !== null)!.visible) {
-      return new Map(rows.filter((r) => r.userId !== null).map((r) => [r.userId!, r.c!]));
+      const users = rows.filter((r) => r.userId !== null);
+      return { unread: new Map(users.map((r) => [r.userId!, r.c!])), muted: new Map(users.filter((r) => r.m!.length > 0).map((r) => [r.userId!, r.m!])) };
     }
     await new Promise((r) => setTimeout(r, Math.min(50, 1 + attempt)));
   }
@@ -118,15 +123,17 @@ export async function liveBatch(
     const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
     if (wanted(uid)) users.add(uid);
   }
-  const unread = users.size > 0 ? await unreadFor(db, [...users]) : new Map<string, UnreadByType>();
+  const counted = users.size > 0 ? await unreadFor(db, [...users]) : { unread: new Map<string, UnreadByType>(), muted: new Map<string, string[]>() };
   const userIds = typeof userIdsNow === 'function' ? userIdsNow() : userIdsNow;
-  const read = toRead.length > 0 ? await changesByTxids(db, toRead, userIds) : { changes: [], unread: new Map<string, UnreadByType>() };
+  const read: ChangeBatch = toRead.length > 0 ? await changesByTxids(db, toRead, userIds) : { changes: [], unread: new Map<string, UnreadByType>(), muted: new Map() };
   if (carried.length === 0) return read;
-  for (const [uid, byType] of unread) read.unread.set(uid, byType);
+  for (const [uid, byType] of counted.unread) read.unread.set(uid, byType);
+  const muted = read.muted ?? new Map<string, string[]>();
+  for (const [uid, m] of counted.muted) muted.set(uid, m);
   const changes = read.changes.length === 0 ? carried : [...read.changes, ...carried];
   // Stable: each transaction's changes keep their order.
   if (read.changes.length > 0) changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)!);
-  return { changes, unread: read.unread };
+  return { changes, unread: read.unread, muted };
 }
 
 const CHANGES_SINCE = `
@@ -149,15 +156,19 @@ const CHANGES_SINCE = `
          WHERE t."userId" = req.uid AND t.txid >= req.after
          ORDER BY t.txid
          LIMIT $3) t
+    ), pf AS (
+      -- One row per user at most: its preferences now, if they changed since.
+      SELECT p."userId", p.muted, p."changedTxid"::text AS tx
+        FROM req JOIN preference p ON p."userId" = req.uid AND p."changedTxid" >= req.after
     )
     ${CHANGE_ROWS}
     UNION ALL
-    SELECT 'u', NULL, req.uid, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('req.uid')}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    SELECT ${USER_ROW('req.uid')}
       FROM req
     UNION ALL
     SELECT 's', ${EPOCH}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            pg_snapshot_xmin(snap.s)::text, pg_snapshot_xmax(snap.s)::text, st."prunedTxid"::text,
-           (SELECT string_agg(x::text, ',') FROM pg_snapshot_xip(snap.s) x)
+           (SELECT string_agg(x::text, ',') FROM pg_snapshot_xip(snap.s) x), NULL
       FROM snap, pgbell_state st
 `;
 
@@ -226,13 +237,15 @@ const CHANGES_SINCE_ALL = `
        ORDER BY a."changedTxid", a.seq LIMIT $2
     ), dl AS (
       SELECT t.id, t."userId", t.txid::text AS tx FROM "AlertTombstone" t WHERE t.txid >= $1::xid8
+    ), pf AS (
+      SELECT p."userId", p.muted, p."changedTxid"::text AS tx FROM preference p WHERE p."changedTxid" >= $1::xid8
     )
     ${CHANGE_ROWS}
     UNION ALL
-    SELECT 'u', NULL, u."userId", NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE('u."userId"')}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-      FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl) u
+    SELECT ${USER_ROW('u."userId"')}
+      FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl UNION SELECT "userId" FROM pf) u
     UNION ALL
-    SELECT 's', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(snap.s)::text, NULL, NULL, NULL FROM snap
+    SELECT 's', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(snap.s)::text, NULL, NULL, NULL, NULL FROM snap
 `;
 
 /** The delivery reads' SQL, for tests that check their plans use indexes. */

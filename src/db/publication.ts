@@ -17,7 +17,7 @@ export const PUBLICATION = 'pgbell';
 
 /** The tables the publication must hold, as `schema.table` (unquoted, like Mapping.table). */
 export function publishedTables(m: Mapping): string[] {
-  return [m.table, `${SCHEMA}.AlertChange`, `${SCHEMA}.AlertTombstone`, `${SCHEMA}.pgbell_revocation`];
+  return [m.table, `${SCHEMA}.AlertChange`, `${SCHEMA}.AlertTombstone`, `${SCHEMA}.pgbell_revocation`, `${SCHEMA}.preference`];
 }
 
 /**

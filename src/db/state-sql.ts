@@ -13,7 +13,7 @@
 import { SCHEMA } from './mapping.js';
 
 /** Every function here, by signature, for REVOKE ... FROM PUBLIC. */
-export const STATE_FUNCTIONS = ['mark_seen(text, text[])', 'archive(text, text[], boolean)', 'unarchive(text, text[])', 'pgbell_state_changed(bigint)'];
+export const STATE_FUNCTIONS = ['mark_seen(text, text[])', 'archive(text, text[], boolean)', 'unarchive(text, text[])', 'set_muted(text, text[])', 'pgbell_state_changed(bigint)'];
 
 export function stateStatements(definer: string, quoted: (body: string) => string): string[] {
   const s = SCHEMA;
@@ -24,6 +24,14 @@ export function stateStatements(definer: string, quoted: (body: string) => strin
     // seen, so unseen is a subset of unread; archived alerts count in neither).
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_type_counts_idx" ON ${s}."AlertChange" ("userId", type, seen) WHERE NOT read AND NOT archived`,
     `DROP INDEX IF EXISTS ${s}."AlertChange_userId_type_unread_idx"`,
+    // A user's muted types: not streamed, not counted, not listed unless asked for by type. A
+    // change is stamped like an alert's, so it streams to the user's tabs in order.
+    `CREATE TABLE IF NOT EXISTS ${s}.preference (
+       "userId"      text PRIMARY KEY CHECK (length("userId") <= 1000),
+       muted         text[] NOT NULL DEFAULT '{}',
+       "changedTxid" xid8 NOT NULL DEFAULT pg_current_xact_id()
+     )`,
+    `CREATE INDEX IF NOT EXISTS preference_changedTxid_idx ON ${s}.preference ("changedTxid")`,
     // The NOTIFY of a state change, on the channel the triggers use now (pgbell.install).
     `CREATE OR REPLACE FUNCTION ${s}.pgbell_state_changed(n bigint) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
      BEGIN
@@ -46,6 +54,17 @@ export function stateStatements(definer: string, quoted: (body: string) => strin
      BEGIN
        UPDATE ${s}."AlertChange" SET archived = true, "changedTxid" = pg_current_xact_id()
         WHERE "userId" = p_user AND NOT archived AND (p_ids IS NULL OR id = ANY(p_ids)) AND (read OR NOT p_only_read);
+       GET DIAGNOSTICS n = ROW_COUNT;
+       RETURN ${s}.pgbell_state_changed(n);
+     END `)}`,
+    // The whole set, sorted and without repeats; a set equal to the stored one changes nothing.
+    `CREATE OR REPLACE FUNCTION ${s}.set_muted(p_user text, p_types text[]) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
+     DECLARE n bigint;
+     BEGIN
+       INSERT INTO ${s}.preference AS p ("userId", muted, "changedTxid")
+       VALUES (p_user, ARRAY(SELECT DISTINCT t FROM unnest(coalesce(p_types, '{}')) t ORDER BY t), pg_current_xact_id())
+       ON CONFLICT ("userId") DO UPDATE SET muted = excluded.muted, "changedTxid" = excluded."changedTxid"
+        WHERE p.muted IS DISTINCT FROM excluded.muted;
        GET DIAGNOSTICS n = ROW_COUNT;
        RETURN ${s}.pgbell_state_changed(n);
      END `)}`,

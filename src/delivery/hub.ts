@@ -11,6 +11,7 @@ import { CloseCode } from '../errors.js';
 import type { UnreadByType } from '../db/changes.js';
 
 const SETTLED = Promise.resolve();
+const NONE_MUTED: ReadonlySet<string> = new Set();
 
 /** The TCP socket under a WebSocket (ws keeps it as `_socket`); undefined for an event stream. */
 export function netSocketOf(ws: Socket): { cork?: () => void; uncork: () => void; remoteAddress?: string } | undefined {
@@ -56,6 +57,8 @@ export class Subscriber {
 
   /** The counts by type last sent (before its type filter), for a `ready` after re-authentication. */
   byType: UnreadByType = {};
+  /** The user's muted types, as of the last change sent (see wants in messages.ts). */
+  muted: ReadonlySet<string> = NONE_MUTED;
   /** `ready` has been sent (a replay cut short by a full buffer continues without another). */
   readySent = false;
   /** Where a replay cut short by a full buffer goes on from once the socket has drained. */

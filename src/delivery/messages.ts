@@ -10,14 +10,19 @@ import type { UserChanges } from './stash.js';
 
 /** One transaction's changes for one user, ready for any of its sockets (each alert serialized once). */
 export function userChanges(tx: bigint, list: Change[], byType: UnreadByType | undefined): UserChanges {
-  const kinds = list.map((c) => (c.kind === 'delete' ? 'delete' : c.insertTxid === tx ? 'notification' : 'update'));
+  const kinds = list.map((c) => (c.kind === 'alert' ? (c.insertTxid === tx ? 'notification' : 'update') : c.kind));
   const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
   return { list, all: list.map((_, k) => k), kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType };
 }
 
-/** Deletes always go out: a tombstone has no type, and an unknown id is ignored by clients. */
-export function wants(sub: Subscriber, c: Change): boolean {
-  return sub.types === null || c.kind === 'delete' || sub.types.has(c.alert.type);
+/**
+ * Whether a socket gets a change, given its type filter and the user's muted types: deletes
+ * always (a tombstone has no type, and an unknown id is ignored by clients), preferences always,
+ * an alert if its type is one the socket subscribed to, or with no filter one not muted.
+ */
+export function wants(sub: { readonly types: ReadonlySet<string> | null; readonly muted: ReadonlySet<string> }, c: Change, muted: ReadonlySet<string> = sub.muted): boolean {
+  if (c.kind !== 'alert') return true;
+  return sub.types === null ? !muted.has(c.alert.type) : sub.types.has(c.alert.type);
 }
 
 export function userOf(c: Change): string {
@@ -27,6 +32,7 @@ export function userOf(c: Change): string {
 /** A message without its trailing unread count and cursor, so one serialization serves every socket. */
 export function body(c: Change, isNew: boolean, alertJson = c.kind === 'alert' ? JSON.stringify(c.alert) : ''): string {
   if (c.kind === 'delete') return `{"type":"delete","id":${JSON.stringify(c.id)}`;
+  if (c.kind === 'preferences') return `{"type":"preferences","muted":${JSON.stringify(c.muted)}`;
   return `{"type":"${isNew ? 'notification' : 'update'}","alert":${alertJson}`;
 }
 

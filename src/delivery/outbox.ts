@@ -90,7 +90,17 @@ export function offer(sub: Subscriber, epoch: string, tx: bigint, ch: UserChange
   // A cursor of an old epoch may "have" an id the new one handed to another transaction.
   if (sub.epoch !== epoch || cursor.has(tx)) return false;
   const { list, kinds, alertJson, bodies } = ch;
-  const picked = sub.types === null ? ch.all : ch.all.filter((k) => wants(sub, list[k]!));
+  // A change of preferences applies to the alerts after it (byRow puts it first in its transaction).
+  let muted = sub.muted;
+  const picked =
+    sub.types === null && muted.size === 0 && !kinds.includes('preferences')
+      ? ch.all
+      : ch.all.filter((k) => {
+          const c = list[k]!;
+          if (c.kind === 'preferences') muted = new Set(c.muted);
+          return wants(sub, c, muted);
+        });
+  sub.muted = muted;
   cursor.advance(horizon);
   // Until its last message arrives, a client has not seen the whole transaction. (Only
   // encoded when there is more than one message: most transactions write one row.)
@@ -102,7 +112,10 @@ export function offer(sub: Subscriber, epoch: string, tx: bigint, ch: UserChange
   let out = outbox.get(sub);
   if (!out) outbox.set(sub, (out = []));
   picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, counts: fields, cursor: j === picked.length - 1 ? after : before }));
-  for (const k of picked) counts[kinds[k]!]++;
+  for (const k of picked) {
+    const kind = kinds[k]!;
+    if (kind !== 'preferences') counts[kind]++;
+  }
   sub.byType = ch.byType ?? {};
   return true;
 }

@@ -49,6 +49,9 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
   const { log } = o;
   const uid = sub.userId;
   const byType = res.unread.get(uid) ?? {};
+  // The read's muted set decides the whole replay: an alert of a type muted since is not sent,
+  // and one of a type unmuted since is (the client reloads its list on `preferences` anyway).
+  sub.muted = new Set(res.muted?.get(uid) ?? []);
   const counts = countsOf(byType, sub.types);
   const fields = countsJson(counts);
   let { from, reset } = plan;

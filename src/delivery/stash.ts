@@ -15,7 +15,7 @@ export interface UserChanges {
   list: Change[];
   /** Every index of `list`: what a socket without a type filter gets, shared by all of them. */
   all: number[];
-  kinds: Array<'notification' | 'update' | 'delete'>;
+  kinds: Array<'notification' | 'update' | 'delete' | 'preferences'>;
   alertJson: string[];
   bodies: string[];
   byType: UnreadByType | undefined;

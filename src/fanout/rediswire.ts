@@ -13,7 +13,7 @@ export interface Wire {
   epoch?: string;
   txid: string;
   xmin: string | null;
-  changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string } | { kind: 'delete'; id: string; userId: string; txid: string }>;
+  changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string } | { kind: 'delete'; id: string; userId: string; txid: string } | { kind: 'preferences'; userId: string; muted: string[]; txid: string }>;
   /** Counts by type; a relay of an older pgbell sends a bare unread number per type. */
   unread: Record<string, TypeCounts | number>;
 }
@@ -27,6 +27,7 @@ export function countsFromWire(unread: Wire['unread']): UnreadByType {
 
 /** A change as published. */
 export function changeToWire(c: Change): Wire['changes'][number] {
+  if (c.kind === 'preferences') return { kind: 'preferences', userId: c.userId, muted: c.muted, txid: c.txid.toString() };
   return c.kind === 'alert'
     ? { kind: 'alert' as const, alert: c.alert, txid: c.txid.toString(), insertTxid: c.insertTxid.toString(), seq: c.seq.toString() }
     : { kind: 'delete' as const, id: c.id, userId: c.userId, txid: c.txid.toString() };
@@ -34,6 +35,7 @@ export function changeToWire(c: Change): Wire['changes'][number] {
 
 /** A change as received. */
 export function changeFromWire(c: Wire['changes'][number]): Change {
+  if (c.kind === 'preferences') return { kind: 'preferences', userId: c.userId, muted: c.muted, txid: BigInt(c.txid) };
   return c.kind === 'alert'
     ? { kind: 'alert', alert: c.alert, txid: BigInt(c.txid), insertTxid: BigInt(c.insertTxid), seq: BigInt(c.seq) }
     : { kind: 'delete', id: c.id, userId: c.userId, txid: BigInt(c.txid) };

@@ -12,6 +12,7 @@
  *   POST …/alerts/seen           {"ids":[…]} or {"all":true}
  *   POST …/alerts/archive        {"ids":[…]}, {"read":true} or {"all":true}
  *   POST …/alerts/unarchive      {"ids":[…]}
+ *   GET|PUT …/alerts/preferences {"muted":[…types]}
  *
  * Routes match on the end of the path, so the handler works under any prefix.
  */
@@ -23,8 +24,9 @@ import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
 import { AlertId, AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
+import { wants } from '../delivery/messages.js';
 import { corsHeaders, error, json, MAX_BODY_BYTES } from './responses.js';
-import { changeStateRoute, STATE_ROUTES, type StateRoute } from './state.js';
+import { changeStateRoute, preferencesRoute, STATE_ROUTES, type StateRoute } from './state.js';
 
 export const DEFAULT_LIST_LIMIT = 50;
 export const MAX_LIST_LIMIT = 200;
@@ -48,6 +50,8 @@ export interface AlertsHandlerOptions {
    * and that Retry-After (the daemon's per-user rate limit).
    */
   admit?: (userId: string) => number | null;
+  /** The alert types a user may mute; empty: any. */
+  alertTypes?: readonly string[];
   /** Told of a database error that became a 503 (the daemon logs it). */
   onError?: (err: Error) => void;
 }
@@ -66,13 +70,19 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     const cors = corsHeaders(req.headers.get('origin'), opts.allowedOrigins);
     const path = url.pathname.replace(/\/+$/, '');
     const action = /\/alerts\/([a-z]+)$/.exec(path)?.[1];
-    const route: 'list' | 'read' | StateRoute | null =
-      action === 'read' ? 'read' : action !== undefined && (STATE_ROUTES as readonly string[]).includes(action) ? (action as StateRoute) : path.endsWith('/alerts') ? 'list' : null;
+    const route: 'list' | 'read' | 'preferences' | StateRoute | null =
+      action === 'read' || action === 'preferences'
+        ? action
+        : action !== undefined && (STATE_ROUTES as readonly string[]).includes(action)
+          ? (action as StateRoute)
+          : path.endsWith('/alerts')
+            ? 'list'
+            : null;
     if (route === null) return error(404, 'not_found', `no route for ${req.method} ${url.pathname}`, cors);
     if (req.method === 'OPTIONS') return new Response(null, { status: 204, headers: cors });
-    const allowed = route === 'list' ? 'GET' : 'POST';
-    if (req.method !== allowed && !(route === 'list' && req.method === 'HEAD')) {
-      return error(405, 'method_not_allowed', `use ${allowed} ${url.pathname}`, { ...cors, allow: `${allowed}, OPTIONS` });
+    const allowed = route === 'list' ? ['GET', 'HEAD'] : route === 'preferences' ? ['GET', 'PUT'] : ['POST'];
+    if (!allowed.includes(req.method)) {
+      return error(405, 'method_not_allowed', `use ${allowed[0]} ${url.pathname}`, { ...cors, allow: `${allowed.join(', ')}, OPTIONS` });
     }
 
     const auth = /^Bearer\s+(\S+)$/i.exec(req.headers.get('authorization') ?? '');
@@ -87,6 +97,7 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
       const revoked = (await revokedBefore(opts.db, [userId])).get(userId);
       if (revoked !== undefined && verified.session.iat <= revoked) return error(403, 'token_revoked', 'Session revoked; sign in again', cors);
       if (route === 'read') return await read(req, userId, cors);
+      if (route === 'preferences') return await preferencesRoute(opts.db, req, userId, opts.alertTypes ?? [], cors);
       if (route !== 'list') return await changeStateRoute(opts.db, route, req, userId, cors);
       const typesParam = url.searchParams.get('types');
       const parsedTypes = AlertTypes.safeParse(typesParam === null ? [] : typesParam.split(',').filter(Boolean));
@@ -164,7 +175,7 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     let bytes = 0;
     for (let i = 0; i < page.length; i++) {
       const c = page[i]!;
-      bytes += c.kind === 'alert' ? JSON.stringify(c.alert).length : c.id.length + 8;
+      bytes += c.kind === 'alert' ? JSON.stringify(c.alert).length : c.kind === 'delete' ? c.id.length + 8 : 64;
       const txEnd = i + 1 === page.length || page[i + 1]!.txid !== page[i]!.txid;
       if (bytes > REPLAY_PAGE_BYTES && txEnd && i + 1 < page.length) {
         cut = page[i + 1]!.txid;
@@ -172,7 +183,9 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
         break;
       }
     }
-    const fresh = page.filter((c) => !from.has(c.txid) && (types === null || c.kind === 'delete' || types.has(c.alert.type)));
+    // Muted types as of this read: the polling client applies `preferences` before the alerts.
+    const muted = new Set(res.muted?.get(userId) ?? []);
+    const fresh = page.filter((c) => !from.has(c.txid) && wants({ types, muted }, c));
     // The horizon never passes what this page did not send: up to the cut when the cut is
     // below every running transaction, otherwise the read's own horizon with the ids sent.
     const next = new CursorState(cut === null || cut > res.xmin ? res.xmin : cut, from.ids);
@@ -204,13 +217,18 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
   }
 }
 
-/** Changes as the polling client applies them: alerts to upsert by id, ids to drop. */
-function split(changes: Change[]): { alerts: WireAlert[]; deleted: string[] } {
+/**
+ * Changes as the polling client applies them: alerts to upsert by id, ids to drop, and the
+ * user's muted types when they changed (the last change of them in the page).
+ */
+function split(changes: Change[]): { alerts: WireAlert[]; deleted: string[]; preferences?: { muted: string[] } } {
   const alerts: WireAlert[] = [];
   const deleted: string[] = [];
+  let preferences: { muted: string[] } | undefined;
   for (const c of changes) {
     if (c.kind === 'alert') alerts.push(c.alert);
-    else deleted.push(c.id);
+    else if (c.kind === 'delete') deleted.push(c.id);
+    else preferences = { muted: c.muted };
   }
-  return { alerts, deleted };
+  return { alerts, deleted, ...(preferences ? { preferences } : {}) };
 }

@@ -14,7 +14,7 @@ export function corsHeaders(origin: string | null, allowed: readonly string[]): 
   if (origin === null) return headers;
   if (!originAllowed(origin, allowed)) return headers;
   headers['access-control-allow-origin'] = allowed.includes('*') ? '*' : origin;
-  headers['access-control-allow-methods'] = 'GET, POST, OPTIONS';
+  headers['access-control-allow-methods'] = 'GET, POST, PUT, OPTIONS';
   headers['access-control-allow-headers'] = 'authorization, content-type';
   headers['access-control-max-age'] = '600';
   return headers;

@@ -1,12 +1,14 @@
 /**
- * POST /alerts/seen, /alerts/archive and /alerts/unarchive: the body checked, then one
+ * POST /alerts/seen, /alerts/archive and /alerts/unarchive, and GET|PUT /alerts/preferences:
+ * the body checked, then one
  * statement (db/state.ts). The response says how many alerts changed; an id that is not one of
  * the user's alerts refuses the whole request with 404 and changes nothing. The change itself
  * streams to every tab of the user like any other change, so the response carries no counts.
  */
 import type { Db } from '../db/connect.js';
+import { mutedTypes, setMutedTypes } from '../db/alerts.js';
 import { changeState, type StateChange } from '../db/state.js';
-import { ArchiveRequest, SeenRequest, UnarchiveRequest } from '../protocol.js';
+import { ArchiveRequest, PreferencesRequest, SeenRequest, UnarchiveRequest } from '../protocol.js';
 import { error, json, MAX_BODY_BYTES } from './responses.js';
 
 export const STATE_ROUTES = ['seen', 'archive', 'unarchive'] as const;
@@ -39,4 +41,30 @@ export async function changeStateRoute(db: Db, route: StateRoute, req: Request, 
   const updated = await changeState(db, userId, change);
   if (updated === null) return error(404, 'unknown_alert', 'ids: not every id is an alert of this user (deleted, or not theirs); nothing was changed', cors);
   return json(200, { updated }, cors);
+}
+
+/**
+ * GET /alerts/preferences → {"muted":[…]}; PUT sets the whole set (answering with it as
+ * stored) and streams it to every tab of the user. With ALERT_TYPES set, a type outside it is
+ * refused with 400 and nothing changes.
+ */
+export async function preferencesRoute(db: Db, req: Request, userId: string, known: readonly string[], cors: Record<string, string>): Promise<Response> {
+  if (req.method === 'GET') return json(200, { muted: await mutedTypes(db, userId) }, cors);
+  const text = await req.text();
+  if (Buffer.byteLength(text) > MAX_BODY_BYTES) return error(413, 'payload_too_large', `body is larger than ${MAX_BODY_BYTES} bytes`, cors);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return error(400, 'bad_request', 'body is not valid JSON; send {"muted":["<type>", ...]}', cors);
+  }
+  const parsed = PreferencesRequest.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
+    return error(400, 'bad_request', `${where}${issue.message}`, cors);
+  }
+  const unknown = known.length === 0 ? [] : parsed.data.muted.filter((t) => !known.includes(t));
+  if (unknown.length > 0) return error(400, 'bad_request', `muted: unknown type ${JSON.stringify(unknown[0])}; the types are ${known.join(', ')}`, cors);
+  return json(200, { muted: await setMutedTypes(db, userId, parsed.data.muted) }, cors);
 }

@@ -1,5 +1,6 @@
 /**
- * Poll mode (PGBELL_MODE=poll): finds committed changes by reading "changedTxid" (pgbell."AlertChange") every
+ * Poll mode (PGBELL_MODE=poll): finds committed changes by reading "changedTxid" (pgbell."AlertChange",
+ * its tombstones and preferences) every
  * PGBELL_POLL_MS instead of LISTENing, for databases where writers should not pay for NOTIFY
  * (a queued NOTIFY holds a cluster-wide lock until the commit is flushed, so notifying writers
  * cannot group-commit; see sql/000006_poll_mode.sql).
@@ -116,7 +117,9 @@ export class Poller extends EventEmitter<ListenerEvents> {
           SELECT DISTINCT "changedTxid" AS tx FROM "AlertChange"
            WHERE "changedTxid" >= ${this.#after.toString()}::xid8 OR "changedTxid" = ANY(${this.#inProgress}::xid8[])
           UNION
-          SELECT txid FROM "AlertTombstone" WHERE txid >= ${this.#after.toString()}::xid8 OR txid = ANY(${this.#inProgress}::xid8[])) t
+          SELECT txid FROM "AlertTombstone" WHERE txid >= ${this.#after.toString()}::xid8 OR txid = ANY(${this.#inProgress}::xid8[])
+          UNION
+          SELECT "changedTxid" FROM preference WHERE "changedTxid" >= ${this.#after.toString()}::xid8 OR "changedTxid" = ANY(${this.#inProgress}::xid8[])) t
         UNION ALL
         SELECT 'x', pg_snapshot_xmin(snap.s)::text, NULL, NULL FROM snap
         UNION ALL

@@ -36,7 +36,7 @@ import { Probes } from './probes.js';
 import { approxBytes } from '../util/size.js';
 import type { SourceEvents, SourceState } from './types.js';
 import { explain } from './walerrors.js';
-import { byBigInt, CARRY_MAX_BYTES, isRel, keyOf, Relations, rowJson, rowUncarried, stopCarrying, type Pending, type Tuple } from './walrows.js';
+import { byBigInt, CARRY_MAX_BYTES, carriedAlert, isRel, keyOf, Relations, rowUncarried, stopCarrying, type Pending, type Tuple } from './walrows.js';
 import { formatLsn, parseLsn, settle, SlotPlugin } from './walslot.js';
 export { explain } from './walerrors.js'; // doctor's checks (walcheck.ts) and the tests import it from here
 
@@ -312,6 +312,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
     const tx = this.#tx;
     if (!tx) return;
     if (tx.txids !== null) return rowUncarried(tx, rel, tuple);
+    if (isRel(rel, SCHEMA, 'preference')) return stopCarrying(tx, rel, tuple, this.#o.log); // read by id, whole
     if (isRel(rel, SCHEMA, 'AlertChange') || isRel(rel, SCHEMA, 'AlertTombstone') || (this.#mapping && `${rel.schema}.${rel.name}` === this.#mapping.table)) {
       tx.bytes += approxBytes(tuple);
       if (tx.bytes > (this.#o.carryMaxBytes ?? CARRY_MAX_BYTES)) return stopCarrying(tx, rel, tuple, this.#o.log);
@@ -354,27 +355,7 @@ export class WalSource extends EventEmitter<SourceEvents> {
         this.emit('txid', txid!, null, null);
         return;
       }
-      const row = found.row;
-      alerts.push({
-        kind: 'alert',
-        txid: tid,
-        insertTxid: BigInt(String(c.txid)),
-        seq: BigInt(String(c.seq)),
-        alert: {
-          id: String(c.id),
-          userId: String(c.userId),
-          type: String(c.type),
-          title: m.titleColumn ? String(row[m.titleColumn] ?? '') : '',
-          message: m.messageColumn ? String(row[m.messageColumn] ?? '') : '',
-          link: m.linkColumn ? ((row[m.linkColumn] as string | null) ?? null) : null,
-          data: m.dataColumn ? (row[m.dataColumn] ?? null) : rowJson(row, found.types),
-          read: c.read as boolean,
-          // Read is also seen (as the view says).
-          seen: c.seen === true || c.read === true,
-          archived: c.archived === true,
-          createdAt: (c.createdAt as Date).toISOString(),
-        },
-      });
+      alerts.push(carriedAlert(tid, c, found.row, found.types, m));
     }
     alerts.sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
     const deletes: Change[] = tx.tombstones.map((t) => ({ kind: 'delete', txid: tid, id: String(t.id), userId: String(t.userId) }));

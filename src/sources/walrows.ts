@@ -6,6 +6,7 @@
  */
 import type { Pgoutput } from 'pg-logical-replication';
 import { SCHEMA, type Mapping } from '../db/bookkeeping.js';
+import type { AlertChange } from '../db/changes.js';
 import type { Logger } from '../log.js';
 
 /**
@@ -87,7 +88,7 @@ export function stopCarrying(tx: Pending, rel: Pgoutput.MessageRelation, tuple: 
 
 /** A row of a transaction no longer carried: its transaction id, or a revocation. */
 export function rowUncarried(tx: Pending, rel: Pgoutput.MessageRelation, tuple: Tuple): void {
-  if (isRel(rel, SCHEMA, 'AlertChange')) tx.txids!.add(String(tuple.changedTxid));
+  if (isRel(rel, SCHEMA, 'AlertChange') || isRel(rel, SCHEMA, 'preference')) tx.txids!.add(String(tuple.changedTxid));
   else if (isRel(rel, SCHEMA, 'AlertTombstone')) tx.txids!.add(String(tuple.txid));
   else if (isRel(rel, SCHEMA, 'pgbell_revocation')) tx.revocations.push(tuple);
 }
@@ -131,4 +132,30 @@ export function byBigInt(a: string, b: string): number {
   const x = BigInt(a);
   const y = BigInt(b);
   return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/**
+ * The alert a carried transaction holds: its bookkeeping row `c` (AlertChange) and the table's
+ * row, in the shape the read side gives (seen is true once read, as in the view).
+ */
+export function carriedAlert(tid: bigint, c: Tuple, row: Tuple, types: Map<string, number>, m: Mapping): AlertChange {
+  return {
+    kind: 'alert',
+    txid: tid,
+    insertTxid: BigInt(String(c.txid)),
+    seq: BigInt(String(c.seq)),
+    alert: {
+      id: String(c.id),
+      userId: String(c.userId),
+      type: String(c.type),
+      title: m.titleColumn ? String(row[m.titleColumn] ?? '') : '',
+      message: m.messageColumn ? String(row[m.messageColumn] ?? '') : '',
+      link: m.linkColumn ? ((row[m.linkColumn] as string | null) ?? null) : null,
+      data: m.dataColumn ? (row[m.dataColumn] ?? null) : rowJson(row, types),
+      read: c.read as boolean,
+      seen: c.seen === true || c.read === true,
+      archived: c.archived === true,
+      createdAt: (c.createdAt as Date).toISOString(),
+    },
+  };
 }
