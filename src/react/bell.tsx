@@ -38,8 +38,8 @@ export interface NotificationBellProps extends ClientOptions {
   badge?: 'unseen' | 'unread';
   /**
    * Opening the bell marks what it shows seen (default true): every alert (POST /alerts/seen
-   * {all: true}) when no filter is chosen, otherwise the alerts shown; and while it is open, each
-   * alert that arrives.
+   * {all: true}) when no filter is chosen, otherwise the alerts shown. What arrives while it is
+   * open is new until it is opened again.
    */
   markSeenOnOpen?: boolean;
   /** Draws an alert's row content instead of the default (type, title, message, time, Mark read). */
@@ -89,8 +89,6 @@ export function NotificationBell(props: NotificationBellProps) {
   const focusOnOpen = useRef(false);
   /** The row to focus once an archived one has left the list (its index: the next alert's now). */
   const refocus = useRef<number | null>(null);
-  /** Alerts this opening already asked to mark seen: a refusal is not retried in a loop. */
-  const askedSeen = useRef<Set<string> | null>(null);
 
   const close = useCallback((refocus: boolean) => {
     setOpen(false);
@@ -112,22 +110,18 @@ export function NotificationBell(props: NotificationBellProps) {
     el(rows.current[0])?.focus();
   }, [open]);
 
-  // Open: what it shows is seen. The first time with no filter, everything (the badge is "new
-  // since the bell was last opened"); then each unseen alert that is shown, once.
+  // Opening it marks what it shows seen: with no filter chosen, everything (the badge is "new
+  // since the bell was last opened"), otherwise the alerts shown. What arrives while it is open
+  // counts as new until the next opening. A refusal is not retried until then.
   useEffect(() => {
-    if (!open) {
-      askedSeen.current = null;
-      return;
+    if (!open || !own.markSeenOnOpen) return;
+    if (!filter && unseen > 0) void n.markSeen('all').catch(() => {});
+    else {
+      const ids = alerts.filter((a) => !a.seen && !a.read).map((a) => a.id);
+      if (ids.length > 0) void n.markSeen(ids).catch(() => {});
     }
-    if (!own.markSeenOnOpen) return;
-    const opening = askedSeen.current === null;
-    const asked = (askedSeen.current ??= new Set());
-    const ids = alerts.filter((a) => !a.seen && !a.read && !asked.has(a.id)).map((a) => a.id);
-    for (const id of ids) asked.add(id);
-    if (opening && !filter && unseen > 0) void n.markSeen('all').catch(() => {});
-    else if (ids.length > 0) void n.markSeen(ids).catch(() => {});
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [open, alerts]);
+  }, [open]);
 
   // An archived row left the list: focus the alert now in its place (or the popup, if none).
   useEffect(() => {
