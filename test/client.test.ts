@@ -466,7 +466,8 @@ describe('the feed: markSeen, archive, unarchive and the counts', () => {
 
   /** The list (not archived, newest first) and the counts, by a SELECT. */
   async function truth(user: string): Promise<{ ids: string[]; seen: string[]; counts: Counts }> {
-    const rows = await query(db, `SELECT id::text AS id, type, read, seen, archived FROM pgbell."Alert" WHERE "userId" = $1 AND NOT archived ORDER BY "createdAt" DESC, id DESC`, [user]);
+    const muted: string[] = (await query(db, `SELECT coalesce((SELECT muted FROM pgbell.preference WHERE "userId" = $1), '{}') AS m`, [user]))[0]!.m;
+    const rows = (await query(db, `SELECT id::text AS id, type, read, seen, archived FROM pgbell."Alert" WHERE "userId" = $1 AND NOT archived ORDER BY "createdAt" DESC, id DESC`, [user])).filter((r) => !muted.includes(r.type));
     const byType: Counts['byType'] = {};
     for (const r of rows) {
       if (r.read) continue;
@@ -599,6 +600,36 @@ describe('the feed: markSeen, archive, unarchive and the counts', () => {
     await slow.unarchive([ids[0]!]);
     await converged('gus', [live, polling, slow], 'unarchived by the polling client, polled at once');
     for (const c of [live, polling, slow]) c.stop();
+  });
+
+  it('setMuted: the muted type leaves the list and the counts at once, in a live and a polling client; unmuted, it comes back', async () => {
+    daemon ??= await startTestDaemon(db);
+    const ids = await userWithTypes('hal');
+    const live = new PgbellClient({ url: daemon.url, pollUrl: appUrl, token: await tokenFor('hal'), WebSocket: WS });
+    const polling = new PgbellClient({ url: 'ws://127.0.0.1:1/', pollUrl: appUrl, token: await tokenFor('hal'), WebSocket: WS, pollIntervalMs: 200, backoff: { baseMs: 60_000, capMs: 60_000 } });
+    polling.on('error', () => {});
+    await Promise.all([live.start(), polling.start()]);
+    await until(() => live.state.status === 'live' && polling.state.status === 'polling', 5000, 'one live, one polling');
+    expect(live.state.muted).toBeNull();
+    await live.loadMuted();
+    expect(live.state.muted).toEqual([]);
+
+    await live.setMuted(['billing']);
+    // As soon as the server has answered: no billing alert, no billing count.
+    expect(live.state.alerts.map((a) => a.type)).toEqual(['security', 'general']);
+    expect(live.state).toMatchObject({ unread: 2, unseen: 2, byType: { security: { unread: 1, unseen: 1 }, general: { unread: 1, unseen: 1 } } });
+    expect(live.state.byType.billing).toBeUndefined();
+    await converged('hal', [live, polling], 'billing muted');
+    expect(polling.state.muted).toEqual(['billing']);
+    // A muted type's new alert is neither listed nor counted.
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('hal', 'billing', 'muted'), ('hal', 'security', 'not muted')`);
+    await converged('hal', [live, polling], 'a new muted alert left out');
+
+    await polling.setMuted([]);
+    await converged('hal', [live, polling], 'unmuted: billing back, in its place');
+    expect(live.state.alerts.map((a) => a.id)).toEqual(expect.arrayContaining(ids));
+    expect(live.state.muted).toEqual([]);
+    for (const c of [live, polling]) c.stop();
   });
 
   it('without pollUrl, markSeen, archive, unarchive and loadArchived say they need it', async () => {

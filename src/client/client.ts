@@ -42,7 +42,7 @@ function weight(a: Alert | null | undefined): [number, number] {
 type Timer = ReturnType<typeof setTimeout> | undefined;
 
 export class PgbellClient {
-  #state: State = { alerts: [], unread: 0, unseen: 0, byType: {}, hasMore: false, status: 'connecting', transport: null, role: null };
+  #state: State = { alerts: [], unread: 0, unseen: 0, byType: {}, muted: null, hasMore: false, status: 'connecting', transport: null, role: null };
   /** The list: every alert held that is not archived. */
   readonly #byId = new Map<string, Alert>();
   /** Alerts this tab saw archived (bounded): one that is unarchived is back, not new. */
@@ -220,6 +220,30 @@ export class PgbellClient {
   }
 
   /**
+   * Mutes these alert types, the whole set ([] unmutes all; PUT /alerts/preferences over
+   * `pollUrl`): their alerts leave `alerts` and the counts at once, and stay out of the stream
+   * and the list unless the filter names them. Unmuted types come back with a reload of the list.
+   * The change streams to every tab.
+   */
+  async setMuted(types: readonly string[]): Promise<void> {
+    if (this.#role === 'follower') return this.#call('setMuted', [[...types]]);
+    this.#needsPollUrl('setMuted');
+    const body = (await this.#json(await this.#http('/preferences', { method: 'PUT', body: JSON.stringify({ muted: [...new Set(types)] }), headers: { 'content-type': 'application/json' } }))) as { muted: string[] };
+    this.#applyMuted(body.muted);
+    if (!this.#live && this.#timers.poll !== undefined) this.#schedulePoll(0);
+  }
+
+  /** Reads the muted types into `state.muted` (GET /alerts/preferences over `pollUrl`). */
+  async loadMuted(): Promise<void> {
+    if (this.#role === 'follower') return this.#call('loadMuted', []);
+    this.#needsPollUrl('loadMuted');
+    const body = (await this.#json(await this.#http('/preferences'))) as { muted: string[] };
+    // A change that streamed meanwhile is newer than this read.
+    if (this.#state.muted === null) this.#state = { ...this.#state, muted: body.muted };
+    this.#emitChange({});
+  }
+
+  /**
    * A page of the archived alerts (GET /alerts?archived=1 over `pollUrl`), newest first, below
    * alert `before` if given; `more` says another page follows. Not kept in the state, and not
    * updated live: read it again after a change. Of the subscribed types, like the list.
@@ -358,6 +382,8 @@ export class PgbellClient {
     if (op === 'markSeen') return this.markSeen(args[0] as string[] | 'all');
     if (op === 'archive') return this.archive(args[0] as ArchiveTarget);
     if (op === 'unarchive') return this.unarchive(args[0] as string[]);
+    if (op === 'setMuted') return this.setMuted(args[0] as string[]);
+    if (op === 'loadMuted') return this.loadMuted();
     if (op === 'subscribe') return this.subscribe(args[0] as string[]);
     return this.loadMore();
   }
@@ -371,8 +397,8 @@ export class PgbellClient {
   }
 
   #snapshot(): Snapshot {
-    const { alerts, unread, unseen, byType, hasMore, status, transport } = this.#state;
-    return { alerts, unread, unseen, byType, hasMore, status, transport, cursor: this.#cursor, paged: this.#paged, types: this.#types };
+    const { alerts, unread, unseen, byType, muted, hasMore, status, transport } = this.#state;
+    return { alerts, unread, unseen, byType, muted, hasMore, status, transport, cursor: this.#cursor, paged: this.#paged, types: this.#types };
   }
 
   /** A follower takes the leader's state as its own (and the cursor: it may lead next). */
@@ -383,7 +409,7 @@ export class PgbellClient {
     this.#paged = [...s.paged];
     this.#types = [...s.types];
     const statusChanged = s.status !== this.#state.status;
-    this.#state = { alerts: s.alerts, unread: s.unread, unseen: s.unseen, byType: s.byType, hasMore: s.hasMore, status: s.status, transport: s.transport, role: this.#role };
+    this.#state = { alerts: s.alerts, unread: s.unread, unseen: s.unseen, byType: s.byType, muted: s.muted ?? null, hasMore: s.hasMore, status: s.status, transport: s.transport, role: this.#role };
     if (statusChanged) this.#emit('status', s.status);
     this.#emit('change', this.#state);
   }
@@ -415,7 +441,7 @@ export class PgbellClient {
     this.#byId.clear();
     this.#cursor = undefined;
     this.#startPagesOver();
-    this.#state = { ...this.#state, alerts: [], unread: 0, unseen: 0, byType: {}, role: null };
+    this.#state = { ...this.#state, alerts: [], unread: 0, unseen: 0, byType: {}, muted: null, role: null };
     this.#emit('change', this.#state);
     this.#started = false;
     void this.start();
@@ -694,6 +720,9 @@ export class PgbellClient {
         return this.#emitChange(countsIn(m));
       case 'subscribed':
         return this.#emitChange(countsIn(m));
+      case 'preferences':
+        this.#applyMuted(m.muted);
+        return this.#emitChange(countsIn(m));
       case 'error':
         this.#log('⚠️ Server error:', m.code, m.message);
         return this.#emit('error', new Error(`${m.code}: ${m.message}`));
@@ -745,8 +774,10 @@ export class PgbellClient {
       // fresh list and its cursor, or every later poll would be refused too. What was deleted
       // meanwhile is unknown, so the list replaces what is held.
       if (res.status === 410) return this.#loadList({ replace: true, takeCursor: true });
-      const body = (await this.#json(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string; more?: boolean };
+      const body = (await this.#json(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string; more?: boolean; preferences?: { muted: string[] } };
       if (this.#live) return; // the socket came back meanwhile and is authoritative
+      // The muted types as of this page's changes, before its alerts (which already leave them out).
+      if (body.preferences) this.#applyMuted(body.preferences.muted);
       for (const a of body.alerts) if (this.#put(a)) this.#log('📬 Notification received by polling:', a.title);
       for (const id of body.deleted) {
         this.#touch(id);
@@ -840,6 +871,34 @@ export class PgbellClient {
     }
     this.#byId.set(a.id, a);
     return !held && !this.#archived.delete(a.id);
+  }
+
+  /**
+   * The user's muted types are now `next`. Without a filter, their alerts leave the list (and
+   * their counts, until the server's come); a type unmuted, or a change from a set not known,
+   * reloads the list, since what it held left that type's alerts out. With a filter the server
+   * sends the filter's types whatever is muted: nothing to do but remember the set.
+   */
+  #applyMuted(next: readonly string[]): void {
+    const prev = this.#state.muted;
+    this.#state = { ...this.#state, muted: next };
+    if (this.#types.length > 0) return this.#emitChange({});
+    const gone = new Set(next.filter((t) => !prev?.includes(t)));
+    for (const [id, a] of this.#byId) {
+      if (!next.includes(a.type)) continue;
+      this.#touch(id);
+      this.#byId.delete(id);
+    }
+    const byType = { ...this.#state.byType };
+    let { unread, unseen } = this.#state;
+    for (const t of gone) {
+      unread -= byType[t]?.unread ?? 0;
+      unseen -= byType[t]?.unseen ?? 0;
+      delete byType[t];
+    }
+    this.#emitChange({ unread: Math.max(0, unread), unseen: Math.max(0, unseen), byType });
+    const unmuted = prev === null || prev.some((t) => !next.includes(t));
+    if (unmuted && this.#o.pollUrl) void this.#loadList({ replace: true }).catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
   }
 
   #rememberArchived(id: string): void {

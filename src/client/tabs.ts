@@ -14,6 +14,7 @@ export interface Snapshot {
   unread: number;
   unseen: number;
   byType: State['byType'];
+  muted: State['muted'];
   hasMore: boolean;
   status: State['status'];
   transport: State['transport'];
@@ -25,7 +26,7 @@ export interface Snapshot {
 }
 
 /** The actions a follower asks the leader to carry out. */
-export type Op = 'markRead' | 'markAllRead' | 'markSeen' | 'archive' | 'unarchive' | 'subscribe' | 'loadMore';
+export type Op = 'markRead' | 'markAllRead' | 'markSeen' | 'archive' | 'unarchive' | 'setMuted' | 'loadMuted' | 'subscribe' | 'loadMore';
 
 export type TabMessage =
   | { t: 'hello' } // a new follower asks for the state

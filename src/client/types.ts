@@ -37,6 +37,11 @@ export interface State {
   unseen: number;
   /** The same counts per alert type; a type with nothing unread is absent. */
   byType: Readonly<Record<string, TypeCounts>>;
+  /**
+   * The user's muted types (their alerts are not streamed, listed or counted, unless the filter
+   * names them): null until known (`loadMuted()`, `setMuted()` or a change streamed).
+   */
+  muted: readonly string[] | null;
   /** Older alerts than `alerts` holds exist: `loadMore()` fetches the next page of them. */
   hasMore: boolean;
   status: Status;

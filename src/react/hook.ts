@@ -1,6 +1,7 @@
 /**
- * `useNotifications(options)` → { alerts, unread, unseen, byType, hasMore, status, markRead,
- * markAllRead, markSeen, archive, unarchive, loadArchived, subscribe, loadMore }. Headless: the app draws its own bell. However many components call it with the
+ * `useNotifications(options)` → { alerts, unread, unseen, byType, muted, hasMore, status,
+ * markRead, markAllRead, markSeen, archive, unarchive, loadArchived, setMuted, loadMuted,
+ * subscribe, loadMore }. Headless: the app draws its own bell. However many components call it with the
  * same `url` and `pollUrl`, the page holds one client and one socket; it closes when the last of
  * them unmounts.
  */
@@ -41,6 +42,10 @@ export interface Notifications extends State {
   unarchive(ids: readonly string[]): Promise<void>;
   /** A page of the archived alerts (not kept in the state; see PgbellClient.loadArchived). */
   loadArchived(opts?: { before?: string; limit?: number }): Promise<{ alerts: Alert[]; more: boolean }>;
+  /** Mutes these types (the whole set; [] unmutes all); `muted` in the state says which are. */
+  setMuted(types: readonly string[]): Promise<void>;
+  /** Reads the muted types into `muted` (null until known). */
+  loadMuted(): Promise<void>;
   subscribe(types: readonly string[]): Promise<void>;
   /** The next older page into `alerts` (see PgbellClient.loadMore); `hasMore` says if there is one. */
   loadMore(): Promise<void>;
@@ -81,6 +86,8 @@ export function useNotifications(options: ClientOptions): Notifications {
     archive: useCallback((target: ArchiveTarget) => client.archive(target), [client]),
     unarchive: useCallback((ids: readonly string[]) => client.unarchive(ids), [client]),
     loadArchived: useCallback((opts?: { before?: string; limit?: number }) => client.loadArchived(opts), [client]),
+    setMuted: useCallback((types: readonly string[]) => client.setMuted(types), [client]),
+    loadMuted: useCallback(() => client.loadMuted(), [client]),
     subscribe: useCallback((types: readonly string[]) => client.subscribe(types), [client]),
     loadMore: useCallback(() => client.loadMore(), [client]),
   };
