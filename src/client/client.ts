@@ -179,7 +179,10 @@ export class PgbellClient {
       return this.#post('seen', { all: true }, undo);
     }
     // Alerts held that are seen already need nothing; ids not held may be the server's still.
-    const send = [...new Set(ids)].filter((id) => { const a = this.#byId.get(id); return !a || unseen(a); });
+    const send = [...new Set(ids)].filter((id) => {
+      const a = this.#byId.get(id);
+      return !a || unseen(a);
+    });
     if (send.length === 0) return;
     const { undo } = this.#local(send, (a) => ({ ...a, seen: true }));
     return this.#post('seen', { ids: send }, undo);
