@@ -1,7 +1,7 @@
 'use client';
 /**
- * The navbar bell: pgbell/react's <NotificationBell /> (badge, status dot, dropdown, category
- * filter, mark read, load more). This file exists only because getToken is a function, which a
+ * The navbar bell: pgbell/react's <NotificationBell /> (unseen badge, status dot, dropdown,
+ * category filter with counts, mark read, archive, load more; opening it marks alerts seen). This file exists only because getToken is a function, which a
  * server component (app/layout.tsx) cannot pass to a client one.
  */
 import { NotificationBell } from 'pgbell/react';
