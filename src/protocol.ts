@@ -5,6 +5,9 @@
 import { z } from 'zod';
 import { ErrorCodes, type ErrorCode } from './errors.js';
 
+/** Postgres text cannot hold U+0000: such an id or type is bad input, not a database failure. */
+const noNul = (s: string) => !s.includes('\u0000');
+
 export const AuthMessage = z.object({
   type: z.literal('auth'),
   token: z.string().min(1, 'token must be a non-empty string').max(8192, 'token is longer than 8192 characters'),
@@ -19,16 +22,16 @@ export const PingMessage = z.object({ type: z.literal('ping') });
 
 /** A category filter: alert `type` values. */
 export const AlertTypes = z
-  .array(z.string().min(1, 'types must be non-empty strings').max(100, 'a type is longer than 100 characters'))
+  .array(z.string().min(1, 'types must be non-empty strings').max(100, 'a type is longer than 100 characters').refine(noNul, 'a type must not contain a NUL character'))
   .max(50, 'at most 50 types');
 export const SubscribeMessage = z.object({ type: z.literal('subscribe'), types: AlertTypes });
 
 /** An alert id, as a client may send one (GET /alerts?before=). */
-export const AlertId = z.string().min(1, 'an alert id must be non-empty').max(200, 'an id is longer than 200 characters');
+export const AlertId = z.string().min(1, 'an alert id must be non-empty').max(200, 'an id is longer than 200 characters').refine(noNul, 'an id must not contain a NUL character');
 
 /** Alert ids, as a client may send them (socket `read` and POST /alerts/read). */
 export const AlertIds = z
-  .array(z.string().min(1, 'ids must be non-empty strings').max(200, 'an id is longer than 200 characters'))
+  .array(z.string().min(1, 'ids must be non-empty strings').max(200, 'an id is longer than 200 characters').refine(noNul, 'an id must not contain a NUL character'))
   .min(1, 'ids must not be empty')
   .max(1000, 'at most 1000 ids per message');
 

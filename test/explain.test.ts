@@ -57,6 +57,6 @@ describe('delivery reads', () => {
     }
     // The counts (unread, unseen, by type; archived left out) come from the one partial index.
     const all = await plans(url);
-    for (const name of ['by_txids', 'since']) expect(all[name], name).toMatch(/AlertChange_userId_type_counts_idx/);
+    for (const name of ['by_txids', 'since']) expect(all[name], name).toMatch(/AlertChange_userId_counts_idx/);
   });
 });

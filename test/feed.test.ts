@@ -7,6 +7,7 @@
  * on the tables. In every mode and both fan-outs. Another user's ids are refused with no effect.
  */
 import { isDeepStrictEqual } from 'node:util';
+import pg from 'pg';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, run } from './helpers/cli.js';
@@ -272,6 +273,8 @@ describe.each(cases)('seen and archived, $mode mode, $fanout fan-out', ({ mode, 
       expect((await post(daemon.http, 'alice', path, { nonsense: true })).body.error).toBe('bad_request');
     }
     expect((await post(daemon.http, 'alice', 'seen', { read: true })).status).toBe(400);
+    // Postgres text cannot hold NUL: bad input, not "the database is unavailable".
+    for (const path of ['seen', 'read', 'archive']) expect((await post(daemon.http, 'alice', path, { ids: ['1\u0000'] })).status, path).toBe(400);
     expect((await post(daemon.http, 'alice', 'unarchive', { all: true })).status).toBe(400);
     expect(await query(db, `SELECT id, seen, archived, "changedTxid"::text FROM pgbell."AlertChange" ORDER BY id`)).toEqual(before);
   });
@@ -288,7 +291,7 @@ describe('archiving by SQL from a role of its own', () => {
       await until(() => tab.feed.list.size === 2, 10_000, 'the two alerts');
       const role = `cron_${Date.now()}`;
       await query(db, `CREATE ROLE ${role} LOGIN PASSWORD 'cron'`);
-      await query(db, `GRANT SELECT ON "Alert" TO ${role}; GRANT USAGE ON SCHEMA pgbell TO ${role}; GRANT EXECUTE ON FUNCTION pgbell.archive(text, text[], boolean) TO ${role}`);
+      await query(db, `GRANT SELECT ON "Alert" TO ${role}; GRANT USAGE ON SCHEMA pgbell TO ${role}; GRANT EXECUTE ON FUNCTION pgbell.archive(text, text[], boolean, int) TO ${role}`);
       const url = new URL(db);
       url.username = role;
       url.password = 'cron';
@@ -304,6 +307,49 @@ describe('archiving by SQL from a role of its own', () => {
     } finally {
       await daemon.stop();
     }
+  });
+});
+
+describe('a state change never waits for a writer', () => {
+  it('archive all goes around a row a writer holds (reported as pending), and the writer never waits for it', async () => {
+    const db = await freshDatabase(['alice']);
+    const daemon = await startTestDaemon(db);
+    const writer = new pg.Client({ connectionString: db });
+    await writer.connect();
+    try {
+      await query(db, `INSERT INTO "Alert" ("userId", title) SELECT 'alice', 'a' || i FROM generate_series(1, 1200) i`);
+      const [held, other] = (await query(db, `SELECT id::text AS id FROM "Alert" ORDER BY id LIMIT 2`)).map((r) => r.id as string);
+      // A writer in the middle of its transaction: it holds the bookkeeping row of `held`.
+      await writer.query('BEGIN');
+      await writer.query(`UPDATE "Alert" SET title = 'writing' WHERE id = $1`, [held]);
+      const started = Date.now();
+      const res = await post(daemon.http, 'alice', 'archive', { all: true });
+      const took = Date.now() - started;
+      // It did not wait for the writer's commit (which never comes while it runs).
+      expect(res).toEqual({ status: 200, body: { updated: 1199, pending: 1 } });
+      expect(took).toBeLessThan(8000);
+      // And the writer's next statement, on a row the archive changed, does not wait for it.
+      await writer.query(`UPDATE "Alert" SET title = 'again' WHERE id = $1`, [other]);
+      await writer.query('COMMIT');
+      expect(await post(daemon.http, 'alice', 'archive', { all: true })).toEqual({ status: 200, body: { updated: 1 } });
+      expect((await query(db, `SELECT count(*)::int AS n FROM pgbell."Alert" WHERE NOT archived`))[0]!.n).toBe(0);
+    } finally {
+      await writer.end();
+      await daemon.stop();
+    }
+  });
+});
+
+describe('a database made by a newer pgbell', () => {
+  it('migrate and the daemon refuse it, naming the versions, and change nothing', async () => {
+    const db = await freshDatabase(['alice']);
+    await query(db, `UPDATE pgbell.install SET version = 99`);
+    const before = await query(db, `SELECT pg_get_viewdef('pgbell."Alert"'::regclass) AS v`);
+    const r = await run(['migrate'], cleanEnv({ DATABASE_URL: db }));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr + r.stdout).toMatch(/version 99, made by a newer pgbell/);
+    expect(await query(db, `SELECT pg_get_viewdef('pgbell."Alert"'::regclass) AS v`)).toEqual(before);
+    await expect(startTestDaemon(db)).rejects.toThrow(/newer pgbell/);
   });
 });
 

@@ -46,8 +46,11 @@ export async function checkDatabase(db: Db, channel: string, mode: Mode): Promis
   const pending = await pendingMigrations(run);
   if (pending.length > 0) throw new StartupError(`the database is missing migrations ${pending.join(', ')}: run \`pgbell migrate\` first`);
   const installed = await installedTable(run);
-  const source = installed ? await readSource(run) : null;
-  if (source && source.version < BOOKKEEPING_VERSION) {
+  const source = await readSource(run);
+  if (source && source.version > BOOKKEEPING_VERSION) {
+    throw new StartupError(`schema pgbell is at bookkeeping version ${source.version}, made by a newer pgbell than this one (version ${BOOKKEEPING_VERSION}); run the newer pgbell`);
+  }
+  if (installed && source && source.version < BOOKKEEPING_VERSION) {
     throw new StartupError(`the bookkeeping on ${installed} is from an older pgbell: run \`pgbell install\` again with the same options to bring it up to date`);
   }
   const current = await triggerChannel(run);

@@ -114,8 +114,8 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
          )', ${idType});
        END IF;
      END `)}`,
-    // Live reads find a transaction's rows; resumes a user's since a transaction; the bell's
-    // list a user's newest; unread counts come from the index alone.
+    // Live reads find a transaction's rows; resumes a user's since a transaction (the bell's
+    // list and the counts have their indexes in state-sql.ts).
     `CREATE INDEX IF NOT EXISTS "AlertChange_changedTxid_idx" ON ${s}."AlertChange" ("changedTxid")`,
     // Live reads are planned once, generically: the planner must assume a transaction changes
     // few rows, which is how alerts are written, even right after an install gave every
@@ -123,7 +123,6 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
     // would scan the table).
     `ALTER TABLE ${s}."AlertChange" ALTER COLUMN "changedTxid" SET (n_distinct = -1), ALTER COLUMN txid SET (n_distinct = -1)`,
     `CREATE INDEX IF NOT EXISTS "AlertChange_userId_changedTxid_idx" ON ${s}."AlertChange" ("userId", "changedTxid")`,
-    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_createdAt_idx" ON ${s}."AlertChange" ("userId", "createdAt" DESC, id DESC)`,
     ...stateStatements(DEFINER, dollarQuoted),
     // The one NOTIFY every trigger sends: the writer's transaction id, or nothing when the
     // channel is empty (poll mode). A payload is only a hint (src/sources/listen.ts).
@@ -243,14 +242,15 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
        RETURN NEXT;
      END `)}`,
     // Marking read writes the table's own column (its UPDATE streams like any other), found
-    // through the bookkeeping's unread index. NULL ids: all of the user's.
+    // through the bookkeeping's counts index. NULL ids: all of the user's in the list (archived
+    // ones stay as they are).
     `CREATE OR REPLACE FUNCTION ${s}.mark_read(p_user text, p_ids text[]) RETURNS bigint LANGUAGE plpgsql AS ${dollarQuoted(`
      DECLARE n bigint;
      BEGIN
        ${
          m.readColumn
            ? `UPDATE ${t} r SET ${q(m.readColumn)} = true FROM ${s}."AlertChange" c
-           WHERE c.key = ${col('r', m.idColumn)} AND c."userId" = p_user AND NOT c.read AND (p_ids IS NULL OR c.id = ANY(p_ids));
+           WHERE c.key = ${col('r', m.idColumn)} AND c."userId" = p_user AND NOT c.read AND (CASE WHEN p_ids IS NULL THEN NOT c.archived ELSE c.id = ANY(p_ids) END);
          GET DIAGNOSTICS n = ROW_COUNT;
          RETURN n;`
            : `RAISE EXCEPTION 'pgbell: read state is not tracked on ${m.table.replace(/'/g, "''")}' USING ERRCODE = '0A000';`

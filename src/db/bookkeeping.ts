@@ -14,7 +14,7 @@
  *     pgbell_revocation  revoked sessions;
  *     install            which table, its column mapping and the NOTIFY channel;
  *     "Alert"            a view: the table joined to its bookkeeping, in the shape pgbell reads;
- *     mark_read()        marking read, through the bookkeeping's unread index;
+ *     mark_read()        marking read, through the bookkeeping's counts index;
  *   and the trigger functions, written for the table's own column names.
  *
  * Every trigger is per statement and writes its bookkeeping in one statement: a 10,000-row
@@ -63,6 +63,11 @@ export async function applyBookkeeping(client: pg.Client, m: Mapping, channel: s
   await inTransaction(client, async () => {
     const t = tableSql(m.table);
     const existing = await readSource((text) => client.query(text));
+    // An older pgbell must not take back what a newer one built (its daemons read columns
+    // and functions this one does not know).
+    if (existing && existing.version > VERSION) {
+      throw new Error(`schema ${SCHEMA} is at bookkeeping version ${existing.version}, made by a newer pgbell than this one (version ${VERSION}); run the newer pgbell`);
+    }
     const legacyModel = kind === 'migrate' && (await hasColumn(client, t, 'changedTxid'));
     const legacyInstall = existing !== null && existing.version < VERSION && (await hasColumn(client, t, 'pgbell_changed_txid'));
     const fresh = (await client.query<{ r: string | null }>(`SELECT to_regclass('${SCHEMA}."AlertChange"')::text AS r`)).rows[0]!.r === null;

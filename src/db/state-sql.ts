@@ -13,7 +13,7 @@
 import { SCHEMA } from './mapping.js';
 
 /** Every function here, by signature, for REVOKE ... FROM PUBLIC. */
-export const STATE_FUNCTIONS = ['mark_seen(text, text[])', 'archive(text, text[], boolean)', 'unarchive(text, text[])', 'set_muted(text, text[])', 'pgbell_state_changed(bigint)'];
+export const STATE_FUNCTIONS = ['mark_seen(text, text[], int)', 'archive(text, text[], boolean, int)', 'unarchive(text, text[], int)', 'set_muted(text, text[])', 'pgbell_state_changed(bigint)'];
 
 export function stateStatements(definer: string, quoted: (body: string) => string): string[] {
   const s = SCHEMA;
@@ -21,9 +21,13 @@ export function stateStatements(definer: string, quoted: (body: string) => strin
     `ALTER TABLE ${s}."AlertChange" ADD COLUMN IF NOT EXISTS seen boolean NOT NULL DEFAULT false,
        ADD COLUMN IF NOT EXISTS archived boolean NOT NULL DEFAULT false`,
     // Unread and unseen counts by type come from this index alone (an alert read is also
-    // seen, so unseen is a subset of unread; archived alerts count in neither).
-    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_type_counts_idx" ON ${s}."AlertChange" ("userId", type, seen) WHERE NOT read AND NOT archived`,
-    `DROP INDEX IF EXISTS ${s}."AlertChange_userId_type_unread_idx"`,
+    // seen, so unseen is a subset of unread; archived alerts count in neither); marking all
+    // read finds its rows through it too (all: of the list, not the archived). The list,
+    // archived or not, has its own. (With archived as a key column instead of in the
+    // predicate, the planner preferred the ("userId", "changedTxid") index for the counts.)
+    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_counts_idx" ON ${s}."AlertChange" ("userId", type, seen) WHERE NOT read AND NOT archived`,
+    `CREATE INDEX IF NOT EXISTS "AlertChange_userId_list_idx" ON ${s}."AlertChange" ("userId", archived, "createdAt" DESC, id DESC)`,
+    ...['AlertChange_userId_type_unread_idx', 'AlertChange_userId_type_counts_idx', 'AlertChange_userId_createdAt_idx'].map((i) => `DROP INDEX IF EXISTS ${s}.${JSON.stringify(i)}`),
     // A user's muted types: not streamed, not counted, not listed unless asked for by type. A
     // change is stamped like an alert's, so it streams to the user's tabs in order.
     `CREATE TABLE IF NOT EXISTS ${s}.preference (
@@ -38,25 +42,15 @@ export function stateStatements(definer: string, quoted: (body: string) => strin
        IF n > 0 THEN PERFORM ${s}.pgbell_notify_change((SELECT channel FROM ${s}.install)); END IF;
        RETURN n;
      END `)}`,
+    // Signatures of before p_limit: a call would be ambiguous with both.
+    ...['mark_seen(text, text[])', 'archive(text, text[], boolean)', 'unarchive(text, text[])'].map((f) => `DROP FUNCTION IF EXISTS ${s}.${f}`),
     // NULL ids: every alert of the user's that is not archived.
-    `CREATE OR REPLACE FUNCTION ${s}.mark_seen(p_user text, p_ids text[]) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
-     DECLARE n bigint;
-     BEGIN
-       UPDATE ${s}."AlertChange" SET seen = true, "changedTxid" = pg_current_xact_id()
-        WHERE "userId" = p_user AND NOT seen AND NOT read
-          AND (CASE WHEN p_ids IS NULL THEN NOT archived ELSE id = ANY(p_ids) END);
-       GET DIAGNOSTICS n = ROW_COUNT;
-       RETURN ${s}.pgbell_state_changed(n);
-     END `)}`,
+    stateFunction(s, definer, quoted, 'mark_seen(p_user text, p_ids text[], p_limit int DEFAULT NULL)', 'seen = true',
+      `NOT seen AND NOT read AND (CASE WHEN p_ids IS NULL THEN NOT archived ELSE id = ANY(p_ids) END)`),
     // NULL ids: all of the user's alerts, or with p_only_read every read one.
-    `CREATE OR REPLACE FUNCTION ${s}.archive(p_user text, p_ids text[], p_only_read boolean DEFAULT false) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
-     DECLARE n bigint;
-     BEGIN
-       UPDATE ${s}."AlertChange" SET archived = true, "changedTxid" = pg_current_xact_id()
-        WHERE "userId" = p_user AND NOT archived AND (p_ids IS NULL OR id = ANY(p_ids)) AND (read OR NOT p_only_read);
-       GET DIAGNOSTICS n = ROW_COUNT;
-       RETURN ${s}.pgbell_state_changed(n);
-     END `)}`,
+    stateFunction(s, definer, quoted, 'archive(p_user text, p_ids text[], p_only_read boolean DEFAULT false, p_limit int DEFAULT NULL)', 'archived = true',
+      `NOT archived AND (p_ids IS NULL OR id = ANY(p_ids)) AND (read OR NOT p_only_read)`),
+    stateFunction(s, definer, quoted, 'unarchive(p_user text, p_ids text[], p_limit int DEFAULT NULL)', 'archived = false', `archived AND id = ANY(p_ids)`),
     // The whole set, sorted and without repeats; a set equal to the stored one changes nothing.
     `CREATE OR REPLACE FUNCTION ${s}.set_muted(p_user text, p_types text[]) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
      DECLARE n bigint;
@@ -68,13 +62,27 @@ export function stateStatements(definer: string, quoted: (body: string) => strin
        GET DIAGNOSTICS n = ROW_COUNT;
        RETURN ${s}.pgbell_state_changed(n);
      END `)}`,
-    `CREATE OR REPLACE FUNCTION ${s}.unarchive(p_user text, p_ids text[]) RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
+  ];
+}
+
+/**
+ * A state change of the user's alerts matching `where`: at most p_limit of them (NULL: all), in
+ * key order, skipping any row a writer holds locked right now. The triggers of the app's table
+ * lock these rows when a writer updates or deletes an alert: waiting for them would make the
+ * state change wait on the writer, and holding them while waiting on another would let the
+ * writer deadlock and fail. So a state change never waits: what it skips is left for the next
+ * call (the count says how many changed; POST /alerts/… calls again until nothing is left).
+ */
+function stateFunction(s: string, definer: string, quoted: (body: string) => string, signature: string, set: string, where: string): string {
+  return `CREATE OR REPLACE FUNCTION ${s}.${signature} RETURNS bigint LANGUAGE plpgsql ${definer} AS ${quoted(`
      DECLARE n bigint;
      BEGIN
-       UPDATE ${s}."AlertChange" SET archived = false, "changedTxid" = pg_current_xact_id()
-        WHERE "userId" = p_user AND archived AND id = ANY(p_ids);
+       WITH picked AS (
+         SELECT key FROM ${s}."AlertChange" WHERE "userId" = p_user AND ${where}
+          ORDER BY key LIMIT p_limit FOR UPDATE SKIP LOCKED
+       )
+       UPDATE ${s}."AlertChange" c SET ${set}, "changedTxid" = pg_current_xact_id() FROM picked WHERE c.key = picked.key;
        GET DIAGNOSTICS n = ROW_COUNT;
        RETURN ${s}.pgbell_state_changed(n);
-     END `)}`,
-  ];
+     END `)}`;
 }

@@ -20,7 +20,7 @@ import type { Change, ChangeBatch } from '../db/changes.js';
 import type { Logger } from '../log.js';
 import { clusterAccess, destroy, reconnectStrategy, type PubSub } from './redisclients.js';
 import { SUBSCRIBE_TIMEOUT_MS, unanswered, UNREACHABLE_MS } from './redistimeouts.js';
-import { countsFromWire, changeFromWire, changeToWire, type Wire } from './rediswire.js';
+import { changesFromWire, changesToWire, countsFromWire, countsToWire, type Wire } from './rediswire.js';
 
 export interface FanoutOptions {
   /** One Redis. */
@@ -345,8 +345,8 @@ export class RedisFanout {
         ...(epoch ? { epoch } : {}),
         txid,
         xmin: xmin === null ? null : xmin.toString(),
-        changes: changes.map(changeToWire),
-        unread: batch.unread.get(userId) ?? {},
+        ...changesToWire(changes),
+        ...countsToWire(batch.unread.get(userId)),
       };
       sends.push(this.#pub.sPublish(this.#userChannel(userId), JSON.stringify(wire)));
     }
@@ -376,9 +376,9 @@ export class RedisFanout {
       this.#o.log.warn({ message: message.slice(0, 200) }, 'dropped a malformed fan-out message');
       return;
     }
-    const changes: Change[] = wire.changes.map(changeFromWire);
+    const changes: Change[] = changesFromWire(wire);
     const userId = changes[0] ? (changes[0].kind === 'alert' ? changes[0].alert.userId : changes[0].userId) : '';
-    this.#o.onChanges(wire.txid, wire.xmin === null || this.#lost ? null : BigInt(wire.xmin), { changes, unread: new Map([[userId, countsFromWire(wire.unread)]]) }, typeof wire.epoch === 'string' ? wire.epoch : undefined);
+    this.#o.onChanges(wire.txid, wire.xmin === null || this.#lost ? null : BigInt(wire.xmin), { changes, unread: new Map([[userId, countsFromWire(wire)]]) }, typeof wire.epoch === 'string' ? wire.epoch : undefined);
   }
 
   #userChannel(userId: string): string {

@@ -1,8 +1,8 @@
 /**
  * POST /alerts/seen, /alerts/archive and /alerts/unarchive, and GET|PUT /alerts/preferences:
- * the body checked, then one
- * statement (db/state.ts). The response says how many alerts changed; an id that is not one of
- * the user's alerts refuses the whole request with 404 and changes nothing. The change itself
+ * the body checked, then one statement per batch (db/state.ts). The response says how many
+ * alerts changed (and how many a writer held throughout, `pending`); an id that is not one of the
+ * user's alerts refuses the whole request with 404 and changes nothing. The change itself
  * streams to every tab of the user like any other change, so the response carries no counts.
  */
 import type { Db } from '../db/connect.js';
@@ -38,9 +38,10 @@ export async function changeStateRoute(db: Db, route: StateRoute, req: Request, 
   const b = parsed.data as { ids?: string[]; all?: true; read?: true };
   const ids = b.ids ?? null;
   const change: StateChange = route === 'seen' ? { op: 'seen', ids } : route === 'archive' ? { op: 'archive', ids, onlyRead: b.read === true } : { op: 'unarchive', ids: ids! };
-  const updated = await changeState(db, userId, change);
-  if (updated === null) return error(404, 'unknown_alert', 'ids: not every id is an alert of this user (deleted, or not theirs); nothing was changed', cors);
-  return json(200, { updated }, cors);
+  const done = await changeState(db, userId, change);
+  if (done === null) return error(404, 'unknown_alert', 'ids: not every id is an alert of this user (deleted, or not theirs); nothing was changed', cors);
+  // `pending`: alerts a writer held locked for the whole time; they were not changed (retry).
+  return json(200, done.pending > 0 ? done : { updated: done.updated }, cors);
 }
 
 /**
