@@ -71,7 +71,7 @@ const UNREAD_FOR = `
     SELECT NULL, NULL, NULL, coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), true) FROM unnest($2::xid8[]) x`;
 
 /**
- * Unread counts by type of the given users (one statement, from the unread index alone), read in
+ * Counts by type of the given users (one statement, from the counts index alone), read in
  * a snapshot that sees every transaction of `visibleTxids`: the statement is run again (after a
  * millisecond) until it does. A transaction that streamed (WAL mode) can reach pgbell a moment
  * before other sessions' snapshots see it; a read before then would miss it.
