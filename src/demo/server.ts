@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { signSessionToken } from '../auth.js';
 import type { Db } from '../db/connect.js';
-import { alertsHandler } from '../server/alerts.js';
+import { ALERTS_PATHS, alertsHandler } from '../server/alerts.js';
 import { handleWithFetch } from '../server/node.js';
 import type { Logger } from '../log.js';
 import { requestTarget } from '../server/target.js';
@@ -59,7 +59,7 @@ export async function startDemoServer(opts: DemoOptions): Promise<DemoServer> {
     const target = requestTarget(req);
     if (!target) return send(res, 400, 'text/plain', 'the request target does not parse');
     const path = target.pathname;
-    if (path === '/alerts' || path === '/alerts/read') {
+    if (ALERTS_PATHS.has(path)) {
       handleWithFetch(req, res, alerts).catch((err) => {
         opts.log.error({ err }, 'demo: /alerts failed');
         res.destroy();

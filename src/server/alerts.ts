@@ -28,6 +28,9 @@ import { wants } from '../delivery/messages.js';
 import { corsHeaders, error, json, MAX_BODY_BYTES } from './responses.js';
 import { changeStateRoute, preferencesRoute, STATE_ROUTES, type StateRoute } from './state.js';
 
+/** The paths this handler answers at the root (an app may mount it under any prefix). */
+export const ALERTS_PATHS: ReadonlySet<string> = new Set(['/alerts', '/alerts/read', '/alerts/seen', '/alerts/archive', '/alerts/unarchive', '/alerts/preferences']);
+
 export const DEFAULT_LIST_LIMIT = 50;
 export const MAX_LIST_LIMIT = 200;
 /** Rows and (about) bytes of one `?after=` response; `more: true` says there is another page. */

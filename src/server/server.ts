@@ -32,8 +32,7 @@ import { Subscriber } from '../delivery/hub.js';
 import { countsOf } from '../db/changes.js';
 import { handleWithFetch } from './node.js';
 
-/** The paths the /alerts handler answers (alerts.ts): the list, marking read, and the feed's states. */
-const ALERTS_PATHS = new Set(['/alerts', '/alerts/read', '/alerts/seen', '/alerts/archive', '/alerts/unarchive', '/alerts/preferences']);
+import { ALERTS_PATHS } from './alerts.js';
 import { BAD_TARGET_RESPONSE, requestTarget } from './target.js';
 import { originAllowed } from './origin.js';
 import { parseClientMessage, type ClientMessage, type ServerMessage } from '../protocol.js';

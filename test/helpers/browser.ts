@@ -10,7 +10,7 @@ import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
 import { secretKey, signSessionToken } from '../../src/auth.js';
 import type { Db } from '../../src/db/connect.js';
-import { alertsHandler } from '../../src/server/alerts.js';
+import { ALERTS_PATHS, alertsHandler } from '../../src/server/alerts.js';
 import { handleWithFetch } from '../../src/server/node.js';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -47,7 +47,7 @@ export async function startTestPage(opts: { db: Db; secret: string }): Promise<T
   const alerts = alertsHandler({ db: opts.db, key, allowedOrigins: [], maxReplay: 10_000 });
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
-    if (url.pathname === '/alerts' || url.pathname === '/alerts/read') return void handleWithFetch(req, res, alerts).catch(() => res.destroy());
+    if (ALERTS_PATHS.has(url.pathname)) return void handleWithFetch(req, res, alerts).catch(() => res.destroy());
     const send = (type: string, body: string) => {
       res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' });
       res.end(body);
