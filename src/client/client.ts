@@ -6,38 +6,21 @@
  *
  * Why one file: one state machine whose private fields (the alerts by id, the cursor, the pages,
  * the timers, the role) every transition reads and writes; split, they would have to be public.
+ * The feed's calls and their optimistic undo (#local), the server's messages (#onMessage), the
+ * socket and stream with heartbeat and backoff, polling and the tabs' side each read and write
+ * several of them (#byId, #cursor, #live, #timers, #ws/#es), so they stay methods of this class.
+ * What needs none of that state is beside it: counts.ts (reading and adjusting the counts),
+ * list.ts (order, poll bound, archived memory), http.ts (a request with the token, its JSON) and
+ * connection.ts (the socket's auth message, the stream's URL and events).
  */
+import { authMessage, OPEN, STREAM_EVENTS, streamUrlFor } from './connection.js';
+import { countsIn, weight, withoutTypes, type Counts } from './counts.js';
+import { readJson, request, typesParam } from './http.js';
+import { MAX_POLL_PAGES, newestFirst, rememberArchived } from './list.js';
 import { groupName, tabApis, TabGroup, type Op, type Snapshot, type TabMessage } from './tabs.js';
 import type { Alert, ArchiveTarget, ClientOptions, EventSourceConstructor, EventSourceLike, Events, Role, SocketConstructor, SocketLike, State, Status, Transport } from './types.js';
 import { backoffDelay, tokenExpiry, tokenSubject } from './util.js';
 import { watchWake, type Wake } from './wake.js';
-
-/** Pages one poll reads at most (each is REPLAY_PAGE_ROWS changes); the next poll goes on. */
-const MAX_POLL_PAGES = 20;
-
-/** The event names of the stream (each server message's type). */
-const STREAM_EVENTS = ['ready', 'synced', 'notification', 'notifications', 'update', 'delete', 'reset', 'subscribed', 'token_expiring', 'error'];
-
-const OPEN = 1;
-
-/** Ids of alerts seen archived that are remembered, so an unarchived one is not announced as new. */
-const ARCHIVED_MEMORY = 1000;
-
-type Counts = Pick<State, 'unread' | 'unseen' | 'byType'>;
-
-/** The counts a server message or response carries (an older daemon sends only `unread`). */
-function countsIn(m: { unread?: unknown; unseen?: unknown; byType?: unknown }): Partial<Counts> {
-  return {
-    ...(typeof m.unread === 'number' ? { unread: m.unread } : {}),
-    ...(typeof m.unseen === 'number' ? { unseen: m.unseen } : {}),
-    ...(m.byType && typeof m.byType === 'object' ? { byType: m.byType as Counts['byType'] } : {}),
-  };
-}
-
-/** What an alert adds to the counts: unread and unseen, unless archived or read. */
-function weight(a: Alert | null | undefined): [number, number] {
-  return !a || a.archived || a.read ? [0, 0] : [1, a.seen ? 0 : 1];
-}
 
 type Timer = ReturnType<typeof setTimeout> | undefined;
 
@@ -231,7 +214,7 @@ export class PgbellClient {
   async setMuted(types: readonly string[]): Promise<void> {
     if (this.#role === 'follower') return this.#call('setMuted', [[...types]]);
     this.#needsPollUrl('setMuted');
-    const body = (await this.#json(await this.#http('/preferences', { method: 'PUT', body: JSON.stringify({ muted: [...new Set(types)] }), headers: { 'content-type': 'application/json' } }))) as { muted: string[] };
+    const body = (await readJson(await this.#http('/preferences', { method: 'PUT', body: JSON.stringify({ muted: [...new Set(types)] }), headers: { 'content-type': 'application/json' } }))) as { muted: string[] };
     this.#applyMuted(body.muted);
     if (!this.#live && this.#timers.poll !== undefined) this.#schedulePoll(0);
   }
@@ -240,7 +223,7 @@ export class PgbellClient {
   async loadMuted(): Promise<void> {
     if (this.#role === 'follower') return this.#call('loadMuted', []);
     this.#needsPollUrl('loadMuted');
-    const body = (await this.#json(await this.#http('/preferences'))) as { muted: string[] };
+    const body = (await readJson(await this.#http('/preferences'))) as { muted: string[] };
     // A change that streamed meanwhile is newer than this read.
     if (this.#state.muted === null) this.#state = { ...this.#state, muted: body.muted };
     this.#emitChange({});
@@ -254,8 +237,8 @@ export class PgbellClient {
   async loadArchived(opts: { before?: string; limit?: number } = {}): Promise<{ alerts: Alert[]; more: boolean }> {
     this.#needsPollUrl('loadArchived');
     const before = opts.before === undefined ? '' : `&before=${encodeURIComponent(opts.before)}`;
-    const body = (await this.#json(await this.#http(`?archived=1&limit=${opts.limit ?? this.#o.limit}${before}${this.#typesParam()}`))) as { alerts: Alert[]; more: boolean };
-    for (const a of body.alerts) this.#rememberArchived(a.id);
+    const body = (await readJson(await this.#http(`?archived=1&limit=${opts.limit ?? this.#o.limit}${before}${typesParam(this.#types)}`))) as { alerts: Alert[]; more: boolean };
+    for (const a of body.alerts) rememberArchived(this.#archived, a.id);
     return { alerts: body.alerts, more: body.more };
   }
 
@@ -548,7 +531,7 @@ export class PgbellClient {
       opened = true;
       this.#wsFailures = 0;
       this.#log('✅ WebSocket connected, authenticating...');
-      ws.send(JSON.stringify({ type: 'auth', token, batch: true, ...(this.#cursor ? { after: this.#cursor } : {}), ...(this.#types.length ? { types: this.#types } : {}) }));
+      ws.send(authMessage(token, this.#cursor, this.#types));
       this.#awaitSync(() => {
         if (this.#ws !== ws) return;
         this.#ws = null;
@@ -574,12 +557,7 @@ export class PgbellClient {
   #connectStream(token: string): void {
     const Ctor = this.#o.EventSource ?? (globalThis as unknown as { EventSource?: EventSourceConstructor }).EventSource;
     if (!Ctor) throw new Error('pgbell client: no EventSource implementation; pass options.EventSource');
-    const url = new URL(this.#o.streamUrl!);
-    url.searchParams.set('token', token);
-    url.searchParams.set('batch', '1');
-    if (this.#cursor) url.searchParams.set('after', this.#cursor);
-    if (this.#types.length) url.searchParams.set('types', this.#types.join(','));
-    const es = new Ctor(url.toString());
+    const es = new Ctor(streamUrlFor(this.#o.streamUrl!, token, this.#cursor, this.#types));
     this.#es = es;
     this.#log('✅ Event stream connecting (WebSocket unavailable)...');
     this.#awaitSync(() => {
@@ -772,12 +750,12 @@ export class PgbellClient {
     // A response holds one page of what changed (`more`: ask again at once), up to a bound.
     for (let page = 0; page < MAX_POLL_PAGES; page++) {
       if (!this.#cursor) return this.#loadList();
-      const res = await this.#http(`?after=${encodeURIComponent(this.#cursor)}${this.#typesParam()}`);
+      const res = await this.#http(`?after=${encodeURIComponent(this.#cursor)}${typesParam(this.#types)}`);
       // The cursor is refused (too old, too far behind, another database): start over from a
       // fresh list and its cursor, or every later poll would be refused too. What was deleted
       // meanwhile is unknown, so the list replaces what is held.
       if (res.status === 410) return this.#loadList({ replace: true, takeCursor: true });
-      const body = (await this.#json(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string; more?: boolean; preferences?: { muted: string[] } };
+      const body = (await readJson(res)) as { alerts: Alert[]; deleted: string[]; unread: number; cursor: string; more?: boolean; preferences?: { muted: string[] } };
       if (this.#live) return; // the socket came back meanwhile and is authoritative
       // The muted types as of this page's changes, before its alerts (which already leave them out).
       if (body.preferences) this.#applyMuted(body.preferences.muted);
@@ -801,8 +779,8 @@ export class PgbellClient {
     const started = this.#liveSeq;
     this.#loading++;
     try {
-      const res = await this.#http(`?limit=${this.#o.limit}${this.#typesParam()}`);
-      const body = (await this.#json(res)) as { alerts: Alert[]; unread: number; cursor: string; more?: boolean };
+      const res = await this.#http(`?limit=${this.#o.limit}${typesParam(this.#types)}`);
+      const body = (await readJson(res)) as { alerts: Alert[]; unread: number; cursor: string; more?: boolean };
       const newer = (id: string) => (this.#touched.get(id) ?? -1) > started;
       if (opts.replace) for (const id of [...this.#byId.keys()]) if (!newer(id)) this.#byId.delete(id);
       for (const a of body.alerts) if (!newer(a.id)) this.#byId.set(a.id, a);
@@ -829,7 +807,7 @@ export class PgbellClient {
         let before: string | undefined;
         for (let i = this.#paged.length - 1; i >= 0 && before === undefined; i--) if (this.#byId.has(this.#paged[i]!)) before = this.#paged[i];
         // Every alert of the pages was deleted: the first page again is where the rest begins.
-        const res = await this.#http(`?limit=${this.#o.limit}${before === undefined ? '' : `&before=${encodeURIComponent(before)}`}${this.#typesParam()}`);
+        const res = await this.#http(`?limit=${this.#o.limit}${before === undefined ? '' : `&before=${encodeURIComponent(before)}`}${typesParam(this.#types)}`);
         if (gen !== this.#pagesGen) return; // the list started over meanwhile; its pages rule
         if (res.status === 404 && before !== undefined) {
           // The alert was deleted and its delete has not reached this client yet: page from
@@ -839,7 +817,7 @@ export class PgbellClient {
           this.#paged = this.#paged.filter((id) => id !== before);
           continue;
         }
-        const body = (await this.#json(res)) as { alerts: Alert[]; more: boolean };
+        const body = (await readJson(res)) as { alerts: Alert[]; more: boolean };
         const newer = (id: string) => (this.#touched.get(id) ?? -1) > started;
         for (const a of body.alerts) if (!newer(a.id)) this.#byId.set(a.id, a);
         const ids = body.alerts.map((a) => a.id);
@@ -869,7 +847,7 @@ export class PgbellClient {
     const held = this.#byId.has(a.id);
     if (a.archived) {
       this.#byId.delete(a.id);
-      this.#rememberArchived(a.id);
+      rememberArchived(this.#archived, a.id);
       return false;
     }
     this.#byId.set(a.id, a);
@@ -892,22 +870,9 @@ export class PgbellClient {
       this.#touch(id);
       this.#byId.delete(id);
     }
-    const byType = { ...this.#state.byType };
-    let { unread, unseen } = this.#state;
-    for (const t of gone) {
-      unread -= byType[t]?.unread ?? 0;
-      unseen -= byType[t]?.unseen ?? 0;
-      delete byType[t];
-    }
-    this.#emitChange({ unread: Math.max(0, unread), unseen: Math.max(0, unseen), byType });
+    this.#emitChange(withoutTypes(this.#state, gone));
     const unmuted = prev === null || prev.some((t) => !next.includes(t));
     if (unmuted && this.#o.pollUrl) void this.#loadList({ replace: true }).catch((err) => this.#log('⚠️ Could not load alerts:', (err as Error).message));
-  }
-
-  #rememberArchived(id: string): void {
-    this.#archived.delete(id);
-    this.#archived.add(id);
-    if (this.#archived.size > ARCHIVED_MEMORY) this.#archived.delete(this.#archived.values().next().value!);
   }
 
   /**
@@ -962,7 +927,7 @@ export class PgbellClient {
   /** POST /alerts/<route>; a refusal undoes what was shown. While polling, the next poll comes at once, with the counts. */
   async #post(route: 'seen' | 'archive' | 'unarchive', body: object, undo: (err: unknown) => void): Promise<void> {
     try {
-      await this.#json(await this.#http(`/${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }));
+      await readJson(await this.#http(`/${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }));
     } catch (err) {
       undo(err);
       throw err;
@@ -982,26 +947,11 @@ export class PgbellClient {
     }
     if (!this.#o.pollUrl) return;
     const res = await this.#http('/read', { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
-    await this.#json(res);
+    await readJson(res);
   }
 
-  #typesParam(): string {
-    return this.#types.length ? `&types=${encodeURIComponent(this.#types.join(','))}` : '';
-  }
-
-  async #http(suffix: string, init: RequestInit = {}): Promise<Response> {
-    const f = this.#o.fetch ?? globalThis.fetch;
-    const base = this.#o.pollUrl!.replace(/\/+$/, '');
-    const url = suffix.startsWith('?') ? `${base}${suffix}` : `${base}${suffix}`;
-    let res = await f(url, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${this.#token ?? (await this.#getToken())}` } });
-    if (res.status === 401) res = await f(url, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${await this.#getToken()}` } });
-    return res;
-  }
-
-  async #json(res: Response): Promise<unknown> {
-    const body = (await res.json()) as { error?: string; message?: string };
-    if (!res.ok) throw new Error(`${res.status} ${body.error ?? ''}: ${body.message ?? ''}`);
-    return body;
+  #http(suffix: string, init: RequestInit = {}): Promise<Response> {
+    return request(this.#o, this.#token, () => this.#getToken(), suffix, init);
   }
 
   #setTransport(transport: Transport | null): void {
@@ -1021,7 +971,7 @@ export class PgbellClient {
 
   /** The list in its order (createdAt, then id, both descending), with the counts given. */
   #emitChange(counts: Partial<Counts>): void {
-    const alerts = [...this.#byId.values()].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id < b.id ? 1 : -1));
+    const alerts = [...this.#byId.values()].sort(newestFirst);
     this.#state = { ...this.#state, alerts, ...counts };
     this.#emit('change', this.#state);
     this.#share();
