@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, run } from './helpers/cli.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
 import { MODES } from './helpers/modes.js';
-import { freshDatabase, query } from './helpers/pg.js';
+import { freshDatabase, psql, query } from './helpers/pg.js';
 import { seeded } from './helpers/random.js';
 import { Tab, until } from './helpers/tab.js';
 
@@ -337,6 +337,39 @@ describe('a state change never waits for a writer', () => {
       await writer.end();
       await daemon.stop();
     }
+  });
+});
+
+describe('preferences at the edges', () => {
+  it('a polling tab gets every delete past a page when a change of preferences follows them', async () => {
+    const db = await freshDatabase(['alice']);
+    const daemon = await startTestDaemon(db);
+    try {
+      await query(db, `INSERT INTO "Alert" ("userId", title) SELECT 'alice', 'a' || i FROM generate_series(1, 600) i`);
+      const first = await get(daemon.http, 'alice', 'limit=1');
+      await psql(db, `DO $$ DECLARE r record; BEGIN FOR r IN SELECT id FROM "Alert" LOOP DELETE FROM "Alert" WHERE id = r.id; COMMIT; END LOOP; END $$`);
+      await query(db, `SELECT pgbell.set_muted('alice', ARRAY['marketing'])`);
+      const deleted = new Set<string>();
+      let cursor: string = first.cursor;
+      for (let page = 0; page < 10; page++) {
+        const body = await get(daemon.http, 'alice', `after=${encodeURIComponent(cursor)}`);
+        for (const id of body.deleted) deleted.add(id);
+        cursor = body.cursor;
+        if (!body.more) break;
+      }
+      // Before: 501 of 600 (the preferences row was counted as a delete, and its transaction taken as the cut).
+      expect(deleted.size).toBe(600);
+    } finally {
+      await daemon.stop();
+    }
+  });
+
+  it('a restored database: preferences stamped with ids this cluster has not handed out are re-stamped by migrate', async () => {
+    const db = await freshDatabase(['alice']);
+    await query(db, `INSERT INTO pgbell.preference ("userId", muted, "changedTxid") VALUES ('alice', '{news}', (pg_current_xact_id()::text::bigint + 200)::text::xid8)`);
+    const r = await run(['migrate'], cleanEnv({ DATABASE_URL: db }));
+    expect(r.code, r.stderr).toBe(0);
+    expect((await query(db, `SELECT "changedTxid"::text AS t FROM pgbell.preference`))[0]!.t).toBe('3');
   });
 });
 

@@ -190,8 +190,9 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   for (const c of batch.changes) {
     const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
     const n = counts.get(uid) ?? { a: 0, d: 0, lastA: 0n, lastD: 0n };
+    // Only alerts and deletes are read up to a limit (a user has one preferences row at most).
     if (c.kind === 'alert') (n.a++, (n.lastA = c.txid > n.lastA ? c.txid : n.lastA));
-    else (n.d++, (n.lastD = c.txid > n.lastD ? c.txid : n.lastD));
+    else if (c.kind === 'delete') (n.d++, (n.lastD = c.txid > n.lastD ? c.txid : n.lastD));
     counts.set(uid, n);
   }
   const truncated = new Set<string>();

@@ -27,6 +27,7 @@ export async function renormalizeForeignTxids(client: pg.Client): Promise<number
     client.query<{ n: string }>(
       `SELECT (SELECT count(*) FROM ${SCHEMA}."AlertChange" WHERE txid >= $1::xid8 OR "changedTxid" >= $1::xid8)
             + (SELECT count(*) FROM ${SCHEMA}."AlertTombstone" WHERE txid >= $1::xid8)
+            + (SELECT count(*) FROM ${SCHEMA}.preference WHERE "changedTxid" >= $1::xid8)
             + (SELECT count(*) FROM ${SCHEMA}.pgbell_state WHERE "relayTxid" >= $1::xid8 OR "prunedTxid" >= $1::xid8) AS n`,
       [x],
     );
@@ -35,7 +36,7 @@ export async function renormalizeForeignTxids(client: pg.Client): Promise<number
   return inTransaction(client, async () => {
     // A writer holds ROW EXCLUSIVE on these until it commits: once this lock is granted, every
     // row here was committed, so below the bound taken next.
-    await client.query(`LOCK TABLE ${SCHEMA}."AlertChange", ${SCHEMA}."AlertTombstone", ${SCHEMA}.pgbell_state IN SHARE ROW EXCLUSIVE MODE`);
+    await client.query(`LOCK TABLE ${SCHEMA}."AlertChange", ${SCHEMA}."AlertTombstone", ${SCHEMA}.preference, ${SCHEMA}.pgbell_state IN SHARE ROW EXCLUSIVE MODE`);
     const x = await bound();
     const n = Number((await above(x)).rows[0]!.n);
     if (n === 0) return 0;
@@ -46,6 +47,7 @@ export async function renormalizeForeignTxids(client: pg.Client): Promise<number
       [x],
     );
     await client.query(`UPDATE ${SCHEMA}."AlertTombstone" SET txid = '3' WHERE txid >= $1::xid8`, [x]);
+    await client.query(`UPDATE ${SCHEMA}.preference SET "changedTxid" = '3' WHERE "changedTxid" >= $1::xid8`, [x]);
     await client.query(
       `UPDATE ${SCHEMA}.pgbell_state SET "relayTxid" = CASE WHEN "relayTxid" >= $1::xid8 THEN NULL ELSE "relayTxid" END,
                                "prunedTxid" = CASE WHEN "prunedTxid" >= $1::xid8 THEN '0'::xid8 ELSE "prunedTxid" END`,

@@ -13,8 +13,8 @@ const lit = pg.escapeLiteral;
 /** What created the bookkeeping: `pgbell migrate` (pgbell's own tables) or `pgbell install`. */
 export type Kind = 'migrate' | 'install';
 
-/** Version 1: the bookkeeping lived in columns of the table. 2: in schema pgbell only. 3: seen and archived. */
-export const BOOKKEEPING_VERSION = 3;
+/** Version 1: the bookkeeping lived in columns of the table. 2: in schema pgbell only. 3: seen and archived. 4: muted types, state functions with a limit. */
+export const BOOKKEEPING_VERSION = 4;
 
 export interface Source {
   kind: Kind;
