@@ -640,3 +640,44 @@ describe('the feed: markSeen, archive, unarchive and the counts', () => {
     await expect(c.loadArchived()).rejects.toThrow(/pollUrl/);
   });
 });
+
+describe('muted types: an unmute, then a mute while the unmute\'s list reload is in flight', () => {
+  let daemon: TestDaemon | undefined;
+  afterAll(async () => daemon?.stop());
+  it('ends with no muted alert in the list and the counts of a SELECT', async () => {
+    const db = await freshDatabase(['zed']);
+    daemon = await startTestDaemon(db);
+    await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('zed', 'billing', 'b1'), ('zed', 'billing', 'b2'), ('zed', 'security', 's1')`);
+    await query(db, `SELECT pgbell.set_muted('zed', ARRAY['billing'])`);
+    let armed = false;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held = 0;
+    const f: typeof fetch = async (input, init) => {
+      const url = String(input);
+      const res = await fetch(input, init);
+      if (armed && url.includes('?limit=')) {
+        held++;
+        await gate;
+      }
+      return res;
+    };
+    const client = new PgbellClient({ url: daemon.url, pollUrl: `${daemon.http}/alerts`, token: await tokenFor('zed'), WebSocket: WS, fetch: f });
+    client.on('error', () => {});
+    await client.start();
+    await until(() => client.state.status === 'live' && client.state.alerts.length === 1, 5000, 'live with s1');
+    await client.loadMuted();
+    expect(client.state.muted).toEqual(['billing']);
+    armed = true;
+    await query(db, `SELECT pgbell.set_muted('zed', '{}')`);
+    await until(() => held === 1, 5000, 'the reload after the unmute, answered and held');
+    await query(db, `SELECT pgbell.set_muted('zed', ARRAY['billing'])`);
+    await until(() => JSON.stringify(client.state.muted) === '["billing"]', 5000, 'the mute again');
+    release();
+    await new Promise((r) => setTimeout(r, 1000));
+    // Before: the held reload put b1 and b2 back, with unread 3 (the database says 1).
+    expect(client.state.alerts.map((a) => a.type)).toEqual(['security']);
+    expect(client.state.unread).toBe(1);
+    client.stop();
+  });
+});

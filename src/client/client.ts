@@ -47,6 +47,8 @@ export class PgbellClient {
    */
   #touched = new Map<string, number>();
   #liveSeq = 0;
+  /** Bumped by every change of the muted types: a list read across one is read again. */
+  #mutedGen = 0;
   #loading = 0;
   /**
    * Ids of the list's pages, in the server's order (newest first): the next older page starts
@@ -777,10 +779,14 @@ export class PgbellClient {
    */
   async #loadList(opts: { replace?: boolean; takeCursor?: boolean } = {}): Promise<void> {
     const started = this.#liveSeq;
+    const mutedGen = this.#mutedGen;
     this.#loading++;
     try {
       const res = await this.#http(`?limit=${this.#o.limit}${typesParam(this.#types)}`);
       const body = (await readJson(res)) as { alerts: Alert[]; unread: number; cursor: string; more?: boolean };
+      // The muted types changed while this list was read: it may hold a type muted since (and
+      // its counts count it), so read it again.
+      if (mutedGen !== this.#mutedGen) return void (await this.#loadList(opts));
       const newer = (id: string) => (this.#touched.get(id) ?? -1) > started;
       if (opts.replace) for (const id of [...this.#byId.keys()]) if (!newer(id)) this.#byId.delete(id);
       for (const a of body.alerts) if (!newer(a.id)) this.#byId.set(a.id, a);
@@ -862,6 +868,7 @@ export class PgbellClient {
    */
   #applyMuted(next: readonly string[]): void {
     const prev = this.#state.muted;
+    if (prev === null || prev.join('\u0000') !== next.join('\u0000')) this.#mutedGen++;
     this.#state = { ...this.#state, muted: next };
     if (this.#types.length > 0) return this.#emitChange({});
     const gone = new Set(next.filter((t) => !prev?.includes(t)));
