@@ -36,6 +36,15 @@ type Counts = { unread: number; unseen: number; byType: Record<string, { unread:
 class Feed {
   readonly list = new Map<string, any>();
   counts: Counts | undefined;
+  muted: string[] = [];
+  unmuted = false;
+
+  /** What pgbell/client does after an unmute: the list again, from GET /alerts. */
+  reload(page: any): void {
+    this.list.clear();
+    this.applyPage({ ...page, deleted: [] });
+    this.unmuted = false;
+  }
 
   apply(m: any): void {
     const alerts = m.type === 'notification' || m.type === 'update' ? [m.alert] : m.type === 'notifications' ? m.alerts : [];
@@ -44,8 +53,13 @@ class Feed {
       else this.list.set(a.id, a);
     }
     if (m.type === 'delete') this.list.delete(m.id);
-    // A tab without a type filter drops what is muted now (and would reload its list if a type was unmuted).
-    if (m.type === 'preferences') for (const [id, a] of this.list) if (m.muted.includes(a.type)) this.list.delete(id);
+    // A tab without a type filter drops what is muted now, and reloads its list when a type was
+    // unmuted (its alerts were not streamed meanwhile): `unmuted` says a reload is due.
+    if (m.type === 'preferences') {
+      for (const [id, a] of this.list) if (m.muted.includes(a.type)) this.list.delete(id);
+      if (this.muted.some((t) => !m.muted.includes(t))) this.unmuted = true;
+      this.muted = m.muted;
+    }
     if (typeof m.unread === 'number') this.counts = { unread: m.unread, unseen: m.unseen, byType: m.byType };
   }
 
@@ -404,7 +418,7 @@ describe('ALERT_TYPES', () => {
   });
 });
 
-describe('a randomized run of inserts, reads, seen-marks, archives and deletes', () => {
+describe('a randomized run of inserts, reads, seen-marks, archives, mutes and deletes', () => {
   it.each(['notify', 'wal'] as const)('%s mode: the live tab and a fresh read equal a SELECT on the tables', async (mode) => {
     const db = await freshDatabase(['alice', 'bob']);
     if (mode !== 'notify') expect((await run(['migrate'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: mode }))).code).toBe(0);
@@ -436,14 +450,23 @@ describe('a randomized run of inserts, reads, seen-marks, archives and deletes',
           expect(r3.status, JSON.stringify(r3.body)).toBe(200);
         } else if (r < 0.87) {
           await query(db, `SELECT pgbell.archive('alice', $1::text[])`, [some()]);
-        } else if (r < 0.93) {
+        } else if (r < 0.91) {
           await query(db, `DELETE FROM "Alert" WHERE id::text = $1`, [pick(mine)]);
+        } else if (r < 0.95) {
+          // Mute a random set of types (often none: an unmute), by HTTP or by SQL.
+          const muted = ['billing', 'news', 'security'].filter(() => rnd() < 0.3);
+          if (rnd() < 0.5) await fetch(`${daemon.http}/alerts/preferences`, { method: 'PUT', headers: { authorization: `Bearer ${await tokenFor('alice')}`, 'content-type': 'application/json' }, body: JSON.stringify({ muted }) });
+          else await query(db, `SELECT pgbell.set_muted('alice', $1::text[])`, [muted]);
         } else {
           // One transaction: a state change and a delete and a new alert together.
           await query(db, `WITH a AS (SELECT pgbell.archive('alice', $1::text[])) INSERT INTO "Alert" ("userId", type, title) SELECT 'alice', 'news', 'with ' || (SELECT * FROM a)`, [some()]);
         }
       }
       const expected = await truth(db, 'alice');
+      // The stream's counts are exact whatever the list; the list after the reload an unmute asks for.
+      await until(async () => isDeepStrictEqual(tab.feed.counts, expected.counts), 15_000, 'the counts to converge').catch(() => {});
+      expect(tab.feed.counts).toEqual(expected.counts);
+      if (tab.feed.unmuted) tab.feed.reload(await get(daemon.http, 'alice', 'limit=200'));
       await until(async () => isDeepStrictEqual(tab.feed.view(), expected), 15_000, 'the tab to converge').catch(() => {});
       expect(tab.feed.view()).toEqual(expected);
       const fresh = await get(daemon.http, 'alice', 'limit=200');
