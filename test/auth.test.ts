@@ -41,13 +41,13 @@ describe('auth handshake', () => {
   it('a valid token → ready with user id and email', async () => {
     const c = await TestClient.connect(daemon.url);
     c.send({ type: 'auth', token: await tokenFor('alice', { email: 'alice@example.test' }) });
-    expect(await c.next((m) => m.type === 'ready')).toEqual({ type: 'ready', userId: 'alice', email: 'alice@example.test', unread: 0 });
+    expect(await c.next((m) => m.type === 'ready')).toEqual({ type: 'ready', userId: 'alice', email: 'alice@example.test', unread: 0, unseen: 0, byType: {} });
     c.close();
   });
 
   it('a token without email → ready with email null', async () => {
     const c = await TestClient.ready(daemon.url, await tokenFor('bob'));
-    expect(c.messages[0]).toEqual({ type: 'ready', userId: 'bob', email: null, unread: 0 });
+    expect(c.messages[0]).toEqual({ type: 'ready', userId: 'bob', email: null, unread: 0, unseen: 0, byType: {} });
     c.close();
   });
 

@@ -35,6 +35,8 @@ describe('delivery', () => {
       link: '/invoices/3',
       data: { amount: 42, tags: ['a'] },
       read: false,
+      seen: false,
+      archived: false,
       createdAt: (row.createdAt as Date).toISOString(),
     });
 

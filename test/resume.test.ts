@@ -209,7 +209,7 @@ describe('live state', () => {
     await psql(db, `DELETE FROM "Alert" WHERE id = '${id}'`);
     for (const t of [t1, t2]) {
       const d = await t.client!.next((m) => m.type === 'delete');
-      expect(d).toEqual({ type: 'delete', id, unread: unreadBefore - 1, cursor: expect.any(String) });
+      expect(d).toEqual({ type: 'delete', id, unread: unreadBefore - 1, unseen: unreadBefore - 1, byType: unreadBefore - 1 === 0 ? {} : { general: { unread: unreadBefore - 1, unseen: unreadBefore - 1 } }, cursor: expect.any(String) });
     }
     t1.close();
     t2.close();
@@ -222,7 +222,7 @@ describe('category filter', () => {
     const t = await tab('kim');
     expect(t.client!.of('synced')[0].unread).toBe(2);
     t.client!.send({ type: 'subscribe', types: ['billing'] });
-    expect(await t.client!.next((m) => m.type === 'subscribed')).toEqual({ type: 'subscribed', types: ['billing'], unread: 1 });
+    expect(await t.client!.next((m) => m.type === 'subscribed')).toEqual({ type: 'subscribed', types: ['billing'], unread: 1, unseen: 1, byType: { billing: { unread: 1, unseen: 1 } } });
     await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('kim', 'general', 'g1'), ('kim', 'billing', 'b1')`);
     const n = await t.client!.next((m) => m.type === 'notification');
     expect(n).toMatchObject({ alert: { title: 'b1', type: 'billing' }, unread: 2 });
@@ -232,7 +232,7 @@ describe('category filter', () => {
 
     t.client!.send({ type: 'subscribe', types: [] });
     await until(() => t.client!.of('subscribed').length === 2, 5000, 'second subscribed');
-    expect(t.client!.of('subscribed')[1]).toEqual({ type: 'subscribed', types: [], unread: 5 });
+    expect(t.client!.of('subscribed')[1]).toEqual({ type: 'subscribed', types: [], unread: 5, unseen: 5, byType: { billing: { unread: 3, unseen: 3 }, general: { unread: 2, unseen: 2 } } });
     await query(db, `INSERT INTO "Alert" ("userId", type, title) VALUES ('kim', 'general', 'g2')`);
     await t.client!.count('notification', 3);
     expect(t.client!.alerts().at(-1)).toMatchObject({ title: 'g2' });
