@@ -51,7 +51,7 @@ describe('pgbell dev', () => {
     const list = await fetch(new URL('/alerts', first.demoUrl), { headers: { authorization: `Bearer ${demoToken}` } });
     expect(await list.json()).toMatchObject({ alerts: [], unread: 0 });
     const c = await TestClient.ready(`ws://127.0.0.1:${first.port}/`, first.token);
-    expect(c.messages[0]).toEqual({ type: 'ready', userId: 'demo-user', email: 'demo@pgbell.dev', unread: 0 });
+    expect(c.messages[0]).toEqual({ type: 'ready', userId: 'demo-user', email: 'demo@pgbell.dev', unread: 0, unseen: 0, byType: {} });
     await sh('bash', ['-c', first.psqlCommand]);
     const n = await c.next((m) => m.type === 'notification');
     expect(n.alert).toMatchObject({ userId: 'demo-user', title: 'Hello from psql' });
