@@ -67,6 +67,10 @@ describe('a streamed transaction that is not visible yet', () => {
     await query(server.url, `ALTER SYSTEM RESET synchronous_standby_names`);
     await query(server.url, `SELECT pg_reload_conf()`);
     await connecting;
+    // The update reaches the live tab once visible. Only then the later alerts: a count is read
+    // with its change, so a read that ran after them would count them too (correctly, as of
+    // that read), and under load it did.
+    await until(() => tab.updates.some((u) => u.alert.id === id && u.alert.read === true), 20_000, 'the update, live');
     const later = (await query<{ id: string }>(server.url, `INSERT INTO "Alert" ("userId", title) VALUES ('vee', 'after 1'), ('vee', 'after 2') RETURNING id`)).map((r) => r.id);
     expect((await query<{ read: boolean }>(server.url, `SELECT read FROM "Alert" WHERE id = $1`, [id]))[0]!.read).toBe(true);
 
