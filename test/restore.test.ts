@@ -66,8 +66,10 @@ describe('a commit lost in a crash (synchronous_commit = off)', () => {
     await kdb.destroy();
     const { xmin, xmax } = (await query<{ xmin: string; xmax: string }>(db, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`))[0]!;
     // What a tab holds after it was sent a transaction that a crash then lost: an id the
-    // restarted server will hand out again.
-    const lost = new CursorState(BigInt(xmin!), [BigInt(xmax!) + 3n]).encode(epoch);
+    // restarted server will hand out again. Far enough ahead that the test files running beside
+    // this one on the same cluster (transaction ids are the cluster's) cannot reach it before the
+    // daemon reads the cursor: at +3 they did, once, and the cursor was no longer ahead.
+    const lost = new CursorState(BigInt(xmin!), [BigInt(xmax!) + 100_000n]).encode(epoch);
     const d = await fleet.start();
     const tab = new Tab(await tokenFor('ru'));
     tab.cursor = lost;
@@ -77,7 +79,7 @@ describe('a commit lost in a crash (synchronous_commit = off)', () => {
     expect(msg.reason).toMatch(/has not committed/);
     const res = await fetch(`${d.http}/alerts?after=${encodeURIComponent(lost)}`, { headers: { authorization: `Bearer ${await tokenFor('ru')}` } });
     expect(res.status).toBe(410);
-    // Its new cursor does not skip what the database gives that id to.
+    // Its new cursor does not skip what the database gives later transactions.
     for (let i = 0; i < 10; i++) await query(db, `INSERT INTO public.inbox (owner, title) VALUES ('ru', 'after the crash ' || ${i})`);
     const want = (await query<{ id: string }>(db, `SELECT id::text AS id FROM public.inbox WHERE title LIKE 'after the crash %'`)).map((r) => r.id);
     await until(() => want.every((id) => tab.ids.has(id)), 10_000, 'the alerts after the reset');
