@@ -25,7 +25,7 @@ import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
 import { AlertId, AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
 import { wants } from '../delivery/messages.js';
-import { corsHeaders, error, json, MAX_BODY_BYTES } from './responses.js';
+import { corsHeaders, error, json, readBody } from './responses.js';
 import { changeStateRoute, preferencesRoute, STATE_ROUTES, type StateRoute } from './state.js';
 
 /** The paths this handler answers at the root (an app may mount it under any prefix). */
@@ -197,22 +197,10 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
   }
 
   async function read(req: Request, userId: string, cors: Record<string, string>): Promise<Response> {
-    const text = await req.text();
-    if (Buffer.byteLength(text) > MAX_BODY_BYTES) return error(413, 'payload_too_large', `body is larger than ${MAX_BODY_BYTES} bytes`, cors);
-    let body: unknown;
+    const parsed = await readBody(req, ReadRequest, '{"ids":[…]} or {"all":true}', cors);
+    if (!parsed.ok) return parsed.response;
     try {
-      body = JSON.parse(text);
-    } catch {
-      return error(400, 'bad_request', 'body is not valid JSON; send {"ids":[…]} or {"all":true}', cors);
-    }
-    const parsed = ReadRequest.safeParse(body);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
-      return error(400, 'bad_request', `${where}${issue.message}`, cors);
-    }
-    try {
-      return json(200, { updated: await markRead(opts.db, userId, parsed.data) }, cors);
+      return json(200, { updated: await markRead(opts.db, userId, parsed.value) }, cors);
     } catch (err) {
       if (err instanceof ReadNotTrackedError) return error(409, 'read_not_tracked', err.message, cors);
       throw err;

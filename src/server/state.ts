@@ -9,7 +9,7 @@ import type { Db } from '../db/connect.js';
 import { mutedTypes, setMutedTypes } from '../db/alerts.js';
 import { changeState, type StateChange } from '../db/state.js';
 import { ArchiveRequest, PreferencesRequest, SeenRequest, UnarchiveRequest } from '../protocol.js';
-import { error, json, MAX_BODY_BYTES } from './responses.js';
+import { error, json, readBody } from './responses.js';
 
 export const STATE_ROUTES = ['seen', 'archive', 'unarchive'] as const;
 export type StateRoute = (typeof STATE_ROUTES)[number];
@@ -21,21 +21,9 @@ const SHAPES = {
 } as const;
 
 export async function changeStateRoute(db: Db, route: StateRoute, req: Request, userId: string, cors: Record<string, string>): Promise<Response> {
-  const text = await req.text();
-  if (Buffer.byteLength(text) > MAX_BODY_BYTES) return error(413, 'payload_too_large', `body is larger than ${MAX_BODY_BYTES} bytes`, cors);
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    return error(400, 'bad_request', `body is not valid JSON; send ${SHAPES[route].expect}`, cors);
-  }
-  const parsed = SHAPES[route].schema.safeParse(body);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
-    return error(400, 'bad_request', `${where}${issue.message}`, cors);
-  }
-  const b = parsed.data as { ids?: string[]; all?: true; read?: true };
+  const parsed = await readBody<unknown>(req, SHAPES[route].schema, SHAPES[route].expect, cors);
+  if (!parsed.ok) return parsed.response;
+  const b = parsed.value as { ids?: string[]; all?: true; read?: true };
   const ids = b.ids ?? null;
   const change: StateChange = route === 'seen' ? { op: 'seen', ids } : route === 'archive' ? { op: 'archive', ids, onlyRead: b.read === true } : { op: 'unarchive', ids: ids! };
   const done = await changeState(db, userId, change);
@@ -51,21 +39,9 @@ export async function changeStateRoute(db: Db, route: StateRoute, req: Request, 
  */
 export async function preferencesRoute(db: Db, req: Request, userId: string, known: readonly string[], cors: Record<string, string>): Promise<Response> {
   if (req.method === 'GET') return json(200, { muted: await mutedTypes(db, userId) }, cors);
-  const text = await req.text();
-  if (Buffer.byteLength(text) > MAX_BODY_BYTES) return error(413, 'payload_too_large', `body is larger than ${MAX_BODY_BYTES} bytes`, cors);
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    return error(400, 'bad_request', 'body is not valid JSON; send {"muted":["<type>", ...]}', cors);
-  }
-  const parsed = PreferencesRequest.safeParse(body);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
-    return error(400, 'bad_request', `${where}${issue.message}`, cors);
-  }
-  const unknown = known.length === 0 ? [] : parsed.data.muted.filter((t) => !known.includes(t));
+  const parsed = await readBody(req, PreferencesRequest, '{"muted":["<type>", ...]}', cors);
+  if (!parsed.ok) return parsed.response;
+  const unknown = known.length === 0 ? [] : parsed.value.muted.filter((t) => !known.includes(t));
   if (unknown.length > 0) return error(400, 'bad_request', `muted: unknown type ${JSON.stringify(unknown[0])}; the types are ${known.join(', ')}`, cors);
-  return json(200, { muted: await setMutedTypes(db, userId, parsed.data.muted) }, cors);
+  return json(200, { muted: await setMutedTypes(db, userId, parsed.value.muted) }, cors);
 }
