@@ -25,6 +25,19 @@ export function wants(sub: { readonly types: ReadonlySet<string> | null; readonl
   return sub.types === null ? !muted.has(c.alert.type) : sub.types.has(c.alert.type);
 }
 
+/**
+ * What a socket is sent of a change it may already hold (`mayHave`: the alert existed before
+ * this transaction, or before what the client last saw): the change if it wants it; a delete of
+ * the alert when it does not, since an UPDATE moved its type out of the socket's filter or into
+ * a muted type, and the client would otherwise keep showing it; otherwise nothing. A delete of
+ * an id the client never had is ignored by it.
+ */
+export function shown(sub: { readonly types: ReadonlySet<string> | null; readonly muted: ReadonlySet<string> }, c: Change, mayHave: boolean, muted: ReadonlySet<string> = sub.muted): Change | null {
+  if (wants(sub, c, muted)) return c;
+  if (c.kind !== 'alert' || !mayHave) return null;
+  return { kind: 'delete', txid: c.txid, id: c.alert.id, userId: c.alert.userId };
+}
+
 export function userOf(c: Change): string {
   return c.kind === 'alert' ? c.alert.userId : c.userId;
 }

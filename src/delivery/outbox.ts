@@ -10,7 +10,7 @@ import type { Change, UnreadByType } from '../db/changes.js';
 import type { Subscriber } from './hub.js';
 import type { UserChanges } from './stash.js';
 import type { Metrics } from '../metrics.js';
-import { countsFor, frame, userChanges, userOf, wants } from './messages.js';
+import { body, countsFor, frame, shown, userChanges, userOf } from './messages.js';
 import type { DeliveryOptions } from './options.js';
 
 /** A message bound for one socket: its body, the alert's JSON if it is a new alert, its counts' fields and cursor. */
@@ -92,13 +92,16 @@ export function offer(sub: Subscriber, epoch: string, tx: bigint, ch: UserChange
   const { list, kinds, alertJson, bodies } = ch;
   // A change of preferences applies to the alerts after it (byRow puts it first in its transaction).
   let muted = sub.muted;
-  const picked =
+  // Each pick is an index into the transaction's changes, or the body of a delete standing in
+  // for an update the socket no longer wants (see shown()).
+  const picked: Array<number | string> =
     sub.types === null && muted.size === 0 && !kinds.includes('preferences')
       ? ch.all
-      : ch.all.filter((k) => {
+      : ch.all.flatMap((k): Array<number | string> => {
           const c = list[k]!;
           if (c.kind === 'preferences') muted = new Set(c.muted);
-          return wants(sub, c, muted);
+          const s = shown(sub, c, kinds[k] === 'update', muted);
+          return s === null ? [] : s === c ? [k] : [body(s, false)];
         });
   sub.muted = muted;
   cursor.advance(horizon);
@@ -111,9 +114,13 @@ export function offer(sub: Subscriber, epoch: string, tx: bigint, ch: UserChange
   const fields = countsFor(ch, sub.types);
   let out = outbox.get(sub);
   if (!out) outbox.set(sub, (out = []));
-  picked.forEach((k, j) => out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, counts: fields, cursor: j === picked.length - 1 ? after : before }));
+  picked.forEach((k, j) => {
+    const cursorNow = j === picked.length - 1 ? after : before;
+    if (typeof k === 'string') out.push({ body: k, alert: null, counts: fields, cursor: cursorNow });
+    else out.push({ body: bodies[k]!, alert: kinds[k] === 'notification' ? alertJson[k]! : null, counts: fields, cursor: cursorNow });
+  });
   for (const k of picked) {
-    const kind = kinds[k]!;
+    const kind = typeof k === 'string' ? 'delete' : kinds[k]!;
     if (kind !== 'preferences') counts[kind]++;
   }
   sub.byType = ch.byType ?? {};

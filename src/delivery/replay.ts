@@ -10,7 +10,7 @@ import { countsJson, countsOf, type Change, type SinceBatch } from '../db/change
 import type { Subscriber } from './hub.js';
 import type { Stashed } from './stash.js';
 import type { Metrics } from '../metrics.js';
-import { body, frame, userChanges, userOf, wants } from './messages.js';
+import { body, frame, shown, userChanges, userOf } from './messages.js';
 import type { DeliveryOptions } from './options.js';
 import { countDelivered, offer, sendAll, type Outbox } from './outbox.js';
 import type { Plan } from './plan.js';
@@ -94,8 +94,10 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
           return;
         }
         for (const c of mine.slice(i, j)) {
-          if (!wants(sub, c)) continue;
-          sub.send(frame(body(c, c.kind === 'alert' && !from.has(c.insertTxid)), fields, cursor), true);
+          const isNew = c.kind === 'alert' && !from.has(c.insertTxid);
+          const s = shown(sub, c, !isNew);
+          if (s === null) continue;
+          sub.send(frame(body(s, isNew), fields, cursor), true);
           replayed++;
         }
         sent.add(tx);

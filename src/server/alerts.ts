@@ -24,7 +24,7 @@ import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
 import { AlertId, AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
-import { wants } from '../delivery/messages.js';
+import { shown } from '../delivery/messages.js';
 import { corsHeaders, error, json, readBody } from './responses.js';
 import { changeStateRoute, preferencesRoute, STATE_ROUTES, type StateRoute } from './state.js';
 
@@ -188,7 +188,12 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     }
     // Muted types as of this read: the polling client applies `preferences` before the alerts.
     const muted = new Set(res.muted?.get(userId) ?? []);
-    const fresh = page.filter((c) => !from.has(c.txid) && wants({ types, muted }, c));
+    // An update the filter or a mute now leaves out goes as a delete: the client may hold the alert.
+    const fresh = page.flatMap((c) => {
+      if (from.has(c.txid)) return [];
+      const s = shown({ types, muted }, c, c.kind === 'alert' && from.has(c.insertTxid));
+      return s === null ? [] : [s];
+    });
     // The horizon never passes what this page did not send: up to the cut when the cut is
     // below every running transaction, otherwise the read's own horizon with the ids sent.
     const next = new CursorState(cut === null || cut > res.xmin ? res.xmin : cut, from.ids);
