@@ -2,7 +2,7 @@
  * Prometheus metrics for GET /metrics (prom-client). Each daemon has a registry of its own, so
  * two daemons in one process (tests, embedding) do not collide.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Aggregator } from 'prom-client';
 
 export interface MetricSources {
   connections: () => number;
@@ -42,11 +42,14 @@ export class Metrics {
   constructor(sources: MetricSources) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'pgbell_' });
-    const gauge = (name: string, help: string, read: () => number | null) =>
+    // `aggregator`: how the workers of one machine add up (src/daemon/workers.ts): sockets sum,
+    // what they all see of the one source does not.
+    const gauge = (name: string, help: string, read: () => number | null, aggregator: Aggregator = 'sum') =>
       new Gauge({
         name,
         help,
         registers,
+        aggregator,
         collect() {
           const v = read();
           if (v !== null) this.set(v);
@@ -55,8 +58,8 @@ export class Metrics {
     gauge('pgbell_connections', 'Authenticated sockets', sources.connections);
     gauge('pgbell_users', 'Users with at least one socket', sources.users);
     gauge('pgbell_pending_auth', 'Sockets that have not authenticated yet', sources.pendingAuth);
-    gauge('pgbell_listener_reconnects', 'Times the listener lost its connection since start', sources.listenerReconnects);
-    gauge('pgbell_notify_queue_usage', 'pg_notification_queue_usage() at the last probe (0-1)', sources.queueUsage);
+    gauge('pgbell_listener_reconnects', 'Times the listener lost its connection since start', sources.listenerReconnects, 'max');
+    gauge('pgbell_notify_queue_usage', 'pg_notification_queue_usage() at the last probe (0-1)', sources.queueUsage, 'max');
     if (sources.recentBytes) gauge('pgbell_recent_bytes', 'Bytes of rows (about) kept of the live transactions of the last 10 s, for syncs that may not have seen them', sources.recentBytes);
     this.#delivered = new Counter({ name: 'pgbell_delivered_total', help: 'Messages sent to sockets, by kind', labelNames: ['kind'], registers });
     this.#latency = new Histogram({
@@ -72,7 +75,7 @@ export class Metrics {
       registers,
     });
     this.#replayed = new Counter({ name: 'pgbell_replayed_total', help: 'Changes sent from a cursor: resume (a client reconnected) or catchup (the listener did)', labelNames: ['reason'], registers });
-    this.#liveTx = new Counter({ name: 'pgbell_live_transactions_total', help: 'Committed transactions delivered live, by how their rows came: read (by transaction id) or stream (carried by WAL mode\'s replication stream)', labelNames: ['via'], registers });
+    this.#liveTx = new Counter({ name: 'pgbell_live_transactions_total', help: 'Committed transactions delivered live, by how their rows came: read (by transaction id), stream (carried by WAL mode\'s replication stream) or forwarded (read once for the machine by the primary of pgbell start --workers N)', labelNames: ['via'], registers });
     this.#slow = new Counter({ name: 'pgbell_slow_consumer_closes_total', help: 'Sockets closed with 4008 for not reading', registers });
     this.#authFailures = new Counter({ name: 'pgbell_auth_failures_total', help: 'Refused authentications, by reason', labelNames: ['reason'], registers });
     this.#closes = new Counter({ name: 'pgbell_error_closes_total', help: 'Sockets closed by pgbell with an error code', labelNames: ['code'], registers });
@@ -100,7 +103,7 @@ export class Metrics {
     this.tally.replayed += n;
   }
 
-  liveTransactions(via: 'read' | 'stream', n: number): void {
+  liveTransactions(via: 'read' | 'stream' | 'forwarded', n: number): void {
     if (n > 0) this.#liveTx.inc({ via }, n);
   }
 

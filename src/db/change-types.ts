@@ -42,6 +42,16 @@ export interface ChangeBatch {
   muted?: Map<string, string[]>;
 }
 
+/**
+ * The counts a reader read with some transactions' changes, in the same snapshot: by type, and
+ * the muted types, of every user with a change. What a forwarded source hands delivery with the
+ * changes (see SourceEvents in src/sources/types.ts), so that nothing is read twice.
+ */
+export interface Counted {
+  unread: ReadonlyMap<string, UnreadByType>;
+  muted: ReadonlyMap<string, readonly string[]>;
+}
+
 export interface SinceBatch extends ChangeBatch {
   /** pg_snapshot_xmin of the read's snapshot: the new horizon for whoever was caught up. */
   xmin: bigint;

@@ -12,14 +12,14 @@
  */
 import type { Kysely } from 'kysely';
 import { byRow, CHANGE_ROWS, collect, lastWins, MUTED, UNREAD_BY_TYPE, USER_ROW, type Row } from './change-rows.js';
-import type { Change, ChangeBatch, SinceBatch, UnreadByType, UserFilter } from './change-types.js';
+import type { Change, ChangeBatch, Counted, SinceBatch, UnreadByType, UserFilter } from './change-types.js';
 import { preparedQuery } from './connect.js';
 import { EPOCH } from './epoch.js';
 import type { Database } from './schema.js';
 
 export { alertPage, markRead, unreadCounts, type AlertPage } from './alerts.js';
 export { lastWins } from './change-rows.js';
-export { countsJson, countsOf, NO_COUNTS, sawTx, type AlertChange, type Counts, type TypeCounts, type Change, type ChangeBatch, type DeleteChange, type SinceBatch, type UnreadByType, type UserFilter } from './change-types.js';
+export { countsJson, countsOf, NO_COUNTS, sawTx, type AlertChange, type Counts, type TypeCounts, type Change, type ChangeBatch, type Counted, type DeleteChange, type SinceBatch, type UnreadByType, type UserFilter } from './change-types.js';
 export { currentEpoch, databaseId, TIMELINE_SQL } from './epoch.js';
 export { pruneTombstones } from './tombstones.js';
 
@@ -94,11 +94,13 @@ export async function unreadFor(db: Q, userIds: readonly string[], visibleTxids:
 /**
  * The changes of live transactions, in the order given: those whose changes the source carried
  * (WAL mode's stream) as they are, with their users' unread counts (for users `wanted` says
- * have a socket here; default all); the others read by transaction id like changesByTxids.
+ * have a socket here; default all); those handed over with their counts already (`counted`: a
+ * worker's forwarded source) as they are, with those counts and no read at all; the others read
+ * by transaction id like changesByTxids.
  */
 export async function liveBatch(
   db: Q,
-  entries: ReadonlyArray<{ txid: string | null; carried?: Change[] | null | undefined }>,
+  entries: ReadonlyArray<{ txid: string | null; carried?: Change[] | null | undefined; counted?: Counted | undefined }>,
   userIdsNow: UserFilter | (() => UserFilter),
   wanted: (userId: string) => boolean = () => true,
 ): Promise<ChangeBatch> {
@@ -106,29 +108,46 @@ export async function liveBatch(
   const toRead: string[] = [];
   const streamed: string[] = [];
   const carried: Change[] = [];
+  /** Users whose carried changes came without counts: counted here. */
+  const users = new Set<string>();
+  const given: { unread: Map<string, UnreadByType>; muted: Map<string, string[]> } = { unread: new Map(), muted: new Map() };
   for (const e of entries) {
     if (e.txid === null) continue;
     const tx = BigInt(e.txid);
     if (order.has(tx)) continue;
     order.set(tx, order.size);
+    if (e.counted && e.carried) {
+      // Read already, for everyone, with its counts (later entries' counts are newer).
+      carried.push(...e.carried);
+      for (const [uid, c] of e.counted.unread) {
+        given.unread.set(uid, c);
+        // Absent from muted: none (a later batch's unmute replaces an earlier mute).
+        given.muted.delete(uid);
+      }
+      for (const [uid, m] of e.counted.muted) given.muted.set(uid, [...m]);
+      continue;
+    }
     if (e.carried !== undefined) streamed.push(e.txid);
-    if (e.carried) carried.push(...e.carried);
-    else toRead.push(e.txid);
+    if (e.carried) {
+      carried.push(...e.carried);
+      for (const c of e.carried) {
+        const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
+        if (wanted(uid)) users.add(uid);
+      }
+    } else toRead.push(e.txid);
   }
   // Streamed transactions: first wait until they are visible (see unreadFor). Who is live is
   // asked after that wait, so a socket that began to sync meanwhile is served too.
   if (streamed.length > 0) await unreadFor(db, [], streamed);
-  const users = new Set<string>();
-  for (const c of carried) {
-    const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
-    if (wanted(uid)) users.add(uid);
-  }
   const counted = users.size > 0 ? await unreadFor(db, [...users]) : { unread: new Map<string, UnreadByType>(), muted: new Map<string, string[]>() };
-  const userIds = typeof userIdsNow === 'function' ? userIdsNow() : userIdsNow;
-  const read: ChangeBatch = toRead.length > 0 ? await changesByTxids(db, toRead, userIds) : { changes: [], unread: new Map<string, UnreadByType>(), muted: new Map() };
+  // Asked only for a read: a step of forwarded or streamed transactions needs no list of users.
+  const read: ChangeBatch =
+    toRead.length > 0 ? await changesByTxids(db, toRead, typeof userIdsNow === 'function' ? userIdsNow() : userIdsNow) : { changes: [], unread: new Map<string, UnreadByType>(), muted: new Map() };
   if (carried.length === 0) return read;
+  for (const [uid, byType] of given.unread) read.unread.set(uid, byType);
   for (const [uid, byType] of counted.unread) read.unread.set(uid, byType);
   const muted = read.muted ?? new Map<string, string[]>();
+  for (const [uid, m] of given.muted) muted.set(uid, m);
   for (const [uid, m] of counted.muted) muted.set(uid, m);
   const changes = read.changes.length === 0 ? carried : [...read.changes, ...carried];
   // Stable: each transaction's changes keep their order.

@@ -21,7 +21,7 @@
  * recent.ts (live transactions kept for syncs that missed them), messages.ts (the wire bodies),
  * options.ts (the settings and their defaults).
  */
-import { changesSince, liveBatch, sawTx, type Change, type ChangeBatch, type SinceBatch, type UserFilter } from '../db/changes.js';
+import { changesSince, liveBatch, sawTx, type Change, type ChangeBatch, type Counted, type SinceBatch, type UserFilter } from '../db/changes.js';
 import { CloseCode } from '../errors.js';
 import type { Subscriber } from './hub.js';
 import { userOf } from './messages.js';
@@ -51,6 +51,8 @@ interface LiveTx {
   xmin: bigint | null;
   /** WAL mode: the transaction's changes as the stream carried them, or null (read them); see SourceEvents. */
   carried?: Change[] | null | undefined;
+  /** A forwarded source's: `carried` was read for everyone with these counts; nothing is read here. */
+  counted?: Counted | undefined;
   /** performance.now() when the notification arrived. */
   at: number;
 }
@@ -111,10 +113,10 @@ export class Delivery {
 
   /**
    * A transaction's notification arrived (in commit order). `xmin`, when given, must come from
-   * pgbell's own reads (the poller), never from a payload.
+   * pgbell's own reads (the poller), never from a payload. `counted`: see SourceEvents.
    */
-  enqueue(txid: string, xmin: bigint | null = null, carried?: Change[] | null): void {
-    this.#pendingLive.push({ txid, xmin, carried, at: performance.now() });
+  enqueue(txid: string, xmin: bigint | null = null, carried?: Change[] | null, counted?: Counted): void {
+    this.#pendingLive.push({ txid, xmin, carried, counted, at: performance.now() });
     this.#schedule();
   }
 
@@ -312,9 +314,15 @@ export class Delivery {
     for (const [sub, frames] of outbox) sendAll(sub, frames);
     if (this.#o.metrics && result) {
       let streamed = 0;
-      for (const e of batch) if (e.txid !== null && e.carried) streamed++;
+      let forwarded = 0;
+      for (const e of batch) {
+        if (e.txid === null || !e.carried) continue;
+        if (e.counted) forwarded++;
+        else streamed++;
+      }
       this.#o.metrics.liveTransactions('stream', streamed);
-      this.#o.metrics.liveTransactions('read', done.size - streamed);
+      this.#o.metrics.liveTransactions('forwarded', forwarded);
+      this.#o.metrics.liveTransactions('read', done.size - streamed - forwarded);
       const now = performance.now();
       for (const { at, txid } of batch) if (txid !== null) this.#o.metrics.deliveryLatency((now - at) / 1000);
     }

@@ -4,9 +4,11 @@
  * index.ts picks one.
  */
 import type { EventEmitter } from 'node:events';
-import type { Change } from '../db/changes.js';
+import type { Change, Counted } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import type { Logger } from '../log.js';
+
+export type { Counted } from '../db/changes.js';
 
 export type SourceState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
@@ -20,8 +22,13 @@ export interface SourceEvents {
    * streamed transaction can arrive a moment before other sessions' snapshots see it, so reads
    * for it first wait until it is visible. Absent (LISTEN, polling): read by transaction id; the
    * transaction is visible already.
+   *
+   * `counted` is set by a forwarded source only (src/sources/forwarded.ts, a worker of
+   * `pgbell start --workers N`): `carried` is then the transaction's changes for every user, as
+   * the machine's one reader read them once it was visible, and `counted` the counts read with
+   * them. Nothing is read again: no read by id, no count, no wait for visibility.
    */
-  txid: [txid: string, xmin: bigint | null, carried?: Change[] | null];
+  txid: [txid: string, xmin: bigint | null, carried?: Change[] | null, counted?: Counted];
   /** Every transaction below `xmin` has been announced by an earlier 'txid' (from the daemon's own probe). */
   horizon: [xmin: bigint];
   /** The source works again after losing its connection: changes committed meanwhile were not announced. */
