@@ -20,8 +20,8 @@ export function netSocketOf(ws: Socket): { cork?: () => void; uncork: () => void
 
 export class Subscriber {
   #cursor: CursorState | null = null;
-  /** Told when the subscriber becomes live or stops being live (the Hub's live-user cache). */
-  onLiveChange: () => void = () => {};
+  /** Told when the subscriber may have become live or stopped being live (the Hub's live users). One handler shared by every subscriber, so it is given the subscriber. */
+  onLiveChange: (sub: Subscriber) => void = () => {};
 
   /** Set once the first sync has run; live deliveries skip a subscriber until then. */
   get cursor(): CursorState | null {
@@ -31,7 +31,7 @@ export class Subscriber {
   set cursor(c: CursorState | null) {
     const was = this.#cursor !== null;
     this.#cursor = c;
-    if (was !== (c !== null)) this.onLiveChange();
+    if (was !== (c !== null)) this.onLiveChange(this);
   }
   #stash: Stashed[] | null = null;
 
@@ -47,7 +47,7 @@ export class Subscriber {
   set stash(s: Stashed[] | null) {
     const was = this.#stash !== null;
     this.#stash = s;
-    if (was !== (s !== null)) this.onLiveChange();
+    if (was !== (s !== null)) this.onLiveChange(this);
   }
 
   /** Live, or syncing: live reads must include its user. */
@@ -157,14 +157,40 @@ export class Subscriber {
   }
 }
 
+/** onLiveChange of a subscriber no hub holds. */
+const NOT_HELD = () => {};
+
 export class Hub {
   readonly #byUser = new Map<string, Set<Subscriber>>();
   #count = 0;
-  /** liveUserIds() as last computed; null once a subscriber came, went, or changed liveness. */
+  /** liveUserIds() as last computed; null once a user gained their first receiving subscriber or lost their last. */
   #liveUsers: string[] | null = null;
-  readonly #invalidate = () => {
-    this.#liveUsers = null;
-  };
+  /**
+   * Receiving subscribers per user, kept as they change, so that how many users are live costs
+   * nothing to ask: during a reconnect storm every join changes it, and walking every socket
+   * for each live read made the storm quadratic.
+   */
+  readonly #receivingByUser = new Map<string, number>();
+  /** The subscribers counted in #receivingByUser. */
+  readonly #counted = new WeakSet<Subscriber>();
+  readonly #onLiveChange = (sub: Subscriber) => this.#recount(sub, true);
+
+  #recount(sub: Subscriber, present: boolean): void {
+    const now = present && sub.receiving;
+    if (now === this.#counted.has(sub)) return;
+    const n = this.#receivingByUser.get(sub.userId) ?? 0;
+    if (now) {
+      this.#counted.add(sub);
+      this.#receivingByUser.set(sub.userId, n + 1);
+      if (n === 0) this.#liveUsers = null;
+    } else {
+      this.#counted.delete(sub);
+      if (n <= 1) {
+        this.#receivingByUser.delete(sub.userId);
+        this.#liveUsers = null;
+      } else this.#receivingByUser.set(sub.userId, n - 1);
+    }
+  }
 
   add(sub: Subscriber): void {
     let set = this.#byUser.get(sub.userId);
@@ -172,8 +198,8 @@ export class Hub {
     if (!set.has(sub)) {
       set.add(sub);
       this.#count++;
-      sub.onLiveChange = this.#invalidate;
-      this.#liveUsers = null;
+      sub.onLiveChange = this.#onLiveChange;
+      this.#recount(sub, true);
     }
   }
 
@@ -181,7 +207,9 @@ export class Hub {
     const set = this.#byUser.get(sub.userId);
     if (!set?.delete(sub)) return;
     this.#count--;
-    this.#liveUsers = null;
+    // A sync that ends after its socket went must not count it again.
+    sub.onLiveChange = NOT_HELD;
+    this.#recount(sub, false);
     if (set.size === 0) this.#byUser.delete(sub.userId);
   }
 
@@ -221,18 +249,12 @@ export class Hub {
    * Cached: every live read asks, and 10,000 sockets are not worth walking 1,000 times a second.
    */
   liveUserIds(): string[] {
-    if (this.#liveUsers) return this.#liveUsers;
-    const ids: string[] = [];
-    for (const [id, set] of this.#byUser) {
-      for (const s of set) {
-        if (s.receiving) {
-          ids.push(id);
-          break;
-        }
-      }
-    }
-    this.#liveUsers = ids;
-    return ids;
+    return (this.#liveUsers ??= [...this.#receivingByUser.keys()]);
+  }
+
+  /** How many users liveUserIds() holds, without building it. */
+  get liveUserCount(): number {
+    return this.#receivingByUser.size;
   }
 
   /** A user's live subscribers. */
