@@ -270,11 +270,11 @@ export class Delivery {
     const { hub } = this.#o;
     // Streamed transactions (WAL mode) are read even with no one live: a sync about to begin may
     // need them (see recent.ts), and one may begin while the read waits for them to be visible.
-    if (txids.length === 0 || (hub.liveUserIds().length === 0 && !batch.some((b) => b.carried !== undefined))) return Promise.resolve(undefined);
+    if (txids.length === 0 || (hub.liveUserCount === 0 && !batch.some((b) => b.carried !== undefined))) return Promise.resolve(undefined);
     // Who is live is asked when the rows are read, after any wait for visibility. With very many
     // users connected, filtering costs more than reading the transactions' rows for everyone
     // (fan-out skips users with no socket here).
-    const which = (): UserFilter => (hub.liveUserIds().length > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: hub.liveUserIdsLiteral() });
+    const which = (): UserFilter => (hub.liveUserCount > (this.#o.liveFilterMaxUsers ?? LIVE_FILTER_MAX_USERS) ? 'all' : { literal: hub.liveUserIdsLiteral() });
     const started = performance.now();
     const read = this.#retry('reading alerts', () => liveBatch(this.#o.db, batch, which, (uid) => hub.countFor(uid) > 0), { giveUpOnBadInput: true });
     const metrics = this.#o.metrics;
