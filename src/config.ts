@@ -32,6 +32,13 @@ const schema = z.object({
     .enum(['notify', 'poll', 'wal'], 'must be notify (the trigger sends NOTIFY), poll (the daemon reads new changes every PGBELL_POLL_MS) or wal (the daemon streams committed changes by logical replication)')
     .default('notify'),
   PGBELL_POLL_MS: int(10, 60_000).default(100),
+  PGBELL_WORKERS: z
+    .string()
+    .trim()
+    .regex(/^(auto|\d+)$/, 'must be a whole number between 1 and 256, or auto (one per core)')
+    .transform((v) => (v === 'auto' ? ('auto' as const) : Number(v)))
+    .refine((v) => v === 'auto' || (v >= 1 && v <= 256), 'must be a whole number between 1 and 256, or auto (one per core)')
+    .default(1),
   REDIS_URL: z.string().trim().refine((v) => /^rediss?:\/\//.test(v), 'must be a redis:// or rediss:// URL').optional(),
   REDIS_CLUSTER_NODES: z
     .string()
@@ -107,6 +114,7 @@ export const ENV_HELP: ReadonlyArray<[name: string, help: string]> = [
   ['PGBELL_FANOUT', 'listen (default: every node LISTENs) or redis (one relay LISTENs and publishes to Redis; needs REDIS_URL or REDIS_CLUSTER_NODES)'],
   ['PGBELL_MODE', 'notify (default: the trigger sends NOTIFY), poll (no NOTIFY; the daemon reads new changes every PGBELL_POLL_MS) or wal (no NOTIFY; the daemon streams committed changes by logical replication: needs wal_level=logical and a role with REPLICATION); set it for `pgbell migrate`/`install` too'],
   ['PGBELL_POLL_MS', 'poll mode: how often to read new changes, in ms (default 100)'],
+  ['PGBELL_WORKERS', '`start` only: worker processes serving PORT, or auto (one per core); the database is still read by one process (default 1: one process, no workers; `--workers` sets it too)'],
   ['REDIS_URL', 'Redis for PGBELL_FANOUT=redis, e.g. redis://127.0.0.1:6379'],
   ['REDIS_CLUSTER_NODES', 'a Redis Cluster for PGBELL_FANOUT=redis instead of REDIS_URL: comma-separated redis:// URLs of some of its nodes (the rest are discovered)'],
   ['SESSION_SECRET', 'HS256 key for session tokens, >= 32 chars (required for start/token; `dev` generates one)'],

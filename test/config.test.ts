@@ -4,7 +4,7 @@ import { ConfigError, loadConfig, need } from '../src/config.js';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
-    expect(loadConfig({})).toEqual({ PGBELL_FANOUT: 'listen', PGBELL_MODE: 'notify', PGBELL_POLL_MS: 100, SESSION_SECRET_PREVIOUS: [], TOKEN_LEEWAY_SECONDS: 30, TOKEN_EXPIRING_SECONDS: 60, PORT: 8080, DEMO_PORT: 3007, HEARTBEAT_MS: 30000, AUTH_TIMEOUT_MS: 5000, PGBELL_CHANNEL: 'pgbell', ALERT_TYPES: [], ALLOWED_ORIGINS: [], MAX_REPLAY: 10000, MAX_CONNECTIONS: 20000, MAX_UNAUTHENTICATED: 1000, MAX_UNAUTHENTICATED_PER_ADDRESS: 100, MAX_HANDSHAKE_WAIT_MS: 10000, MAX_WAITING_BYTES: 67108864, TRUST_PROXY_HOPS: 0, MAX_CONNECTIONS_PER_USER: 20, RATE_LIMIT: 100, RATE_WINDOW_MS: 10000, USER_RATE_LIMIT: 60, ADDRESS_RATE_LIMIT: 600, MAX_BUFFERED_BYTES: 1048576, TOMBSTONE_RETENTION_HOURS: 168 });
+    expect(loadConfig({})).toEqual({ PGBELL_FANOUT: 'listen', PGBELL_MODE: 'notify', PGBELL_POLL_MS: 100, PGBELL_WORKERS: 1, SESSION_SECRET_PREVIOUS: [], TOKEN_LEEWAY_SECONDS: 30, TOKEN_EXPIRING_SECONDS: 60, PORT: 8080, DEMO_PORT: 3007, HEARTBEAT_MS: 30000, AUTH_TIMEOUT_MS: 5000, PGBELL_CHANNEL: 'pgbell', ALERT_TYPES: [], ALLOWED_ORIGINS: [], MAX_REPLAY: 10000, MAX_CONNECTIONS: 20000, MAX_UNAUTHENTICATED: 1000, MAX_UNAUTHENTICATED_PER_ADDRESS: 100, MAX_HANDSHAKE_WAIT_MS: 10000, MAX_WAITING_BYTES: 67108864, TRUST_PROXY_HOPS: 0, MAX_CONNECTIONS_PER_USER: 20, RATE_LIMIT: 100, RATE_WINDOW_MS: 10000, USER_RATE_LIMIT: 60, ADDRESS_RATE_LIMIT: 600, MAX_BUFFERED_BYTES: 1048576, TOMBSTONE_RETENTION_HOURS: 168 });
   });
 
   it('parses every variable', () => {
@@ -20,6 +20,12 @@ describe('loadConfig', () => {
     });
     expect(c).toMatchObject({ PORT: 9000, HEARTBEAT_MS: 1000, AUTH_TIMEOUT_MS: 2000, PGBELL_CHANNEL: 'alerts_v2', LOG_LEVEL: 'warn', HOST: '127.0.0.1' });
     expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('PGBELL_WORKERS: a number of processes, or auto', () => {
+    expect(loadConfig({ PGBELL_WORKERS: '4' }).PGBELL_WORKERS).toBe(4);
+    expect(loadConfig({ PGBELL_WORKERS: 'auto' }).PGBELL_WORKERS).toBe('auto');
+    for (const bad of ['0', '257', 'many', '2.5']) expect(() => loadConfig({ PGBELL_WORKERS: bad })).toThrow(/^PGBELL_WORKERS must be a whole number between 1 and 256, or auto/);
   });
 
   it('treats empty strings as unset', () => {

@@ -7,6 +7,7 @@ import pg from 'pg';
 import { parseTtl, secretKey, signSessionToken } from '../auth.js';
 import { ENV_HELP, loadConfig, need, triggerChannelFor, type Config } from '../config.js';
 import { daemonOptions, startDaemon, untilSignal } from '../daemon/daemon.js';
+import { isWorker, runWorker, startMachine, workerCount } from '../daemon/workers.js';
 import { install, uninstall } from '../db/install.js';
 import { databaseMode, PUBLICATION } from '../db/bookkeeping.js';
 import { migrate } from '../db/migrate.js';
@@ -20,7 +21,8 @@ export const HELP = `pgbell — live notifications from a Postgres "Alert" table
 Usage: pgbell <command> [options]
 
 Commands:
-  start                      run the daemon: LISTEN on Postgres, serve WebSocket + /health on PORT
+  start [--workers N|auto]   run the daemon: LISTEN on Postgres, serve WebSocket + /health on PORT;
+                             with --workers, N processes serve PORT and one reads the database
   migrate                    create or update the schema and trigger (safe to run concurrently, idempotent);
                              like install, it keeps the mode the database is in unless PGBELL_MODE is set
   install --table T --user-column C [--id-column C] [--type-column C] [--title-column C]
@@ -47,6 +49,7 @@ Options:
   --table <name>             (install) the table, optionally schema-qualified
   --user-column <col>        (install) whose alert a row is; tokens' sub must equal its text form
   --channel <name>           (install) NOTIFY channel (default PGBELL_CHANNEL)
+  --workers <N|auto>         (start) worker processes, auto = one per core (default PGBELL_WORKERS, 1)
   -h, --help                 this text
 
 Environment:
@@ -79,6 +82,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       'read-column': { type: 'string' },
       'created-column': { type: 'string' },
       channel: { type: 'string' },
+      workers: { type: 'string' },
     },
   });
   const [command, ...rest] = positionals;
@@ -97,7 +101,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const loadConfigFor = (e: NodeJS.ProcessEnv) => withRunningDev(loadConfig(e), process.cwd());
   switch (command) {
     case 'start':
-      return cmdStart(loadConfig(env));
+      // The flag is the variable, checked the same way.
+      return cmdStart(loadConfig(values.workers === undefined ? env : { ...env, PGBELL_WORKERS: values.workers }));
     case 'migrate':
       return cmdMigrate(await withDatabaseMode(await loadConfigFor(env), env, 'migrate'));
     case 'install':
@@ -119,13 +124,22 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
 async function cmdStart(config: Config): Promise<number> {
   const log = createLogger(config.LOG_LEVEL ?? 'info', { format: config.LOG_FORMAT });
-  const daemon = await startDaemon(
-    daemonOptions(config, {
-      databaseUrl: need(config, 'DATABASE_URL', 'start'),
-      sessionSecret: need(config, 'SESSION_SECRET', 'start'),
-      log,
-    }),
-  );
+  const options = daemonOptions(config, {
+    databaseUrl: need(config, 'DATABASE_URL', 'start'),
+    sessionSecret: need(config, 'SESSION_SECRET', 'start'),
+    log,
+  });
+  // --workers N: this process is the machine's reader and the workers' primary, or one of them.
+  if (isWorker()) {
+    await runWorker(options);
+    return 0;
+  }
+  const workers = workerCount(config.PGBELL_WORKERS);
+  if (workers > 1) {
+    await untilSignal(await startMachine(options, workers, log), log);
+    return 0;
+  }
+  const daemon = await startDaemon(options);
   await untilSignal(daemon, log);
   return 0;
 }

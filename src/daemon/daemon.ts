@@ -35,6 +35,9 @@ export interface Daemon {
   url: string;
   hub: Hub;
   listener: ChangeSource;
+  /** What /health says of this process (see Server.health). */
+  health(): ReturnType<Server['health']>;
+  metrics: Metrics;
   stop(): Promise<void>;
 }
 
@@ -82,7 +85,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const listenUrl = opts.listenDatabaseUrl ?? opts.databaseUrl;
   const mode = opts.mode ?? 'notify';
   // Where committed changes are heard of (see src/sources/index.ts).
-  const listener = createSource({ mode, db, listenUrl, channel: opts.channel, pollMs: opts.pollMs ?? 100, checkIntervalMs: opts.heartbeatMs, walCarryMaxBytes: opts.walCarryMaxBytes, log });
+  const listener =
+    opts.worker?.source ?? createSource({ mode, db, listenUrl, channel: opts.channel, pollMs: opts.pollMs ?? 100, checkIntervalMs: opts.heartbeatMs, walCarryMaxBytes: opts.walCarryMaxBytes, log });
   let queueUsage: number | null = null;
   let pendingAuth = () => 0;
   const metrics = new Metrics({
@@ -94,7 +98,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     recentBytes: (): number => delivery.recentBytes,
   });
   const delivery = new Delivery({ db, hub, log, epoch, maxReplay, syncBatchUsers: opts.syncBatchUsers, liveFilterMaxUsers: opts.liveFilterMaxUsers, recentMaxBytes: opts.recentMaxBytes, metrics });
-  listener.on('txid', (txid, xmin, carried) => delivery.enqueue(txid, xmin, carried));
+  listener.on('txid', (txid, xmin, carried, counted) => delivery.enqueue(txid, xmin, carried, counted));
   // Revocations are read from pgbell_revocation, never taken from a message: a payload (any
   // role can send one) only names a user to check, and after a gap (listener, Redis, relay
   // takeover) every user with a socket here is checked.
@@ -157,8 +161,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       (n) => n > 0 && log.info({ pruned: n }, `pruned ${n} tombstones older than ${retentionHours} h`),
       (err) => log.warn({ err: (err as Error).message }, 'pruning tombstones failed; will retry'),
     );
-  void prune();
-  const pruneTimer = setInterval(prune, 3600_000).unref();
+  // A worker's primary prunes, once for the machine.
+  if (!opts.worker) void prune();
+  const pruneTimer = setInterval(() => !opts.worker && void prune(), 3600_000).unref();
 
   const server = new Server({
     tls,
@@ -214,6 +219,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     queueUsage: () => queueUsage,
     metrics,
     adminToken: opts.adminToken,
+    machine: opts.worker?.machine,
   });
   pendingAuth = () => server.pendingAuth;
 
@@ -250,7 +256,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   try {
     // WAL mode's stream reports its own refusals (a replica, a pooler) and keeps trying.
-    if (mode === 'notify') await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
+    if (mode === 'notify' && !opts.worker?.source) await checkListenDatabase(listenUrl, opts.listenDatabaseUrl ? 'LISTEN_DATABASE_URL' : 'DATABASE_URL');
     if (fanout) {
       try {
         await fanout.start();
@@ -280,6 +286,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       url,
       hub,
       listener,
+      health: () => server.health(),
+      metrics,
       stop: () =>
         (stopped ??= (async () => {
           clearInterval(pruneTimer);
@@ -315,7 +323,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 }
 
 /** Resolves once SIGTERM/SIGINT has stopped the daemon (sockets closed with 1001). */
-export function untilSignal(daemon: Daemon, log: { info(msg: string): void }): Promise<void> {
+export function untilSignal(daemon: Pick<Daemon, 'stop'>, log: { info(msg: string): void }): Promise<void> {
   return new Promise((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       process.off('SIGTERM', onSignal);

@@ -7,7 +7,7 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Limits } from '../server/server.js';
-import type { Mode } from '../sources/index.js';
+import type { ChangeSource, Mode } from '../sources/index.js';
 
 export interface DaemonOptions {
   databaseUrl: string;
@@ -67,6 +67,13 @@ export interface DaemonOptions {
   logLevel?: string;
   /** How often the info summary line is logged (default 60 s; tests use less). */
   summaryMs?: number;
+  /**
+   * This daemon is one worker of `pgbell start --workers N` (src/daemon/workers.ts): `source` is
+   * the primary's, forwarded (absent in Redis fan-out mode: the worker is a node of its own);
+   * `machine` answers /health's details and /metrics for the whole machine. The primary prunes
+   * tombstones, so a worker does not.
+   */
+  worker?: { source?: ChangeSource | undefined; machine: { health(): Promise<{ status: string; [k: string]: unknown }>; metrics(): Promise<string> } } | undefined;
 }
 
 /** Daemon options from validated config; the connection and secret come from the caller (dev may supply its own). */

@@ -91,4 +91,9 @@ export interface ServerOptions {
   listenerStatus: () => { state: string; probe?: { ok: boolean | null } } & Record<string, unknown>;
   /** pg_notification_queue_usage() as last measured (0–1), for /health. */
   queueUsage: () => number | null;
+  /**
+   * A worker of `pgbell start --workers N` (src/daemon/workers.ts): /health's details and
+   * /metrics are the whole machine's, gathered from every worker. Unset: this process's.
+   */
+  machine?: { health(): Promise<{ status: string; [k: string]: unknown }>; metrics(): Promise<string> } | undefined;
 }

@@ -191,6 +191,23 @@ export class Server {
     return this.#conns.size - this.#opts.hub.connections;
   }
 
+  /** What /health says of this process: the listener, the sockets, the waiting room. */
+  health(): { status: 'ok' | 'degraded'; connections: number; timestamp: string; [k: string]: unknown } {
+    const listener = this.#opts.listenerStatus();
+    const ok = listener.state === 'connected' && listener.probe?.ok !== false && !this.#closing;
+    return {
+      status: ok ? 'ok' : 'degraded',
+      connections: this.#opts.hub.connections,
+      timestamp: new Date().toISOString(),
+      listener,
+      pendingAuth: this.#conns.size - this.#opts.hub.connections,
+      waiting: this.#waiting.size,
+      waitingBytes: this.#waiting.bytes,
+      notifyQueueUsage: this.#opts.queueUsage(),
+      uptimeSeconds: Math.round(process.uptime()),
+    };
+  }
+
   /** Refuses new sockets (503) while the open ones get what is still being delivered. */
   stopAccepting(): void {
     this.#closing = true;
@@ -238,7 +255,7 @@ export class Server {
     }
     if (path === '/metrics' && this.#opts.metrics) {
       if (!isAdmin(req, this.#opts)) return json(res, 401, { error: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' });
-      this.#opts.metrics.text().then(
+      (this.#opts.machine ? this.#opts.machine.metrics() : this.#opts.metrics.text()).then(
         (text) => {
           res.writeHead(200, { 'content-type': this.#opts.metrics!.registry.contentType, 'cache-control': 'no-store' });
           res.end(text);
@@ -249,21 +266,17 @@ export class Server {
     }
     if (path === '/health') {
       if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method_not_allowed', message: 'use GET /health' });
-      const listener = this.#opts.listenerStatus();
-      const ok = listener.state === 'connected' && listener.probe?.ok !== false && !this.#closing;
+      const local = this.health();
+      const ok = local.status === 'ok';
       // A load balancer needs only the status; the rest (counts, the listener's problem) is the operator's.
-      if (!isAdmin(req, this.#opts)) return json(res, ok ? 200 : 503, { status: ok ? 'ok' : 'degraded', timestamp: new Date().toISOString() });
-      return json(res, ok ? 200 : 503, {
-        status: ok ? 'ok' : 'degraded',
-        connections: this.#opts.hub.connections,
-        timestamp: new Date().toISOString(),
-        listener,
-        pendingAuth: this.#conns.size - this.#opts.hub.connections,
-        waiting: this.#waiting.size,
-        waitingBytes: this.#waiting.bytes,
-        notifyQueueUsage: this.#opts.queueUsage(),
-        uptimeSeconds: Math.round(process.uptime()),
-      });
+      if (!isAdmin(req, this.#opts)) return json(res, ok ? 200 : 503, { status: local.status, timestamp: local.timestamp });
+      if (!this.#opts.machine) return json(res, ok ? 200 : 503, local);
+      // A worker of `pgbell start --workers N`: the details are the whole machine's.
+      this.#opts.machine.health().then(
+        (machine) => json(res, machine.status === 'ok' ? 200 : 503, machine),
+        () => json(res, 500, { error: 'internal', message: 'could not ask the other workers' }),
+      );
+      return;
     }
     json(res, 404, { error: 'not_found', message: `no route for ${req.method} ${path}; try GET /health, GET /alerts or a WebSocket on /` });
   }
