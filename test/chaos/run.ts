@@ -20,12 +20,16 @@
  * The workload is drawn too (test/chaos/workload.ts): pgbell's own "Alert" or an app's table
  * under `pgbell install` (mixed column types, odd json, TOASTed values, a nullable owner), writers
  * with table privileges only, row-level security, re-inserts, moves and ALTER TABLE mid-run;
- * with --standby, one stall of a synchronous standby (12–16 s: long runs only).
+ * with --standby, one stall of a synchronous standby (12–16 s: long runs only). Beside the
+ * writers, the users work their bells (test/chaos/feed.ts): mark seen, archive, unarchive and
+ * mute types, by HTTP through any node and by SQL.
  * At the end, with faults healed and writers stopped, every tab must hold exactly its user's
- * committed alerts (of its types) with the database's read state and unread count; during the
- * run none may have been sent another user's alert, another type, a new alert twice on one
- * connection, or a reset; no writer statement may fail but by a fault, no row without an owner
- * reach a tab, and each tab's data must equal the table's. The seed is printed: a failure replays with --seed.
+ * committed alerts that are not archived (of its types; without a filter, of no muted type) with
+ * the database's read and seen states, and its counts (unread, unseen, byType) must equal a
+ * SELECT; during the run none may have been sent another user's alert, another type, live a
+ * muted type (without a filter), a new alert twice on one connection, or a reset; no writer
+ * statement or feed request may fail but by a fault, no row without an owner reach a tab, and
+ * each tab's data must equal the table's. The seed is printed: a failure replays with --seed.
  *
  *   npm run chaos -- [--seed N] [--seconds 60] [--modes notify,poll,wal] [--nodes 3]
  *                    [--fanout listen|redis] [--users 6] [--tabs 12] [--json out.json]
@@ -43,6 +47,7 @@ import { databaseUrl, query } from '../helpers/pg.js';
 import { FaultProxy } from './proxy.js';
 import { ChaosTab } from './tab.js';
 import { seeded } from '../helpers/random.js';
+import { expectedFor, feedActor, newFeedCounts, readFeedTruth, type FeedCounts, type FeedTruth } from './feed.js';
 import { alterTable, canonical, stallStandby, drawPlan, dropRoles, Gate, newCounts, prepare, readTruth as readTable, writer, type Counts, type Plan, type TableKind, type TruthRow } from './workload.js';
 
 const { values: args } = parseArgs({
@@ -79,10 +84,12 @@ interface ModeReport {
   faults: Record<string, number>;
   plan: Plan;
   committed: Counts;
+  feed: FeedCounts;
   delivered: number;
-  /** Violations by kind: lost (a change a tab never got), foreign (another user's, another type, a row without an owner), repeats, resets, stale (data that differs from the table), writer (an app statement that failed). */
-  figures: Record<'lost' | 'foreign' | 'repeats' | 'resets' | 'stale' | 'writer' | 'other', number>;
+  /** Violations by kind: lost (a change a tab never got), foreign (another user's, another type, a row without an owner, a muted type live), repeats, resets, stale (data that differs from the table), state (a seen state, an archived or muted alert listed, or counts — unread, unseen, byType — that differ from the database), writer (an app statement or feed request that failed). */
+  figures: Record<'lost' | 'foreign' | 'repeats' | 'resets' | 'stale' | 'state' | 'writer' | 'other', number>;
   tabs: number;
+  reloads: number;
   connections: number;
   tokenRefreshes: number;
   expiredCloses: number;
@@ -246,6 +253,9 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
       },
     }),
   );
+  // The users in their bells (two at a time): seen, archive, unarchive, mute, by HTTP (any node) and SQL.
+  const feed = newFeedCounts();
+  const actors = [0, 1].map(() => feedActor({ url: direct(), users: USERS, secret: SECRET, bases: () => nodes.map((n) => `http://127.0.0.1:${n.proxy.port}`), random, counts: feed, failures: writerFailures, writing: () => writing }));
 
 
   // The nemesis.
@@ -333,11 +343,13 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   for (const n of nodes) await ensureUp(n);
   await sleep(2000);
   writing = false;
-  await Promise.all(writers);
+  await Promise.all([...writers, ...actors]);
 
   console.log('  converging');
   const violations: string[] = [];
   const truth = await readTruth(direct(), plan.kind, stalledIds);
+  const muted = [...truth.feed.muted].filter(([, m]) => m.length > 0).map(([u, m]) => `${u}: ${m.join(',')}`);
+  console.log(`  ${[...truth.feed.rows.values()].filter((r) => r.archived).length} archived, ${[...truth.feed.rows.values()].filter((r) => r.seen && !r.read).length} seen and not read; muted: ${muted.join('; ') || 'none'}`);
   console.log(`  the database holds ${[...truth.alerts.values()].reduce((n, m) => n + m.size, 0)} alerts with an owner`);
   const converged = () => tabs.every((t) => mismatch(t, truth).length === 0);
   try {
@@ -345,10 +357,10 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
   } catch {
     for (const t of tabs) for (const m of mismatch(t, truth)) violations.push(m);
   }
+  for (const t of tabs) t.stop();
   for (const t of tabs) violations.push(...t.violations);
   violations.push(...writerFailures);
   violations.push(...stuck);
-  for (const t of tabs) t.stop();
   console.log('  stopping');
   for (const n of nodes) await stopNode(n, 'SIGTERM');
   violations.push(...stuck.filter((x) => !violations.includes(x)));
@@ -372,9 +384,11 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
     faults,
     plan,
     committed,
+    feed,
     figures: classify(violations),
     delivered: catchUp.length,
     tabs: TABS,
+    reloads: tabs.reduce((n, t) => n + t.reloads, 0),
     connections: tabs.reduce((n, t) => n + t.connections, 0),
     tokenRefreshes: tabs.reduce((n, t) => n + t.refreshed, 0),
     expiredCloses: tabs.reduce((n, t) => n + t.expiredCloses, 0),
@@ -389,15 +403,19 @@ interface Truth {
   alerts: Map<string, Map<string, TruthRow>>;
   /** The alert the stalled standby's update marked (--standby). */
   stalled: Set<string>;
+  /** Seen, archived and muted, from pgbell's "Alert" view and pgbell.preference. */
+  feed: FeedTruth;
 }
 
 async function readTruth(url: string, kind: TableKind, stalled: Set<string>): Promise<Truth> {
   const alerts = new Map<string, Map<string, TruthRow>>(USERS.map((u) => [u, new Map()]));
   for (const [id, r] of await readTable(url, kind)) alerts.get(r.userId)?.set(id, r);
-  return { alerts, stalled };
+  return { alerts, stalled, feed: await readFeedTruth(url) };
 }
 
 const KINDS: Array<[keyof ModeReport['figures'], RegExp]> = [
+  // First: its messages hold "unread 3".
+  ['state', /seen=|which is archived|, muted\)|: counts /],
   ['lost', /never got alert|read=|which is deleted|unread \d/],
   ['foreign', /got alert \S+ of |of type|without an owner/],
   ['repeats', /sent twice/],
@@ -407,28 +425,44 @@ const KINDS: Array<[keyof ModeReport['figures'], RegExp]> = [
 ];
 
 function classify(violations: string[]): ModeReport['figures'] {
-  const out: ModeReport['figures'] = { lost: 0, foreign: 0, repeats: 0, resets: 0, stale: 0, writer: 0, other: 0 };
+  const out: ModeReport['figures'] = { lost: 0, foreign: 0, repeats: 0, resets: 0, stale: 0, state: 0, writer: 0, other: 0 };
   for (const v of violations) out[KINDS.find(([, re]) => re.test(v))?.[0] ?? 'other']++;
   return out;
 }
 
-/** How a tab differs from the database: missing, extra or stale alerts, or a wrong unread count. */
+/** How a tab differs from the database: missing, extra or stale alerts, a wrong seen state, or wrong counts. */
 function mismatch(t: ChaosTab, truth: Truth): string[] {
   const out: string[] = [];
+  const who = `tab ${t.o.id} of ${t.o.userId}`;
   const why = (id: string) => (truth.stalled.has(id) ? ' (marked by the stalled update)' : t.o.renewed?.has(id) ? ' (re-inserted or moved)' : '');
-  const mine = [...truth.alerts.get(t.o.userId)!].filter(([, a]) => !t.o.types || t.o.types.includes(a.type));
-  const want = new Map(mine.map(([id, a]) => [id, a.read]));
-  for (const [id, a] of mine) {
-    if (!t.alerts.has(id)) out.push(`tab ${t.o.id} of ${t.o.userId}: never got alert ${id}${why(id)}`);
-    else if (t.alerts.get(id) !== a.read) out.push(`tab ${t.o.id} of ${t.o.userId}: alert ${id} read=${t.alerts.get(id)}, database says ${a.read}${why(id)}`);
+  const table = truth.alerts.get(t.o.userId)!;
+  const expected = expectedFor(truth.feed, t.o.userId, t.o.types);
+  for (const id of expected.list) {
+    const a = table.get(id);
+    const f = truth.feed.rows.get(id)!;
+    const held = t.alerts.get(id);
+    if (!a) out.push(`${who}: alert ${id} is in pgbell's "Alert" view but not in the table`);
+    else if (!held) out.push(`${who}: never got alert ${id}${why(id)}`);
+    else if (held.read !== a.read) out.push(`${who}: alert ${id} read=${held.read}, database says ${a.read}${why(id)}`);
+    else if (held.seen !== f.seen) out.push(`${who}: alert ${id} seen=${held.seen}, database says ${f.seen}${why(id)}`);
     else if (canonical(t.data.get(id)) !== canonical(a.data)) {
-      out.push(`tab ${t.o.id} of ${t.o.userId}: alert ${id} data differs: got ${short(canonical(t.data.get(id)))}, the table has ${short(canonical(a.data))}`);
+      out.push(`${who}: alert ${id} data differs: got ${short(canonical(t.data.get(id)))}, the table has ${short(canonical(a.data))}`);
     }
   }
-  for (const id of t.alerts.keys()) if (!want.has(id)) out.push(`tab ${t.o.id} of ${t.o.userId}: holds alert ${id}, which is deleted (or not its own)${why(id)}`);
-  const unread = [...want.values()].filter((r) => !r).length;
-  if (out.length === 0 && t.unread !== unread) out.push(`tab ${t.o.id} of ${t.o.userId}: unread ${t.unread}, database says ${unread}`);
+  for (const [id, held] of t.alerts) {
+    if (expected.list.has(id)) continue;
+    const f = truth.feed.rows.get(id);
+    if (f?.userId === t.o.userId && f.archived) out.push(`${who}: holds alert ${id}, which is archived${why(id)}`);
+    else if (f?.userId === t.o.userId && !t.o.types) out.push(`${who}: holds alert ${id} (type ${f.type}, muted)${why(id)}`);
+    else out.push(`${who}: holds alert ${id}, which is deleted (or not its own, type ${held.type})${why(id)}`);
+  }
+  const counts = { unread: t.unread, unseen: t.unseen, byType: t.byType };
+  if (out.length === 0 && canonical(counts) !== canonical(expected.counts)) out.push(`${who}: counts ${countsLine(counts)}, database says ${countsLine(expected.counts)}`);
   return out;
+}
+
+function countsLine(c: { unread: number; unseen: number; byType: Record<string, { unread: number; unseen: number }> }): string {
+  return `unread ${c.unread} unseen ${c.unseen} byType ${Object.keys(c.byType).sort().map((k) => `${k} ${c.byType[k]!.unread}/${c.byType[k]!.unseen}`).join(', ') || '-'}`;
 }
 
 /** Violations grouped by their shape (numbers left out), most frequent first: "count × the first of them". */
@@ -507,6 +541,8 @@ async function main(): Promise<void> {
       const faults = Object.entries(r.faults).map(([k, n]) => `${k} ${n}`).join(', ');
       const c = r.committed;
       console.log(`\n${mode} mode: ${c.transactions} transactions (${c.inserts} inserts of which ${c.nullOwner} without an owner and ${c.big} big, ${c.updates} updates, ${c.deletes} deletes, ${c.reinserts} re-inserts, ${c.moves} moves, ${c.alters} ALTER TABLE); ${r.delivered} alert deliveries to ${r.tabs} tabs over ${r.connections} connections`);
+      const fd = r.feed;
+      console.log(`  feed: ${fd.seen} seen, ${fd.archives} archive and ${fd.unarchives} unarchive requests, ${fd.mutes} mutes; ${fd.changed} alerts changed, ${fd.pending} pending, ${fd.refused} refused (unknown_alert), ${fd.faulted} cut by a fault; ${r.reloads} list reloads after an unmute`);
       console.log(`  faults: ${faults}; token refreshes ${r.tokenRefreshes}, 4401 closes ${r.expiredCloses}`);
       console.log(`  commit → tab: p99 ${r.p99CatchUpMs.toFixed(0)} ms, worst ${r.worstCatchUpMs.toFixed(0)} ms (the worst catch-up)`);
       const f = Object.entries(r.figures).map(([k, n]) => `${k} ${n}`).join(', ');

@@ -164,7 +164,8 @@ export function newCounts(): Counts {
 const ODD_JSON = [null, '{"a":1}', '{"k":"\\u0000"}', '[1,{"x":null},"\\u00e9"]', '"just a string"', '{"a":1,"a":2}', '{"big":123456789012345678901234567890}', '{"deep":{"er":[[[]]]}}', '{"emoji":"🔔"}', 'null', '1e400'];
 const NUMERIC = [null, '0.1', '-0', '1e-20', '12345678901234567890.123456789', '42'];
 const DUE = [null, '2026-01-02 03:04:05+00', '1999-12-31 23:59:59.999999+05:30', 'infinity', '-infinity', '0044-03-15 12:00:00 BC'];
-const TYPES = ['info', 'billing', 'security'];
+/** The alert types writers insert (and the feed's actor mutes); the app's table also has rows without one ("general"). */
+export const TYPES = ['info', 'billing', 'security', 'news'] as const;
 
 export interface WriterContext {
   plan: Plan;
@@ -240,8 +241,9 @@ export async function writer(w: WriterContext): Promise<void> {
       }
     } catch (err) {
       if (!isFaultError(err)) {
-        const e = err as { code?: string; message?: string };
-        w.failures.push(`writer ${w.index}${w.plan.restricted[w.index] ? ' (table privileges only)' : ''}: ${e.code ?? ''} ${e.message}`);
+        const e = err as { code?: string; message?: string; detail?: string };
+        // The detail names the locks of a deadlock (which process waited for what).
+        w.failures.push(`writer ${w.index}${w.plan.restricted[w.index] ? ' (table privileges only)' : ''}: ${e.code ?? ''} ${e.message}${e.detail ? ` (${e.detail.replace(/\s+/g, ' ')})` : ''}`);
         await c.query('ROLLBACK').catch(() => {});
       }
       await sleep(100);
