@@ -272,7 +272,10 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
   };
 }
 
-/** A worker: a daemon fed by the primary; resolves once it stopped (SIGTERM, or the primary went away). */
+/**
+ * A worker: a daemon fed by the primary; resolves once it stopped (SIGTERM/SIGINT). A worker
+ * whose primary is gone (killed) is ended by node:cluster at once; its clients reconnect.
+ */
 export async function runWorker(opts: DaemonOptions): Promise<void> {
   const id = cluster.worker!.id;
   const log = (opts.log ?? (await import('../log.js')).createLogger(opts.logLevel ?? 'info')).child({ worker: id });
@@ -336,18 +339,17 @@ export async function runWorker(opts: DaemonOptions): Promise<void> {
       const stop = (why: string) => {
         process.off('SIGTERM', onTerm);
         process.off('SIGINT', onInt);
-        process.off('disconnect', onGone);
         log.info(`${why}; worker stopping`);
         void d.stop().finally(resolve);
       };
       const onTerm = () => stop('SIGTERM received');
       const onInt = () => stop('SIGINT received');
-      const onGone = () => stop('the primary went away');
       process.on('SIGTERM', onTerm);
       process.on('SIGINT', onInt);
-      process.on('disconnect', onGone);
     });
   } finally {
-    if (process.connected) process.disconnect();
+    // The worker's own disconnect: the process then exits with its exit code (a failed start: 1),
+    // and the primary knows it meant to.
+    if (process.connected) cluster.worker!.disconnect();
   }
 }
