@@ -304,6 +304,11 @@ describe('pgbell start --workers 3', () => {
     const inserting = insert(db, 90);
     await new Promise((r) => setTimeout(r, 300));
     process.kill(victim.pid, 'SIGKILL');
+    // Until it is replaced the machine says so (a new worker takes about a second to start).
+    await until(async () => {
+      const h = await adminHealth(m);
+      return h.status === 503 && h.body.status === 'degraded' && h.body.workers.serving === 2;
+    }, 5000, '/health to report the missing worker');
     const mine = await inserting;
     await until(async () => {
       const h = await adminHealth(m);
