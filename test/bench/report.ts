@@ -7,11 +7,27 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Percentiles } from './run.js';
 
+/** What a target cost the database over a run (see measureDb in run.ts). */
+export interface DbCost {
+  /** Statements the target's sessions ran (pg_stat_statements calls; null without the extension). */
+  queries: number | null;
+  /** Rows those statements returned or changed. */
+  rows: number | null;
+  /** Their execution time in the server, ms. */
+  execMs: number | null;
+  /** CPU time (user + system) of the target's backends, walsenders included, s (null when Postgres is not on this machine). */
+  cpuSeconds: number | null;
+  /** The target's connections to the database at the end. */
+  connections: number;
+  /** Its most frequent statements (the start of their text) and their calls. */
+  top?: Array<{ query: string; calls: number }>;
+}
+
 export interface Report {
   at: string;
   machine: { cpus: number; cpuModel: string; memGiB: number; node: string; postgres: string };
   params: Record<string, number>;
-  latency: Array<{ target: string; clients?: number; sockets: number; users: number; rate: number; achievedRate: number; expected: number; delivered: number; foreign: number; fromAck: Percentiles; fromSend: Percentiles; cpuSeconds?: number }>;
+  latency: Array<{ target: string; clients?: number; sockets: number; users: number; rate: number; achievedRate: number; expected: number; delivered: number; foreign: number; fromAck: Percentiles; fromSend: Percentiles; cpuSeconds?: number; commit?: Percentiles; db?: DbCost }>;
   connections: Array<{ target: string; clients?: number; sockets: number; connectMs: number; failed: number; rssIdle: number; rssHeld: number; perSocket: number }>;
   throughput: Array<{ target: string; case: string; alerts: number; delivered: number; foreign: number; seconds: number; perSecond: number; ackToLastMs: number }>;
   writerTax: Array<{ writers: number; off: number; notify: number; poll: number; wal?: number }>;
@@ -19,7 +35,7 @@ export interface Report {
   /** pgbell's own view of the latency runs (from its /metrics): delivery and read times, event-loop delay. */
   inside?: Array<{ target: string; clients: number; deliveryMs: number; notifications: number; readMs: number; reads: number; loopP50Ms: number; loopP99Ms: number }>;
   /** The reconnect storm (see storm() in run.ts). */
-  storm?: { sockets: number; clients: number; backMs: number; stoppedMs: number; upMs: number; live: number; refused: number; peakPending: number; alerts: number; lost: number; repeats: number; foreign: number };
+  storm?: { sockets: number; clients: number; backMs: number; stoppedMs: number; upMs: number; live: number; refused: number; peakPending: number; alerts: number; lost: number; repeats: number; foreign: number; db?: DbCost };
 }
 
 export interface ProfileSummary {
@@ -174,6 +190,33 @@ function markdown(r: Report): string {
       }
     }
   }
+  const floorR = r.latency.find((l) => l.target === 'relay-read');
+  const pgNotify = r.latency.find((l) => l.target === 'pgbell');
+  if (floorR && pgNotify) lines.push(`pgbell in notify mode against floor R (relay-read, which reads each notified transaction's rows as pgbell does): p50 ${fmt(pgNotify.fromAck.p50 / floorR.fromAck.p50)}×, p99 ${fmt(pgNotify.fromAck.p99 / floorR.fromAck.p99)}×.`, '');
+  const committed = r.latency.filter((l) => l.commit);
+  if (committed.length) {
+    lines.push("## The writers' own commit", '');
+    lines.push("Each paced INSERT's round trip, send to commit acknowledged, as the latency scenario's writers saw it: what the target costs an application's writers at that rate. Floor B's writers run a row trigger that sends a NOTIFY and nothing else; floor W's run no trigger.", '');
+    lines.push('| target | clients | INSERTs/s | p50 | p90 | p99 | max |', '|---|---|---|---|---|---|---|');
+    for (const l of committed) lines.push(`| ${l.target} | ${l.clients ?? r.params.clients} | ${l.achievedRate.toFixed(0)} | ${fmt(l.commit!.p50)} | ${fmt(l.commit!.p90)} | ${fmt(l.commit!.p99)} | ${fmt(l.commit!.max, 1)} |`);
+    lines.push('');
+    const floorB = r.latency.find((l) => l.target === 'relay' && l.commit);
+    if (pgNotify?.commit && floorB?.commit) lines.push(`pgbell's writers (notify mode) against floor B's: p50 ${fmt(pgNotify.commit.p50 / floorB.commit.p50)}×, p99 ${fmt(pgNotify.commit.p99 / floorB.commit.p99)}×.`, '');
+  }
+  const costed = r.latency.filter((l) => l.db);
+  if (costed.length || r.storm?.db) {
+    lines.push('## What each target costs the database', '');
+    lines.push("Over each latency run, the target's own sessions on its database (every backend but the writers' and the bench's, walsenders included): top-level statements, rows and server execution time from `pg_stat_statements`, and the backends' CPU from /proc, per 1,000 alerts delivered. The writers' INSERTs and the triggers inside them are the writers' cost, in the table above. The storm's row is per 1,000 sockets resumed, from the restart until all were back, with the alerts written meanwhile.", '');
+    lines.push('| target | clients | per 1,000 | queries | rows | executing | backend CPU | connections |', '|---|---|---|---|---|---|---|---|');
+    const per = (x: number | null, n: number, digits = 1) => (x === null ? '–' : ((x / n) * 1000).toFixed(digits));
+    const row = (label: string, clients: number | string, what: string, d: DbCost, n: number) =>
+      lines.push(`| ${label} | ${clients} | ${what} | ${per(d.queries, n)} | ${per(d.rows, n)} | ${per(d.execMs, n)} ms | ${d.cpuSeconds === null ? '–' : `${per(d.cpuSeconds * 1000, n)} ms`} | ${d.connections} |`);
+    for (const l of costed) row(l.target, l.clients ?? r.params.clients!, 'alerts delivered', l.db!, l.delivered);
+    if (r.storm?.db) row('pgbell (storm)', r.storm.clients, 'sockets resumed', r.storm.db, r.storm.live);
+    lines.push('');
+    const tops: Array<[string, DbCost]> = [...(pgNotify?.db ? [['pgbell, latency', pgNotify.db] as [string, DbCost]] : []), ...(r.storm?.db ? [['pgbell, storm', r.storm.db] as [string, DbCost]] : [])];
+    for (const [label, d] of tops) if (d.top?.length) lines.push(`${label}, its most frequent statements: ${d.top.map((t) => `${t.calls} × \`${t.query.replace(/`/g, "'")}\``).join('; ')}.`, '');
+  }
   if (r.connections.length) {
     lines.push('## Connections', '');
     lines.push('| target | clients | sockets | connect (+ auth for pgbell) | RSS before → after | RSS per idle socket |', '|---|---|---|---|---|---|');
@@ -258,12 +301,30 @@ function roundTwo(r: Report): string[] {
     add(`RSS per idle authenticated socket ≤ floor B's + 1 KiB (${at})`, cp && cr ? (cp.perSocket - cr.perSocket) / 1024 : undefined, (v) => v <= 1, (v) => `${v >= 0 ? '+' : ''}${v.toFixed(2)} KiB (${(cp!.perSocket / 1024).toFixed(1)} against ${(cr!.perSocket / 1024).toFixed(1)} KiB)`);
     add(`authenticating ${cp?.sockets ?? ''} sockets ≤ 1.5× floor B's accepting them (${at})`, cp && cr ? cp.connectMs / cr.connectMs : undefined, (v) => v <= 1.5, (v) => `${v.toFixed(2)}× (${(cp!.connectMs / 1000).toFixed(1)} against ${(cr!.connectMs / 1000).toFixed(1)} s)`);
   }
+  const first = counts[0];
+  for (const c of counts) {
+    const pg = r.latency.find((l) => l.target === 'pgbell' && n(l) === c);
+    const floorR = r.latency.find((l) => l.target === 'relay-read' && n(l) === c);
+    const at = `${c} client processes`;
+    add(`notify mode p50 ≤ 1.3× floor R (${at})`, pg && floorR ? pg.fromAck.p50 / floorR.fromAck.p50 : undefined, (v) => v <= 1.3, (v) => `${v.toFixed(2)}× (${fmt(pg!.fromAck.p50)} against ${fmt(floorR!.fromAck.p50)} ms)`);
+    add(`notify mode p99 ≤ 2× floor R's p99 (${at})`, pg && floorR ? pg.fromAck.p99 / floorR.fromAck.p99 : undefined, (v) => v <= 2, (v) => `${v.toFixed(2)}× (${fmt(pg!.fromAck.p99)} against ${fmt(floorR!.fromAck.p99)} ms)`);
+  }
+  const pgFirst = r.latency.find((l) => l.target === 'pgbell' && n(l) === first);
+  const relayFirst = r.latency.find((l) => l.target === 'relay' && n(l) === first);
+  const wc = pgFirst?.commit && relayFirst?.commit ? { pg: pgFirst.commit, b: relayFirst.commit } : undefined;
+  add("notify mode: the writers' commit p50 ≤ 1.5× floor B's writers'", wc ? wc.pg.p50 / wc.b.p50 : undefined, (v) => v <= 1.5, (v) => `${v.toFixed(2)}× (${fmt(wc!.pg.p50)} against ${fmt(wc!.b.p50)} ms)`);
+  add("notify mode: the writers' commit p99 ≤ 2× floor B's writers'", wc ? wc.pg.p99 / wc.b.p99 : undefined, (v) => v <= 2, (v) => `${v.toFixed(2)}× (${fmt(wc!.pg.p99)} against ${fmt(wc!.b.p99)} ms)`);
+  const inside = r.inside?.find((x) => x.target === 'pgbell' && x.clients === first);
+  const perStep = pgFirst?.db?.queries != null && inside && inside.reads > 0 ? pgFirst.db.queries / inside.reads : undefined;
+  add('notify mode: ≤ 1 query per live read (each read serves the NOTIFYs of one step; probes included)', perStep, (v) => v <= 1, (v) => `${v.toFixed(2)} (${pgFirst!.db!.queries} statements, ${inside!.reads} live reads)`);
   const st = r.storm;
+  const stormQueries = st?.db?.queries != null ? (st.db.queries / st.live) * 500 : undefined;
+  add('a reconnect storm costs ≤ 1 query per 500 resuming users (the live reads of the alerts written meanwhile included)', stormQueries, (v) => v <= 1, (v) => `${v.toFixed(0)} per 500 (${st!.db!.queries} statements for ${st!.live} sockets)`);
   add(`reconnect storm (${st?.sockets ?? ''} sockets dropped by a restart) all back ≤ 10 s, the unauthenticated cap holding`, st?.backMs, (v) => v <= 10_000, (v) => `${(v / 1000).toFixed(1)} s (${st!.refused} refusals, peak unauthenticated ${st!.peakPending})`);
   const runs = [...r.latency.filter((l) => l.target.startsWith('pgbell')), ...r.throughput.filter((t) => t.target.startsWith('pgbell'))];
   const lost = shortfall(runs) + (st ? st.lost + st.repeats + st.foreign : 0);
   add('nothing lost (or repeated, or misdelivered) in any scenario', runs.length || st ? lost : undefined, (v) => v === 0, (v) => (v === 0 ? 'none' : `${v}`));
-  return ['## Goals', '', 'Each ratio is to floor B (the minimal relay, test/bench/peers/relay.ts) measured in the same run.', '', ...table.lines()];
+  return ['## Goals', '', 'Each ratio is to a floor measured in the same run: floor B (the minimal relay, test/bench/peers/relay.ts) or floor R (the same relay reading each notified transaction\'s rows, test/bench/peers/relay-read.ts).', '', ...table.lines()];
 }
 
 /** The goals of the first round, each with the figure measured in this run and whether it was met. */

@@ -11,12 +11,16 @@
  *                         cost of logging at the default level
  *             listen      floor A: a raw LISTEN client's receipt of the trigger's NOTIFY (no daemon)
  *             relay       floor B: pg-listen → ws, no auth, no features (test/bench/peers/relay.ts)
+ *             relay-read  floor R: floor B that, like pgbell, reads each notified transaction's rows
+ *                         in one indexed query instead of trusting the payload (peers/relay-read.ts)
  *             relay-wal   floor W: a bare pgoutput consumer → ws, no triggers (peers/relay-wal.ts)
  *             socketio    peer C: Socket.IO rooms fed by pg-listen (peers/socketio.ts)
  *             broadcast   peer D: the writer POSTs each alert to an HTTP broadcast endpoint (peers/broadcast.ts)
  *   scenarios latency      S sockets over U users, R single-row INSERTs/s from a pool of writers;
  *                          commit→socket percentiles (writer stamps send and ack, clients stamp receipt,
- *                          one monotonic clock); sockets connect+auth time and RSS per idle socket
+ *                          one monotonic clock); the writers' own commit latency; sockets connect+auth
+ *                          time and RSS per idle socket; what the target costs the database (its
+ *                          backends' statements from pg_stat_statements, their CPU from /proc)
  *             throughput  (a) transactions of 100 rows, one alert per socket; (b) bursts: 1,000-row
  *                          transactions to 100 sockets; (c) one statement, one alert for each of S users
  *             writers     INSERT throughput with the triggers off, on (NOTIFY), in poll mode, and in WAL
@@ -42,12 +46,12 @@ import { freePort } from '../../src/cli/embedded.js';
 import { databaseUrl } from '../helpers/pg.js';
 import { benchServer } from './server.js';
 import type { ClientJob, FromClient, TargetKind, ToClient } from './clients.js';
-import { summarizeProfile, writeReport, type Report } from './report.js';
+import { summarizeProfile, writeReport, type DbCost, type Report } from './report.js';
 
 const { values: args } = parseArgs({
   options: {
     scenarios: { type: 'string', default: 'latency,storm,throughput,writers' },
-    targets: { type: 'string', default: 'pgbell,pgbell-debug,pgbell-poll,pgbell-wal,listen,relay,relay-wal,socketio,broadcast' },
+    targets: { type: 'string', default: 'pgbell,pgbell-debug,pgbell-poll,pgbell-wal,listen,relay,relay-read,relay-wal,socketio,broadcast' },
     'poll-ms': { type: 'string', default: '100' },
     sockets: { type: 'string', default: '10000' },
     users: { type: 'string', default: '1000' },
@@ -63,7 +67,7 @@ const { values: args } = parseArgs({
   },
 });
 const SCENARIOS = new Set(args.scenarios.split(','));
-type Target = TargetKind | 'listen' | 'pgbell-poll' | 'pgbell-wal' | 'pgbell-debug' | 'pgbell-warn' | 'relay-wal';
+type Target = TargetKind | 'listen' | 'pgbell-poll' | 'pgbell-wal' | 'pgbell-debug' | 'pgbell-warn' | 'relay-wal' | 'relay-read';
 const isPgbell = (t: Target) => t.startsWith('pgbell');
 const TARGETS = args.targets.split(',') as Target[];
 const S = Number(args.sockets);
@@ -135,7 +139,7 @@ async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir
     }
   } else {
     const file = new URL(`./peers/${kind}.ts`, import.meta.url).pathname;
-    child = fork(file, [], { env: { ...env, DATABASE_URL: kind === 'relay-wal' ? dbs.walpeer : dbs.peer }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child = fork(file, [], { env: { ...env, DATABASE_URL: kind === 'relay-wal' ? dbs.walpeer : kind === 'relay-read' ? dbs.pgbell : dbs.peer }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());
       child.once('exit', () => reject(new Error(`${kind} exited while starting`)));
@@ -172,7 +176,7 @@ function dbFor(kind: Target, dbs: Dbs): string {
   if (kind === 'pgbell-poll') return dbs.poll;
   if (kind === 'pgbell-wal') return dbs.wal;
   if (kind === 'relay-wal') return dbs.walpeer;
-  if (isPgbell(kind)) return dbs.pgbell;
+  if (isPgbell(kind) || kind === 'relay-read') return dbs.pgbell;
   return kind === 'broadcast' ? dbs.plain : dbs.peer;
 }
 
@@ -182,7 +186,7 @@ class Clients {
   readonly procs: ChildProcess[] = [];
 
   static async connect(target: Exclude<Target, 'listen'>, url: string, users: string[], processes = CLIENTS, reconnect = false): Promise<{ clients: Clients; ms: number; failed: number }> {
-    const kind: TargetKind = isPgbell(target) ? 'pgbell' : target === 'relay-wal' ? 'relay' : (target as TargetKind);
+    const kind: TargetKind = isPgbell(target) ? 'pgbell' : target === 'relay-wal' || target === 'relay-read' ? 'relay' : (target as TargetKind);
     const c = new Clients();
     const per = Math.ceil(users.length / processes);
     const localAddrs = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
@@ -263,7 +267,7 @@ interface Stamp {
 async function paced(url: string, users: string[], rate: number, seconds: number, broadcast?: string): Promise<{ stamps: Stamp[]; achieved: number }> {
   const total = Math.round(rate * seconds);
   const stamps: Stamp[] = new Array(total);
-  const clients = await connectMany(url, WRITER_POOL);
+  const clients = await connectMany(url, WRITER_POOL, WRITER_APP);
   let next = 0;
   const t0 = now();
   const writer = async (c: pg.Client) => {
@@ -305,6 +309,82 @@ function percentiles(samples: number[]): Percentiles {
   const s = Float64Array.from(samples).sort();
   const at = (q: number) => (s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))]! : NaN);
   return { n: s.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: s.length ? s[s.length - 1]! : NaN };
+}
+
+// ---------- what a target costs the database ----------
+
+/** The writers' application_name: their statements and backends are not the target's cost. */
+const WRITER_APP = 'bench-writer';
+/** The bench's own connections (setup, this monitor): not the target's either. */
+const BENCH_APPS = [WRITER_APP, 'bench'];
+
+
+/** CPU seconds of a local process, or null if it is not one (gone, or another machine's). */
+async function procCpu(pid: number): Promise<number | null> {
+  try {
+    return await cpuSeconds(pid);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Starts measuring what the sessions on `url`'s database other than the bench's own cost it;
+ * the returned function ends the measure. pg_stat_statements is reset (server-wide: runs are
+ * one at a time) when the database has the extension.
+ */
+async function measureDb(url: string): Promise<() => Promise<DbCost>> {
+  const [mon] = (await connectMany(url, 1)) as [pg.Client];
+  const statements = await mon.query(`SELECT pg_stat_statements_reset() AS bench_monitor`).then(
+    () => true,
+    () => false,
+  );
+  const backends = async () =>
+    (await mon.query<{ bench_monitor: number }>(`SELECT pid AS bench_monitor FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT (coalesce(application_name, '') = ANY($1::text[]))`, [BENCH_APPS])).rows.map((r) => r.bench_monitor);
+  const start = new Map<number, number | null>();
+  for (const pid of await backends()) start.set(pid, await procCpu(pid));
+  return async () => {
+    try {
+      const end = await backends();
+      let cpu: number | null = 0;
+      for (const pid of new Set([...start.keys(), ...end])) {
+        const now = await procCpu(pid);
+        // A backend that ended meanwhile is not counted; one that began is counted whole.
+        if (now === null) {
+          if (end.includes(pid)) cpu = null;
+          continue;
+        }
+        if (cpu !== null) cpu += now - (start.get(pid) ?? 0);
+      }
+      let queries: number | null = null;
+      let rows: number | null = null;
+      let execMs: number | null = null;
+      let top: DbCost['top'] = [];
+      if (statements) {
+        // Top-level statements only (pg_stat_statements.track = top): the writers' triggers are the writers'.
+        const { rows: r } = await mon.query<{ calls: string | null; rows: string | null; ms: number | null }>(
+          `SELECT sum(s.calls)::text AS calls, sum(s.rows)::text AS rows, sum(s.total_exec_time) AS ms
+             FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+            WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND s.query NOT LIKE '%bench_monitor%' AND s.query NOT LIKE 'INSERT INTO "Alert" ("userId", title) VALUES%'`,
+        );
+        queries = Number(r[0]?.calls ?? 0);
+        rows = Number(r[0]?.rows ?? 0);
+        execMs = Number(r[0]?.ms ?? 0);
+        const { rows: t } = await mon.query<{ query: string; calls: string }>(
+          `SELECT left(regexp_replace(s.query, '\\s+', ' ', 'g'), 90) AS query, s.calls::text AS calls
+             FROM pg_stat_statements s
+            WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND s.query NOT LIKE '%bench_monitor%' AND s.query NOT LIKE 'INSERT INTO "Alert" ("userId", title) VALUES%'
+            ORDER BY s.calls DESC LIMIT 4`,
+        );
+        top = t.map((x) => ({ query: x.query, calls: Number(x.calls) }));
+      }
+      return { queries, rows, execMs, cpuSeconds: cpu, connections: end.length, top };
+    } finally {
+      await mon.end();
+    }
+  };
 }
 
 // ---------- scenarios ----------
@@ -349,9 +429,11 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
     const cpu0 = await cpuSeconds(target.pid);
     // Reading the metrics resets the event-loop delay figures: what is read after covers the paced run.
     if (isPgbell(kind)) await fetch(target.url.replace('ws:', 'http:') + 'metrics').then((r) => r.text());
+    const endDb = await measureDb(db);
     const { stamps, achieved } = await paced(db, users, RATE, SECONDS, kind === 'broadcast' ? target.url.replace('ws:', 'http:') + 'broadcast' : undefined);
     const expected = stamps.reduce((n, _, k) => n + perUser.get(users[(k * 7919) % users.length]!)!, 0);
     await clients.waitFor(expected, 10_000);
+    const dbCost = await endDb();
     const cpu = (await cpuSeconds(target.pid)) - cpu0;
     if (isPgbell(kind) && kind !== 'pgbell-poll') {
       // pgbell's own view: notification received → fanned out (includes its read of the rows).
@@ -375,7 +457,8 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
       fromAck.push(ms(got.at[i]! - s.ack));
       fromSend.push(ms(got.at[i]! - s.send));
     }
-    report.latency.push({ target: kind, clients: processes, sockets: S, users: U, rate: RATE, achievedRate: achieved, expected, delivered: got.received, foreign: got.foreign, fromAck: percentiles(fromAck), fromSend: percentiles(fromSend), cpuSeconds: cpu });
+    const commit = percentiles(stamps.map((s) => ms(s.ack - s.send)));
+    report.latency.push({ target: kind, clients: processes, sockets: S, users: U, rate: RATE, achievedRate: achieved, expected, delivered: got.received, foreign: got.foreign, fromAck: percentiles(fromAck), fromSend: percentiles(fromSend), cpuSeconds: cpu, commit, db: dbCost });
     printLatency(report.latency.at(-1)!);
     await clients.close();
   } finally {
@@ -388,6 +471,14 @@ function printLatency(r: Report['latency'][number]): void {
   log(`   ${r.achievedRate.toFixed(0)} INSERTs/s achieved; delivered ${r.delivered}/${r.expected}${r.foreign ? `, ${r.foreign} TO THE WRONG USER` : ''}${r.cpuSeconds !== undefined ? `; server CPU ${r.cpuSeconds.toFixed(2)} s (${((r.cpuSeconds / r.delivered) * 1e6).toFixed(0)} µs per delivery)` : ''}`);
   log(`   commit ack → socket: ${f(r.fromAck)}`);
   log(`   send → socket:       ${f(r.fromSend)}`);
+  if (r.commit) log(`   writers' commit:     ${f(r.commit)}`);
+  if (r.db) log(`   database: ${dbLine(r.db, r.delivered)} per 1,000 delivered; ${r.db.connections} connections`);
+}
+
+/** A DbCost per 1,000 of something, for the log. */
+function dbLine(d: DbCost, n: number): string {
+  const per = (x: number | null, digits = 1) => (x === null ? '–' : ((x / n) * 1000).toFixed(digits));
+  return `${per(d.queries)} queries, ${per(d.rows)} rows, ${per(d.execMs)} ms executing, ${per(d.cpuSeconds === null ? null : d.cpuSeconds * 1000)} ms of backend CPU`;
 }
 
 /**
@@ -417,6 +508,7 @@ async function storm(dbs: Dbs, report: Report): Promise<void> {
   })();
   try {
     await sleep(1000);
+    const endDb = await measureDb(dbs.pgbell);
     const t0 = performance.now();
     await target.stop();
     const stoppedMs = performance.now() - t0;
@@ -433,6 +525,7 @@ async function storm(dbs: Dbs, report: Report): Promise<void> {
       await sleep(50);
     }
     const backMs = performance.now() - t0;
+    const db = await endDb();
     await sleep(1000);
     writing = false;
     await writes;
@@ -442,7 +535,8 @@ async function storm(dbs: Dbs, report: Report): Promise<void> {
       await sleep(100);
       v = await clients.verify('storm-', expected);
     }
-    report.storm = { sockets: S, clients: CLIENTS, backMs, stoppedMs, upMs, live: status.live, refused: status.refused, peakPending, alerts: k, ...v };
+    report.storm = { sockets: S, clients: CLIENTS, backMs, stoppedMs, upMs, live: status.live, refused: status.refused, peakPending, alerts: k, ...v, db };
+    log(`   database over the storm (restart to all back, its writes included): ${dbLine(db, status.live)} per 1,000 resumed sockets; ${db.connections} connections`);
     log(`   all ${status.live}/${status.total} back in ${(backMs / 1000).toFixed(1)} s from the restart's start (old daemon gone after ${(stoppedMs / 1000).toFixed(1)} s, new one healthy after ${(upMs / 1000).toFixed(1)} s); ${status.refused} refusals with 1013; peak unauthenticated ${peakPending}; ${k} alerts written meanwhile: lost ${v.lost}, repeats ${v.repeats}, to the wrong user ${v.foreign}`);
   } finally {
     writing = false;
@@ -558,10 +652,10 @@ async function setChannel(url: string, channel: string): Promise<void> {
  * `n` connected clients. Each gets an 'error' listener: a database dropped WITH (FORCE) under a
  * failed run would otherwise crash the process instead of ending it with the real error.
  */
-async function connectMany(url: string, n: number): Promise<pg.Client[]> {
+async function connectMany(url: string, n: number, applicationName = 'bench'): Promise<pg.Client[]> {
   return Promise.all(
     Array.from({ length: n }, async () => {
-      const c = new pg.Client({ connectionString: url });
+      const c = new pg.Client({ connectionString: url, application_name: applicationName });
       c.on('error', () => {});
       await c.connect();
       return c;
@@ -594,6 +688,8 @@ async function createDatabases(serverUrl: string): Promise<{ dbs: Dbs; drop: () 
     const url = databaseUrl(serverUrl, name);
     dbs[k] = url;
     await migrate(url, { channel: k === 'poll' || k === 'wal' ? '' : 'pgbell', publish: k === 'wal' });
+    // What each target costs the database (measureDb), where the server has the module loaded.
+    await sql(url, 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements').catch(() => {});
     await sql(url, `INSERT INTO "User" (id, email) SELECT 'u' || i, 'u' || i || '@example.test' FROM generate_series(0, $1::int - 1) i`, [userCount]);
     if (k === 'peer' || k === 'plain' || k === 'walpeer') {
       await sql(url, `DROP TRIGGER pgbell_insert ON "Alert"; DROP TRIGGER pgbell_update ON "Alert"; DROP TRIGGER pgbell_delete ON "Alert"; DROP TRIGGER pgbell_truncate ON "Alert"`);
@@ -639,7 +735,7 @@ async function main(): Promise<void> {
     if (SCENARIOS.has('latency')) {
       for (const t of TARGETS) await latency(t, dbs, report, profileDir);
       // The goals' ratios at every client count: pgbell and floor B again with each further one.
-      for (const n of CLIENT_COUNTS.slice(1)) for (const t of TARGETS.filter((t) => t === 'pgbell' || t === 'relay')) await latency(t, dbs, report, undefined, n);
+      for (const n of CLIENT_COUNTS.slice(1)) for (const t of TARGETS.filter((t) => t === 'pgbell' || t === 'relay' || t === 'relay-read')) await latency(t, dbs, report, undefined, n);
     }
     if (SCENARIOS.has('storm') && TARGETS.includes('pgbell')) await storm(dbs, report);
     const throughputProfile = SCENARIOS.has('latency') ? undefined : profileDir;

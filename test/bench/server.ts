@@ -12,7 +12,8 @@ export async function benchServer(): Promise<{ url: string; stop: () => Promise<
   if (given) return { url: given, stop: async () => {} };
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pgbell-bench-'));
   await chmod(dir, 0o755);
-  const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), password: 'bench', persistent: false });
+  // pg_stat_statements: the report's database cost per target.
+  const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), password: 'bench', persistent: false, settings: { shared_preload_libraries: 'pg_stat_statements' } });
   return {
     url: server.url,
     stop: async () => {
