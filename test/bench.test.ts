@@ -28,7 +28,8 @@ describe('npm run bench', () => {
       if (l.target === 'listen') continue;
       // The writers' own commit, one sample per INSERT; the target's sessions on the database.
       expect(l.commit.n, l.target).toBe(100);
-      expect(l.db.connections, l.target).toBeGreaterThan(0);
+      // Peer D's server has no connection of its own: its writers POST each alert to it.
+      if (l.target !== 'broadcast') expect(l.db.connections, l.target).toBeGreaterThan(0);
     }
     // Floor R and pgbell in notify mode both read: their statements are counted where the server has pg_stat_statements.
     for (const t of ['pgbell', 'relay-read']) {
