@@ -221,7 +221,7 @@ async function main(): Promise<void> {
         let stale = 0;
         for (const [id, read] of want) {
           if (!tab.alerts.has(id)) missing++;
-          else if (tab.alerts.get(id) !== read) stale++;
+          else if (tab.alerts.get(id)!.read !== read) stale++;
         }
         const extra = [...tab.alerts.keys()].filter((id) => !want.has(id)).length;
         if (missing + stale + extra > 0) last.push(`tab ${tab.o.id} of ${tab.o.userId}: ${missing} missing, ${stale} with another read state, ${extra} not in the database`);
