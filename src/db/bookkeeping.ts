@@ -37,7 +37,7 @@ import { PUBLICATION } from './publication.js';
 import { TABLE_TRIGGERS } from './triggers.js';
 
 export { dollarQuoted } from './bookkeeping-sql.js';
-export { renormalizeForeignTxids } from './foreign-txids.js';
+export { renormalizeForeignTxids, RestampError } from './foreign-txids.js';
 export { BOOKKEEPING_VERSION, databaseMode, readSource, type Kind, type Source } from './installed.js';
 export { MODEL_MAPPING, SCHEMA, tableSql, type Mapping } from './mapping.js';
 export { PUBLICATION, publicationProblem, publishedTables, setPublication } from './publication.js';
