@@ -108,7 +108,7 @@ export async function liveBatch(
   const toRead: string[] = [];
   const streamed: string[] = [];
   const carried: Change[] = [];
-  /** Users whose carried changes came without counts: counted here. */
+  /** Users whose carried changes came without counts: counted here (those with a socket here). */
   const users = new Set<string>();
   const given: { unread: Map<string, UnreadByType>; muted: Map<string, string[]> } = { unread: new Map(), muted: new Map() };
   for (const e of entries) {
@@ -130,16 +130,22 @@ export async function liveBatch(
     if (e.carried !== undefined) streamed.push(e.txid);
     if (e.carried) {
       carried.push(...e.carried);
-      for (const c of e.carried) {
-        const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
-        if (wanted(uid)) users.add(uid);
-      }
+      for (const c of e.carried) users.add(c.kind === 'alert' ? c.alert.userId : c.userId);
     } else toRead.push(e.txid);
   }
-  // Streamed transactions: first wait until they are visible (see unreadFor). Who is live is
-  // asked after that wait, so a socket that began to sync meanwhile is served too.
-  if (streamed.length > 0) await unreadFor(db, [], streamed);
-  const counted = users.size > 0 ? await unreadFor(db, [...users]) : { unread: new Map<string, UnreadByType>(), muted: new Map<string, string[]>() };
+  // Streamed transactions: their users' counts are read in a snapshot that sees them (see
+  // unreadFor), in one statement with the wait for that snapshot. Who has a socket here is asked
+  // before the wait and again after it: a socket that began to sync meanwhile is counted too,
+  // by a second statement (rare: it joined within the wait).
+  const counted = { unread: new Map<string, UnreadByType>(), muted: new Map<string, string[]>() };
+  const count = async (uids: string[], visible: string[]) => {
+    if (uids.length === 0 && visible.length === 0) return;
+    const got = await unreadFor(db, uids, visible);
+    for (const [uid, c] of got.unread) counted.unread.set(uid, c);
+    for (const [uid, m] of got.muted) counted.muted.set(uid, m);
+  };
+  await count([...users].filter(wanted), streamed);
+  await count([...users].filter((uid) => !counted.unread.has(uid) && wanted(uid)), []);
   // Asked only for a read: a step of forwarded or streamed transactions needs no list of users.
   const read: ChangeBatch =
     toRead.length > 0 ? await changesByTxids(db, toRead, typeof userIdsNow === 'function' ? userIdsNow() : userIdsNow) : { changes: [], unread: new Map<string, UnreadByType>(), muted: new Map() };
