@@ -42,6 +42,9 @@ export { RECENT_MAX_BYTES } from './recent.js';
  */
 const SYNC_RUNNERS = 2;
 
+/** How long a second sync runner gathers subscribers before its read (see #runSyncs). */
+const SYNC_GATHER_MS = 25;
+
 /**
  * An entry of the live stream, in arrival order: a transaction to read (`txid`), or a horizon
  * (`txid` null): every transaction below `xmin` was announced by an earlier entry.
@@ -173,20 +176,50 @@ export class Delivery {
     return sub.synced;
   }
 
-  /** Starts sync runners while there are subscribers waiting; each takes everything queued. */
+  /**
+   * Starts sync runners while there are subscribers waiting; each takes everything queued. A
+   * runner that starts while another reads (a reconnect storm: sockets arrive one by one) first
+   * gathers for SYNC_GATHER_MS, or until a read's worth of users is queued: each read is a
+   * statement on the database, and without the wait most would carry a socket or two. A lone
+   * socket, with no read running, is read at once.
+   */
   #runSyncs(): void {
     while (this.#syncQueue.length > 0 && this.#syncRunners < SYNC_RUNNERS) {
-      const subs = this.#syncQueue;
-      this.#syncQueue = [];
       this.#syncRunners++;
-      void this.#sync(subs, false)
-        .catch((err) => this.#o.log.error({ err }, 'syncing subscribers failed'))
-        .finally(() => {
-          this.#syncRunners--;
-          if (this.#syncQueue.length > 0 && !this.#stopping) this.#runSyncs();
-          else if (this.#syncRunners === 0) for (const done of this.#syncIdle.splice(0)) done();
-        });
+      const gather = this.#syncRunners > 1 && this.#syncQueue.length < (this.#o.syncBatchUsers ?? SYNC_BATCH_USERS);
+      if (!gather) {
+        this.#startSync();
+        continue;
+      }
+      const started = performance.now();
+      const wait = (): void => {
+        // Stopping: what is queued is settled by abandon(), not read.
+        if (this.#stopping) return this.#syncDone();
+        if (this.#syncQueue.length < (this.#o.syncBatchUsers ?? SYNC_BATCH_USERS) && performance.now() - started < SYNC_GATHER_MS) {
+          setTimeout(wait, 5);
+          return;
+        }
+        if (this.#syncQueue.length === 0) return this.#syncDone();
+        this.#startSync();
+      };
+      setTimeout(wait, 5);
+      return;
     }
+  }
+
+  /** One runner (already counted) reads everything queued now. */
+  #startSync(): void {
+    const subs = this.#syncQueue;
+    this.#syncQueue = [];
+    void this.#sync(subs, false)
+      .catch((err) => this.#o.log.error({ err }, 'syncing subscribers failed'))
+      .finally(() => this.#syncDone());
+  }
+
+  #syncDone(): void {
+    this.#syncRunners--;
+    if (this.#syncQueue.length > 0 && !this.#stopping) this.#runSyncs();
+    else if (this.#syncRunners === 0) for (const done of this.#syncIdle.splice(0)) done();
   }
 
   /** Resolves when no sync read is running or queued. */
