@@ -6,7 +6,7 @@
  * this is the per-socket protocol of a sync, given the read's result.
  */
 import { CursorState, resumeProblem } from './cursor.js';
-import { countsJson, countsOf, type Change, type SinceBatch } from '../db/changes.js';
+import { countsJson, countsOf, sawTx, type Change, type SinceBatch } from '../db/changes.js';
 import type { Subscriber } from './hub.js';
 import type { Stashed } from './stash.js';
 import type { Metrics } from '../metrics.js';
@@ -112,6 +112,10 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
   // transaction that gets it later.
   const next = new CursorState(res.xmin, from?.ids ?? []);
   for (const c of mine) if (c.txid < res.xmax) next.add(c.txid);
+  // A stashed transaction the read saw is in what it sent, though perhaps in a newer state (an
+  // alert it changed was changed again, and the read found the row stamped with the later
+  // transaction): offered from the stash, it would repeat the alert, stale.
+  for (const e of sub.stash ?? []) if (e.tx < res.xmax && sawTx(res, e.tx)) next.add(e.tx);
   sub.cursor = next;
   sub.epoch = res.epoch;
   sub.byType = byType;

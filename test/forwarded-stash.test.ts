@@ -1,5 +1,5 @@
 /**
- * Review: a worker of `pgbell start --workers N` gets the primary's live reads over IPC, some
+ * A worker of `pgbell start --workers N` gets the primary's live reads over IPC, some
  * time after the primary made them. A transaction the primary read before a later one changed
  * the same alert can reach a worker after one of its sockets began to sync: the sync's read sees
  * the alert's newer state (stamped with the later transaction), while the stash holds the older
@@ -68,11 +68,11 @@ it('a forwarded transaction the sync read saw in a newer state is not sent again
   hub.remove(s0);
 
   // T inserts the alert; the primary reads T before T' changes it.
-  const [{ t }] = await query<{ t: string }>(url, `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x1', 'fw1', 'info', 'first') RETURNING pg_current_xact_id()::text AS t`);
+  const { t } = (await query<{ t: string }>(url, `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x1', 'fw1', 'info', 'first') RETURNING pg_current_xact_id()::text AS t`))[0]!;
   const readT = await changesByTxids(db, [t], 'all');
   const countsT = await unreadFor(db, ['fw1']);
   // T' changes it; the primary reads T'.
-  const [{ t: t2 }] = await query<{ t: string }>(url, `UPDATE "Alert" SET title = 'second' WHERE id = 'x1' RETURNING pg_current_xact_id()::text AS t`);
+  const { t: t2 } = (await query<{ t: string }>(url, `UPDATE "Alert" SET title = 'second' WHERE id = 'x1' RETURNING pg_current_xact_id()::text AS t`))[0]!;
   const readT2 = await changesByTxids(db, [t2], 'all');
   const countsT2 = await unreadFor(db, ['fw1']);
   expect(readT.changes).toHaveLength(1);
