@@ -167,9 +167,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       (n) => n > 0 && log.info({ pruned: n }, `pruned ${n} tombstones older than ${retentionHours} h`),
       (err) => log.warn({ err: (err as Error).message }, 'pruning tombstones failed; will retry'),
     );
-  // A worker's primary prunes, once for the machine.
-  if (!opts.worker) void prune();
-  const pruneTimer = setInterval(() => !opts.worker && void prune(), 3600_000).unref();
+  // A worker fed by its primary's source leaves pruning to the primary, once for the machine.
+  // In Redis fan-out mode the primary holds no database: each worker prunes (deletes of old
+  // tombstones, so running them side by side is harmless).
+  const prunes = !opts.worker?.source;
+  if (prunes) void prune();
+  const pruneTimer = setInterval(() => prunes && void prune(), 3600_000).unref();
 
   const server = new Server({
     tls,

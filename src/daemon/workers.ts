@@ -336,11 +336,19 @@ export async function runWorker(opts: DaemonOptions): Promise<void> {
     send({ pgbell: 'ready', url: daemon.url, port: daemon.port });
     const d = daemon;
     await new Promise<void>((resolve) => {
+      // The handlers stay while stopping: systemd's stop (KillMode=control-group) and Ctrl-C
+      // (the terminal's process group) signal every worker as well as the primary, which then
+      // signals them again; without a handler, that second signal would kill a worker mid-drain.
+      let stopping = false;
       const stop = (why: string) => {
-        process.off('SIGTERM', onTerm);
-        process.off('SIGINT', onInt);
+        if (stopping) return;
+        stopping = true;
         log.info(`${why}; worker stopping`);
-        void d.stop().finally(resolve);
+        void d.stop().finally(() => {
+          process.off('SIGTERM', onTerm);
+          process.off('SIGINT', onInt);
+          resolve();
+        });
       };
       const onTerm = () => stop('SIGTERM received');
       const onInt = () => stop('SIGINT received');

@@ -204,10 +204,11 @@ export class Forwarder {
     await this.#chain;
   }
 
+  /** Sends what was heard so far, then stops: a read that keeps failing is given up, not retried for ever (as Delivery.abandon does). */
   async close(): Promise<void> {
     clearInterval(this.#timer);
-    await this.drain();
     this.#stopping = true;
+    await this.drain();
   }
 }
 

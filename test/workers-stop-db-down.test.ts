@@ -1,8 +1,8 @@
 /**
- * Review: the primary of `pgbell start --workers N` does not exit on SIGTERM while its live read
- * is failing (the database refuses connections). Forwarder.close() drains its chain first and
- * sets #stopping only after, so the read it waits for is retried for ever (the retry's
- * `stopped` is #stopping). One daemon gives a failing read up after DRAIN_MS (5 s) and exits.
+ * The primary of `pgbell start --workers N` exits on SIGTERM while its live read is failing
+ * (the database refuses connections): Forwarder.close() stops retrying before it drains, as one
+ * daemon gives a failing read up after DRAIN_MS (5 s) and exits. (Draining first retried the
+ * read it waited for for ever.)
  */
 import pg from 'pg';
 import { afterAll, expect, inject, it } from 'vitest';

@@ -1,10 +1,10 @@
 /**
- * Review: `pgbell start --workers N` stopped the way service managers and terminals stop it.
+ * `pgbell start --workers N` stopped the way service managers and terminals stop it.
  * systemd (KillMode=control-group, its default) sends SIGTERM to every process of the service,
  * and Ctrl-C sends SIGINT to the terminal's whole process group: each worker gets the signal
- * itself AND the primary's SIGTERM a moment later. runWorker removes its handlers on the first
- * signal, so the second one kills the worker at once (default action): no drain, its sockets
- * are cut (1006) instead of closed with 1001, and it never logs "pgbell stopped".
+ * itself and the primary's SIGTERM a moment later. A worker keeps its handlers while it stops:
+ * without them the second signal killed it at once (the default action), its sockets cut (1006)
+ * instead of closed with 1001, and it never logged "pgbell stopped".
  */
 import pg from 'pg';
 import { afterAll, expect, it } from 'vitest';

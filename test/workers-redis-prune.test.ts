@@ -1,8 +1,8 @@
 /**
- * Review: `pgbell start --workers N` with PGBELL_FANOUT=redis prunes no tombstones. A worker
- * leaves pruning to the primary (daemon.ts: `if (!opts.worker)`), and in Redis mode the primary
- * has no database at all (workers.ts: `if (!redis)`), so nobody prunes: "AlertTombstone" grows
- * for ever and TOMBSTONE_RETENTION_HOURS does nothing. One process (--workers 1) prunes at start.
+ * `pgbell start --workers N` with PGBELL_FANOUT=redis prunes tombstones. A worker fed by its
+ * primary leaves pruning to it, but in Redis mode the primary has no database at all: the
+ * workers prune, or nobody would ("AlertTombstone" would grow for ever and
+ * TOMBSTONE_RETENTION_HOURS would do nothing), as one process (--workers 1) does at start.
  */
 import net from 'node:net';
 import { afterAll, expect, it } from 'vitest';
