@@ -20,6 +20,11 @@
  * (what one subscriber is sent once its sync read is back), plan.ts (where a sync reads from),
  * recent.ts (live transactions kept for syncs that missed them), messages.ts (the wire bodies),
  * options.ts (the settings and their defaults).
+ *
+ * Why one file: what is left is one class whose steps share its private state: the chain, the
+ * generation a sync read is checked against, the epoch, the horizon and the sync runners. The
+ * live steps, the catch-up and the syncs decide their order by that state together; splitting
+ * them would give it a public face, a change of the class rather than a move.
  */
 import { changesSince, liveBatch, sawTx, type Change, type ChangeBatch, type Counted, type SinceBatch, type UserFilter } from '../db/changes.js';
 import { CloseCode } from '../errors.js';

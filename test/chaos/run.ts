@@ -5,9 +5,10 @@
  * own backoff to any node and resume from their cursors; a nemesis injects faults at random
  * moments, alone and overlapping:
  *   listener      the daemon's LISTEN or replication connection terminated (pg_terminate_backend)
- *   pool          the daemon's pooled connections terminated
+ *   pool          the daemon's pooled connections terminated (a --workers primary's reader's too)
  *   sigkill       a daemon SIGKILLed, started again a moment later
  *   sigterm       a daemon stopped gracefully, started again
+ *   worker-kill   one worker of the node run with `--workers 2` SIGKILLed (its primary starts another)
  *   pg-fast       Postgres restarted (fast shutdown)
  *   pg-immediate  Postgres restarted (immediate shutdown: crash recovery)
  *   db-freeze     the daemons' path to Postgres frozen for 1–4 s (a TCP proxy holds every byte)
@@ -36,7 +37,7 @@
  *                    [--table alert|app] [--standby]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -49,6 +50,21 @@ import { ChaosTab } from './tab.js';
 import { seeded } from '../helpers/random.js';
 import { expectedFor, feedActor, newFeedCounts, readFeedTruth, type FeedCounts, type FeedTruth } from './feed.js';
 import { alterTable, canonical, stallStandby, drawPlan, dropRoles, Gate, newCounts, prepare, readTruth as readTable, writer, type Counts, type Plan, type TableKind, type TruthRow } from './workload.js';
+
+/** The processes whose parent is `pid` (a --workers primary's workers), from /proc. */
+async function childPids(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = await readFile(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(d));
+    } catch {
+      // It ended meanwhile.
+    }
+  }
+  return out;
+}
 
 const { values: args } = parseArgs({
   options: {
@@ -163,6 +179,9 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
     const port = await freePort();
     nodes.push({ port, proxy: await FaultProxy.start(() => port), child: null, log: '' });
   }
+  // The first node runs as a machine of two workers (`--workers 2`): one primary reading the
+  // database for both, each worker holding its own sockets (src/daemon/workers.ts).
+  const WORKERS_NODE = 0;
   const startNode = async (n: (typeof nodes)[number]) => {
     const env: Record<string, string> = {
       PATH: process.env.PATH!,
@@ -179,6 +198,7 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
       LOG_FORMAT: 'json',
       MAX_CONNECTIONS_PER_USER: '100',
       ...(redis ? { PGBELL_FANOUT: 'redis', REDIS_URL: redis.url } : {}),
+      ...(nodes.indexOf(n) === WORKERS_NODE ? { PGBELL_WORKERS: '2' } : {}),
     };
     const child = spawn(process.execPath, ['bin/pgbell.js', 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     n.child = child;
@@ -259,7 +279,7 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
 
 
   // The nemesis.
-  const kinds = ['listener', 'pool', 'sigkill', 'sigterm', 'pg-fast', 'pg-immediate', 'db-freeze', 'db-cut', 'client-freeze', 'client-cut', 'slow', ...(redis ? ['redis', 'relay'] : [])];
+  const kinds = ['listener', 'pool', 'sigkill', 'sigterm', 'worker-kill', 'pg-fast', 'pg-immediate', 'db-freeze', 'db-cut', 'client-freeze', 'client-cut', 'slow', ...(redis ? ['redis', 'relay'] : [])];
   const healing: Array<Promise<unknown>> = [];
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(random() * xs.length)]!;
   const deadline = Date.now() + SECONDS * 1000;
@@ -293,8 +313,22 @@ async function runMode(mode: 'notify' | 'poll' | 'wal', cluster: Cluster, random
         await query(direct(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgbell-listener' AND datname = current_database()`).catch(() => {});
         break;
       case 'pool':
-        await query(direct(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgbell' AND datname = current_database() AND pid <> pg_backend_pid()`).catch(() => {});
+        await query(direct(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name IN ('pgbell', 'pgbell-reader') AND datname = current_database() AND pid <> pg_backend_pid()`).catch(() => {});
         break;
+      case 'worker-kill': {
+        // One worker of the machine: its sockets go, its primary starts another in its place.
+        const primary = nodes[WORKERS_NODE]!.child;
+        const workers = primary && running(primary) ? await childPids(primary.pid!) : [];
+        const victim = workers.length > 0 ? pick(workers) : null;
+        if (victim !== null) {
+          try {
+            process.kill(victim, 'SIGKILL');
+          } catch {
+            // Gone already.
+          }
+        }
+        break;
+      }
       case 'sigkill':
       case 'sigterm':
         healing.push(stopNode(node, kind === 'sigkill' ? 'SIGKILL' : 'SIGTERM').then(() => sleep(random() * 1500)).then(() => ensureUp(node)));
