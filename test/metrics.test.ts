@@ -43,7 +43,10 @@ describe('/metrics', () => {
     // The insert's read, timed apart from the rest of the delivery.
     expect(metric(text, 'pgbell_live_read_seconds_count')).toBeGreaterThanOrEqual(1);
     expect(metric(text, 'pgbell_live_read_seconds_sum')).toBeGreaterThan(0);
-    expect(metric(text, 'pgbell_notify_queue_usage')).toBe(0);
+    // The NOTIFY queue is the cluster's: on a server shared with other databases' listeners (the
+    // machine's Postgres while other test files run) a page of it may be unread for a moment.
+    expect(metric(text, 'pgbell_notify_queue_usage')).toBeGreaterThanOrEqual(0);
+    expect(metric(text, 'pgbell_notify_queue_usage')).toBeLessThan(0.001);
     expect(metric(text, 'pgbell_listener_reconnects')).toBe(0);
     expect(text).toContain('pgbell_process_resident_memory_bytes');
     a.close();
