@@ -3,7 +3,6 @@
  * whole fleet and publishes per user; nodes subscribe for the users they hold. Killing the relay
  * while writing loses nothing: another node takes its lock and publishes from the recorded horizon.
  */
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, run } from './helpers/cli.js';
 import { SECRET, captureLogger, health, startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
@@ -11,17 +10,8 @@ import { TestClient, sleep } from './helpers/client.js';
 import { emptyDatabase, freshDatabase, query } from './helpers/pg.js';
 import { RedisFanout } from '../src/fanout/redis.js';
 import { Tab, until } from './helpers/tab.js';
+import { haveRedis, REDIS_URL } from './helpers/redis.js';
 
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-/** Whether something answers on the Redis port: without Redis these tests skip with one line. */
-const haveRedis = await new Promise<boolean>((resolve) => {
-  const u = new URL(REDIS_URL);
-  const s = net.connect(Number(u.port || 6379), u.hostname);
-  s.setTimeout(1000, () => (s.destroy(), resolve(false)));
-  s.once('connect', () => (s.destroy(), resolve(true)));
-  s.once('error', () => resolve(false));
-});
 if (!haveRedis) {
   if (process.env.PGBELL_REQUIRE_REDIS === '1') throw new Error(`PGBELL_REQUIRE_REDIS=1 but nothing answers at ${REDIS_URL}`);
   console.warn(`Redis fan-out tests skipped: nothing answers at ${REDIS_URL} (start redis-server, or set TEST_REDIS_URL)`);

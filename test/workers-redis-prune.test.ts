@@ -4,21 +4,13 @@
  * workers prune, or nobody would ("AlertTombstone" would grow for ever and
  * TOMBSTONE_RETENTION_HOURS would do nothing), as one process (--workers 1) does at start.
  */
-import net from 'node:net';
 import { afterAll, expect, it } from 'vitest';
 import { cleanEnv, launch, type Launched } from './helpers/cli.js';
 import { SECRET } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';
 import { until } from './helpers/tab.js';
+import { haveRedis, REDIS_URL } from './helpers/redis.js';
 
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const haveRedis = await new Promise<boolean>((resolve) => {
-  const u = new URL(REDIS_URL);
-  const s = net.connect(Number(u.port || 6379), u.hostname);
-  s.setTimeout(1000, () => (s.destroy(), resolve(false)));
-  s.once('connect', () => (s.destroy(), resolve(true)));
-  s.once('error', () => resolve(false));
-});
 
 const running: Launched[] = [];
 afterAll(() => {

@@ -31,7 +31,7 @@ async function machine(users: string[]) {
     await c.next((m) => m.type === 'synced');
     clients.push(c);
   }
-  return { p, clients };
+  return { p, clients, db, port };
 }
 
 it('control: SIGTERM to the primary alone: every socket closed with 1001, both workers stopped', async () => {
@@ -46,17 +46,7 @@ it('control: SIGTERM to the primary alone: every socket closed with 1001, both w
 
 it('SIGTERM to every process of the machine (systemd stop): each worker still drains and closes its sockets with 1001', async () => {
   const users = ['st0', 'st1', 'st2', 'st3'];
-  const db = await freshDatabase(users);
-  const p = launch(['start', '--workers', '2'], cleanEnv({ DATABASE_URL: db, SESSION_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json', ADMIN_TOKEN: ADMIN }));
-  running.push(p);
-  const [, port] = await p.waitFor(/pgbell listening on ws:\/\/127\.0\.0\.1:(\d+)\/ with 2 workers/, 60_000);
-  const clients: TestClient[] = [];
-  for (const u of users) {
-    const c = await TestClient.connect(`ws://127.0.0.1:${port}/`);
-    c.send({ type: 'auth', token: await tokenFor(u) });
-    await c.next((m) => m.type === 'synced');
-    clients.push(c);
-  }
+  const { p, clients, db, port } = await machine(users);
   const health = (await (await fetch(`http://127.0.0.1:${port}/health`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as any;
   const pids: number[] = health.workers.each.map((w: { pid: number }) => w.pid);
   expect(pids).toHaveLength(2);

@@ -5,7 +5,6 @@
  * and /metrics add up the machine; a SIGKILLed worker is replaced and its sockets resume from
  * their cursors with nothing lost, nothing to the wrong user and nothing twice on a connection.
  */
-import net from 'node:net';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { liveBatch, type Change } from '../src/db/changes.js';
@@ -16,6 +15,7 @@ import { cleanEnv, launch, run, type Launched } from './helpers/cli.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
+import { haveRedis, REDIS_URL } from './helpers/redis.js';
 
 const ADMIN = 'admin-token-0123456789abcdef';
 const USERS = Array.from({ length: 12 }, (_, i) => `wk${i}`);
@@ -28,15 +28,6 @@ interface Machine {
 
 const running: Machine[] = [];
 
-/** The machine's Redis (as test/redis.test.ts): without it the Redis case skips. */
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const haveRedis = await new Promise<boolean>((resolve) => {
-  const u = new URL(REDIS_URL);
-  const s = net.connect(Number(u.port || 6379), u.hostname);
-  s.setTimeout(1000, () => (s.destroy(), resolve(false)));
-  s.once('connect', () => (s.destroy(), resolve(true)));
-  s.once('error', () => resolve(false));
-});
 
 async function startMachine(db: string, env: Record<string, string> = {}): Promise<Machine> {
   const p = launch(['start', '--workers', '3'], cleanEnv({ DATABASE_URL: db, SESSION_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json', ADMIN_TOKEN: ADMIN, ...env }));
