@@ -70,6 +70,8 @@ async function metricValue(m: Machine, name: string): Promise<number> {
 /** A tab that records the counts of the last message after its sync (an alert of another user would be an id not its user's). */
 class CountingTab extends Tab {
   unread: number | undefined;
+  /** The close codes of its connections that ended (see reconnecting). */
+  closeCodes: number[] = [];
   override async connect(url: string, timeoutMs?: number): Promise<this> {
     await super.connect(url, timeoutMs);
     this.client!.ws.on('message', (data) => {
@@ -117,6 +119,30 @@ function expectAllDelivered(tabs: Map<string, CountingTab[]>, mine: Map<string, 
       expect(tab.repeatsWithinConnection).toEqual([]);
     }
   }
+}
+
+/** Like pgbell/client: a socket that closes reconnects with its cursor, to whichever worker. Returns what stops it. */
+function reconnecting(m: Machine, tabs: Map<string, CountingTab[]>): () => void {
+  let done = false;
+  const keep = (tab: CountingTab) => {
+    tab.client!.ws.once('close', (code: number) => {
+      tab.closeCodes.push(code);
+      if (done) return;
+      void (async () => {
+        for (;;) {
+          try {
+            await tab.connect(m.url);
+            keep(tab);
+            return;
+          } catch {
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+      })();
+    });
+  };
+  for (const list of tabs.values()) list.forEach(keep);
+  return () => void (done = true);
 }
 
 describe('the wire between the primary and its workers', () => {
@@ -271,25 +297,7 @@ describe('pgbell start --workers 3', () => {
     const db = await freshDatabase(USERS);
     const m = await startMachine(db);
     const tabs = await openTabs(m);
-    let done = false;
-    // Like pgbell/client: a socket that closes reconnects with its cursor, to whichever worker.
-    const keep = (tab: CountingTab) => {
-      tab.client!.ws.once('close', () => {
-        if (done) return;
-        void (async () => {
-          for (;;) {
-            try {
-              await tab.connect(m.url);
-              keep(tab);
-              return;
-            } catch {
-              await new Promise((r) => setTimeout(r, 100));
-            }
-          }
-        })();
-      });
-    };
-    for (const list of tabs.values()) list.forEach(keep);
+    const stopReconnecting = reconnecting(m, tabs);
     const before = await adminHealth(m);
     const victim = before.body.workers.each.find((w: { connections: number }) => w.connections > 0);
     const inserting = insert(db, 90);
@@ -306,7 +314,7 @@ describe('pgbell start --workers 3', () => {
       return h.body.workers.serving === 3 && h.body.workers.restarts === 1 && h.body.connections === USERS.length * 2;
     }, 30_000, 'the worker replaced and every socket back');
     await until(() => [...tabs].every(([u, list]) => list.every((t) => t.ids.size === mine.get(u)!.size)), 20_000, 'every alert on every tab');
-    done = true;
+    stopReconnecting();
     expectAllDelivered(tabs, mine);
     const reconnected = [...tabs.values()].flat().filter((t) => t.connections > 1).length;
     expect(reconnected).toBe(victim.connections);
@@ -314,6 +322,45 @@ describe('pgbell start --workers 3', () => {
     const after = await adminHealth(m);
     expect(after.body.workers.each.map((w: { pid: number }) => w.pid)).not.toContain(victim.pid);
     expect(await listeners(db)).toBe(1);
+    for (const list of tabs.values()) for (const t of list) t.close();
+    await stopMachine(m);
+  });
+
+  it('SIGHUP: a rolling restart replaces every worker in turn, never fewer than 3 serving; sockets move with their cursors, nothing lost or twice', async () => {
+    const db = await freshDatabase(USERS);
+    const m = await startMachine(db);
+    const tabs = await openTabs(m);
+    const stopReconnecting = reconnecting(m, tabs);
+    const before = (await adminHealth(m)).body.workers.each.map((w: { pid: number }) => w.pid) as number[];
+    let fewest = Infinity;
+    let watching = true;
+    const watch = (async () => {
+      while (watching) {
+        fewest = Math.min(fewest, (await adminHealth(m)).body.workers.serving);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    const inserting = insert(db, 150);
+    await new Promise((r) => setTimeout(r, 200));
+    m.p.child.kill('SIGHUP');
+    await m.p.waitFor(/rolling restart done/, 60_000);
+    const mine = await inserting;
+    watching = false;
+    await watch;
+    await until(async () => (await adminHealth(m)).body.connections === USERS.length * 2, 30_000, 'every socket back');
+    await until(() => [...tabs].every(([u, list]) => list.every((t) => t.ids.size === mine.get(u)!.size)), 20_000, 'every alert on every tab');
+    stopReconnecting();
+    expectAllDelivered(tabs, mine);
+    const after = await adminHealth(m);
+    const pids = after.body.workers.each.map((w: { pid: number }) => w.pid) as number[];
+    expect(pids).toHaveLength(3);
+    for (const pid of before) expect(pids).not.toContain(pid);
+    expect(fewest).toBeGreaterThanOrEqual(3);
+    // Not a crash: nothing counted as a restart, and every socket the old workers held was closed with 1001.
+    expect(after.body.workers.restarts).toBe(0);
+    const codes = [...tabs.values()].flat().flatMap((t) => t.closeCodes);
+    expect(codes.length).toBeGreaterThan(0);
+    expect(codes.every((c) => c === 1001)).toBe(true);
     for (const list of tabs.values()) for (const t of list) t.close();
     await stopMachine(m);
   });

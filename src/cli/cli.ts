@@ -136,7 +136,15 @@ async function cmdStart(config: Config): Promise<number> {
   }
   const workers = workerCount(config.PGBELL_WORKERS);
   if (workers > 1) {
-    await untilSignal(await startMachine(options, workers, log), log);
+    const machine = await startMachine(options, workers, log);
+    // SIGHUP: replace the workers one at a time (after a deploy, or to shed memory).
+    const onHup = () => {
+      log.info('SIGHUP received; restarting the workers one at a time');
+      void machine.restart();
+    };
+    process.on('SIGHUP', onHup);
+    await untilSignal(machine, log);
+    process.off('SIGHUP', onHup);
     return 0;
   }
   const daemon = await startDaemon(options);

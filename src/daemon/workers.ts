@@ -1,7 +1,7 @@
 /**
  * `pgbell start --workers N`: every core of a machine on one port, with one database reader.
  *
- * Why a file of its own: daemon.ts is one process; this is the machine around N of them. The
+ * Why one file: daemon.ts is one process; this is the machine around N of them. The
  * primary process (node:cluster; the OS hands each connection to a worker in turn) holds no
  * socket. It runs the one change source and the live read (the Forwarder of
  * src/sources/forwarded.ts), so the database sees one listener (or replication stream, or
@@ -19,6 +19,9 @@
  *   The database still has one reader (the relay); see docs/operations.md, "Workers".
  * - SIGTERM/SIGINT to the primary: each worker stops as one daemon does (drain, close with 1001)
  *   while the primary keeps forwarding; then the primary closes its source.
+ * - SIGHUP to the primary (Machine.restart): a rolling restart. Each worker in turn gets a
+ *   replacement first, which loads the code on disk afresh, and stops once it serves; its
+ *   sockets reconnect to the others with their cursors, so the machine never serves fewer than N.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
@@ -66,6 +69,8 @@ export interface Machine {
   url: string;
   port: number;
   stop(): Promise<void>;
+  /** Replaces every worker, one at a time (see the file's header); resolves when done. */
+  restart(): Promise<void>;
 }
 
 /** The primary: the source, the live read, and N workers; resolves once every worker serves. */
@@ -85,6 +90,10 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
   let stopping = false;
   let restarts = 0;
   let quickDeaths = 0;
+  /** A rolling restart's workers: the one it stops (not replaced on exit) and its replacement until it serves. */
+  const retiring = new Set<Worker>();
+  let spare: Worker | null = null;
+  const readyWaiters = new Map<Worker, () => void>();
 
   const send = (w: Worker, msg: ForwardedMessage | Control) => {
     if (w.isConnected()) w.send(msg);
@@ -152,7 +161,7 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
     const answered = parts.filter((p) => p.body !== null) as Array<{ w: Worker; body: Record<string, any> }>;
     const sum = (k: string) => answered.reduce((n, p) => n + (Number(p.body[k]) || 0), 0);
     const listener = forwarder ? forwarder.status().status : (answered.find((p) => p.body.listener?.relay)?.body.listener ?? answered[0]?.body.listener ?? { state: 'connecting' });
-    const ok = !stopping && answered.length === workers && answered.every((p) => p.body.status === 'ok') && (!forwarder || (source!.state === 'connected' && !source!.deaf));
+    const ok = !stopping && answered.length >= workers && answered.every((p) => p.body.status === 'ok') && (!forwarder || (source!.state === 'connected' && !source!.deaf));
     const usage = answered.map((p) => p.body.notifyQueueUsage).filter((u): u is number => typeof u === 'number');
     return {
       status: ok ? 'ok' : 'degraded',
@@ -196,6 +205,7 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
         return;
       case 'ready':
         ready.set(w, { url: m.url, port: m.port });
+        readyWaiters.get(w)?.();
         everReady = true;
         if (ready.size >= workers && announce) {
           announce();
@@ -223,6 +233,7 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
     w.on('message', (msg) => onMessage(w, msg));
     // A worker's channel closing while a send is under way: its exit says what happened.
     w.on('error', (err) => log.debug({ err: err.message, worker: w.id }, 'worker channel error'));
+    return w;
   };
 
   cluster.on('exit', (w, code, signal) => {
@@ -230,7 +241,15 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
     ready.delete(w);
     const lived = Date.now() - (born.get(w) ?? Date.now());
     born.delete(w);
+    readyWaiters.get(w)?.();
     if (stopping) return;
+    // A rolling restart's: the one it stopped was replaced before; a replacement that died
+    // before serving ends the restart with the old worker still serving.
+    if (retiring.delete(w)) return;
+    if (w === spare) {
+      spare = null;
+      return;
+    }
     if (!everReady) {
       // The first workers cannot start (they printed why): so would every other.
       stopping = true;
@@ -253,9 +272,45 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
   log.info({ port: first.port, workers, mode }, `pgbell listening on ${first.url} with ${workers} workers (${how}; one reader: this process)`);
 
   let stopped: Promise<void> | undefined;
+  let rolling: Promise<void> | null = null;
+  const roll = async () => {
+    const old = [...ready.keys()];
+    log.info({ workers: old.length }, `rolling restart: replacing ${old.length} workers one at a time`);
+    for (const w of old) {
+      if (stopping) return;
+      if (w.isDead()) continue;
+      const fresh = fork();
+      spare = fresh;
+      await new Promise<void>((resolve) => readyWaiters.set(fresh, resolve));
+      readyWaiters.delete(fresh);
+      spare = null;
+      if (!ready.has(fresh)) {
+        log.error({ worker: fresh.id }, `rolling restart stopped: the new worker ${fresh.id} exited before it served (see its error above); the old ones keep serving`);
+        return;
+      }
+      if (stopping) return;
+      retiring.add(w);
+      const gone = new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve())));
+      // It drains and closes its sockets with 1001; their clients reconnect to the others.
+      w.process.kill('SIGTERM');
+      const timer = setTimeout(() => !w.isDead() && w.process.kill('SIGKILL'), STOP_MS);
+      await gone;
+      clearTimeout(timer);
+      log.info({ from: w.id, to: fresh.id }, `rolling restart: worker ${fresh.id} serves in place of worker ${w.id}`);
+    }
+    log.info('rolling restart done');
+  };
   return {
     url: first.url,
     port: first.port,
+    restart: () => {
+      if (stopping) return Promise.resolve();
+      if (rolling) {
+        log.warn('a rolling restart is already under way');
+        return rolling;
+      }
+      return (rolling = roll().finally(() => (rolling = null)));
+    },
     stop: () =>
       (stopped ??= (async () => {
         stopping = true;
