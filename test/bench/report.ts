@@ -21,6 +21,8 @@ export interface DbCost {
   connections: number;
   /** Its most frequent statements (the start of their text) and their calls. */
   top?: Array<{ query: string; calls: number }>;
+  /** The longest single execution among its statements, ms (pg_stat_statements' max_exec_time). */
+  longestMs?: number | null;
 }
 
 export interface Report {
@@ -234,8 +236,10 @@ function markdown(r: Report): string {
     const st = r.storm;
     lines.push('## Reconnect storm', '');
     lines.push(`${st.sockets} sockets over ${st.clients} client processes, each reconnecting as pgbell/client does (full-jitter backoff from 500 ms, resuming from its cursor), dropped at once by a restart of the daemon (SIGTERM, then a new process on the same port), while alerts were written throughout.`, '');
-    lines.push('| all back (from the restart\'s start) | old daemon gone | new one healthy | refusals (1013) | peak unauthenticated | alerts written | lost | repeated | to the wrong user |', '|---|---|---|---|---|---|---|---|---|');
-    lines.push(`| ${(st.backMs / 1000).toFixed(1)} s | ${(st.stoppedMs / 1000).toFixed(1)} s | ${(st.upMs / 1000).toFixed(1)} s | ${st.refused} | ${st.peakPending} | ${st.alerts} | ${st.lost} | ${st.repeats} | ${st.foreign} |`, '');
+    lines.push('| all back (from the restart\'s start) | old daemon gone | new one healthy | refusals (1013) | peak unauthenticated | alerts written | lost | repeated | to the wrong user | database CPU | longest statement |', '|---|---|---|---|---|---|---|---|---|---|---|');
+    const dbCpu = st.db?.cpuSeconds != null ? `${st.db.cpuSeconds.toFixed(2)} s` : '–';
+    const longest = st.db?.longestMs != null ? `${st.db.longestMs.toFixed(1)} ms` : '–';
+    lines.push(`| ${(st.backMs / 1000).toFixed(1)} s | ${(st.stoppedMs / 1000).toFixed(1)} s | ${(st.upMs / 1000).toFixed(1)} s | ${st.refused} | ${st.peakPending} | ${st.alerts} | ${st.lost} | ${st.repeats} | ${st.foreign} | ${dbCpu} | ${longest} |`, '');
   }
   if (r.throughput.length) {
     lines.push('## Throughput', '');
@@ -299,7 +303,10 @@ function roundTwo(r: Report): string[] {
     const cp = r.connections.find((x) => x.target === 'pgbell' && n(x) === c);
     const cr = r.connections.find((x) => x.target === 'relay' && n(x) === c);
     add(`RSS per idle authenticated socket ≤ floor B's + 1 KiB (${at})`, cp && cr ? (cp.perSocket - cr.perSocket) / 1024 : undefined, (v) => v <= 1, (v) => `${v >= 0 ? '+' : ''}${v.toFixed(2)} KiB (${(cp!.perSocket / 1024).toFixed(1)} against ${(cr!.perSocket / 1024).toFixed(1)} KiB)`);
-    add(`authenticating ${cp?.sockets ?? ''} sockets ≤ 1.5× floor B's accepting them (${at})`, cp && cr ? cp.connectMs / cr.connectMs : undefined, (v) => v <= 1.5, (v) => `${v.toFixed(2)}× (${(cp!.connectMs / 1000).toFixed(1)} against ${(cr!.connectMs / 1000).toFixed(1)} s)`);
+    // With workers the floor (one process) holds one worker's share: the same sockets per process.
+    const w = r.params.workers ?? 1;
+    const perProcess = w > 1 ? `, ${w} workers of ${Math.round((cp?.sockets ?? 0) / w)}, against floor B's ${cr?.sockets ?? ''} in one process` : '';
+    add(`authenticating ${cp?.sockets ?? ''} sockets ≤ 1.5× floor B's accepting them (${at}${perProcess})`, cp && cr ? cp.connectMs / cr.connectMs : undefined, (v) => v <= 1.5, (v) => `${v.toFixed(2)}× (${(cp!.connectMs / 1000).toFixed(1)} against ${(cr!.connectMs / 1000).toFixed(1)} s)`);
   }
   const first = counts[0];
   for (const c of counts) {
@@ -320,7 +327,9 @@ function roundTwo(r: Report): string[] {
   const st = r.storm;
   const stormQueries = st?.db?.queries != null ? (st.db.queries / st.live) * 500 : undefined;
   add('a reconnect storm costs ≤ 1 query per 500 resuming users (the live reads of the alerts written meanwhile included)', stormQueries, (v) => v <= 1, (v) => `${v.toFixed(0)} per 500 (${st!.db!.queries} statements for ${st!.live} sockets)`);
-  add(`reconnect storm (${st?.sockets ?? ''} sockets dropped by a restart) all back ≤ 10 s, the unauthenticated cap holding`, st?.backMs, (v) => v <= 10_000, (v) => `${(v / 1000).toFixed(1)} s (${st!.refused} refusals, peak unauthenticated ${st!.peakPending})`);
+  // The issue's bounds: 10,000 sockets back in 10 s; 60,000 (over workers) in 30 s.
+  const stormBound = (st?.sockets ?? 0) > 10_000 ? 30_000 : 10_000;
+  add(`reconnect storm (${st?.sockets ?? ''} sockets dropped by a restart${(r.params.workers ?? 1) > 1 ? ` of ${r.params.workers} workers` : ''}) all back ≤ ${stormBound / 1000} s, the unauthenticated cap holding`, st?.backMs, (v) => v <= stormBound, (v) => `${(v / 1000).toFixed(1)} s (${st!.refused} refusals, peak unauthenticated ${st!.peakPending})`);
   const runs = [...r.latency.filter((l) => l.target.startsWith('pgbell')), ...r.throughput.filter((t) => t.target.startsWith('pgbell'))];
   const lost = shortfall(runs) + (st ? st.lost + st.repeats + st.foreign : 0);
   add('nothing lost (or repeated, or misdelivered) in any scenario', runs.length || st ? lost : undefined, (v) => v === 0, (v) => (v === 0 ? 'none' : `${v}`));

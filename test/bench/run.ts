@@ -29,7 +29,11 @@
  *   npm run bench -- [--scenarios latency,throughput,writers] [--targets pgbell,listen,relay,socketio,broadcast]
  *                    [--sockets 10000] [--users 1000] [--rate 1000] [--seconds 10] [--clients 4]
  *                    [--tax-writers 1,8,32] [--tax-seconds 3] [--burst-rows 100000] [--poll-ms 100]
- *                    [--profile] [--out docs]
+ *                    [--profile] [--out docs] [--workers 1] [--floor-sockets N]
+ *   --workers N      pgbell's targets run `pgbell start --workers N`; their RSS and CPU are the whole
+ *                    process tree's (the primary and its workers)
+ *   --floor-sockets  sockets for the targets that are not pgbell (single processes): with workers,
+ *                    the floors run at the sockets of one of pgbell's processes (sockets / workers)
  *   npm run bench -- --from-json docs/benchmarks.json   rewrite the report (e.g. after editing notes.md)
  *   BENCH_DATABASE_URL=postgres://… to use a server you have (scratch databases are created on it);
  *   otherwise embedded Postgres is started in a temp dir.
@@ -64,6 +68,8 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     out: { type: 'string', default: 'docs' },
     'from-json': { type: 'string' },
+    workers: { type: 'string', default: '1' },
+    'floor-sockets': { type: 'string' },
   },
 });
 const SCENARIOS = new Set(args.scenarios.split(','));
@@ -71,6 +77,9 @@ type Target = TargetKind | 'listen' | 'pgbell-poll' | 'pgbell-wal' | 'pgbell-deb
 const isPgbell = (t: Target) => t.startsWith('pgbell');
 const TARGETS = args.targets.split(',') as Target[];
 const S = Number(args.sockets);
+const WORKERS = Number(args.workers);
+/** Sockets for a target in the latency scenario: the floors are one process each. */
+const socketsFor = (t: Target) => (isPgbell(t) ? S : Number(args['floor-sockets'] ?? S));
 const U = Number(args.users);
 const RATE = Number(args.rate);
 const SECONDS = Number(args.seconds);
@@ -126,7 +135,7 @@ async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir
     const logFile = path.join(os.tmpdir(), `pgbell-bench-${kind}.log`);
     const out = openSync(logFile, 'w');
     child = spawn(process.execPath, [...flags, 'bin/pgbell.js', 'start'], {
-      env: { ...env, ...mode, SESSION_SECRET: SECRET, ...(kind === 'pgbell-debug' ? { LOG_LEVEL: 'debug' } : kind === 'pgbell-warn' ? { LOG_LEVEL: 'warn' } : {}), MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
+      env: { ...env, ...mode, ...(WORKERS > 1 ? { PGBELL_WORKERS: String(WORKERS) } : {}), SESSION_SECRET: SECRET, ...(kind === 'pgbell-debug' ? { LOG_LEVEL: 'debug' } : kind === 'pgbell-warn' ? { LOG_LEVEL: 'warn' } : {}), MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
       stdio: ['ignore', out, 'inherit'],
     });
     closeSync(out);
@@ -165,10 +174,34 @@ async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** Resident set size of a process, in bytes. */
+/** `pid` and every process below it (a primary's workers). */
+async function tree(pid: number): Promise<number[]> {
+  const parent = new Map<number, number>();
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => null);
+    if (stat) parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) for (const [child, p] of parent) if (p === out[i]) out.push(child);
+  return out;
+}
+
+/** CPU seconds of a process and its children (see tree); one that ends meanwhile is not counted. */
+async function treeCpuSeconds(pid: number): Promise<number> {
+  let sum = 0;
+  for (const p of await tree(pid)) sum += await cpuSeconds(p).catch(() => 0);
+  return sum;
+}
+
+/** Resident set size of a process and its children, in bytes. */
 async function rss(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+  let sum = 0;
+  for (const p of await tree(pid)) {
+    const status = await readFile(`/proc/${p}/status`, 'utf8').catch(() => '');
+    sum += Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+  }
+  return sum;
 }
 
 /** The database a target's writers write to. */
@@ -360,10 +393,11 @@ async function measureDb(url: string): Promise<() => Promise<DbCost>> {
       let rows: number | null = null;
       let execMs: number | null = null;
       let top: DbCost['top'] = [];
+      let longestMs: number | null = null;
       if (statements) {
         // Top-level statements only (pg_stat_statements.track = top): the writers' triggers are the writers'.
-        const { rows: r } = await mon.query<{ calls: string | null; rows: string | null; ms: number | null }>(
-          `SELECT sum(s.calls)::text AS calls, sum(s.rows)::text AS rows, sum(s.total_exec_time) AS ms
+        const { rows: r } = await mon.query<{ calls: string | null; rows: string | null; ms: number | null; longest: number | null }>(
+          `SELECT sum(s.calls)::text AS calls, sum(s.rows)::text AS rows, sum(s.total_exec_time) AS ms, max(s.max_exec_time) AS longest
              FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
             WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
               AND s.query NOT LIKE '%bench_monitor%' AND s.query NOT LIKE 'INSERT INTO "Alert" ("userId", title) VALUES%'`,
@@ -371,6 +405,7 @@ async function measureDb(url: string): Promise<() => Promise<DbCost>> {
         queries = Number(r[0]?.calls ?? 0);
         rows = Number(r[0]?.rows ?? 0);
         execMs = Number(r[0]?.ms ?? 0);
+        longestMs = r[0]?.longest ?? null;
         const { rows: t } = await mon.query<{ query: string; calls: string }>(
           `SELECT left(regexp_replace(s.query, '\\s+', ' ', 'g'), 90) AS query, s.calls::text AS calls
              FROM pg_stat_statements s
@@ -380,7 +415,7 @@ async function measureDb(url: string): Promise<() => Promise<DbCost>> {
         );
         top = t.map((x) => ({ query: x.query, calls: Number(x.calls) }));
       }
-      return { queries, rows, execMs, cpuSeconds: cpu, connections: end.length, top };
+      return { queries, rows, execMs, cpuSeconds: cpu, connections: end.length, top, longestMs };
     } finally {
       await mon.end();
     }
@@ -390,6 +425,7 @@ async function measureDb(url: string): Promise<() => Promise<DbCost>> {
 // ---------- scenarios ----------
 
 async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: string, processes = CLIENTS): Promise<void> {
+  const S = socketsFor(kind);
   const users = Array.from({ length: U }, (_, i) => `u${i}`);
   const socketUsers = Array.from({ length: S }, (_, i) => users[i % U]!);
   const perUser = new Map<string, number>();
@@ -426,7 +462,7 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
     log(`   ${S} sockets connected${kind.startsWith('pgbell') ? ' and authenticated' : ''} in ${(connectMs / 1000).toFixed(1)} s (${failed} failed); RSS ${(rssIdle / 2 ** 20).toFixed(0)} → ${(rssHeld / 2 ** 20).toFixed(0)} MiB = ${((rssHeld - rssIdle) / S / 1024).toFixed(1)} KiB per socket`);
     clients.reset();
     const db = dbFor(kind, dbs);
-    const cpu0 = await cpuSeconds(target.pid);
+    const cpu0 = await treeCpuSeconds(target.pid);
     // Reading the metrics resets the event-loop delay figures: what is read after covers the paced run.
     if (isPgbell(kind)) await fetch(target.url.replace('ws:', 'http:') + 'metrics').then((r) => r.text());
     const endDb = await measureDb(db);
@@ -434,7 +470,7 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
     const expected = stamps.reduce((n, _, k) => n + perUser.get(users[(k * 7919) % users.length]!)!, 0);
     await clients.waitFor(expected, 10_000);
     const dbCost = await endDb();
-    const cpu = (await cpuSeconds(target.pid)) - cpu0;
+    const cpu = (await treeCpuSeconds(target.pid)) - cpu0;
     if (isPgbell(kind) && kind !== 'pgbell-poll') {
       // pgbell's own view: notification received → fanned out (includes its read of the rows).
       const text = await (await fetch(target.url.replace('ws:', 'http:') + 'metrics')).text();
@@ -721,7 +757,7 @@ async function main(): Promise<void> {
   const report: Report = {
     at: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '?', memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, postgres: version },
-    params: { sockets: S, users: U, rate: RATE, seconds: SECONDS, clients: CLIENTS, writerPool: WRITER_POOL },
+    params: { sockets: S, users: U, rate: RATE, seconds: SECONDS, clients: CLIENTS, writerPool: WRITER_POOL, ...(WORKERS > 1 ? { workers: WORKERS } : {}), ...(args['floor-sockets'] ? { floorSockets: Number(args['floor-sockets']) } : {}) },
     latency: [],
     connections: [],
     throughput: [],
