@@ -37,7 +37,7 @@ export interface Report {
   /** pgbell's own view of the latency runs (from its /metrics): delivery and read times, event-loop delay. */
   inside?: Array<{ target: string; clients: number; deliveryMs: number; notifications: number; readMs: number; reads: number; loopP50Ms: number; loopP99Ms: number }>;
   /** The reconnect storm (see storm() in run.ts). */
-  storm?: { sockets: number; clients: number; backMs: number; stoppedMs: number; upMs: number; live: number; refused: number; peakPending: number; alerts: number; lost: number; repeats: number; foreign: number; db?: DbCost };
+  storm?: { sockets: number; clients: number; backMs: number; stoppedMs: number; upMs: number; live: number; refused: number; peakPending: number; alerts: number; lost: number; repeats: number; foreign: number; db?: DbCost; rolling?: { workers: number; doneMs: number; backMs: number; live: number; alerts: number; lost: number; repeats: number; foreign: number } };
 }
 
 export interface ProfileSummary {
@@ -240,6 +240,10 @@ function markdown(r: Report): string {
     const dbCpu = st.db?.cpuSeconds != null ? `${st.db.cpuSeconds.toFixed(2)} s` : '–';
     const longest = st.db?.longestMs != null ? `${st.db.longestMs.toFixed(1)} ms` : '–';
     lines.push(`| ${(st.backMs / 1000).toFixed(1)} s | ${(st.stoppedMs / 1000).toFixed(1)} s | ${(st.upMs / 1000).toFixed(1)} s | ${st.refused} | ${st.peakPending} | ${st.alerts} | ${st.lost} | ${st.repeats} | ${st.foreign} | ${dbCpu} | ${longest} |`, '');
+    if (st.rolling) {
+      const ro = st.rolling;
+      lines.push(`Then a rolling restart (SIGHUP to the primary: the ${ro.workers} workers replaced one at a time), alerts written throughout: done in ${(ro.doneMs / 1000).toFixed(1)} s, all ${ro.live} sockets live after ${(ro.backMs / 1000).toFixed(1)} s; of ${ro.alerts} alerts in all, lost ${ro.lost}, repeated ${ro.repeats}, to the wrong user ${ro.foreign}.`, '');
+    }
   }
   if (r.throughput.length) {
     lines.push('## Throughput', '');
@@ -331,7 +335,7 @@ function roundTwo(r: Report): string[] {
   const stormBound = (st?.sockets ?? 0) > 10_000 ? 30_000 : 10_000;
   add(`reconnect storm (${st?.sockets ?? ''} sockets dropped by a restart${(r.params.workers ?? 1) > 1 ? ` of ${r.params.workers} workers` : ''}) all back ≤ ${stormBound / 1000} s, the unauthenticated cap holding`, st?.backMs, (v) => v <= stormBound, (v) => `${(v / 1000).toFixed(1)} s (${st!.refused} refusals, peak unauthenticated ${st!.peakPending})`);
   const runs = [...r.latency.filter((l) => l.target.startsWith('pgbell')), ...r.throughput.filter((t) => t.target.startsWith('pgbell'))];
-  const lost = shortfall(runs) + (st ? st.lost + st.repeats + st.foreign : 0);
+  const lost = shortfall(runs) + (st ? st.lost + st.repeats + st.foreign : 0) + (st?.rolling ? st.rolling.lost + st.rolling.repeats + st.rolling.foreign : 0);
   add('nothing lost (or repeated, or misdelivered) in any scenario', runs.length || st ? lost : undefined, (v) => v === 0, (v) => (v === 0 ? 'none' : `${v}`));
   return ['## Goals', '', 'Each ratio is to a floor measured in the same run: floor B (the minimal relay, test/bench/peers/relay.ts) or floor R (the same relay reading each notified transaction\'s rows, test/bench/peers/relay-read.ts).', '', ...table.lines()];
 }

@@ -574,6 +574,43 @@ async function storm(dbs: Dbs, report: Report): Promise<void> {
     report.storm = { sockets: S, clients: CLIENTS, backMs, stoppedMs, upMs, live: status.live, refused: status.refused, peakPending, alerts: k, ...v, db };
     log(`   database over the storm (restart to all back, its writes included): ${dbLine(db, status.live)} per 1,000 resumed sockets; ${db.connections} connections`);
     log(`   all ${status.live}/${status.total} back in ${(backMs / 1000).toFixed(1)} s from the restart's start (old daemon gone after ${(stoppedMs / 1000).toFixed(1)} s, new one healthy after ${(upMs / 1000).toFixed(1)} s); ${status.refused} refusals with 1013; peak unauthenticated ${peakPending}; ${k} alerts written meanwhile: lost ${v.lost}, repeats ${v.repeats}, to the wrong user ${v.foreign}`);
+    if (WORKERS > 1) {
+      // A rolling restart (SIGHUP to the primary): each worker replaced in turn, its sockets
+      // moving to the others; alerts are written throughout again.
+      writing = true;
+      const more = (async () => {
+        while (writing) {
+          const user = users[(k * 7919) % users.length]!;
+          await writer.query('INSERT INTO "Alert" ("userId", title) VALUES ($1, $2)', [user, `storm-${user}-${k++}`]);
+          expected[user] = (expected[user] ?? 0) + 1;
+          await sleep(10);
+        }
+      })();
+      // A client's backoff starts again after 10 s live, as pgbell/client's does: the storm's
+      // clients are given that, as a deploy's would have long had.
+      await sleep(11_000);
+      const logFile = path.join(os.tmpdir(), 'pgbell-bench-pgbell.log');
+      const t1 = performance.now();
+      process.kill(target.pid, 'SIGHUP');
+      while (!(await readFile(logFile, 'utf8')).includes('rolling restart done') && performance.now() - t1 < 300_000) await sleep(100);
+      const doneMs = performance.now() - t1;
+      for (;;) {
+        status = await clients.status();
+        if (status.live === status.total || performance.now() - t1 > 300_000) break;
+        await sleep(50);
+      }
+      const rollMs = performance.now() - t1;
+      await sleep(1000);
+      writing = false;
+      await more;
+      let rv = await clients.verify('storm-', expected);
+      for (let i = 0; i < 100 && rv.lost > 0; i++) {
+        await sleep(100);
+        rv = await clients.verify('storm-', expected);
+      }
+      report.storm.rolling = { workers: WORKERS, doneMs, backMs: rollMs, live: status.live, alerts: k, ...rv };
+      log(`   rolling restart of ${WORKERS} workers: done in ${(doneMs / 1000).toFixed(1)} s, all ${status.live}/${status.total} sockets live after ${(rollMs / 1000).toFixed(1)} s; ${k} alerts written in all: lost ${rv.lost}, repeats ${rv.repeats}, to the wrong user ${rv.foreign}`);
+    }
   } finally {
     writing = false;
     await writes.catch(() => {});
