@@ -179,6 +179,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     port: opts.port,
     trustProxyHops: opts.trustProxyHops,
     host: opts.host,
+    listenBacklog: opts.listenBacklog,
     heartbeatMs: opts.heartbeatMs,
     authTimeoutMs: opts.authTimeoutMs,
     keys,

@@ -35,6 +35,8 @@ export interface DaemonOptions {
   tokenExpiringSeconds?: number;
   port: number;
   host?: string | undefined;
+  /** Connections the kernel queues before they are accepted (LISTEN_BACKLOG; default 4096). */
+  listenBacklog?: number;
   heartbeatMs: number;
   authTimeoutMs: number;
   channel: string;
@@ -82,6 +84,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     ...conn,
     port: config.PORT,
     host: config.HOST,
+    listenBacklog: config.LISTEN_BACKLOG,
     heartbeatMs: config.HEARTBEAT_MS,
     authTimeoutMs: config.AUTH_TIMEOUT_MS,
     channel: config.PGBELL_CHANNEL,

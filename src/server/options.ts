@@ -57,6 +57,12 @@ export interface ServerOptions {
   allowedOrigins: readonly string[] | 'any';
   limits: Limits;
   host?: string | undefined;
+  /**
+   * Connections the kernel queues before they are accepted (default 4096; Linux caps it at
+   * net.core.somaxconn). Node's own default, 511, overflows in a reconnect storm: the kernel then
+   * drops handshakes, and TCP retries them only after 1, 3, 7… s.
+   */
+  listenBacklog?: number | undefined;
   heartbeatMs: number;
   authTimeoutMs: number;
   /** Keys that verify session tokens (the current one first, then previous ones). */

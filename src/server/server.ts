@@ -177,7 +177,7 @@ export class Server {
       this.http.once('error', (err: NodeJS.ErrnoException) =>
         reject(err.code === 'EADDRINUSE' ? new Error(`PORT ${this.#opts.port} is already in use; set PORT to a free port`) : err),
       );
-      this.http.listen(this.#opts.port, this.#opts.host, () => {
+      this.http.listen({ port: this.#opts.port, host: this.#opts.host, backlog: this.#opts.listenBacklog ?? 4096 }, () => {
         this.http.removeAllListeners('error');
         resolve();
       });
@@ -382,12 +382,23 @@ export class Server {
       conn.pendingAddress = address;
     }
     this.#conns.set(ws, conn);
-    conn.authTimer = setTimeout(() => {
-      if (!conn.session) {
-        this.#authLog.run((skipped) => log.warn({ remote, reason: 'auth_timeout', skipped }, `WebSocket authentication failed: no auth message within ${authTimeoutMs} ms${skippedNote(skipped)}`));
+    // The auth deadline. A loop that stalled (a reconnect storm's burst of handshakes, a paused
+    // process) runs its due timers before it reads its sockets: judging at once would cut
+    // sockets whose auth message is already here. So the verdict waits for the loop's next
+    // check phase, after it has read what arrived; a socket whose message came in time gets one
+    // more period for its verification, then is cut like any other.
+    const judge = () =>
+      setImmediate(() => {
+        if (conn.session || !this.#conns.has(ws)) return;
+        if (conn.spoke && !conn.extended) {
+          conn.extended = true;
+          conn.authTimer = setTimeout(judge, authTimeoutMs);
+          return;
+        }
+        this.#authLog.run((skipped) => log.warn({ remote, reason: 'auth_timeout', skipped }, `WebSocket authentication failed: ${conn.spoke ? 'not authenticated' : 'no auth message'} within ${authTimeoutMs} ms${skippedNote(skipped)}`));
         this.#fail(ws, 'auth_timeout');
-      }
-    }, authTimeoutMs);
+      });
+    conn.authTimer = setTimeout(judge, authTimeoutMs);
     const h = this.#wsHandlers;
     ws.on('pong', h.pong);
     ws.on('message', h.message);
@@ -398,6 +409,7 @@ export class Server {
   #onFrame(ws: WebSocket, conn: Conn, data: RawData, isBinary: boolean): void {
     const { limits, log } = this.#opts;
     if (conn.limited) return;
+    if (!conn.session) conn.spoke = true;
     const now = Date.now();
     if (now - conn.windowStart >= limits.rateWindowMs) {
       conn.windowStart = now;
