@@ -23,6 +23,10 @@ export interface Conn extends Timed {
   /** When the unanswered ping was sent (performance.now()). */
   pingedAt: number;
   authTimer: NodeJS.Timeout | undefined;
+  /** A frame arrived before it authenticated: its verification may still be under way (see AUTH_TIMEOUT in server.ts). */
+  spoke?: boolean;
+  /** The auth deadline was extended once for a frame that arrived in time. */
+  extended?: boolean;
   /** Messages of one socket are handled one after another (auth verification is async); null when none is. */
   queue: Promise<void> | null;
   /** Rate limit: messages counted in the window that started at `windowStart`. */
