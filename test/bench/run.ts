@@ -29,7 +29,7 @@
  *   npm run bench -- [--scenarios latency,throughput,writers] [--targets pgbell,listen,relay,socketio,broadcast]
  *                    [--sockets 10000] [--users 1000] [--rate 1000] [--seconds 10] [--clients 4]
  *                    [--tax-writers 1,8,32] [--tax-seconds 3] [--burst-rows 100000] [--poll-ms 100]
- *                    [--profile] [--out docs] [--workers 1] [--floor-sockets N]
+ *                    [--profile] [--out docs] [--workers 1] [--floor-sockets N] [--bare]
  *   --workers N      pgbell's targets run `pgbell start --workers N`; their RSS and CPU are the whole
  *                    process tree's (the primary and its workers)
  *   --floor-sockets  sockets for the targets that are not pgbell (single processes): with workers,
@@ -70,6 +70,8 @@ const { values: args } = parseArgs({
     'from-json': { type: 'string' },
     workers: { type: 'string', default: '1' },
     'floor-sockets': { type: 'string' },
+    /** Without test/bench/notes.md's reading (which is of the default run) appended. */
+    bare: { type: 'boolean', default: false },
   },
 });
 const SCENARIOS = new Set(args.scenarios.split(','));
@@ -135,7 +137,8 @@ async function startTarget(kind: Exclude<Target, 'listen'>, dbs: Dbs, profileDir
     const logFile = path.join(os.tmpdir(), `pgbell-bench-${kind}.log`);
     const out = openSync(logFile, 'w');
     child = spawn(process.execPath, [...flags, 'bin/pgbell.js', 'start'], {
-      env: { ...env, ...mode, ...(WORKERS > 1 ? { PGBELL_WORKERS: String(WORKERS) } : {}), SESSION_SECRET: SECRET, ...(kind === 'pgbell-debug' ? { LOG_LEVEL: 'debug' } : kind === 'pgbell-warn' ? { LOG_LEVEL: 'warn' } : {}), MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
+      // NODE_CLUSTER_SCHED_POLICY (rr or none): how node:cluster hands connections to workers.
+      env: { ...env, ...mode, ...(WORKERS > 1 ? { PGBELL_WORKERS: String(WORKERS) } : {}), ...(process.env.NODE_CLUSTER_SCHED_POLICY ? { NODE_CLUSTER_SCHED_POLICY: process.env.NODE_CLUSTER_SCHED_POLICY } : {}), SESSION_SECRET: SECRET, ...(kind === 'pgbell-debug' ? { LOG_LEVEL: 'debug' } : kind === 'pgbell-warn' ? { LOG_LEVEL: 'warn' } : {}), MAX_CONNECTIONS_PER_USER: '1000', MAX_CONNECTIONS: '30000' },
       stdio: ['ignore', out, 'inherit'],
     });
     closeSync(out);
@@ -823,13 +826,13 @@ async function main(): Promise<void> {
     await cleanup();
   }
   await mkdir(args.out, { recursive: true });
-  const written = await writeReport(report, args.out);
+  const written = await writeReport(report, args.out, !args.bare);
   log(`\nwrote ${written.join(', ')}`);
 }
 
 if (args['from-json']) {
   // Rewrites the markdown and chart from a report's JSON (after editing notes.md), without running anything.
-  const written = await writeReport(JSON.parse(await readFile(args['from-json'], 'utf8')) as Report, args.out);
+  const written = await writeReport(JSON.parse(await readFile(args['from-json'], 'utf8')) as Report, args.out, !args.bare);
   log(`wrote ${written.join(', ')}`);
 } else await main();
 process.exit(0);
