@@ -390,18 +390,18 @@ async function notes(): Promise<string> {
 }
 
 /** docs/benchmarks.md: the tables made from `r`, then the hand-written reading (notes.md). */
-export async function reportMarkdown(r: Report): Promise<string> {
-  return markdown(r) + (await notes());
+export async function reportMarkdown(r: Report, withNotes = true): Promise<string> {
+  return markdown(r) + (withNotes ? await notes() : '');
 }
 
 /** Writes benchmarks.json, benchmarks.md, benchmarks.svg (and the flame graph) into `dir`. */
-export async function writeReport(r: Report, dir: string): Promise<string[]> {
+export async function writeReport(r: Report, dir: string, withNotes = true): Promise<string[]> {
   const files: Array<[string, string]> = [
     ['benchmarks.json', JSON.stringify({ ...r, profile: r.profile ? { ...r.profile, flame: undefined } : null }, null, 2) + '\n'],
     ['benchmarks.svg', chartSvg(r)],
   ];
   if (r.profile?.flame) files.push(['benchmarks-flame.svg', flameSvg(r.profile.flame)]);
-  files.push(['benchmarks.md', await reportMarkdown(r)]);
+  files.push(['benchmarks.md', await reportMarkdown(r, withNotes)]);
   for (const [name, text] of files) await writeFile(path.join(dir, name), text);
   return files.map(([n]) => path.join(dir, n));
 }
