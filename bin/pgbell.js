@@ -2,6 +2,10 @@
 // The CLI is compiled to dist/ by `npm install` (the prepare script) and by `npm test` (pretest).
 import { existsSync } from 'node:fs';
 
+// The daemon never dies of SIGHUP (systemd's reload, a terminal's hangup): from here, before
+// the modules load, until `start` installs its own handler (a rolling restart with workers).
+if (process.argv[2] === 'start') process.on('SIGHUP', () => {});
+
 const entry = new URL('../dist/cli/cli.js', import.meta.url);
 if (!existsSync(entry)) {
   console.error('pgbell: dist/ is missing (installed with --ignore-scripts?); run `npm run build` in the pgbell directory');

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { parseTtl, secretKey, signSessionToken } from '../auth.js';
 import { ENV_HELP, loadConfig, need, triggerChannelFor, type Config } from '../config.js';
 import { daemonOptions, startDaemon, untilSignal } from '../daemon/daemon.js';
-import { isWorker, runWorker, startMachine, workerCount } from '../daemon/workers.js';
+import { isWorker, runWorker, startMachine, workerCount, type Machine } from '../daemon/workers.js';
 import { install, uninstall } from '../db/install.js';
 import { databaseMode, PUBLICATION } from '../db/bookkeeping.js';
 import { migrate } from '../db/migrate.js';
@@ -135,21 +135,29 @@ async function cmdStart(config: Config): Promise<number> {
     return 0;
   }
   const workers = workerCount(config.PGBELL_WORKERS);
-  if (workers > 1) {
-    const machine = await startMachine(options, workers, log);
-    // SIGHUP: replace the workers one at a time (after a deploy, or to shed memory).
-    const onHup = () => {
+  // SIGHUP (systemd's reload, a terminal's hangup) never ends the daemon: with workers it is a
+  // rolling restart; one process has nothing to replace. Set before the start, which takes a
+  // while, so a hangup meanwhile does not kill it either.
+  let machine: Machine | null = null;
+  const onHup = () => {
+    if (machine) {
       log.info('SIGHUP received; restarting the workers one at a time');
       void machine.restart();
-    };
-    process.on('SIGHUP', onHup);
-    await untilSignal(machine, log);
-    process.off('SIGHUP', onHup);
+    } else log.warn(workers > 1 ? 'SIGHUP received while starting: ignored' : 'SIGHUP received: ignored (a rolling restart needs --workers 2 or more)');
+  };
+  process.on('SIGHUP', onHup);
+  try {
+    if (workers > 1) {
+      machine = await startMachine(options, workers, log);
+      await untilSignal(machine, log);
+      return 0;
+    }
+    const daemon = await startDaemon(options);
+    await untilSignal(daemon, log);
     return 0;
+  } finally {
+    process.off('SIGHUP', onHup);
   }
-  const daemon = await startDaemon(options);
-  await untilSignal(daemon, log);
-  return 0;
 }
 
 type Mode = Config['PGBELL_MODE'];

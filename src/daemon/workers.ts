@@ -60,6 +60,8 @@ const ASK_MS = 2000;
 const HEALTHY_MS = 10_000;
 /** How long a stopping primary waits for its workers before killing them. */
 const STOP_MS = 15_000;
+/** How long a rolling restart waits for a new worker to serve. */
+const START_MS = 60_000;
 
 function isPgbell(msg: unknown): msg is { pgbell: string } {
   return typeof msg === 'object' && msg !== null && typeof (msg as { pgbell?: unknown }).pgbell === 'string';
@@ -93,6 +95,8 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
   /** A rolling restart's workers: the one it stops (not replaced on exit) and its replacement until it serves. */
   const retiring = new Set<Worker>();
   let spare: Worker | null = null;
+  /** The worker a rolling restart is replacing: if it dies first, its spare takes its place. */
+  let replacing: Worker | null = null;
   const readyWaiters = new Map<Worker, () => void>();
 
   const send = (w: Worker, msg: ForwardedMessage | Control) => {
@@ -250,6 +254,13 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
       spare = null;
       return;
     }
+    if (w === replacing) {
+      // Died while its spare starts: the spare takes its place (or, if the spare fails, the
+      // restart starts another): one replacement, not two.
+      replacing = null;
+      log.warn({ worker: w.id, pid: w.process.pid, code, signal }, `worker ${w.id} (pid ${w.process.pid}) exited (${signal ?? `code ${code}`}) while the rolling restart started its replacement`);
+      return;
+    }
     if (!everReady) {
       // The first workers cannot start (they printed why): so would every other.
       stopping = true;
@@ -273,44 +284,71 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
 
   let stopped: Promise<void> | undefined;
   let rolling: Promise<void> | null = null;
+  /** A SIGHUP during a rolling restart: one more after it, so every worker runs the newest code. */
+  let again = false;
   const roll = async () => {
     const old = [...ready.keys()];
     log.info({ workers: old.length }, `rolling restart: replacing ${old.length} workers one at a time`);
     for (const w of old) {
       if (stopping) return;
       if (w.isDead()) continue;
+      replacing = w;
       const fresh = fork();
       spare = fresh;
+      // Ready, exited, or not ready in time (stuck starting): never wait for ever.
+      const timer = setTimeout(() => readyWaiters.get(fresh)?.(), START_MS);
       await new Promise<void>((resolve) => readyWaiters.set(fresh, resolve));
+      clearTimeout(timer);
       readyWaiters.delete(fresh);
-      spare = null;
+      const dead = replacing === null;
+      replacing = null;
       if (!ready.has(fresh)) {
-        log.error({ worker: fresh.id }, `rolling restart stopped: the new worker ${fresh.id} exited before it served (see its error above); the old ones keep serving`);
+        // The spare goes (if it still runs); the old one keeps serving, or, if it died
+        // meanwhile, an ordinary replacement starts.
+        if (!fresh.isDead()) fresh.process.kill('SIGKILL');
+        spare = fresh.isDead() ? null : fresh;
+        if (dead && !stopping) fork();
+        log.error({ worker: fresh.id }, `rolling restart stopped: the new worker ${fresh.id} did not serve within ${START_MS / 1000} s or exited first (see its error above); the others keep serving`);
         return;
       }
+      spare = null;
       if (stopping) return;
+      if (dead) {
+        log.info({ from: w.id, to: fresh.id }, `rolling restart: worker ${fresh.id} serves in place of worker ${w.id}, which had exited`);
+        continue;
+      }
       retiring.add(w);
+      // Out of /health's count from now: it drains and closes its sockets with 1001, and their
+      // clients reconnect to the others.
+      ready.delete(w);
       const gone = new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve())));
-      // It drains and closes its sockets with 1001; their clients reconnect to the others.
       w.process.kill('SIGTERM');
-      const timer = setTimeout(() => !w.isDead() && w.process.kill('SIGKILL'), STOP_MS);
+      const kill = setTimeout(() => !w.isDead() && w.process.kill('SIGKILL'), STOP_MS);
       await gone;
-      clearTimeout(timer);
+      clearTimeout(kill);
       log.info({ from: w.id, to: fresh.id }, `rolling restart: worker ${fresh.id} serves in place of worker ${w.id}`);
     }
     log.info('rolling restart done');
   };
+  const restart = (): Promise<void> => {
+    if (stopping) return Promise.resolve();
+    if (rolling) {
+      again = true;
+      log.info('a rolling restart is under way: another follows it');
+      return rolling;
+    }
+    return (rolling = roll().finally(() => {
+      rolling = null;
+      if (again && !stopping) {
+        again = false;
+        void restart();
+      }
+    }));
+  };
   return {
     url: first.url,
     port: first.port,
-    restart: () => {
-      if (stopping) return Promise.resolve();
-      if (rolling) {
-        log.warn('a rolling restart is already under way');
-        return rolling;
-      }
-      return (rolling = roll().finally(() => (rolling = null)));
-    },
+    restart,
     stop: () =>
       (stopped ??= (async () => {
         stopping = true;
@@ -332,6 +370,9 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
  * whose primary is gone (killed) is ended by node:cluster at once; its clients reconnect.
  */
 export async function runWorker(opts: DaemonOptions): Promise<void> {
+  // A hangup of the terminal's process group reaches every worker too: the primary's rolling
+  // restart answers it; by default it would kill the worker, starting or mid-stream.
+  process.on('SIGHUP', () => {});
   const id = cluster.worker!.id;
   const log = (opts.log ?? (await import('../log.js')).createLogger(opts.logLevel ?? 'info')).child({ worker: id });
   const source = opts.fanout === 'redis' ? undefined : new ForwardedSource();
