@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 
 // The daemon never dies of SIGHUP (systemd's reload, a terminal's hangup): from here, before
 // the modules load, until `start` installs its own handler (a rolling restart with workers).
-if (process.argv[2] === 'start') process.on('SIGHUP', () => {});
+if (process.argv.slice(2).includes('start')) process.on('SIGHUP', () => {});
 
 const entry = new URL('../dist/cli/cli.js', import.meta.url);
 if (!existsSync(entry)) {

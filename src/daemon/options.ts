@@ -37,6 +37,8 @@ export interface DaemonOptions {
   host?: string | undefined;
   /** Connections the kernel queues before they are accepted (LISTEN_BACKLOG; default 4096). */
   listenBacklog?: number;
+  /** How long a rolling restart waits for a new worker to serve (WORKER_START_MS; default 60 s). */
+  workerStartMs?: number;
   heartbeatMs: number;
   authTimeoutMs: number;
   channel: string;
@@ -85,6 +87,7 @@ export function daemonOptions(config: Config, conn: { databaseUrl: string; sessi
     port: config.PORT,
     host: config.HOST,
     listenBacklog: config.LISTEN_BACKLOG,
+    workerStartMs: config.WORKER_START_MS,
     heartbeatMs: config.HEARTBEAT_MS,
     authTimeoutMs: config.AUTH_TIMEOUT_MS,
     channel: config.PGBELL_CHANNEL,

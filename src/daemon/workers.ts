@@ -60,8 +60,6 @@ const ASK_MS = 2000;
 const HEALTHY_MS = 10_000;
 /** How long a stopping primary waits for its workers before killing them. */
 const STOP_MS = 15_000;
-/** How long a rolling restart waits for a new worker to serve. */
-const START_MS = 60_000;
 
 function isPgbell(msg: unknown): msg is { pgbell: string } {
   return typeof msg === 'object' && msg !== null && typeof (msg as { pgbell?: unknown }).pgbell === 'string';
@@ -95,6 +93,8 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
   /** A rolling restart's workers: the one it stops (not replaced on exit) and its replacement until it serves. */
   const retiring = new Set<Worker>();
   let spare: Worker | null = null;
+  /** Spares a rolling restart gave up on and killed: not replaced when they exit. */
+  const abandoned = new Set<Worker>();
   /** The worker a rolling restart is replacing: if it dies first, its spare takes its place. */
   let replacing: Worker | null = null;
   const readyWaiters = new Map<Worker, () => void>();
@@ -249,7 +249,7 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
     if (stopping) return;
     // A rolling restart's: the one it stopped was replaced before; a replacement that died
     // before serving ends the restart with the old worker still serving.
-    if (retiring.delete(w)) return;
+    if (retiring.delete(w) || abandoned.delete(w)) return;
     if (w === spare) {
       spare = null;
       return;
@@ -286,6 +286,7 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
   let rolling: Promise<void> | null = null;
   /** A SIGHUP during a rolling restart: one more after it, so every worker runs the newest code. */
   let again = false;
+  const startMs = opts.workerStartMs ?? 60_000;
   const roll = async () => {
     const old = [...ready.keys()];
     log.info({ workers: old.length }, `rolling restart: replacing ${old.length} workers one at a time`);
@@ -296,7 +297,7 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
       const fresh = fork();
       spare = fresh;
       // Ready, exited, or not ready in time (stuck starting): never wait for ever.
-      const timer = setTimeout(() => readyWaiters.get(fresh)?.(), START_MS);
+      const timer = setTimeout(() => readyWaiters.get(fresh)?.(), startMs);
       await new Promise<void>((resolve) => readyWaiters.set(fresh, resolve));
       clearTimeout(timer);
       readyWaiters.delete(fresh);
@@ -305,10 +306,13 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
       if (!ready.has(fresh)) {
         // The spare goes (if it still runs); the old one keeps serving, or, if it died
         // meanwhile, an ordinary replacement starts.
-        if (!fresh.isDead()) fresh.process.kill('SIGKILL');
-        spare = fresh.isDead() ? null : fresh;
+        if (!fresh.isDead()) {
+          abandoned.add(fresh);
+          fresh.process.kill('SIGKILL');
+        }
+        spare = null;
         if (dead && !stopping) fork();
-        log.error({ worker: fresh.id }, `rolling restart stopped: the new worker ${fresh.id} did not serve within ${START_MS / 1000} s or exited first (see its error above); the others keep serving`);
+        log.error({ worker: fresh.id }, `rolling restart stopped: the new worker ${fresh.id} did not serve within ${startMs / 1000} s or exited first (see its error above); the others keep serving`);
         return;
       }
       spare = null;

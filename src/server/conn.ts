@@ -23,7 +23,7 @@ export interface Conn extends Timed {
   /** When the unanswered ping was sent (performance.now()). */
   pingedAt: number;
   authTimer: NodeJS.Timeout | undefined;
-  /** A frame arrived before it authenticated: its verification may still be under way (see AUTH_TIMEOUT in server.ts). */
+  /** An auth message arrived before it authenticated: its verification may still be under way (see judge in server.ts). */
   spoke?: boolean;
   /** The auth deadline was extended once for a frame that arrived in time. */
   extended?: boolean;

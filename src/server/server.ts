@@ -409,7 +409,6 @@ export class Server {
   #onFrame(ws: WebSocket, conn: Conn, data: RawData, isBinary: boolean): void {
     const { limits, log } = this.#opts;
     if (conn.limited) return;
-    if (!conn.session) conn.spoke = true;
     const now = Date.now();
     if (now - conn.windowStart >= limits.rateWindowMs) {
       conn.windowStart = now;
@@ -438,7 +437,11 @@ export class Server {
     const parsed = parseClientMessage(rawToString(data));
     if (!parsed.ok) return this.#send(ws, { type: 'error', code: 'bad_message', message: parsed.reason });
     const msg: ClientMessage = parsed.message;
-    if (msg.type === 'auth') return this.#authenticate(ws, conn, msg.token, msg.after ?? null, msg.types ?? [], msg.batch ?? false);
+    if (msg.type === 'auth') {
+      // Its verification is under way: the auth deadline gives it one more period (see judge).
+      if (!conn.session) conn.spoke = true;
+      return this.#authenticate(ws, conn, msg.token, msg.after ?? null, msg.types ?? [], msg.batch ?? false);
+    }
     if (!conn.session) {
       this.#authLog.run((skipped) => this.#opts.log.warn({ reason: 'auth_required', got: msg.type, skipped }, `WebSocket authentication failed: first message was not auth${skippedNote(skipped)}`));
       return this.#fail(ws, 'auth_required');
