@@ -8,11 +8,11 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, cleanEnv } from './helpers/cli.js';
+import { ADMIN, adminHealth } from './helpers/admin.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';
 import { freshDatabase } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
-const ADMIN = 'admin-token-0123456789abcdef';
 const USERS = ['rr0', 'rr1', 'rr2', 'rr3'];
 
 interface M {
@@ -69,17 +69,6 @@ async function machine(db: string, workers = 3, listen = '0'): Promise<M> {
   m.url = `ws://127.0.0.1:${port}/`;
   m.http = `http://127.0.0.1:${port}`;
   return m;
-}
-
-async function adminHealth(m: M): Promise<{ status: number; body: any }> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const res = await fetch(`${m.http}/health`, { headers: { authorization: `Bearer ${ADMIN}` } });
-      return { status: res.status, body: await res.json() };
-    } catch (err) {
-      if (attempt >= 3) throw err;
-    }
-  }
 }
 
 /** The primary's live child processes (its workers). */

@@ -12,12 +12,12 @@ import { createDb } from '../src/db/connect.js';
 import { decodeChange, encodeChange } from '../src/sources/forwarded.js';
 import { LISTENER_APPLICATION_NAME } from '../src/sources/listen.js';
 import { cleanEnv, launch, run, type Launched } from './helpers/cli.js';
+import { ADMIN, adminHealth } from './helpers/admin.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 import { haveRedis, REDIS_URL } from './helpers/redis.js';
 
-const ADMIN = 'admin-token-0123456789abcdef';
 const USERS = Array.from({ length: 12 }, (_, i) => `wk${i}`);
 
 interface Machine {
@@ -48,18 +48,6 @@ async function stopMachine(m: Machine): Promise<void> {
 afterAll(() => {
   for (const m of running) if (m.p.child.exitCode === null && m.p.child.signalCode === null) m.p.child.kill('SIGKILL');
 });
-
-async function adminHealth(m: Machine): Promise<{ status: number; body: any }> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const res = await fetch(`${m.http}/health`, { headers: { authorization: `Bearer ${ADMIN}` } });
-      return { status: res.status, body: await res.json() };
-    } catch (err) {
-      // A kept-alive connection to the worker just killed.
-      if (attempt >= 3) throw err;
-    }
-  }
-}
 
 async function metricValue(m: Machine, name: string): Promise<number> {
   const text = await (await fetch(`${m.http}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();

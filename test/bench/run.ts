@@ -537,14 +537,25 @@ async function storm(dbs: Dbs, report: Report): Promise<void> {
   const writer = await connectMany(dbs.pgbell, 1).then(([c]) => c!);
   let writing = true;
   let k = 0;
-  const writes = (async () => {
+  /** Alerts titled storm-… until `writing` is false; `expected` counts each user's. */
+  const write = async () => {
     while (writing) {
       const user = users[(k * 7919) % users.length]!;
       await writer.query('INSERT INTO "Alert" ("userId", title) VALUES ($1, $2)', [user, `storm-${user}-${k++}`]);
       expected[user] = (expected[user] ?? 0) + 1;
       await sleep(10);
     }
-  })();
+  };
+  /** What the sockets lack, repeat or got of others; what is still on its way gets 10 s. */
+  const verify = async () => {
+    let v = await clients.verify('storm-', expected);
+    for (let i = 0; i < 100 && v.lost > 0; i++) {
+      await sleep(100);
+      v = await clients.verify('storm-', expected);
+    }
+    return v;
+  };
+  const writes = write();
   try {
     await sleep(1000);
     const endDb = await measureDb(dbs.pgbell);
@@ -569,11 +580,7 @@ async function storm(dbs: Dbs, report: Report): Promise<void> {
     writing = false;
     await writes;
     // Every socket resumes with its cursor: what was written while it was away arrives then.
-    let v = await clients.verify('storm-', expected);
-    for (let i = 0; i < 100 && v.lost > 0; i++) {
-      await sleep(100);
-      v = await clients.verify('storm-', expected);
-    }
+    const v = await verify();
     report.storm = { sockets: S, clients: CLIENTS, backMs, stoppedMs, upMs, live: status.live, refused: status.refused, peakPending, alerts: k, ...v, db };
     log(`   database over the storm (restart to all back, its writes included): ${dbLine(db, status.live)} per 1,000 resumed sockets; ${db.connections} connections`);
     log(`   all ${status.live}/${status.total} back in ${(backMs / 1000).toFixed(1)} s from the restart's start (old daemon gone after ${(stoppedMs / 1000).toFixed(1)} s, new one healthy after ${(upMs / 1000).toFixed(1)} s); ${status.refused} refusals with 1013; peak unauthenticated ${peakPending}; ${k} alerts written meanwhile: lost ${v.lost}, repeats ${v.repeats}, to the wrong user ${v.foreign}`);
@@ -581,14 +588,7 @@ async function storm(dbs: Dbs, report: Report): Promise<void> {
       // A rolling restart (SIGHUP to the primary): each worker replaced in turn, its sockets
       // moving to the others; alerts are written throughout again.
       writing = true;
-      const more = (async () => {
-        while (writing) {
-          const user = users[(k * 7919) % users.length]!;
-          await writer.query('INSERT INTO "Alert" ("userId", title) VALUES ($1, $2)', [user, `storm-${user}-${k++}`]);
-          expected[user] = (expected[user] ?? 0) + 1;
-          await sleep(10);
-        }
-      })();
+      const more = write();
       // A client's backoff starts again after 10 s live, as pgbell/client's does: the storm's
       // clients are given that, as a deploy's would have long had.
       await sleep(11_000);
@@ -606,11 +606,7 @@ async function storm(dbs: Dbs, report: Report): Promise<void> {
       await sleep(1000);
       writing = false;
       await more;
-      let rv = await clients.verify('storm-', expected);
-      for (let i = 0; i < 100 && rv.lost > 0; i++) {
-        await sleep(100);
-        rv = await clients.verify('storm-', expected);
-      }
+      const rv = await verify();
       report.storm.rolling = { workers: WORKERS, doneMs, backMs: rollMs, live: status.live, alerts: k, ...rv };
       log(`   rolling restart of ${WORKERS} workers: done in ${(doneMs / 1000).toFixed(1)} s, all ${status.live}/${status.total} sockets live after ${(rollMs / 1000).toFixed(1)} s; ${k} alerts written in all: lost ${rv.lost}, repeats ${rv.repeats}, to the wrong user ${rv.foreign}`);
     }
