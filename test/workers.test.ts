@@ -312,7 +312,7 @@ describe('pgbell start --workers 3', () => {
     expect(await listeners(db)).toBe(1);
     for (const list of tabs.values()) for (const t of list) t.close();
     await stopMachine(m);
-  });
+  }, 90_000);
 
   it('SIGHUP: a rolling restart replaces every worker in turn, never fewer than 3 serving; sockets move with their cursors, nothing lost or twice', async () => {
     const db = await freshDatabase(USERS);
