@@ -22,6 +22,7 @@ import { Metrics } from '../metrics.js';
 import { startSummary } from './summary.js';
 import { createLogger } from '../log.js';
 import { DEFAULT_LIMITS, Server } from '../server/server.js';
+import { openFileLimit, socketsAllowed } from '../util/fdlimit.js';
 import { checkDatabase, checkListenDatabase, StartupError } from './checks.js';
 import type { DaemonOptions } from './options.js';
 
@@ -174,6 +175,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   if (prunes) void prune();
   const pruneTimer = setInterval(() => prunes && void prune(), 3600_000).unref();
 
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const files = openFileLimit();
+  const allowed = socketsAllowed(files);
+  if (allowed !== null && limits.maxConnections > allowed) {
+    log.warn(
+      { maxConnections: limits.maxConnections, openFileLimit: files, serving: allowed },
+      `MAX_CONNECTIONS (${limits.maxConnections}) is more than this process's open-file limit (${files}) can hold: at most ${allowed} sockets, the rest refused with 1013; raise the limit (ulimit -n, LimitNOFILE=) to hold more`,
+    );
+    limits.maxConnections = allowed;
+  }
+
   const server = new Server({
     tls,
     port: opts.port,
@@ -188,7 +200,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     revokedBefore: async (userId) => (revocations ? revocations.before(userId) : (await revokedBefore(db, [userId])).get(userId) ?? null),
     hub,
     allowedOrigins: opts.socketOrigins ?? 'any',
-    limits: { ...DEFAULT_LIMITS, ...opts.limits },
+    limits,
     // In Redis mode the subscription is confirmed before the socket's first read, so nothing
     // published in between is missed.
     subscribe: async (sub) => {
