@@ -231,16 +231,31 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
     }
   };
 
+  /** Workers whose process could not be created: they will never exit, so they are ended here. */
+  const unspawned = new WeakSet<Worker>();
   const fork = () => {
     const w = cluster.fork();
     born.set(w, Date.now());
     w.on('message', (msg) => onMessage(w, msg));
-    // A worker's channel closing while a send is under way: its exit says what happened.
-    w.on('error', (err) => log.debug({ err: err.message, worker: w.id }, 'worker channel error'));
+    w.on('error', (err) => {
+      if (w.process.pid === undefined && !unspawned.has(w)) {
+        // The spawn failed (EMFILE, EAGAIN, ENOMEM…): Node emits this error and never 'exit',
+        // so without this a rolling restart waited WORKER_START_MS for it, and a crashed
+        // worker's replacement was never tried again.
+        unspawned.add(w);
+        delete cluster.workers?.[w.id];
+        log.error({ err: err.message, worker: w.id }, `could not start worker ${w.id}: ${err.message}`);
+        onExit(w, null, null);
+        return;
+      }
+      // A worker's channel closing while a send is under way: its exit says what happened.
+      log.debug({ err: err.message, worker: w.id }, 'worker channel error');
+    });
     return w;
   };
 
-  cluster.on('exit', (w, code, signal) => {
+  cluster.on('exit', (w, code, signal) => onExit(w, code, signal));
+  const onExit = (w: Worker, code: number | null, signal: string | null) => {
     subscribed.delete(w);
     ready.delete(w);
     const lived = Date.now() - (born.get(w) ?? Date.now());
@@ -272,9 +287,9 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
     const delayMs = quickDeaths === 0 ? 0 : Math.min(5000, 100 * 2 ** (quickDeaths - 1));
     restarts++;
     restartsMetric.inc();
-    log.warn({ worker: w.id, pid: w.process.pid, code, signal, livedMs: lived, delayMs }, `worker ${w.id} (pid ${w.process.pid}) exited (${signal ?? `code ${code}`}); starting another in ${delayMs} ms`);
+    log.warn({ worker: w.id, pid: w.process.pid, code, signal, livedMs: lived, delayMs }, `worker ${w.id} (pid ${w.process.pid}) ${unspawned.has(w) ? 'did not start' : `exited (${signal ?? `code ${code}`})`}; starting another in ${delayMs} ms`);
     setTimeout(() => !stopping && fork(), delayMs);
-  });
+  };
 
   for (let i = 0; i < workers; i++) fork();
   await allReady;
@@ -306,7 +321,7 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
       if (!ready.has(fresh)) {
         // The spare goes (if it still runs); the old one keeps serving, or, if it died
         // meanwhile, an ordinary replacement starts.
-        if (!fresh.isDead()) {
+        if (!fresh.isDead() && !unspawned.has(fresh)) {
           abandoned.add(fresh);
           fresh.process.kill('SIGKILL');
         }
