@@ -35,7 +35,7 @@ export interface Report {
   writerTax: Array<{ writers: number; off: number; notify: number; poll: number; wal?: number }>;
   profile: ProfileSummary | null;
   /** pgbell's own view of the latency runs (from its /metrics): delivery and read times, event-loop delay. */
-  inside?: Array<{ target: string; clients: number; deliveryMs: number; notifications: number; readMs: number; reads: number; loopP50Ms: number; loopP99Ms: number }>;
+  inside?: Array<{ target: string; clients: number; deliveryMs: number; notifications: number; readMs: number | null; reads: number; loopP50Ms: number; loopP99Ms: number }>;
   /** The reconnect storm (see storm() in run.ts). */
   storm?: { sockets: number; clients: number; backMs: number; stoppedMs: number; upMs: number; live: number; refused: number; peakPending: number; alerts: number; lost: number; repeats: number; foreign: number; db?: DbCost; rolling?: { workers: number; doneMs: number; backMs: number; live: number; alerts: number; lost: number; repeats: number; foreign: number } };
 }
@@ -229,7 +229,7 @@ function markdown(r: Report): string {
     lines.push('## Inside pgbell', '');
     lines.push('From pgbell\'s own /metrics over each latency run: a notification\'s arrival to its changes written to every socket (`pgbell_delivery_seconds`), the part of that waiting for the rows from Postgres (`pgbell_live_read_seconds`), and the event loop\'s delay (`nodejs_eventloop_lag`, over the paced run, less the 10 ms of its sampling timer).', '');
     lines.push('| target | clients | notification → sent (mean) | read (mean) | reads | notifications per read | event-loop delay p50 | p99 |', '|---|---|---|---|---|---|---|---|');
-    for (const x of r.inside) lines.push(`| ${x.target} | ${x.clients} | ${fmt(x.deliveryMs)} ms | ${fmt(x.readMs)} ms | ${x.reads} | ${fmt(x.notifications / x.reads)} | ${fmt(x.loopP50Ms)} ms | ${fmt(x.loopP99Ms)} ms |`);
+    for (const x of r.inside) lines.push(`| ${x.target} | ${x.clients} | ${fmt(x.deliveryMs)} ms | ${x.readMs === null ? '– (carried by the stream)' : `${fmt(x.readMs)} ms`} | ${x.reads} | ${x.reads > 0 ? fmt(x.notifications / x.reads) : '–'} | ${fmt(x.loopP50Ms)} ms | ${fmt(x.loopP99Ms)} ms |`);
     lines.push('');
   }
   if (r.storm) {

@@ -483,9 +483,9 @@ async function latency(kind: Target, dbs: Dbs, report: Report, profileDir?: stri
       const reads = Number(/^pgbell_live_read_seconds_count (\S+)/m.exec(text)?.[1]);
       // prom-client samples the loop with a 10 ms timer and reports each delay with that 10 ms in it.
       const lag = (q: string) => Math.max(0, Number(new RegExp(`^pgbell_nodejs_eventloop_lag_${q}_seconds (\\S+)`, 'm').exec(text)?.[1]) * 1000 - 10);
-      log(`   inside pgbell: notification → sent, mean ${((sum / count) * 1000).toFixed(2)} ms over ${count} notifications; its reads from Postgres, mean ${((readSum / reads) * 1000).toFixed(2)} ms over ${reads} reads; event-loop delay (beyond its 10 ms sampling tick) p50 ${lag('p50').toFixed(2)} ms, p99 ${lag('p99').toFixed(2)} ms`);
+      log(`   inside pgbell: notification → sent, mean ${((sum / count) * 1000).toFixed(2)} ms over ${count} notifications; its reads from Postgres, ${reads > 0 ? `mean ${((readSum / reads) * 1000).toFixed(2)} ms over ${reads} reads` : 'none (the rows came with the stream)'}; event-loop delay (beyond its 10 ms sampling tick) p50 ${lag('p50').toFixed(2)} ms, p99 ${lag('p99').toFixed(2)} ms`);
       report.inside ??= [];
-      report.inside.push({ target: kind, clients: processes, deliveryMs: (sum / count) * 1000, notifications: count, readMs: (readSum / reads) * 1000, reads, loopP50Ms: lag('p50'), loopP99Ms: lag('p99') });
+      report.inside.push({ target: kind, clients: processes, deliveryMs: (sum / count) * 1000, notifications: count, readMs: reads > 0 ? (readSum / reads) * 1000 : null, reads, loopP50Ms: lag('p50'), loopP99Ms: lag('p99') });
     }
     const got = await clients.collect();
     const fromAck: number[] = [];
