@@ -22,8 +22,29 @@ export const MAX_CURSOR_IDS = 64;
 export const MAX_MEMORY_IDS = 1024;
 const VERSION = '1';
 
+/**
+ * What a sync read saw above its horizon: every id below `xmax` that is not in `xip` had
+ * finished when it read, and its changes of the user are in what the read found (a row it
+ * stamped and a later transaction changed again is there in the later state). Shared by every
+ * cursor the read made.
+ */
+export interface ReadSnapshot {
+  readonly xmax: bigint;
+  readonly xip: ReadonlySet<bigint>;
+}
+
 export class CursorState {
   #horizon: bigint;
+  /**
+   * In memory only: the snapshot of the read that last synced this socket, until the horizon
+   * passes its xmax. A transaction it saw counts as seen though the cursor does not name it: no
+   * row is stamped with it any more when a later one changed each of its rows before the read
+   * (the alert went out as new, in that later state). A live step that sends it afterwards (it
+   * waited behind a commit a synchronous standby held invisible) would repeat the alert, older;
+   * a catch-up would take the alert for new again. Not on the wire: a resume on another
+   * connection may repeat such an alert (as the guarantee allows), nothing is lost.
+   */
+  #read: ReadSnapshot | null;
   /**
    * The ids at or above the horizon that were seen, ascending (a binary search finds one). No
    * Set beside it: every socket holds a cursor, mostly with no id or a few, and a Set's table
@@ -33,8 +54,9 @@ export class CursorState {
   /** encode()'s last result; every socket of a busy user encodes after every message. */
   #encoded: { databaseId: string; text: string } | null = null;
 
-  constructor(horizon: bigint, seen: Iterable<bigint> = []) {
+  constructor(horizon: bigint, seen: Iterable<bigint> = [], read: ReadSnapshot | null = null) {
     this.#horizon = horizon;
+    this.#read = read !== null && read.xmax > horizon ? read : null;
     for (const t of seen) this.add(t);
   }
 
@@ -45,6 +67,11 @@ export class CursorState {
   /** Ids at or above the horizon that were seen, ascending. */
   get ids(): bigint[] {
     return [...this.#sorted];
+  }
+
+  /** The snapshot of the read that last synced this cursor, while it still says more than the horizon (see #read). */
+  get read(): ReadSnapshot | null {
+    return this.#read;
   }
 
   /** The highest id seen above the horizon, or null. */
@@ -59,6 +86,8 @@ export class CursorState {
 
   has(txid: bigint): boolean {
     if (txid < this.#horizon) return true;
+    const r = this.#read;
+    if (r !== null && txid < r.xmax && !r.xip.has(txid)) return true;
     const a = this.#sorted;
     const i = a.length === 0 || a[a.length - 1]! < txid ? a.length : this.#search(txid);
     return i < a.length && a[i] === txid;
@@ -95,6 +124,7 @@ export class CursorState {
   advance(horizon: bigint): void {
     if (horizon <= this.#horizon) return;
     this.#horizon = horizon;
+    if (this.#read !== null && horizon >= this.#read.xmax) this.#read = null;
     const a = this.#sorted;
     let n = 0;
     while (n < a.length && a[n]! < horizon) n++;

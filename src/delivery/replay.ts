@@ -72,7 +72,7 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
   let replayed = 0;
   if (from) {
     const cursor = from.encode(res.epoch);
-    const sent = new CursorState(from.horizon, from.ids);
+    const sent = new CursorState(from.horizon, from.ids, from.read);
     for (let i = 0; i < mine.length; ) {
       const tx = mine[i]!.txid;
       let j = i;
@@ -110,7 +110,10 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
   // Never an id at or above the read's xmax: no committed transaction has one (a row that
   // does came from another cluster's restore), and a cursor holding it would skip the real
   // transaction that gets it later.
-  const next = new CursorState(res.xmin, from?.ids ?? []);
+  // And, in memory, every transaction the read saw (see #read in cursor.ts): a live step that
+  // waited behind an invisible commit may bring one of them after this, and the read may have
+  // found its rows only as a later transaction left them.
+  const next = new CursorState(res.xmin, from?.ids ?? [], { xmax: res.xmax, xip: res.xip });
   for (const c of mine) if (c.txid < res.xmax) next.add(c.txid);
   // A stashed transaction the read saw is in what it sent, though perhaps in a newer state (an
   // alert it changed was changed again, and the read found the row stamped with the later
