@@ -1,12 +1,13 @@
 /**
- * A daemon under a low open-file limit (512 here: below about 300, Node cannot even load pgbell) (`ulimit -n`, LimitNOFILE=) holds the sockets it can and
- * refuses the rest with 1013, keeping files for its own Postgres connections. Without the cap it
- * ran into EMFILE: the sockets beyond were reset with no close code, and its syncs and live reads
- * could not open a connection.
+ * A daemon under a low open-file limit (512 here: below about 300, Node cannot even load pgbell)
+ * holds the sockets it can and refuses the rest with 1013, keeping files for its own Postgres
+ * connections. Without the cap it ran into EMFILE: the sockets beyond were reset with no close
+ * code. A burst beyond the cap all at once is accepted before any request is read: past half the
+ * reserve Node closes each as it accepts it (a reset), and the daemon still serves.
  */
 import { spawn } from 'node:child_process';
 import { afterAll, expect, it } from 'vitest';
-import { openFileLimit, reservedFiles, socketsAllowed } from '../src/util/fdlimit.js';
+import { acceptAllowed, openFileLimit, reservedFiles, socketsAllowed } from '../src/util/fdlimit.js';
 import { BIN, cleanEnv } from './helpers/cli.js';
 import { TestClient, type Closed } from './helpers/client.js';
 import { SECRET, tokenFor } from './helpers/daemon.js';
@@ -23,6 +24,7 @@ it('reads the soft limit of this process, and keeps a reserve of a twentieth wit
   expect([reservedFiles(256), reservedFiles(20_000), reservedFiles(1_000_000)]).toEqual([64, 1000, 1000]);
   expect(socketsAllowed(20_000)).toBe(19_000);
   expect(socketsAllowed(null)).toBeNull();
+  expect([acceptAllowed(512), acceptAllowed(20_000), acceptAllowed(null)]).toEqual([480, 19_500, null]);
 });
 
 it(`under an open-file limit of ${LIMIT}, sockets beyond what it can hold get 1013, and the held ones still get their alerts`, async () => {
@@ -46,39 +48,49 @@ it(`under an open-file limit of ${LIMIT}, sockets beyond what it can hold get 10
   const url = `ws://127.0.0.1:${port}/`;
   expect(out).toMatch(new RegExp(`open-file limit \\(${LIMIT}\\) can hold: at most ${socketsAllowed(LIMIT)} sockets`));
 
+  const open = async (user: string): Promise<{ c: TestClient; user: string } | Closed | string> => {
+    try {
+      const c = await TestClient.connect(url);
+      c.send({ type: 'auth', token: await tokenFor(user) });
+      const first = await Promise.race([c.next((m) => m.type === 'synced', 15_000).then(() => 'synced' as const), c.closed]);
+      return first === 'synced' ? { c, user } : first;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
   // In batches, each socket authenticated or refused before the next batch.
-  const held: TestClient[] = [];
+  const held: Array<{ c: TestClient; user: string }> = [];
   const refused: Closed[] = [];
   const other: string[] = [];
-  for (let i = 0; i < SOCKETS; i += 20) {
-    await Promise.all(
-      Array.from({ length: Math.min(20, SOCKETS - i) }, async (_, j) => {
-        const user = `u${i + j}`;
-        try {
-          const c = await TestClient.connect(url);
-          c.send({ type: 'auth', token: await tokenFor(user) });
-          const first = await Promise.race([c.next((m) => m.type === 'synced', 15_000).then(() => 'synced'), c.closed]);
-          if (first === 'synced') held.push(c);
-          else refused.push(first as Closed);
-        } catch (err) {
-          other.push(`${user}: ${(err as Error).message}`);
-        }
-      }),
-    );
-  }
+  const sort = (r: Awaited<ReturnType<typeof open>>) => (typeof r === 'string' ? other.push(r) : 'code' in r ? refused.push(r) : held.push(r));
+  for (let i = 0; i < SOCKETS; i += 20) (await Promise.all(Array.from({ length: Math.min(20, SOCKETS - i) }, (_, j) => open(`u${i + j}`)))).forEach(sort);
   expect(other).toEqual([]);
   expect(held.length).toBe(socketsAllowed(LIMIT));
   expect(refused.map((r) => r.code)).toEqual(Array(SOCKETS - held.length).fill(1013));
 
-  // The daemon still opens what it needs: an alert to a held socket's user arrives.
+  // A burst of 200 at once: each refused (1013 up to the accept limit, a reset beyond), none held, none left hanging.
+  refused.length = 0;
+  const burst = await Promise.all(Array.from({ length: 200 }, (_, j) => open(`b${j}`)));
+  expect(burst.filter((r) => typeof r !== 'string' && 'c' in r)).toHaveLength(0);
+  expect(burst.filter((r) => typeof r !== 'string' && 'code' in r && r.code !== 1013)).toEqual([]);
+
+  // The daemon still opens what it needs: an alert to a held socket's user arrives, and sockets
+  // that take the place of closed ones sync (a read from Postgres each).
   const last = held.at(-1)!;
-  await createUser(db, `u${held.length - 1}`);
-  await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ($1, 'still here')`, [`u${held.length - 1}`]);
-  const got = await last.next((m) => m.type === 'notification', 10_000);
+  await createUser(db, last.user);
+  await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ($1, 'still here')`, [last.user]);
+  const got = await last.c.next((m) => m.type === 'notification', 10_000);
   expect(got.alert.title).toBe('still here');
+  for (const h of held.splice(0, 40)) {
+    h.c.close();
+    await h.c.closed;
+  }
+  const again = await Promise.all(Array.from({ length: 40 }, (_, j) => open(`again${j}`)));
+  expect(again.filter((r) => typeof r === 'string' || 'code' in r)).toEqual([]);
+  held.push(...(again as Array<{ c: TestClient; user: string }>));
   const health = await fetch(`http://127.0.0.1:${port}/health`);
   expect(health.status).toBe(200);
 
-  for (const c of held) c.close();
+  for (const h of held) h.c.close();
   child.kill('SIGTERM');
 }, 120_000);

@@ -22,7 +22,7 @@ import { Metrics } from '../metrics.js';
 import { startSummary } from './summary.js';
 import { createLogger } from '../log.js';
 import { DEFAULT_LIMITS, Server } from '../server/server.js';
-import { openFileLimit, socketsAllowed } from '../util/fdlimit.js';
+import { acceptAllowed, openFileLimit, socketsAllowed } from '../util/fdlimit.js';
 import { checkDatabase, checkListenDatabase, StartupError } from './checks.js';
 import type { DaemonOptions } from './options.js';
 
@@ -185,6 +185,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     );
     limits.maxConnections = allowed;
   }
+  const acceptLimit = acceptAllowed(files) ?? undefined;
 
   const server = new Server({
     tls,
@@ -192,6 +193,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     trustProxyHops: opts.trustProxyHops,
     host: opts.host,
     listenBacklog: opts.listenBacklog,
+    acceptLimit,
     heartbeatMs: opts.heartbeatMs,
     authTimeoutMs: opts.authTimeoutMs,
     keys,

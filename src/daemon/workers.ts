@@ -233,13 +233,20 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
 
   /** Workers whose process could not be created: they will never exit, so they are ended here. */
   const unspawned = new WeakSet<Worker>();
-  const fork = () => {
-    const w = cluster.fork();
+  /** A new worker, or null when its process could not be created and Node threw (ENOMEM, E2BIG…). */
+  const fork = (): Worker | null => {
+    let w: Worker;
+    try {
+      w = cluster.fork();
+    } catch (err) {
+      log.error({ err: (err as Error).message }, `could not start a worker: ${(err as Error).message}`);
+      return null;
+    }
     born.set(w, Date.now());
     w.on('message', (msg) => onMessage(w, msg));
     w.on('error', (err) => {
       if (w.process.pid === undefined && !unspawned.has(w)) {
-        // The spawn failed (EMFILE, EAGAIN, ENOMEM…): Node emits this error and never 'exit',
+        // The spawn failed (EMFILE, EAGAIN, ENOENT…): Node emits this error and never 'exit',
         // so without this a rolling restart waited WORKER_START_MS for it, and a crashed
         // worker's replacement was never tried again.
         unspawned.add(w);
@@ -288,10 +295,25 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
     restarts++;
     restartsMetric.inc();
     log.warn({ worker: w.id, pid: w.process.pid, code, signal, livedMs: lived, delayMs }, `worker ${w.id} (pid ${w.process.pid}) ${unspawned.has(w) ? 'did not start' : `exited (${signal ?? `code ${code}`})`}; starting another in ${delayMs} ms`);
-    setTimeout(() => !stopping && fork(), delayMs);
+    startAnother(delayMs);
   };
+  /** Forks a replacement after `delayMs`; one that cannot be created is tried again with the backoff. */
+  const startAnother = (delayMs: number) =>
+    setTimeout(() => {
+      if (stopping || fork() !== null) return;
+      quickDeaths++;
+      restarts++;
+      restartsMetric.inc();
+      startAnother(Math.min(5000, 100 * 2 ** (quickDeaths - 1)));
+    }, delayMs);
 
-  for (let i = 0; i < workers; i++) fork();
+  for (let i = 0; i < workers; i++) {
+    if (fork() !== null) continue;
+    stopping = true;
+    for (const other of Object.values(cluster.workers ?? {})) other?.process.kill('SIGTERM');
+    await closeReader();
+    throw new StartupError('could not start the workers: see the error above');
+  }
   await allReady;
   const first = [...ready.values()][0]!;
   const how = redis ? 'Redis fan-out: each worker a node' : mode === 'poll' ? `poll mode, every ${opts.pollMs ?? 100} ms` : mode === 'wal' ? 'WAL mode, streaming publication pgbell' : `channel ${opts.channel}`;
@@ -310,6 +332,11 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
       if (w.isDead()) continue;
       replacing = w;
       const fresh = fork();
+      if (fresh === null) {
+        replacing = null;
+        log.error('rolling restart stopped: a new worker could not be started (see the error above); the others keep serving');
+        return;
+      }
       spare = fresh;
       // Ready, exited, or not ready in time (stuck starting): never wait for ever.
       const timer = setTimeout(() => readyWaiters.get(fresh)?.(), startMs);
@@ -326,7 +353,7 @@ export async function startMachine(opts: DaemonOptions, workers: number, log: Lo
           fresh.process.kill('SIGKILL');
         }
         spare = null;
-        if (dead && !stopping) fork();
+        if (dead && !stopping) startAnother(0);
         log.error({ worker: fresh.id }, `rolling restart stopped: the new worker ${fresh.id} did not serve within ${startMs / 1000} s or exited first (see its error above); the others keep serving`);
         return;
       }

@@ -63,6 +63,13 @@ export interface ServerOptions {
    * drops handshakes, and TCP retries them only after 1, 3, 7… s.
    */
   listenBacklog?: number | undefined;
+  /**
+   * Connections the process accepts at all (the open-file limit less what the daemon needs of
+   * its own, src/util/fdlimit.ts); beyond it Node closes a connection as it accepts it. Above
+   * MAX_CONNECTIONS, so that up to there a socket gets 1013, and a burst beyond it never takes
+   * the files the daemon's own Postgres connections need.
+   */
+  acceptLimit?: number | undefined;
   heartbeatMs: number;
   authTimeoutMs: number;
   /** Keys that verify session tokens (the current one first, then previous ones). */

@@ -124,6 +124,7 @@ export class Server {
     // once a response streams (SSE) or a socket is upgraded.
     const timeouts = { headersTimeout: 10_000, requestTimeout: 15_000 };
     this.http = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key, ...timeouts }, handler) : http.createServer(timeouts, handler);
+    if (opts.acceptLimit !== undefined) this.http.maxConnections = opts.acceptLimit;
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
     this.http.on('upgrade', (req, socket, head) => {
       const target = requestTarget(req);

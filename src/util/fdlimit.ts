@@ -8,7 +8,11 @@
  */
 import { readFileSync } from 'node:fs';
 
-/** The soft limit on open files (`ulimit -n`), from /proc/self/limits; null where unknown or unlimited. */
+/**
+ * The limit on open files of this process, from /proc/self/limits; null where unknown (not
+ * Linux) or unlimited. Node raises the soft limit to the hard one as it starts, so this is the
+ * hard limit `ulimit -Hn` (LimitNOFILE=) set.
+ */
 export function openFileLimit(limitsFile = '/proc/self/limits'): number | null {
   let text: string;
   try {
@@ -32,4 +36,14 @@ export function reservedFiles(limit: number): number {
 /** The sockets a daemon may hold under an open-file limit (null: no limit known). */
 export function socketsAllowed(limit: number | null): number | null {
   return limit === null ? null : Math.max(1, limit - reservedFiles(limit));
+}
+
+/**
+ * The connections it accepts at all: half the reserve above socketsAllowed. A burst arrives all
+ * at once (the server accepts everything queued before it reads one request), so beyond this
+ * Node closes each as it accepts it (the client sees a reset, as at the limit itself), and the
+ * other half of the reserve stays for the daemon's own files.
+ */
+export function acceptAllowed(limit: number | null): number | null {
+  return limit === null ? null : Math.max(1, limit - Math.floor(reservedFiles(limit) / 2));
 }
