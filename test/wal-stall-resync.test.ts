@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/db/migrate.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/cli/embedded.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, query } from './helpers/pg.js';
+import { createUser, heldWriter, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let dir: string;
@@ -56,14 +56,7 @@ afterAll(async () => {
  * until release() cancels its wait (the commit stands).
  */
 async function stall(): Promise<{ release: () => Promise<void> }> {
-  await query(server.url, `ALTER SYSTEM SET synchronous_standby_names = 'ghost'`);
-  await query(server.url, `SELECT pg_reload_conf()`);
-  await new Promise((r) => setTimeout(r, 300));
-  const writer = new pg.Client({ connectionString: server.url });
-  writer.on('error', () => {});
-  await writer.connect();
-  const pid = (await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-  await writer.query('SET synchronous_commit = on');
+  const { writer, pid } = await heldWriter(server.url);
   const held = writer.query(`INSERT INTO "Alert" ("userId", title) VALUES ('other', 'held by the standby')`).catch((err: Error) => err);
   // Streamed (the walsender does not wait for the standby); its live step waits to see it.
   await new Promise((r) => setTimeout(r, 500));

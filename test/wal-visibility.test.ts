@@ -8,12 +8,11 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/db/migrate.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/cli/embedded.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { createUser, query } from './helpers/pg.js';
+import { createUser, heldWriter, query } from './helpers/pg.js';
 import { Tab, until } from './helpers/tab.js';
 
 let dir: string;
@@ -47,14 +46,7 @@ describe('a streamed transaction that is not visible yet', () => {
     const [keep] = await query<{ id: string }>(server.url, `INSERT INTO "Alert" ("userId", title) VALUES ('vee', 'stays unread') RETURNING id`);
     await until(() => tab.ids.has(id) && tab.ids.has(keep!.id), 10_000, 'the first alerts');
 
-    await query(server.url, `ALTER SYSTEM SET synchronous_standby_names = 'ghost'`);
-    await query(server.url, `SELECT pg_reload_conf()`);
-    await new Promise((r) => setTimeout(r, 300));
-    const writer = new pg.Client({ connectionString: server.url });
-    writer.on('error', () => {});
-    await writer.connect();
-    const pid = (await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-    await writer.query('SET synchronous_commit = on');
+    const { writer, pid } = await heldWriter(server.url);
     // Its COMMIT waits for the standby that never answers: streamed, not yet visible.
     const stalled = writer.query(`UPDATE "Alert" SET read = true WHERE id = $1`, [id]).catch((err: Error) => err);
     await new Promise((r) => setTimeout(r, 6000));

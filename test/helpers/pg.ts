@@ -71,3 +71,20 @@ export async function psql(url: string, sqlText: string): Promise<string> {
   const { stdout } = await execFileP('psql', [url, '-v', 'ON_ERROR_STOP=1', '-X', '-q', '-c', sqlText], { env: { ...process.env, PGCONNECT_TIMEOUT: '5' } });
   return stdout;
 }
+
+/**
+ * A writer whose commits wait for a synchronous standby that never answers
+ * (synchronous_standby_names = 'ghost'): each commit is streamed but stays invisible until
+ * `pg_cancel_backend(pid)` ends its wait (the commit stands).
+ */
+export async function heldWriter(url: string): Promise<{ writer: pg.Client; pid: number }> {
+  await query(url, `ALTER SYSTEM SET synchronous_standby_names = 'ghost'`);
+  await query(url, `SELECT pg_reload_conf()`);
+  await new Promise((r) => setTimeout(r, 300));
+  const writer = new pg.Client({ connectionString: url });
+  writer.on('error', () => {});
+  await writer.connect();
+  const pid = (await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  await writer.query('SET synchronous_commit = on');
+  return { writer, pid };
+}
