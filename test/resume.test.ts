@@ -6,7 +6,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestClient, sleep } from './helpers/client.js';
 import { startTestDaemon, tokenFor, type TestDaemon } from './helpers/daemon.js';
-import { freshDatabase, psql, query } from './helpers/pg.js';
+import { createUser, freshDatabase, psql, query } from './helpers/pg.js';
+import { DEFAULT_LIMITS } from '../src/server/server.js';
 import { HoldingProxy } from './helpers/proxy.js';
 import { Tab, until } from './helpers/tab.js';
 
@@ -143,6 +144,42 @@ describe('resume from a cursor', () => {
       await query(admin(), `DROP DATABASE ${cloneName} WITH (FORCE)`);
     }
   });
+
+  it('a replay paused for a congested socket goes on with an alert it sent as new, changed meanwhile, as an update: never a second notification on the connection', async () => {
+    // A small bound, so the 20 MB backlog below pauses the replay whatever the kernel buffers.
+    const small = await startTestDaemon(db, { limits: { ...DEFAULT_LIMITS, maxBufferedBytes: 64 * 1024 } });
+    try {
+      await createUser(db, 'pia');
+      const t = await new Tab(await tokenFor('pia')).connect(small.url);
+      t.drop();
+      // Inserted, then changed before the replay reads it: no row is stamped with its insert's
+      // transaction any more, so the replay's record of what it sent does not name that one.
+      const a = (await query(db, `INSERT INTO "Alert" ("userId", title) VALUES ('pia', 'first') RETURNING id`))[0]!.id as string;
+      await query(db, `UPDATE "Alert" SET read = true WHERE id = $1`, [a]);
+      const big = 'x'.repeat(200_000);
+      for (let i = 0; i < 100; i++) await query(db, `INSERT INTO "Alert" ("userId", title, message) VALUES ('pia', $1, $2)`, [`big ${i}`, big]);
+      // A client that does not read: the replay sends the alert, then pauses for the socket to drain.
+      const c = await TestClient.connect(small.url);
+      const socket = (c.ws as unknown as { _socket: import('node:net').Socket })._socket;
+      socket.pause();
+      c.send({ type: 'auth', token: await tokenFor('pia'), after: t.cursor });
+      await until(() => small.logs.messages().some((m) => m.startsWith('paused a replay to user pia until its socket drains')), 20_000, 'the paused replay');
+      // The alert changes again while the replay waits; then the client reads.
+      await query(db, `UPDATE "Alert" SET title = 'changed' WHERE id = $1`, [a]);
+      socket.resume();
+      await c.next((m) => m.type === 'synced', 30_000);
+      const ofA = c.messages.filter((m) => (m.alert?.id ?? m.id) === a).map((m) => [m.type, m.alert?.title]);
+      expect(ofA).toEqual([
+        ['notification', 'first'],
+        ['update', 'changed'],
+      ]);
+      expect(new Set(c.alerts().map((x) => x.id)).size).toBe(c.alerts().length);
+      expect(c.alerts().length).toBe(101);
+      c.close();
+    } finally {
+      await small.stop();
+    }
+  }, 60_000);
 
   it('more changes since the cursor than MAX_REPLAY → reset instead of a flood', async () => {
     const small = await startTestDaemon(db, { maxReplay: 5 });

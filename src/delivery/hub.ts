@@ -63,6 +63,13 @@ export class Subscriber {
   readySent = false;
   /** Where a replay cut short by a full buffer goes on from once the socket has drained. */
   resumeFrom: CursorState | null = null;
+  /**
+   * And the alerts that replay sent as new (id → the transaction that inserted it): the
+   * continuation sends a later change of one as an update. `resumeFrom` alone cannot say: it
+   * names the transactions sent, and an alert changed again before the read was sent in the
+   * later one's state, its insert's transaction named nowhere.
+   */
+  resumeSentNew: Map<string, bigint> | null = null;
   /** The epoch (see EPOCH in src/db/epoch.ts) `cursor` and `resumeFrom` belong to. */
   epoch = '';
   /** The client takes `notifications` frames (auth with `batch: true`). */

@@ -64,7 +64,10 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
     sub.readySent = true;
   }
   const continuing = sub.resumeFrom !== null;
+  // What the replay this one continues sent as new (see resumeSentNew in hub.ts).
+  let sentNew = continuing ? sub.resumeSentNew : null;
   sub.resumeFrom = null;
+  sub.resumeSentNew = null;
   if (reset) {
     log.info({ userId: uid, reason: reset }, `cursor reset for user ${uid}: ${reset}`);
     sub.send(JSON.stringify({ type: 'reset', reason: reset }));
@@ -86,6 +89,7 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
           // The rest is read again when it goes on, live changes included.
           sub.stash = null;
           sub.resumeFrom = sent;
+          sub.resumeSentNew = sentNew;
           sub.epoch = res.epoch;
           log.info({ userId: uid, replayed }, `paused a replay to user ${uid} until its socket drains`);
           void sub.drained().then(() => {
@@ -94,10 +98,12 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
           return;
         }
         for (const c of mine.slice(i, j)) {
-          const isNew = c.kind === 'alert' && !from.has(c.insertTxid);
+          // New unless the client had its insert, or an earlier part of this replay sent it.
+          const isNew = c.kind === 'alert' && !from.has(c.insertTxid) && sentNew?.get(c.alert.id) !== c.insertTxid;
           const s = shown(sub, c, !isNew);
           if (s === null) continue;
           sub.send(frame(body(s, isNew), fields, cursor), true);
+          if (isNew && c.kind === 'alert') (sentNew ??= new Map()).set(c.alert.id, c.insertTxid);
           replayed++;
         }
         sent.add(tx);
