@@ -181,6 +181,38 @@ describe('resume from a cursor', () => {
     }
   }, 60_000);
 
+  it('a replay paused for a congested socket after more than 1,024 transactions goes on without sending the oldest again', async () => {
+    // 12 MiB of unsent output before it pauses: at least 1,200 of the 2,500 transactions' 10 kB
+    // alerts were sent, more than a live cursor keeps in memory (MAX_MEMORY_IDS).
+    const small = await startTestDaemon(db, { limits: { ...DEFAULT_LIMITS, maxBufferedBytes: 12 << 20 } });
+    try {
+      await createUser(db, 'oli');
+      const t = await new Tab(await tokenFor('oli')).connect(small.url);
+      t.drop();
+      const writer = new pg.Client({ connectionString: db });
+      await writer.connect();
+      const message = 'x'.repeat(10_000);
+      for (let i = 0; i < 2500; i++) await writer.query(`INSERT INTO "Alert" ("userId", title, message) VALUES ('oli', $1, $2)`, [`n${i}`, message]);
+      await writer.end();
+      const c = await TestClient.connect(small.url);
+      const socket = (c.ws as unknown as { _socket: import('node:net').Socket })._socket;
+      socket.pause();
+      c.send({ type: 'auth', token: await tokenFor('oli'), after: t.cursor });
+      await until(() => small.logs.messages().some((m) => m.startsWith('paused a replay to user oli until its socket drains')), 30_000, 'the paused replay');
+      const paused = small.logs.lines.find((l) => String(l.msg).startsWith('paused a replay to user oli'))!;
+      expect(paused.replayed as number).toBeGreaterThan(1024);
+      socket.resume();
+      await c.next((m) => m.type === 'synced', 60_000);
+      const ids = c.alerts().map((a) => a.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      expect(new Set(ids)).toEqual(await committedIds('oli'));
+      expect(c.of('update')).toEqual([]);
+      c.close();
+    } finally {
+      await small.stop();
+    }
+  }, 90_000);
+
   it('more changes since the cursor than MAX_REPLAY → reset instead of a flood', async () => {
     const small = await startTestDaemon(db, { maxReplay: 5 });
     try {

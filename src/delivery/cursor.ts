@@ -54,8 +54,17 @@ export class CursorState {
   /** encode()'s last result; every socket of a busy user encodes after every message. */
   #encoded: { databaseId: string; text: string } | null = null;
 
-  constructor(horizon: bigint, seen: Iterable<bigint> = [], read: ReadSnapshot | null = null) {
+  /** How many ids above the horizon are kept (see MAX_MEMORY_IDS). */
+  readonly #bound: number;
+
+  /**
+   * `bound`: ids kept at most, the oldest forgotten beyond it. Only a replay's record of what it
+   * sent is unbounded (see sendSync in replay.ts): a forgotten id there is a transaction sent
+   * twice on one connection, and it holds no more than the replay read.
+   */
+  constructor(horizon: bigint, seen: Iterable<bigint> = [], read: ReadSnapshot | null = null, bound = MAX_MEMORY_IDS) {
     this.#horizon = horizon;
+    this.#bound = bound;
     this.#read = read !== null && read.xmax > horizon ? read : null;
     for (const t of seen) this.add(t);
   }
@@ -79,7 +88,7 @@ export class CursorState {
     return this.#sorted.length > 0 ? this.#sorted[this.#sorted.length - 1]! : null;
   }
 
-  /** How many ids above the horizon are kept (at most MAX_MEMORY_IDS). */
+  /** How many ids above the horizon are kept (at most its bound, MAX_MEMORY_IDS but in a replay). */
   get size(): number {
     return this.#sorted.length;
   }
@@ -103,7 +112,7 @@ export class CursorState {
       if (a[i] === txid) return;
       a.splice(i, 0, txid);
     }
-    if (a.length > MAX_MEMORY_IDS) a.shift();
+    if (a.length > this.#bound) a.shift();
     this.#encoded = null;
   }
 

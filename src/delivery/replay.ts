@@ -75,7 +75,10 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
   let replayed = 0;
   if (from) {
     const cursor = from.encode(res.epoch);
-    const sent = new CursorState(from.horizon, from.ids, from.read);
+    // Unbounded: where a paused replay goes on from. A live cursor's bound (MAX_MEMORY_IDS)
+    // would forget the oldest of a long backlog's transactions, all above the client's horizon,
+    // and the continuation would send them again on this connection.
+    const sent = new CursorState(from.horizon, from.ids, from.read, Infinity);
     for (let i = 0; i < mine.length; ) {
       const tx = mine[i]!.txid;
       let j = i;
