@@ -214,17 +214,25 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
 }
 
 /**
- * Changes as the polling client applies them: alerts to upsert by id, ids to drop, and the
- * user's muted types when they changed (the last change of them in the page).
+ * Changes as the polling client applies them: alerts to upsert by id, then ids to drop, and the
+ * user's muted types when they changed (the last change of them in the page). The client
+ * applies every upsert before every drop, so an id is in one list only, as its last change in
+ * the page left it: a delete and re-insert of one id is the alert (sent in order, the tombstone
+ * first), not a drop.
  */
 function split(changes: Change[]): { alerts: WireAlert[]; deleted: string[]; preferences?: { muted: string[] } } {
-  const alerts: WireAlert[] = [];
-  const deleted: string[] = [];
+  const last = new Map<string, Change>();
   let preferences: { muted: string[] } | undefined;
   for (const c of changes) {
-    if (c.kind === 'alert') alerts.push(c.alert);
-    else if (c.kind === 'delete') deleted.push(c.id);
+    if (c.kind === 'alert') last.set(c.alert.id, c);
+    else if (c.kind === 'delete') last.set(c.id, c);
     else preferences = { muted: c.muted };
+  }
+  const alerts: WireAlert[] = [];
+  const deleted: string[] = [];
+  for (const c of changes) {
+    if (c.kind === 'alert' && last.get(c.alert.id) === c) alerts.push(c.alert);
+    else if (c.kind === 'delete' && last.get(c.id) === c) deleted.push(c.id);
   }
   return { alerts, deleted, ...(preferences ? { preferences } : {}) };
 }
