@@ -104,7 +104,7 @@ export function lastWins(changes: Change[]): Change[] {
   if (alive === null) return changes;
   const live = alive;
   const outlived = (c: Change) => c.kind === 'delete' && live.has(`${c.txid}\u0000${c.id}\u0000${c.userId}`);
-  if (!changes.some(outlived)) return outlivedAcross(changes);
+  if (!changes.some(outlived)) return changes;
   // Within each transaction: the outlived tombstones first, then the rest in their order.
   const out: Change[] = [];
   for (let i = 0; i < changes.length; ) {
@@ -114,24 +114,7 @@ export function lastWins(changes: Change[]): Change[] {
     out.push(...group.filter(outlived), ...group.filter((c) => !outlived(c)));
     i = j;
   }
-  return outlivedAcross(out);
-}
-
-/**
- * Across transactions: a tombstone of an alert and user that comes after that alert's row in
- * the same read, from another transaction. The row is as it is at the read, so it outlived the
- * tombstone, but ids do not say so: a transaction that moved the alert back (or re-inserted its
- * id) may hold a lower id than the one that moved it away (it began first and committed last),
- * and sending by id would delete an alert that exists. Dropped, not moved (a read is sent a
- * transaction at a time, and cursors count whole transactions): the row's own message says
- * what the alert is now, and to a socket whose type filter leaves it out, an update is a
- * delete. Left as is: a tombstone before its alert's row, which the row follows.
- */
-function outlivedAcross(changes: Change[]): Change[] {
-  const rowAt = new Map<string, number>();
-  changes.forEach((c, i) => c.kind === 'alert' && !rowAt.has(`${c.alert.id}\u0000${c.alert.userId}`) && rowAt.set(`${c.alert.id}\u0000${c.alert.userId}`, i));
-  const late = (c: Change, i: number) => c.kind === 'delete' && (rowAt.get(`${c.id}\u0000${c.userId}`) ?? Infinity) < i && changes[rowAt.get(`${c.id}\u0000${c.userId}`)!]!.txid !== c.txid;
-  return changes.some(late) ? changes.filter((c, i) => !late(c, i)) : changes;
+  return out;
 }
 
 /**
