@@ -13,6 +13,14 @@ export interface AlertChange {
   /** The transaction that inserted it: tells a new alert from a change to a known one. */
   insertTxid: bigint;
   seq: bigint;
+  /**
+   * A tombstone of this alert and user exists (it was deleted, or moved away, and is theirs
+   * again): a client may hold the alert from before, whatever its insert says, so a socket that
+   * does not want it now is sent a delete (see shown()). The tombstone itself is not sent while
+   * the row exists (see OUTLIVED in change-rows.ts). Absent from changes a stream carried, which
+   * come in commit order and need it not.
+   */
+  replaced?: true;
   alert: WireAlert;
 }
 

@@ -11,7 +11,7 @@
  * them from here.
  */
 import type { Kysely } from 'kysely';
-import { byRow, CHANGE_ROWS, collect, lastWins, MUTED, UNREAD_BY_TYPE, USER_ROW, type Row } from './change-rows.js';
+import { byRow, CHANGE_ROWS, collect, MUTED, OUTLIVED, UNREAD_BY_TYPE, USER_ROW, type Row } from './change-rows.js';
 import type { Change, ChangeBatch, Counted, SinceBatch, UnreadByType, UserFilter } from './change-types.js';
 import { preparedQuery } from './connect.js';
 import { EPOCH } from './epoch.js';
@@ -34,7 +34,7 @@ const changesByTxidsSql = (everyone: boolean) => `
     ), dl AS (
       SELECT t.id, t."userId", t.txid::text AS tx
         FROM "AlertTombstone" t
-       WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'}
+       WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'} AND NOT ${OUTLIVED('t')}
     ), pf AS (
       SELECT p."userId", p.muted, p."changedTxid"::text AS tx
         FROM preference p
@@ -62,7 +62,7 @@ export async function changesByTxids(db: Q, txids: readonly string[], userIds: r
   const order = new Map(txids.map((t, i) => [BigInt(t), i]));
   const batch = collect(rows);
   batch.changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)! || byRow(a, b));
-  return { ...batch, changes: lastWins(batch.changes) };
+  return batch;
 }
 
 const UNREAD_FOR = `
@@ -178,7 +178,7 @@ const CHANGES_SINCE = `
       SELECT t.* FROM req, LATERAL (
         SELECT t.id, t."userId", t.txid::text AS tx
           FROM "AlertTombstone" t
-         WHERE t."userId" = req.uid AND t.txid >= req.after
+         WHERE t."userId" = req.uid AND t.txid >= req.after AND NOT ${OUTLIVED('t')}
          ORDER BY t.txid
          LIMIT $3) t
     ), pf AS (
@@ -209,8 +209,6 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   const batch = collect(rows);
   const s = rows.find((r) => r.k === 's');
   if (!s) throw new Error('pgbell_state is empty: run `pgbell migrate`');
-  // Counted on the rows as read, before lastWins drops any: a read that hit its limit is
-  // truncated however many of its rows are then dropped.
   const counts = new Map<string, { a: number; d: number; lastA: bigint; lastD: bigint }>();
   for (const c of batch.changes) {
     const uid = c.kind === 'alert' ? c.alert.userId : c.userId;
@@ -233,7 +231,7 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   }
   batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
   const xip = new Set(s.n ? s.n.split(',').map((x) => BigInt(x)) : []);
-  return { ...batch, changes: lastWins(batch.changes), xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), epoch: s.id!, truncated, cuts };
+  return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), epoch: s.id!, truncated, cuts };
 }
 
 /**
@@ -249,9 +247,9 @@ export async function changesSinceAll(db: Q, after: bigint, limit: number): Prom
   // limited) may reach beyond it: the page keeps only what is below that transaction, whole,
   // and the next page starts at it (`next`). Null: this page is everything.
   const alerts = batch.changes.filter((c) => c.kind === 'alert');
-  if (alerts.length < limit) return { batch: { ...batch, changes: lastWins(batch.changes) }, xmin: BigInt(s.itx!), next: null };
+  if (alerts.length < limit) return { batch, xmin: BigInt(s.itx!), next: null };
   const cut = alerts.at(-1)!.txid;
-  return { batch: { changes: lastWins(batch.changes.filter((c) => c.txid < cut)), unread: batch.unread }, xmin: BigInt(s.itx!), next: cut };
+  return { batch: { changes: batch.changes.filter((c) => c.txid < cut), unread: batch.unread }, xmin: BigInt(s.itx!), next: cut };
 }
 
 const CHANGES_SINCE_ALL = `
@@ -262,7 +260,7 @@ const CHANGES_SINCE_ALL = `
         FROM "Alert" a WHERE a."changedTxid" >= $1::xid8
        ORDER BY a."changedTxid", a.seq LIMIT $2
     ), dl AS (
-      SELECT t.id, t."userId", t.txid::text AS tx FROM "AlertTombstone" t WHERE t.txid >= $1::xid8
+      SELECT t.id, t."userId", t.txid::text AS tx FROM "AlertTombstone" t WHERE t.txid >= $1::xid8 AND NOT ${OUTLIVED('t')}
     ), pf AS (
       SELECT p."userId", p.muted, p."changedTxid"::text AS tx FROM preference p WHERE p."changedTxid" >= $1::xid8
     )

@@ -38,6 +38,15 @@ export function shown(sub: { readonly types: ReadonlySet<string> | null; readonl
   return { kind: 'delete', txid: c.txid, id: c.alert.id, userId: c.alert.userId };
 }
 
+/**
+ * Whether a client may hold this alert already, given whether it may hold it from this
+ * transaction's point of view (`before`: the alert existed before it, or before what the client
+ * last saw): also when it is `replaced` (deleted or moved away, and back), whatever its insert.
+ */
+export function mayHold(c: Change, before: boolean): boolean {
+  return before || (c.kind === 'alert' && c.replaced === true);
+}
+
 export function userOf(c: Change): string {
   return c.kind === 'alert' ? c.alert.userId : c.userId;
 }

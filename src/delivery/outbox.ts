@@ -10,7 +10,7 @@ import type { Change, UnreadByType } from '../db/changes.js';
 import type { Subscriber } from './hub.js';
 import type { UserChanges } from './stash.js';
 import type { Metrics } from '../metrics.js';
-import { body, countsFor, frame, shown, userChanges, userOf } from './messages.js';
+import { body, countsFor, frame, mayHold, shown, userChanges, userOf } from './messages.js';
 import type { DeliveryOptions } from './options.js';
 
 /** A message bound for one socket: its body, the alert's JSON if it is a new alert, its counts' fields and cursor. */
@@ -100,7 +100,7 @@ export function offer(sub: Subscriber, epoch: string, tx: bigint, ch: UserChange
       : ch.all.flatMap((k): Array<number | string> => {
           const c = list[k]!;
           if (c.kind === 'preferences') muted = new Set(c.muted);
-          const s = shown(sub, c, kinds[k] === 'update', muted);
+          const s = shown(sub, c, mayHold(c, kinds[k] === 'update'), muted);
           return s === null ? [] : s === c ? [k] : [body(s, false)];
         });
   sub.muted = muted;

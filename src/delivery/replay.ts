@@ -10,7 +10,7 @@ import { countsJson, countsOf, sawTx, type Change, type SinceBatch } from '../db
 import type { Subscriber } from './hub.js';
 import type { Stashed } from './stash.js';
 import type { Metrics } from '../metrics.js';
-import { body, frame, shown, userChanges, userOf } from './messages.js';
+import { body, frame, mayHold, shown, userChanges, userOf } from './messages.js';
 import type { DeliveryOptions } from './options.js';
 import { countDelivered, offer, sendAll, type Outbox } from './outbox.js';
 import type { Plan } from './plan.js';
@@ -103,7 +103,7 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
         for (const c of mine.slice(i, j)) {
           // New unless the client had its insert, or an earlier part of this replay sent it.
           const isNew = c.kind === 'alert' && !from.has(c.insertTxid) && sentNew?.get(c.alert.id) !== c.insertTxid;
-          const s = shown(sub, c, !isNew);
+          const s = shown(sub, c, mayHold(c, !isNew));
           if (s === null) continue;
           sub.send(frame(body(s, isNew), fields, cursor), true);
           if (isNew && c.kind === 'alert') (sentNew ??= new Map()).set(c.alert.id, c.insertTxid);

@@ -13,7 +13,8 @@ export interface Wire {
   epoch?: string;
   txid: string;
   xmin: string | null;
-  changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string } | { kind: 'delete'; id: string; userId: string; txid: string }>;
+  /** `replaced`: see AlertChange (absent from relays of an older pgbell, and when false). */
+  changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string; replaced?: true } | { kind: 'delete'; id: string; userId: string; txid: string }>;
   /**
    * The user's muted types, when this transaction changed them. Apart from `changes`, which a
    * node of an older pgbell reads as alerts and deletes only (it ignores this).
@@ -46,7 +47,7 @@ export function changesToWire(changes: readonly Change[]): Pick<Wire, 'changes' 
   let preferences: Wire['preferences'];
   for (const c of changes) {
     if (c.kind === 'preferences') preferences = { userId: c.userId, muted: c.muted };
-    else if (c.kind === 'alert') out.push({ kind: 'alert', alert: c.alert, txid: c.txid.toString(), insertTxid: c.insertTxid.toString(), seq: c.seq.toString() });
+    else if (c.kind === 'alert') out.push({ kind: 'alert', alert: c.alert, txid: c.txid.toString(), insertTxid: c.insertTxid.toString(), seq: c.seq.toString(), ...(c.replaced ? { replaced: true as const } : {}) });
     else out.push({ kind: 'delete', id: c.id, userId: c.userId, txid: c.txid.toString() });
   }
   return { changes: out, ...(preferences ? { preferences } : {}) };
@@ -56,7 +57,11 @@ export function changesToWire(changes: readonly Change[]): Pick<Wire, 'changes' 
 export function changesFromWire(wire: Pick<Wire, 'txid' | 'changes' | 'preferences'>): Change[] {
   const out: Change[] = wire.preferences ? [{ kind: 'preferences', txid: BigInt(wire.txid), userId: wire.preferences.userId, muted: wire.preferences.muted }] : [];
   for (const c of wire.changes) {
-    out.push(c.kind === 'alert' ? { kind: 'alert', alert: c.alert, txid: BigInt(c.txid), insertTxid: BigInt(c.insertTxid), seq: BigInt(c.seq) } : { kind: 'delete', id: c.id, userId: c.userId, txid: BigInt(c.txid) });
+    out.push(
+      c.kind === 'alert'
+        ? { kind: 'alert', alert: c.alert, txid: BigInt(c.txid), insertTxid: BigInt(c.insertTxid), seq: BigInt(c.seq), ...(c.replaced === true ? { replaced: true as const } : {}) }
+        : { kind: 'delete', id: c.id, userId: c.userId, txid: BigInt(c.txid) },
+    );
   }
   return out;
 }

@@ -24,7 +24,7 @@ import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
 import { AlertId, AlertTypes, ReadRequest, type WireAlert } from '../protocol.js';
-import { shown } from '../delivery/messages.js';
+import { mayHold, shown } from '../delivery/messages.js';
 import { corsHeaders, error, json, readBody } from './responses.js';
 import { changeStateRoute, preferencesRoute, STATE_ROUTES, type StateRoute } from './state.js';
 
@@ -191,7 +191,7 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     // An update the filter or a mute now leaves out goes as a delete: the client may hold the alert.
     const fresh = page.flatMap((c) => {
       if (from.has(c.txid)) return [];
-      const s = shown({ types, muted }, c, c.kind === 'alert' && from.has(c.insertTxid));
+      const s = shown({ types, muted }, c, mayHold(c, c.kind === 'alert' && from.has(c.insertTxid)));
       return s === null ? [] : [s];
     });
     // The horizon never passes what this page did not send: up to the cut when the cut is

@@ -32,7 +32,7 @@ import type { ChangeSource, SourceEvents, SourceState } from './types.js';
 
 /** A change on the wire: bigints as strings. */
 export type WireChange =
-  | { k: 'a'; t: string; i: string; s: string; a: WireAlert }
+  | { k: 'a'; t: string; i: string; s: string; a: WireAlert; r?: 1 }
   | { k: 'd'; t: string; id: string; u: string }
   | { k: 'p'; t: string; u: string; m: string[] };
 
@@ -55,7 +55,7 @@ export type ForwardedMessage =
 export function encodeChange(c: Change): WireChange {
   switch (c.kind) {
     case 'alert':
-      return { k: 'a', t: c.txid.toString(), i: c.insertTxid.toString(), s: c.seq.toString(), a: c.alert };
+      return { k: 'a', t: c.txid.toString(), i: c.insertTxid.toString(), s: c.seq.toString(), a: c.alert, ...(c.replaced ? { r: 1 as const } : {}) };
     case 'delete':
       return { k: 'd', t: c.txid.toString(), id: c.id, u: c.userId };
     case 'preferences':
@@ -66,7 +66,7 @@ export function encodeChange(c: Change): WireChange {
 export function decodeChange(w: WireChange): Change {
   switch (w.k) {
     case 'a':
-      return { kind: 'alert', txid: BigInt(w.t), insertTxid: BigInt(w.i), seq: BigInt(w.s), alert: w.a };
+      return { kind: 'alert', txid: BigInt(w.t), insertTxid: BigInt(w.i), seq: BigInt(w.s), alert: w.a, ...(w.r ? { replaced: true as const } : {}) };
     case 'd':
       return { kind: 'delete', txid: BigInt(w.t), id: w.id, userId: w.u };
     case 'p':
