@@ -138,3 +138,48 @@ describe.each(Object.keys(SETUPS))('%s', (setup) => {
     expectTyped((await polled(d.http, token, typedBefore, '&types=a', held0())).state, '?after=&types=a');
   });
 });
+
+describe('WAL mode, a delete read by id beside a re-insert the stream carried', () => {
+  let db: string;
+  const fleet = daemonFleet(() => db);
+  beforeAll(async () => {
+    db = await freshDatabase(['inw']);
+    expect((await run(['migrate'], cleanEnv({ DATABASE_URL: db, PGBELL_MODE: 'wal' }))).code).toBe(0);
+  });
+  afterAll(() => fleet.stopAll());
+
+  // The stream's changes carry no flags: the delete, read after both committed, must still be
+  // sent, in commit order before the row (a read that left it out had no row to stand in for it).
+  it('a socket whose type filter leaves the re-inserted alert out drops the old one', async () => {
+    const d = await fleet.start({ mode: 'wal' });
+    const typed = await TestClient.connect(d.url);
+    typed.send({ type: 'auth', token: await tokenFor('inw'), types: ['a'] });
+    await typed.next((m) => m.type === 'synced');
+    await query(db, `INSERT INTO "Alert" (id, "userId", type, title, message) VALUES ('big', 'inw', 'a', 'big', (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 5000)))`);
+    await query(db, `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x', 'inw', 'a', 'first')`);
+    await typed.next(arrived('x'));
+    const early = new pg.Client({ connectionString: db });
+    const reads = new pg.Client({ connectionString: db });
+    await early.connect();
+    await reads.connect();
+    try {
+      await reads.query(`BEGIN; SET LOCAL search_path = pgbell, public; LOCK TABLE preference IN ACCESS EXCLUSIVE MODE`);
+      await early.query('BEGIN');
+      await early.query('SELECT pg_current_xact_id()');
+      // The later id deletes x; its update of big leaves the TOASTed message out: read by id.
+      await query(db, `BEGIN; DELETE FROM "Alert" WHERE id = 'x'; UPDATE "Alert" SET read = true WHERE id = 'big'; COMMIT;`);
+      // The earlier id, committing last: x again, now of type b, carried by the stream.
+      await early.query(`INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x', 'inw', 'b', 'now b')`);
+      await early.query('COMMIT');
+      await new Promise((r) => setTimeout(r, 300));
+      await reads.query('COMMIT');
+    } finally {
+      await early.end();
+      await reads.end();
+    }
+    await query(db, `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('marker', 'inw', 'a', 'marker')`);
+    await typed.next(arrived('marker'));
+    typed.close();
+    expect(held(typed.messages).has('x'), 'x is of type b now').toBe(false);
+  });
+});

@@ -38,12 +38,13 @@ export const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_a
 
 /**
  * A tombstone `t` of an alert its user has again now (re-inserted, or moved back to them): the
- * table, not the order of transaction ids, says what the client is to hold. Such a tombstone is
- * never sent. Its transaction id may be higher than the one that brought the row back (that one
- * began first and committed last), so sent in id order it would follow the row and delete an
- * alert that exists; sent alone (a read that ends between the two, a later page) it would do the
- * same. The row itself is `replaced` (see AlertChange) and stands in for it. A tombstone whose
- * alert is gone again is sent: the client is to hold nothing, whatever the order.
+ * table, not the order of transaction ids, says what the client is to hold. A read with flags
+ * (see changeRows) never sends such a tombstone. Its transaction id may be higher than the one that brought the
+ * row back (that one began first and committed last), so sent in id order it would follow the
+ * row and delete an alert that exists; sent alone (a read that ends between the two, a later
+ * page) it would do the same. The row itself is `replaced` (see AlertChange) and stands in for
+ * it. A tombstone whose alert is gone again is sent: the client is to hold nothing, whatever the
+ * order.
  */
 export const OUTLIVED = (t: string) => `EXISTS (SELECT 1 FROM "AlertChange" o WHERE o."userId" = ${t}."userId" AND o.id = ${t}.id)`;
 
@@ -54,12 +55,15 @@ export const MUTED = (user: string) => `coalesce((SELECT p.muted FROM preference
 export const USER_ROW = (user: string) => `'u', NULL, ${user}, NULL, NULL, NULL, NULL, ${UNREAD_BY_TYPE(user)}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, to_jsonb(${MUTED(user)})`;
 
 /**
- * The rows of the CTEs every read defines: changed alerts (`ch`), deletes (`dl`, each read
- * leaving out the OUTLIVED) and changed preferences (`pf`: "userId", muted, tx), as `Row`s. An
- * alert row's `n` is 'r' when it is `replaced` (see AlertChange).
+ * The rows of the CTEs every read defines: changed alerts (`ch`), deletes (`dl`) and changed
+ * preferences (`pf`: "userId", muted, tx), as `Row`s. With `flags` (every read but the live
+ * read of a stream's transactions), `dl` leaves the OUTLIVED out and an alert row that is
+ * `replaced` has 'r' in `n` (see AlertChange). A stream's transactions come in commit order, a
+ * delete before the row that brought its alert back, and the transactions the stream carried
+ * beside them have no flags: a tombstone left out by a read would have no row to stand in for it.
  */
-export const CHANGE_ROWS = `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, seen, archived, "createdAt", itx, tx, seq,
-           CASE WHEN EXISTS (SELECT 1 FROM "AlertTombstone" r WHERE r."userId" = ch."userId" AND r.id = ch.id) THEN 'r' END AS n, NULL::jsonb AS m FROM ch
+export const changeRows = (flags: boolean) => `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, seen, archived, "createdAt", itx, tx, seq,
+           ${flags ? `CASE WHEN EXISTS (SELECT 1 FROM "AlertTombstone" r WHERE r."userId" = ch."userId" AND r.id = ch.id) THEN 'r' END` : 'NULL::text'} AS n, NULL::jsonb AS m FROM ch
     UNION ALL
     SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL, NULL FROM dl
     UNION ALL
@@ -104,7 +108,7 @@ export function collect(rows: Row[]): ChangeBatch {
 }
 
 /**
- * The last operation on a row within a transaction wins, for changes a stream carried (reads
+ * The last operation on a row within a transaction wins, for a stream's changes (other reads
  * leave such a tombstone out: see OUTLIVED). An alert row here exists at the end
  * of its transaction (a delete after an insert leaves no row, only the tombstone), so a
  * tombstone of the same transaction, alert and user is an earlier delete the row outlived (a

@@ -11,7 +11,7 @@
  * them from here.
  */
 import type { Kysely } from 'kysely';
-import { byRow, CHANGE_ROWS, collect, MUTED, OUTLIVED, UNREAD_BY_TYPE, USER_ROW, type Row } from './change-rows.js';
+import { byRow, changeRows, collect, lastWins, MUTED, OUTLIVED, UNREAD_BY_TYPE, USER_ROW, type Row } from './change-rows.js';
 import type { Change, ChangeBatch, Counted, SinceBatch, UnreadByType, UserFilter } from './change-types.js';
 import { preparedQuery } from './connect.js';
 import { EPOCH } from './epoch.js';
@@ -25,7 +25,7 @@ export { pruneTombstones } from './tombstones.js';
 
 type Q = Kysely<Database>;
 
-const changesByTxidsSql = (everyone: boolean) => `
+const changesByTxidsSql = (everyone: boolean, streamed: boolean) => `
     WITH ch AS (
       SELECT a.id, a."userId", a.type, a.title, a.message, a.link, a.data, a.read, a.seen, a.archived, a."createdAt",
              a.txid::text AS itx, a."changedTxid"::text AS tx, a.seq::text AS seq
@@ -34,35 +34,37 @@ const changesByTxidsSql = (everyone: boolean) => `
     ), dl AS (
       SELECT t.id, t."userId", t.txid::text AS tx
         FROM "AlertTombstone" t
-       WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'} AND NOT ${OUTLIVED('t')}
+       WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'}${streamed ? '' : ` AND NOT ${OUTLIVED('t')}`}
     ), pf AS (
       SELECT p."userId", p.muted, p."changedTxid"::text AS tx
         FROM preference p
        WHERE p."changedTxid" = ANY($1::xid8[])${everyone ? '' : ' AND p."userId" = ANY($2::text[])'}
     )
-    ${CHANGE_ROWS}
+    ${changeRows(!streamed)}
     UNION ALL
     SELECT ${USER_ROW('u."userId"')}
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl UNION SELECT "userId" FROM pf) u
 `;
-const CHANGES_BY_TXIDS = changesByTxidsSql(false);
-const CHANGES_BY_TXIDS_ALL = changesByTxidsSql(true);
+const CHANGES_BY_TXIDS = { users: changesByTxidsSql(false, false), all: changesByTxidsSql(true, false), usersStreamed: changesByTxidsSql(false, true), allStreamed: changesByTxidsSql(true, true) } as const;
 
 /**
  * Changes made by the given transactions, for the given users only (a list, or a ready-made
- * Postgres array literal of one), or for everyone. `txids` is in commit order
- * (the order their notifications arrived); the result keeps it.
+ * Postgres array literal of one), or for everyone, in the order of `txids` (the result keeps
+ * it). `streamed`: the transactions came from a stream, in commit order, beside others it
+ * carried (see changeRows); otherwise (notifications, which arrive in commit order, or a poll,
+ * in id order) the order does not matter.
  */
-export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[] | { literal: string } | 'all'): Promise<ChangeBatch> {
+export async function changesByTxids(db: Q, txids: readonly string[], userIds: readonly string[] | { literal: string } | 'all', streamed = false): Promise<ChangeBatch> {
   if (txids.length === 0 || (Array.isArray(userIds) && userIds.length === 0)) return { changes: [], unread: new Map() };
+  const s = streamed ? '_streamed' : '';
   const rows =
     userIds === 'all'
-      ? await preparedQuery<Row>(db, 'pgbell_changes_by_txids_all', CHANGES_BY_TXIDS_ALL, [[...txids]])
-      : await preparedQuery<Row>(db, 'pgbell_changes_by_txids', CHANGES_BY_TXIDS, [[...txids], 'literal' in userIds ? userIds.literal : [...userIds]]);
+      ? await preparedQuery<Row>(db, `pgbell_changes_by_txids_all${s}`, streamed ? CHANGES_BY_TXIDS.allStreamed : CHANGES_BY_TXIDS.all, [[...txids]])
+      : await preparedQuery<Row>(db, `pgbell_changes_by_txids${s}`, streamed ? CHANGES_BY_TXIDS.usersStreamed : CHANGES_BY_TXIDS.users, [[...txids], 'literal' in userIds ? userIds.literal : [...userIds]]);
   const order = new Map(txids.map((t, i) => [BigInt(t), i]));
   const batch = collect(rows);
   batch.changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)! || byRow(a, b));
-  return batch;
+  return streamed ? { ...batch, changes: lastWins(batch.changes) } : batch;
 }
 
 const UNREAD_FOR = `
@@ -148,7 +150,9 @@ export async function liveBatch(
   await count([...users].filter((uid) => !counted.unread.has(uid) && wanted(uid)), []);
   // Asked only for a read: a step of forwarded or streamed transactions needs no list of users.
   const read: ChangeBatch =
-    toRead.length > 0 ? await changesByTxids(db, toRead, typeof userIdsNow === 'function' ? userIdsNow() : userIdsNow) : { changes: [], unread: new Map<string, UnreadByType>(), muted: new Map() };
+    toRead.length > 0
+      ? await changesByTxids(db, toRead, typeof userIdsNow === 'function' ? userIdsNow() : userIdsNow, streamed.length > 0)
+      : { changes: [], unread: new Map<string, UnreadByType>(), muted: new Map() };
   if (carried.length === 0) return read;
   for (const [uid, byType] of given.unread) read.unread.set(uid, byType);
   for (const [uid, byType] of counted.unread) read.unread.set(uid, byType);
@@ -186,7 +190,7 @@ const CHANGES_SINCE = `
       SELECT p."userId", p.muted, p."changedTxid"::text AS tx
         FROM req JOIN preference p ON p."userId" = req.uid AND p."changedTxid" >= req.after
     )
-    ${CHANGE_ROWS}
+    ${changeRows(true)}
     UNION ALL
     SELECT ${USER_ROW('req.uid')}
       FROM req
@@ -264,7 +268,7 @@ const CHANGES_SINCE_ALL = `
     ), pf AS (
       SELECT p."userId", p.muted, p."changedTxid"::text AS tx FROM preference p WHERE p."changedTxid" >= $1::xid8
     )
-    ${CHANGE_ROWS}
+    ${changeRows(true)}
     UNION ALL
     SELECT ${USER_ROW('u."userId"')}
       FROM (SELECT "userId" FROM ch UNION SELECT "userId" FROM dl UNION SELECT "userId" FROM pf) u
@@ -273,4 +277,4 @@ const CHANGES_SINCE_ALL = `
 `;
 
 /** The delivery reads' SQL, for tests that check their plans use indexes. */
-export const DELIVERY_READS = { byTxids: CHANGES_BY_TXIDS, byTxidsAll: CHANGES_BY_TXIDS_ALL, since: CHANGES_SINCE, sinceAll: CHANGES_SINCE_ALL } as const;
+export const DELIVERY_READS = { byTxids: CHANGES_BY_TXIDS.users, byTxidsAll: CHANGES_BY_TXIDS.all, byTxidsStreamed: CHANGES_BY_TXIDS.usersStreamed, since: CHANGES_SINCE, sinceAll: CHANGES_SINCE_ALL } as const;
