@@ -14,6 +14,8 @@ const changes: Change[] = [
   { kind: 'delete', txid: 7n, id: 'a0', userId: 'u' },
   // Deleted (or moved away) and back: a socket that does not want it now is sent a delete.
   { kind: 'alert', txid: 7n, insertTxid: 7n, seq: 4n, replaced: true, alert: { ...alert, id: 'a9' } },
+  // Its alert is back: not sent, but its transaction is recorded.
+  { kind: 'delete', txid: 7n, id: 'a9', userId: 'u', outlived: true },
 ];
 
 describe('the fan-out message', () => {
@@ -21,7 +23,7 @@ describe('the fan-out message', () => {
     const wire: Wire = { txid: '7', xmin: null, ...changesToWire(changes), ...countsToWire({ billing: { unread: 2, unseen: 1 } }) };
     const json = JSON.parse(JSON.stringify(wire));
     expect(json.unread).toEqual({ billing: 2 });
-    expect(json.changes.map((c: { kind: string }) => c.kind)).toEqual(['alert', 'delete', 'alert']);
+    expect(json.changes.map((c: { kind: string }) => c.kind)).toEqual(['alert', 'delete', 'alert', 'delete']);
     // The previous version's count: the sum of the numbers.
     expect(Object.values(json.unread as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(2);
     // A new node gets everything back, the change of preferences first.

@@ -139,6 +139,7 @@ describe('the wire between the primary and its workers', () => {
       { kind: 'alert', txid: 2n ** 40n + 7n, insertTxid: 2n ** 40n, seq: 3n, alert: { id: 'a1', userId: 'u', type: 't', title: 'x', message: '', link: null, data: { k: [1] }, read: false, seen: false, archived: false, createdAt: '2026-01-01T00:00:00.000Z' } },
       { kind: 'delete', txid: 9n, id: 'a2', userId: 'u' },
       { kind: 'preferences', txid: 10n, userId: 'u', muted: ['t'] },
+      { kind: 'delete', txid: 11n, id: 'a2', userId: 'u', outlived: true },
       { kind: 'alert', txid: 11n, insertTxid: 11n, seq: 4n, replaced: true, alert: { id: 'a2', userId: 'u', type: 't', title: 'back', message: '', link: null, data: null, read: false, seen: false, archived: false, createdAt: '2026-01-01T00:00:00.000Z' } },
     ];
     expect(JSON.parse(JSON.stringify(changes.map(encodeChange))).map(decodeChange)).toEqual(changes);

@@ -39,12 +39,14 @@ export const UNREAD_BY_TYPE = (user: string) => `(SELECT coalesce(jsonb_object_a
 /**
  * A tombstone `t` of an alert its user has again now (re-inserted, or moved back to them): the
  * table, not the order of transaction ids, says what the client is to hold. A read with flags
- * (see changeRows) never sends such a tombstone. Its transaction id may be higher than the one that brought the
- * row back (that one began first and committed last), so sent in id order it would follow the
- * row and delete an alert that exists; sent alone (a read that ends between the two, a later
- * page) it would do the same. The row itself is `replaced` (see AlertChange) and stands in for
- * it. A tombstone whose alert is gone again is sent: the client is to hold nothing, whatever the
- * order.
+ * (see changeRows) marks such a tombstone `outlived`, and it is never sent. Its transaction id may
+ * be higher than the one that brought the row back (that one began first and committed last), so
+ * sent in id order it would follow the row and delete an alert that exists; sent alone (a read
+ * that ends between the two, a later page) it would do the same. The row itself is `replaced`
+ * (see AlertChange) and stands in for it. Its transaction is still one the client was sent, as
+ * any other: a cursor (and a Redis node's, from an empty message) records it, so the stream's
+ * copy of the same delete, unflagged, is not sent later. A tombstone whose alert is gone again
+ * is sent: the client is to hold nothing, whatever the order.
  */
 export const OUTLIVED = (t: string) => `EXISTS (SELECT 1 FROM "AlertChange" o WHERE o."userId" = ${t}."userId" AND o.id = ${t}.id)`;
 
@@ -57,15 +59,15 @@ export const USER_ROW = (user: string) => `'u', NULL, ${user}, NULL, NULL, NULL,
 /**
  * The rows of the CTEs every read defines: changed alerts (`ch`), deletes (`dl`) and changed
  * preferences (`pf`: "userId", muted, tx), as `Row`s. With `flags` (every read but the live
- * read of a stream's transactions), `dl` leaves the OUTLIVED out and an alert row that is
- * `replaced` has 'r' in `n` (see AlertChange). A stream's transactions come in commit order, a
- * delete before the row that brought its alert back, and the transactions the stream carried
- * beside them have no flags: a tombstone left out by a read would have no row to stand in for it.
+ * read of a stream's transactions), a delete that is `outlived` (see OUTLIVED) has 'o' in `n`
+ * and an alert row that is `replaced` has 'r' (see AlertChange). A stream's transactions come
+ * in commit order, a delete before the row that brought its alert back, and the transactions the
+ * stream carried beside them have no flags: a delete not sent would have no row to stand in for it.
  */
 export const changeRows = (flags: boolean) => `SELECT 'a' AS k, id, "userId", type, title, message, link, data, read, seen, archived, "createdAt", itx, tx, seq,
            ${flags ? `CASE WHEN EXISTS (SELECT 1 FROM "AlertTombstone" r WHERE r."userId" = ch."userId" AND r.id = ch.id) THEN 'r' END` : 'NULL::text'} AS n, NULL::jsonb AS m FROM ch
     UNION ALL
-    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL, NULL FROM dl
+    SELECT 'd', id, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, ${flags ? `CASE WHEN ${OUTLIVED('dl')} THEN 'o' END` : 'NULL'}, NULL FROM dl
     UNION ALL
     SELECT 'p', NULL, "userId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tx, NULL, NULL, to_jsonb(muted) FROM pf`;
 
@@ -96,7 +98,7 @@ export function collect(rows: Row[]): ChangeBatch {
         },
       });
     } else if (r.k === 'd') {
-      changes.push({ kind: 'delete', txid: BigInt(r.tx!), id: r.id!, userId: r.userId! });
+      changes.push({ kind: 'delete', txid: BigInt(r.tx!), id: r.id!, userId: r.userId!, ...(r.n === 'o' ? { outlived: true as const } : {}) });
     } else if (r.k === 'p') {
       changes.push({ kind: 'preferences', txid: BigInt(r.tx!), userId: r.userId!, muted: r.m ?? [] });
     } else if (r.k === 'u') {
@@ -109,7 +111,7 @@ export function collect(rows: Row[]): ChangeBatch {
 
 /**
  * The last operation on a row within a transaction wins, for a stream's changes (other reads
- * leave such a tombstone out: see OUTLIVED). An alert row here exists at the end
+ * mark such a tombstone `outlived`: see OUTLIVED). An alert row here exists at the end
  * of its transaction (a delete after an insert leaves no row, only the tombstone), so a
  * tombstone of the same transaction, alert and user is an earlier delete the row outlived (a
  * delete and re-insert of one id). It goes before the alert, not after it (reads put a

@@ -16,7 +16,7 @@ export interface AlertChange {
   /**
    * A tombstone of this alert and user exists (it was deleted, or moved away, and is theirs
    * again): a client may hold the alert from before, whatever its insert says, so a socket that
-   * does not want it now is sent a delete (see shown()). The tombstone itself is not sent while
+   * does not want it now is sent a delete (see shown()). The tombstone itself is `outlived` while
    * the row exists (see OUTLIVED in change-rows.ts). Absent from changes a stream carried, which
    * come in commit order and need it not.
    */
@@ -29,6 +29,16 @@ export interface DeleteChange {
   txid: bigint;
   id: string;
   userId: string;
+  /**
+   * Its alert and user have a row now (see OUTLIVED in change-rows.ts): never sent, the row
+   * stands in for it; its transaction counts as sent like any other.
+   */
+  outlived?: true;
+}
+
+/** Whether a client is sent this change at all (an outlived delete is not). */
+export function sendable(c: Change): boolean {
+  return c.kind !== 'delete' || c.outlived !== true;
 }
 
 /** The user's muted types changed (the whole new set, sorted). */

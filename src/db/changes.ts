@@ -11,7 +11,7 @@
  * them from here.
  */
 import type { Kysely } from 'kysely';
-import { byRow, changeRows, collect, lastWins, MUTED, OUTLIVED, UNREAD_BY_TYPE, USER_ROW, type Row } from './change-rows.js';
+import { byRow, changeRows, collect, lastWins, MUTED, UNREAD_BY_TYPE, USER_ROW, type Row } from './change-rows.js';
 import type { Change, ChangeBatch, Counted, SinceBatch, UnreadByType, UserFilter } from './change-types.js';
 import { preparedQuery } from './connect.js';
 import { EPOCH } from './epoch.js';
@@ -19,7 +19,7 @@ import type { Database } from './schema.js';
 
 export { alertPage, markRead, unreadCounts, type AlertPage } from './alerts.js';
 export { lastWins } from './change-rows.js';
-export { countsJson, countsOf, NO_COUNTS, sawTx, type AlertChange, type Counts, type TypeCounts, type Change, type ChangeBatch, type Counted, type DeleteChange, type SinceBatch, type UnreadByType, type UserFilter } from './change-types.js';
+export { countsJson, countsOf, NO_COUNTS, sawTx, sendable, type AlertChange, type Counts, type TypeCounts, type Change, type ChangeBatch, type Counted, type DeleteChange, type SinceBatch, type UnreadByType, type UserFilter } from './change-types.js';
 export { currentEpoch, databaseId, TIMELINE_SQL } from './epoch.js';
 export { pruneTombstones } from './tombstones.js';
 
@@ -34,7 +34,7 @@ const changesByTxidsSql = (everyone: boolean, streamed: boolean) => `
     ), dl AS (
       SELECT t.id, t."userId", t.txid::text AS tx
         FROM "AlertTombstone" t
-       WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'}${streamed ? '' : ` AND NOT ${OUTLIVED('t')}`}
+       WHERE t.txid = ANY($1::xid8[])${everyone ? '' : ' AND t."userId" = ANY($2::text[])'}
     ), pf AS (
       SELECT p."userId", p.muted, p."changedTxid"::text AS tx
         FROM preference p
@@ -182,7 +182,7 @@ const CHANGES_SINCE = `
       SELECT t.* FROM req, LATERAL (
         SELECT t.id, t."userId", t.txid::text AS tx
           FROM "AlertTombstone" t
-         WHERE t."userId" = req.uid AND t.txid >= req.after AND NOT ${OUTLIVED('t')}
+         WHERE t."userId" = req.uid AND t.txid >= req.after
          ORDER BY t.txid
          LIMIT $3) t
     ), pf AS (
@@ -264,7 +264,7 @@ const CHANGES_SINCE_ALL = `
         FROM "Alert" a WHERE a."changedTxid" >= $1::xid8
        ORDER BY a."changedTxid", a.seq LIMIT $2
     ), dl AS (
-      SELECT t.id, t."userId", t.txid::text AS tx FROM "AlertTombstone" t WHERE t.txid >= $1::xid8 AND NOT ${OUTLIVED('t')}
+      SELECT t.id, t."userId", t.txid::text AS tx FROM "AlertTombstone" t WHERE t.txid >= $1::xid8
     ), pf AS (
       SELECT p."userId", p.muted, p."changedTxid"::text AS tx FROM preference p WHERE p."changedTxid" >= $1::xid8
     )

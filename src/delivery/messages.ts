@@ -4,15 +4,19 @@
  * which change. Pure functions of the rows, used by live steps and syncs alike; separate from
  * Delivery because none of it depends on delivery's state.
  */
-import { countsJson, countsOf, type Change, type UnreadByType } from '../db/changes.js';
+import { countsJson, countsOf, sendable, type Change, type UnreadByType } from '../db/changes.js';
 import type { Subscriber } from './hub.js';
 import type { UserChanges } from './stash.js';
 
-/** One transaction's changes for one user, ready for any of its sockets (each alert serialized once). */
+/**
+ * One transaction's changes for one user, ready for any of its sockets (each alert serialized
+ * once); `all` leaves out what is never sent (an outlived delete), though offering it records
+ * its transaction.
+ */
 export function userChanges(tx: bigint, list: Change[], byType: UnreadByType | undefined): UserChanges {
   const kinds = list.map((c) => (c.kind === 'alert' ? (c.insertTxid === tx ? 'notification' : 'update') : c.kind));
   const alertJson = list.map((c) => (c.kind === 'alert' ? JSON.stringify(c.alert) : ''));
-  return { list, all: list.map((_, k) => k), kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType };
+  return { list, all: list.flatMap((c, k) => (sendable(c) ? [k] : [])), kinds, alertJson, bodies: list.map((c, k) => body(c, kinds[k] === 'notification', alertJson[k]!)), byType };
 }
 
 /**

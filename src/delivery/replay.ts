@@ -6,7 +6,7 @@
  * this is the per-socket protocol of a sync, given the read's result.
  */
 import { CursorState, resumeProblem } from './cursor.js';
-import { countsJson, countsOf, sawTx, type Change, type SinceBatch } from '../db/changes.js';
+import { countsJson, countsOf, sawTx, sendable, type Change, type SinceBatch } from '../db/changes.js';
 import type { Subscriber } from './hub.js';
 import type { Stashed } from './stash.js';
 import type { Metrics } from '../metrics.js';
@@ -101,6 +101,7 @@ function sendSync(o: DeliveryOptions, epoch: string, resubscribe: (sub: Subscrib
           return;
         }
         for (const c of mine.slice(i, j)) {
+          if (!sendable(c)) continue;
           // New unless the client had its insert, or an earlier part of this replay sent it.
           const isNew = c.kind === 'alert' && !from.has(c.insertTxid) && sentNew?.get(c.alert.id) !== c.insertTxid;
           const s = shown(sub, c, mayHold(c, !isNew));

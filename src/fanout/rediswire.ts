@@ -13,8 +13,11 @@ export interface Wire {
   epoch?: string;
   txid: string;
   xmin: string | null;
-  /** `replaced`: see AlertChange (absent from relays of an older pgbell, and when false). */
-  changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string; replaced?: true } | { kind: 'delete'; id: string; userId: string; txid: string }>;
+  /**
+   * `replaced` and `outlived`: see AlertChange and DeleteChange (absent from relays of an older
+   * pgbell, and when false). A node of an older pgbell sends an outlived delete, as it did.
+   */
+  changes: Array<{ kind: 'alert'; alert: WireAlert; txid: string; insertTxid: string; seq: string; replaced?: true } | { kind: 'delete'; id: string; userId: string; txid: string; outlived?: true }>;
   /**
    * The user's muted types, when this transaction changed them. Apart from `changes`, which a
    * node of an older pgbell reads as alerts and deletes only (it ignores this).
@@ -48,7 +51,7 @@ export function changesToWire(changes: readonly Change[]): Pick<Wire, 'changes' 
   for (const c of changes) {
     if (c.kind === 'preferences') preferences = { userId: c.userId, muted: c.muted };
     else if (c.kind === 'alert') out.push({ kind: 'alert', alert: c.alert, txid: c.txid.toString(), insertTxid: c.insertTxid.toString(), seq: c.seq.toString(), ...(c.replaced ? { replaced: true as const } : {}) });
-    else out.push({ kind: 'delete', id: c.id, userId: c.userId, txid: c.txid.toString() });
+    else out.push({ kind: 'delete', id: c.id, userId: c.userId, txid: c.txid.toString(), ...(c.outlived ? { outlived: true as const } : {}) });
   }
   return { changes: out, ...(preferences ? { preferences } : {}) };
 }
@@ -60,7 +63,7 @@ export function changesFromWire(wire: Pick<Wire, 'txid' | 'changes' | 'preferenc
     out.push(
       c.kind === 'alert'
         ? { kind: 'alert', alert: c.alert, txid: BigInt(c.txid), insertTxid: BigInt(c.insertTxid), seq: BigInt(c.seq), ...(c.replaced === true ? { replaced: true as const } : {}) }
-        : { kind: 'delete', id: c.id, userId: c.userId, txid: BigInt(c.txid) },
+        : { kind: 'delete', id: c.id, userId: c.userId, txid: BigInt(c.txid), ...(c.outlived === true ? { outlived: true as const } : {}) },
     );
   }
   return out;

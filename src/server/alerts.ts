@@ -19,7 +19,7 @@
 import { z } from 'zod';
 import { verifySessionToken } from '../auth.js';
 import { CursorState, decodeCursor, resumeProblem } from '../delivery/cursor.js';
-import { alertPage, changesSince, countsOf, markRead, type Change, type SinceBatch } from '../db/changes.js';
+import { alertPage, changesSince, countsOf, markRead, sendable, type Change, type SinceBatch } from '../db/changes.js';
 import type { Db } from '../db/connect.js';
 import { revokedBefore } from '../db/users.js';
 import { ReadNotTrackedError, type HttpErrorCode } from '../errors.js';
@@ -190,7 +190,7 @@ export function alertsHandler(opts: AlertsHandlerOptions): AlertsHandler {
     const muted = new Set(res.muted?.get(userId) ?? []);
     // An update the filter or a mute now leaves out goes as a delete: the client may hold the alert.
     const fresh = page.flatMap((c) => {
-      if (from.has(c.txid)) return [];
+      if (from.has(c.txid) || !sendable(c)) return [];
       const s = shown({ types, muted }, c, mayHold(c, c.kind === 'alert' && from.has(c.insertTxid)));
       return s === null ? [] : [s];
     });

@@ -33,7 +33,7 @@ import type { ChangeSource, SourceEvents, SourceState } from './types.js';
 /** A change on the wire: bigints as strings. */
 export type WireChange =
   | { k: 'a'; t: string; i: string; s: string; a: WireAlert; r?: 1 }
-  | { k: 'd'; t: string; id: string; u: string }
+  | { k: 'd'; t: string; id: string; u: string; o?: 1 }
   | { k: 'p'; t: string; u: string; m: string[] };
 
 /** A transaction (with its changes and their users' counts) or a horizon. */
@@ -57,7 +57,7 @@ export function encodeChange(c: Change): WireChange {
     case 'alert':
       return { k: 'a', t: c.txid.toString(), i: c.insertTxid.toString(), s: c.seq.toString(), a: c.alert, ...(c.replaced ? { r: 1 as const } : {}) };
     case 'delete':
-      return { k: 'd', t: c.txid.toString(), id: c.id, u: c.userId };
+      return { k: 'd', t: c.txid.toString(), id: c.id, u: c.userId, ...(c.outlived ? { o: 1 as const } : {}) };
     case 'preferences':
       return { k: 'p', t: c.txid.toString(), u: c.userId, m: c.muted };
   }
@@ -68,7 +68,7 @@ export function decodeChange(w: WireChange): Change {
     case 'a':
       return { kind: 'alert', txid: BigInt(w.t), insertTxid: BigInt(w.i), seq: BigInt(w.s), alert: w.a, ...(w.r ? { replaced: true as const } : {}) };
     case 'd':
-      return { kind: 'delete', txid: BigInt(w.t), id: w.id, userId: w.u };
+      return { kind: 'delete', txid: BigInt(w.t), id: w.id, userId: w.u, ...(w.o ? { outlived: true as const } : {}) };
     case 'p':
       return { kind: 'preferences', txid: BigInt(w.t), userId: w.u, muted: w.m };
   }
