@@ -13,6 +13,8 @@ import type { DaemonOptions } from '../src/daemon/daemon.js';
 import { cleanEnv, run } from './helpers/cli.js';
 import { TestClient } from './helpers/client.js';
 import { daemonFleet, health, tokenFor } from './helpers/daemon.js';
+import { changesByTxids, changesSince, changesSinceAll } from '../src/db/changes.js';
+import { createDb } from '../src/db/connect.js';
 import { MODES } from './helpers/modes.js';
 import { freshDatabase, query } from './helpers/pg.js';
 import { until } from './helpers/tab.js';
@@ -182,4 +184,27 @@ describe('WAL mode, a delete read by id beside a re-insert the stream carried', 
     typed.close();
     expect(held(typed.messages).has('x'), 'x is of type b now').toBe(false);
   });
+});
+
+// A Redis node of an older pgbell reads no `outlived` flag and sends every delete: within one
+// transaction, a delete of an alert the transaction re-inserted goes before the row in every read
+// a relay publishes from (and in a resume's), or such a node's client would drop the alert.
+it('a delete and re-insert in one transaction: every read hands the delete on before the row', async () => {
+  const url = await freshDatabase(['ov']);
+  const db = createDb(url);
+  try {
+    await query(url, `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x', 'ov', 'a', 'first')`);
+    const w = new pg.Client({ connectionString: url });
+    await w.connect();
+    await w.query(`BEGIN; DELETE FROM "Alert" WHERE id = 'x'; INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x', 'ov', 'a', 'again')`);
+    const t = (await w.query<{ t: string }>('SELECT pg_current_xact_id()::text AS t')).rows[0]!.t;
+    await w.query('COMMIT');
+    await w.end();
+    const shape = (changes: Array<{ kind: string; outlived?: boolean }>) => changes.filter((c) => c.kind !== 'preferences').map((c) => `${c.kind}${c.outlived ? ' (outlived)' : ''}`);
+    expect(shape((await changesByTxids(db, [t], 'all')).changes), 'live').toEqual(['delete (outlived)', 'alert']);
+    expect(shape((await changesSinceAll(db, BigInt(t), 1000)).batch.changes), 'relay catch-up').toEqual(['delete (outlived)', 'alert']);
+    expect(shape((await changesSince(db, [{ userId: 'ov', after: BigInt(t) }], 1000)).changes), 'resume').toEqual(['delete (outlived)', 'alert']);
+  } finally {
+    await db.destroy();
+  }
 });

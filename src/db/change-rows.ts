@@ -110,8 +110,9 @@ export function collect(rows: Row[]): ChangeBatch {
 }
 
 /**
- * The last operation on a row within a transaction wins, for a stream's changes (other reads
- * mark such a tombstone `outlived`: see OUTLIVED). An alert row here exists at the end
+ * The last operation on a row within a transaction wins (reads with flags also mark such a
+ * tombstone `outlived`, see OUTLIVED, and it is not sent; a Redis node of an older pgbell sends
+ * it, so it goes first there too). An alert row here exists at the end
  * of its transaction (a delete after an insert leaves no row, only the tombstone), so a
  * tombstone of the same transaction, alert and user is an earlier delete the row outlived (a
  * delete and re-insert of one id). It goes before the alert, not after it (reads put a

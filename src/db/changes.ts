@@ -64,7 +64,9 @@ export async function changesByTxids(db: Q, txids: readonly string[], userIds: r
   const order = new Map(txids.map((t, i) => [BigInt(t), i]));
   const batch = collect(rows);
   batch.changes.sort((a, b) => order.get(a.txid)! - order.get(b.txid)! || byRow(a, b));
-  return streamed ? { ...batch, changes: lastWins(batch.changes) } : batch;
+  // Within a transaction the row wins (a delete of it, outlived or a stream's, goes first: a Redis
+  // node of an older pgbell sends an outlived delete too).
+  return { ...batch, changes: lastWins(batch.changes) };
 }
 
 const UNREAD_FOR = `
@@ -235,7 +237,7 @@ export async function changesSince(db: Q, requests: ReadonlyArray<{ userId: stri
   }
   batch.changes.sort((a, b) => (a.txid < b.txid ? -1 : a.txid > b.txid ? 1 : byRow(a, b)));
   const xip = new Set(s.n ? s.n.split(',').map((x) => BigInt(x)) : []);
-  return { ...batch, xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), epoch: s.id!, truncated, cuts };
+  return { ...batch, changes: lastWins(batch.changes), xmin: BigInt(s.itx!), xmax: BigInt(s.tx!), xip, prunedTxid: BigInt(s.seq!), epoch: s.id!, truncated, cuts };
 }
 
 /**
@@ -251,9 +253,9 @@ export async function changesSinceAll(db: Q, after: bigint, limit: number): Prom
   // limited) may reach beyond it: the page keeps only what is below that transaction, whole,
   // and the next page starts at it (`next`). Null: this page is everything.
   const alerts = batch.changes.filter((c) => c.kind === 'alert');
-  if (alerts.length < limit) return { batch, xmin: BigInt(s.itx!), next: null };
+  if (alerts.length < limit) return { batch: { ...batch, changes: lastWins(batch.changes) }, xmin: BigInt(s.itx!), next: null };
   const cut = alerts.at(-1)!.txid;
-  return { batch: { changes: batch.changes.filter((c) => c.txid < cut), unread: batch.unread }, xmin: BigInt(s.itx!), next: cut };
+  return { batch: { changes: lastWins(batch.changes.filter((c) => c.txid < cut)), unread: batch.unread }, xmin: BigInt(s.itx!), next: cut };
 }
 
 const CHANGES_SINCE_ALL = `
