@@ -17,16 +17,31 @@ import { changesByTxids, changesSince, changesSinceAll } from '../src/db/changes
 import { createDb } from '../src/db/connect.js';
 import { MODES } from './helpers/modes.js';
 import { freshDatabase, query } from './helpers/pg.js';
-import { until } from './helpers/tab.js';
+import { arrived, held, until } from './helpers/tab.js';
 
-/** What a client holds after applying `messages` in order: id → alert. */
-function held(messages: any[]): Map<string, any> {
-  const out = new Map<string, any>();
-  for (const m of messages) {
-    for (const a of m.type === 'notification' || m.type === 'update' ? [m.alert] : m.type === 'notifications' ? m.alerts : []) out.set(a.id, a);
-    if (m.type === 'delete') out.delete(m.id);
+/**
+ * Runs `earlier` in a transaction that takes its id first and commits last, after `later` (run
+ * and committed meanwhile, with the higher id). Live reads wait on a lock of a table only they
+ * read until both have committed, so that they find the tombstones outlived.
+ */
+async function inverted(db: string, later: string, earlier: string): Promise<void> {
+  const early = new pg.Client({ connectionString: db });
+  const reads = new pg.Client({ connectionString: db });
+  await early.connect();
+  await reads.connect();
+  try {
+    await reads.query(`BEGIN; SET LOCAL search_path = pgbell, public; LOCK TABLE preference IN ACCESS EXCLUSIVE MODE`);
+    await early.query('BEGIN');
+    await early.query('SELECT pg_current_xact_id()');
+    await query(db, later);
+    await early.query(earlier);
+    await early.query('COMMIT');
+    await new Promise((r) => setTimeout(r, 300));
+    await reads.query('COMMIT');
+  } finally {
+    await early.end();
+    await reads.end();
   }
-  return out;
 }
 
 /** A polling client's state (`state`, changed) after applying `?after=` pages from `cursor` until `more` is false. */
@@ -45,7 +60,6 @@ async function polled(base: string, token: string, cursor: string, types: string
   return { state, pages };
 }
 
-const arrived = (id: string) => (m: any) => (m.type === 'notification' && m.alert.id === id) || (m.type === 'notifications' && m.alerts.some((a: any) => a.id === id));
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SETUPS: Record<string, Partial<DaemonOptions>> = { ...MODES, 'notify with Redis fan-out': { mode: 'notify', fanout: 'redis', redisUrl: REDIS_URL } };
@@ -83,27 +97,13 @@ describe.each(Object.keys(SETUPS))('%s', (setup) => {
     // The early transaction takes its id, then a later one deletes x and z and moves y away
     // and commits; then the early one brings all three back (z as another type) and, with
     // them, an alert over a page's bytes, so that a `?after=` page ends before the tombstones.
-    // Live reads wait (on a lock of a table only they read) until both have committed, so
-    // that they find the tombstones outlived.
-    const early = new pg.Client({ connectionString: db });
-    const reads = new pg.Client({ connectionString: db });
-    await early.connect();
-    await reads.connect();
-    try {
-      await reads.query(`BEGIN; SET LOCAL search_path = pgbell, public; LOCK TABLE preference IN ACCESS EXCLUSIVE MODE`);
-      await early.query('BEGIN');
-      await early.query('SELECT pg_current_xact_id()');
-      await query(db, `BEGIN; DELETE FROM "Alert" WHERE id IN ('${p}x', '${p}z'); UPDATE "Alert" SET "userId" = 'away' WHERE id = '${p}y'; COMMIT;`);
-      await early.query(`INSERT INTO "Alert" (id, "userId", type, title) VALUES ('${p}x', 'inv', 'a', 'back'), ('${p}z', 'inv', 'b', 'now b')`);
-      await early.query(`UPDATE "Alert" SET "userId" = 'inv', title = 'home' WHERE id = '${p}y'`);
-      await early.query(`INSERT INTO "Alert" (id, "userId", type, title, message) VALUES ('${p}big', 'inv', 'a', 'big', repeat('m', 1100000))`);
-      await early.query('COMMIT');
-      await new Promise((r) => setTimeout(r, 200));
-      await reads.query('COMMIT');
-    } finally {
-      await early.end();
-      await reads.end();
-    }
+    await inverted(
+      db,
+      `BEGIN; DELETE FROM "Alert" WHERE id IN ('${p}x', '${p}z'); UPDATE "Alert" SET "userId" = 'away' WHERE id = '${p}y'; COMMIT;`,
+      `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('${p}x', 'inv', 'a', 'back'), ('${p}z', 'inv', 'b', 'now b');
+       UPDATE "Alert" SET "userId" = 'inv', title = 'home' WHERE id = '${p}y';
+       INSERT INTO "Alert" (id, "userId", type, title, message) VALUES ('${p}big', 'inv', 'a', 'big', repeat('m', 1100000))`,
+    );
     await query(db, `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('${p}marker', 'inv', 'a', 'marker')`);
     await all.next(arrived(`${p}marker`));
     await typed.next(arrived(`${p}marker`));
@@ -160,25 +160,13 @@ describe('WAL mode, a delete read by id beside a re-insert the stream carried', 
     await query(db, `INSERT INTO "Alert" (id, "userId", type, title, message) VALUES ('big', 'inw', 'a', 'big', (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 5000)))`);
     await query(db, `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x', 'inw', 'a', 'first')`);
     await typed.next(arrived('x'));
-    const early = new pg.Client({ connectionString: db });
-    const reads = new pg.Client({ connectionString: db });
-    await early.connect();
-    await reads.connect();
-    try {
-      await reads.query(`BEGIN; SET LOCAL search_path = pgbell, public; LOCK TABLE preference IN ACCESS EXCLUSIVE MODE`);
-      await early.query('BEGIN');
-      await early.query('SELECT pg_current_xact_id()');
+    await inverted(
+      db,
       // The later id deletes x; its update of big leaves the TOASTed message out: read by id.
-      await query(db, `BEGIN; DELETE FROM "Alert" WHERE id = 'x'; UPDATE "Alert" SET read = true WHERE id = 'big'; COMMIT;`);
+      `BEGIN; DELETE FROM "Alert" WHERE id = 'x'; UPDATE "Alert" SET read = true WHERE id = 'big'; COMMIT;`,
       // The earlier id, committing last: x again, now of type b, carried by the stream.
-      await early.query(`INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x', 'inw', 'b', 'now b')`);
-      await early.query('COMMIT');
-      await new Promise((r) => setTimeout(r, 300));
-      await reads.query('COMMIT');
-    } finally {
-      await early.end();
-      await reads.end();
-    }
+      `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('x', 'inw', 'b', 'now b')`,
+    );
     await query(db, `INSERT INTO "Alert" (id, "userId", type, title) VALUES ('marker', 'inw', 'a', 'marker')`);
     await typed.next(arrived('marker'));
     typed.close();

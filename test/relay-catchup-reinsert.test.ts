@@ -18,21 +18,9 @@ import { TestClient } from './helpers/client.js';
 import { daemonFleet, health, tokenFor } from './helpers/daemon.js';
 import { freshDatabase, query } from './helpers/pg.js';
 import { haveRedisServer } from './helpers/redis-cluster.js';
-import { until } from './helpers/tab.js';
+import { arrived, held, until } from './helpers/tab.js';
 
 const have = haveRedisServer();
-const arrived = (id: string) => (m: any) => (m.type === 'notification' && m.alert.id === id) || (m.type === 'notifications' && m.alerts.some((a: any) => a.id === id));
-
-/** What a client holds after applying `messages` in order: id → alert. */
-function held(messages: any[]): Map<string, any> {
-  const out = new Map<string, any>();
-  for (const m of messages) {
-    for (const a of m.type === 'notification' || m.type === 'update' ? [m.alert] : m.type === 'notifications' ? m.alerts : []) out.set(a.id, a);
-    if (m.type === 'delete') out.delete(m.id);
-  }
-  return out;
-}
-
 describe.skipIf(!have && process.env.PGBELL_REQUIRE_REDIS !== '1')('WAL relay: its catch-up beside its new stream', () => {
   let db: string;
   let dir = '';

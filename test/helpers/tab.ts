@@ -74,3 +74,19 @@ export async function until(check: () => boolean | Promise<boolean>, timeoutMs: 
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Whether a message brings alert `id` as new (`notification`, or within `notifications`). */
+export const arrived =
+  (id: string) =>
+  (m: any): boolean =>
+    (m.type === 'notification' && m.alert.id === id) || (m.type === 'notifications' && m.alerts.some((a: any) => a.id === id));
+
+/** What a client holds after applying `messages` in order, as pgbell/client does: id → alert. */
+export function held(messages: any[]): Map<string, any> {
+  const out = new Map<string, any>();
+  for (const m of messages) {
+    for (const a of m.type === 'notification' || m.type === 'update' ? [m.alert] : m.type === 'notifications' ? m.alerts : []) out.set(a.id, a);
+    if (m.type === 'delete') out.delete(m.id);
+  }
+  return out;
+}
