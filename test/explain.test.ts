@@ -1,7 +1,7 @@
 /**
  * The reads on the delivery path stay indexed with the bookkeeping in schema pgbell: their
  * generic plans (how the daemon runs them) scan no table whole, on pgbell's own "Alert" and on
- * an installed table with no index but its primary key.
+ * an installed table with no index but its primary key, also beside many deletes of one user.
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -43,6 +43,8 @@ describe('delivery reads', () => {
       await psql(url, `INSERT INTO "User" (id, email) SELECT 'u' || i, 'u' || i || '@x' FROM generate_series(1, 200) i;
         INSERT INTO "Alert" ("userId", title) SELECT 'u' || (i % 200 + 1), 't' || i FROM generate_series(1, 20000) i;`);
       await psql(url, WRITERS('INSERT INTO "Alert" ("userId", title)'));
+      // Deletes, nearly all of one user: whether an alert was deleted before is still one probe.
+      await psql(url, `INSERT INTO "Alert" (id, "userId", title) SELECT 'gone' || i, 'u1', 'g' FROM generate_series(1, 20000) i; DELETE FROM "Alert" WHERE id LIKE 'gone%';`);
     } else {
       url = await emptyDatabase('explain');
       await psql(url, `CREATE TABLE notes (id bigserial PRIMARY KEY, owner text NOT NULL, title text NOT NULL, seen boolean NOT NULL DEFAULT false);
@@ -53,6 +55,9 @@ describe('delivery reads', () => {
     }
     for (const [name, plan] of Object.entries(await plans(url))) {
       expect(plan, name).not.toMatch(new RegExp(`Seq Scan on (${table}|"?AlertChange"?)\\b`));
+      // The live read and a resume: with many deletes, still a probe per row (the relay's
+      // catch-up, rare, may hash them).
+      if (how === 'pgbell migrate' && name !== 'since_all') expect(plan, name).not.toMatch(/Seq Scan on "?AlertTombstone"?/);
       expect(plan, name).toMatch(/Index/);
     }
     // The counts (unread, unseen, by type; archived left out) come from the one partial index.

@@ -89,6 +89,14 @@ export function statements(m: Mapping, channel: string, kind: Kind): string[] {
      )`,
     `CREATE INDEX IF NOT EXISTS "AlertTombstone_txid_idx" ON ${s}."AlertTombstone" (txid)`,
     `CREATE INDEX IF NOT EXISTS "AlertTombstone_userId_txid_idx" ON ${s}."AlertTombstone" ("userId", txid)`,
+    // Whether an alert was deleted or moved away before (`replaced`, src/db/change-rows.ts), asked
+    // for every alert row of a read in id order: one probe, however many tombstones its user, or
+    // all users, have. Written only by deletes and moves.
+    `CREATE INDEX IF NOT EXISTS "AlertTombstone_userId_id_idx" ON ${s}."AlertTombstone" ("userId", id)`,
+    // As for "AlertChange" below: a transaction deletes few rows, even after one deleted many
+    // (statistics would then say "all rows", and a read would look up every alert of the table
+    // once instead of the few deletes' users' own).
+    `ALTER TABLE ${s}."AlertTombstone" ALTER COLUMN txid SET (n_distinct = -1)`,
     // WAL mode publishes it: without a replica identity, pruning's DELETE would be refused.
     `ALTER TABLE ${s}."AlertTombstone" REPLICA IDENTITY FULL`,
     `CREATE TABLE IF NOT EXISTS ${s}.pgbell_revocation (
