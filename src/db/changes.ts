@@ -279,4 +279,4 @@ const CHANGES_SINCE_ALL = `
 `;
 
 /** The delivery reads' SQL, for tests that check their plans use indexes. */
-export const DELIVERY_READS = { byTxids: CHANGES_BY_TXIDS.users, byTxidsAll: CHANGES_BY_TXIDS.all, byTxidsStreamed: CHANGES_BY_TXIDS.usersStreamed, since: CHANGES_SINCE, sinceAll: CHANGES_SINCE_ALL } as const;
+export const DELIVERY_READS = { byTxids: CHANGES_BY_TXIDS.users, byTxidsAll: CHANGES_BY_TXIDS.all, since: CHANGES_SINCE, sinceAll: CHANGES_SINCE_ALL } as const;
